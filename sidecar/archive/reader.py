@@ -1,0 +1,286 @@
+"""Streaming reader of the mongodump archive format that enforces every rule of the format.
+
+Memory stays bounded: documents come out in chunks of at most ``chunk_bytes`` (plus one document),
+never a whole segment or namespace. Every error names the offset into the uncompressed stream.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import bson
+
+from sidecar.archive.crc64 import crc64_update, to_signed
+from sidecar.archive.format import (
+    MAGIC,
+    MAX_BSON_SIZE,
+    MIN_BSON_SIZE,
+    ArchiveFormatError,
+    ArchiveHeader,
+    CollectionMetadata,
+    Namespace,
+)
+
+_INT32 = struct.Struct("<i")
+_READ_SIZE = 1 << 20
+
+
+@dataclass
+class DocumentChunk:
+    """Consecutive whole documents of one namespace: ``data`` is their raw BSON, concatenated."""
+
+    namespace: Namespace
+    data: memoryview
+    count: int
+    offset: int
+
+    def documents(self) -> Iterator[memoryview]:
+        data, pos = self.data, 0
+        while pos < len(data):
+            size = _INT32.unpack_from(data, pos)[0]
+            yield data[pos : pos + size]
+            pos += size
+
+
+@dataclass
+class NamespaceEnd:
+    namespace: Namespace
+    crc: int
+    documents: int
+    bytes: int
+
+
+@dataclass
+class _NamespaceState:
+    crc: int = 0
+    documents: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class Prelude:
+    header: ArchiveHeader
+    collections: list[CollectionMetadata] = field(default_factory=list)
+
+    def metadata_for(self, ns: Namespace) -> CollectionMetadata | None:
+        return next((c for c in self.collections if c.namespace == ns), None)
+
+
+class _Buffer:
+    """Reads a stream through a growable buffer, tracking the absolute offset."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+        self._buf = bytearray()
+        self._pos = 0
+        self.consumed = 0  # absolute offset of _buf[_pos]
+
+    def fill(self, need: int) -> bool:
+        """Make ``need`` bytes available; False at end of stream with fewer bytes left."""
+        while len(self._buf) - self._pos < need:
+            if self._pos:
+                del self._buf[: self._pos]
+                self._pos = 0
+            block = self._stream.read(max(_READ_SIZE, need))
+            if not block:
+                return False
+            self._buf += block
+        return True
+
+    def available(self) -> int:
+        return len(self._buf) - self._pos
+
+    def at_eof(self) -> bool:
+        return not self.fill(1)
+
+    def peek_int32(self) -> int:
+        return _INT32.unpack_from(self._buf, self._pos)[0]
+
+    def take(self, n: int) -> bytes:
+        chunk = bytes(self._buf[self._pos : self._pos + n])
+        self._pos += n
+        self.consumed += n
+        return chunk
+
+    def view(self, n: int) -> memoryview:
+        return memoryview(self._buf)[self._pos : self._pos + n]
+
+    def skip(self, n: int) -> None:
+        self._pos += n
+        self.consumed += n
+
+
+class ArchiveReader:
+    """Iterate an uncompressed archive stream: ``read_prelude()`` then ``events()``."""
+
+    def __init__(self, stream: BinaryIO, *, chunk_bytes: int = 4 << 20, check_crc: bool = True):
+        self._buf = _Buffer(stream)
+        self._chunk_bytes = chunk_bytes
+        self._check_crc = check_crc
+        self.prelude: Prelude | None = None
+        self._states: dict[Namespace, _NamespaceState] = {}
+        self._finished: set[Namespace] = set()
+
+    @property
+    def offset(self) -> int:
+        return self._buf.consumed
+
+    def read_prelude(self) -> Prelude:
+        if not self._buf.fill(4) or self._buf.view(4) != MAGIC:
+            raise ArchiveFormatError("stream does not appear to be a mongodump archive (bad magic)", 0)
+        self._buf.skip(4)
+        header_doc = self._read_document("archive header")
+        if header_doc is None:
+            raise ArchiveFormatError("terminator where the archive header was expected", self.offset - 4)
+        header = _decode_header(header_doc, self.offset - len(header_doc))
+        prelude = Prelude(header)
+        while (doc := self._read_document("collection metadata")) is not None:
+            prelude.collections.append(_decode_metadata(doc, self.offset - len(doc)))
+        for meta in prelude.collections:
+            if meta.namespace in self._states:
+                raise ArchiveFormatError("namespace listed twice in the prelude", None, str(meta.namespace))
+            self._states[meta.namespace] = _NamespaceState()
+        self.prelude = prelude
+        return prelude
+
+    def events(self) -> Iterator[DocumentChunk | NamespaceEnd]:
+        """Segments' documents as chunks and one NamespaceEnd per EOF block, in stream order."""
+        if self.prelude is None:
+            self.read_prelude()
+        while not self._buf.at_eof():
+            start = self.offset
+            doc = self._read_document("namespace header")
+            if doc is None:
+                raise ArchiveFormatError("terminator where a namespace header was expected", start)
+            ns, eof, crc = _decode_namespace_header(doc, start)
+            state = self._state_for(ns, start)
+            if eof:
+                yield self._end_namespace(ns, state, crc, start)
+            else:
+                yield from self._segment(ns, state)
+        missing = [str(ns) for ns in self._states if ns not in self._finished]
+        if missing:
+            raise ArchiveFormatError(
+                f"archive finished before all collections were seen: {', '.join(sorted(missing))}",
+                self.offset,
+            )
+
+    def _state_for(self, ns: Namespace, offset: int) -> _NamespaceState:
+        if ns in self._finished:
+            raise ArchiveFormatError("namespace header for an already finished namespace", offset, str(ns))
+        state = self._states.get(ns)
+        if state is None:
+            raise ArchiveFormatError("namespace not listed in the prelude", offset, str(ns))
+        return state
+
+    def _end_namespace(self, ns: Namespace, state: _NamespaceState, crc: int, start: int) -> NamespaceEnd:
+        if self._check_crc and to_signed(state.crc) != crc:
+            raise ArchiveFormatError(
+                f"CRC mismatch: EOF block says {crc}, documents give {to_signed(state.crc)}", start, str(ns)
+            )
+        if self._read_document("terminator after EOF block") is not None:
+            raise ArchiveFormatError("EOF block is not followed by a terminator", self.offset, str(ns))
+        self._finished.add(ns)
+        return NamespaceEnd(ns, crc, state.documents, state.bytes)
+
+    def _segment(self, ns: Namespace, state: _NamespaceState) -> Iterator[DocumentChunk]:
+        buf = self._buf
+        while True:
+            chunk_start = self.offset
+            size = count = 0
+            while True:
+                if not buf.fill(size + 4):
+                    raise ArchiveFormatError("archive ends inside a segment", self.offset + size, str(ns))
+                length = _INT32.unpack_from(buf.view(size + 4), size)[0]
+                if length == -1:
+                    break
+                _check_length(length, chunk_start + size, str(ns))
+                if not buf.fill(size + length):
+                    raise ArchiveFormatError("archive ends inside a document", chunk_start + size, str(ns))
+                if buf.view(size + length)[-1] != 0:
+                    raise ArchiveFormatError("document does not end with 0x00", chunk_start + size, str(ns))
+                size += length
+                count += 1
+                if size >= self._chunk_bytes:
+                    break
+            if count:
+                data = memoryview(buf.take(size))
+                if self._check_crc:
+                    state.crc = crc64_update(state.crc, data)
+                state.documents += count
+                state.bytes += size
+                yield DocumentChunk(ns, data, count, chunk_start)
+            if length == -1:
+                buf.skip(4)
+                return
+
+    def _read_document(self, what: str) -> bytes | None:
+        """One BSON document, or None for a terminator."""
+        start = self.offset
+        if not self._buf.fill(4):
+            raise ArchiveFormatError(f"archive ends where a {what} was expected", start)
+        length = self._buf.peek_int32()
+        if length == -1:
+            self._buf.skip(4)
+            return None
+        _check_length(length, start, None)
+        if not self._buf.fill(length):
+            raise ArchiveFormatError(f"archive ends inside a {what}", start)
+        doc = self._buf.take(length)
+        if doc[-1] != 0:
+            raise ArchiveFormatError(f"{what} does not end with 0x00", start)
+        return doc
+
+
+def _check_length(length: int, offset: int, namespace: str | None) -> None:
+    if not MIN_BSON_SIZE <= length <= MAX_BSON_SIZE:
+        raise ArchiveFormatError(
+            f"invalid BSON length {length} (must be {MIN_BSON_SIZE}..{MAX_BSON_SIZE})", offset, namespace
+        )
+
+
+def _decode(doc: bytes, what: str, offset: int) -> dict:
+    try:
+        return bson.decode(doc)
+    except Exception as exc:  # bson raises several unrelated types for malformed input
+        raise ArchiveFormatError(f"{what} is not valid BSON: {exc}", offset) from exc
+
+
+def _expect_fields(doc: dict, fields: list[str], what: str, offset: int) -> None:
+    if list(doc) != fields:
+        raise ArchiveFormatError(f"{what} has fields {list(doc)}, expected {fields}", offset)
+
+
+def _decode_header(raw: bytes, offset: int) -> ArchiveHeader:
+    doc = _decode(raw, "archive header", offset)
+    _expect_fields(
+        doc, ["concurrent_collections", "version", "server_version", "tool_version"], "archive header", offset
+    )
+    return ArchiveHeader(
+        server_version=doc["server_version"],
+        tool_version=doc["tool_version"],
+        concurrent_collections=doc["concurrent_collections"],
+        version=doc["version"],
+    )
+
+
+def _decode_metadata(raw: bytes, offset: int) -> CollectionMetadata:
+    doc = _decode(raw, "collection metadata", offset)
+    if not {"db", "collection"} <= doc.keys():
+        raise ArchiveFormatError(f"collection metadata lacks db/collection: {list(doc)}", offset)
+    return CollectionMetadata(
+        db=doc["db"],
+        collection=doc["collection"],
+        metadata=doc.get("metadata", ""),
+        type=doc.get("type", ""),
+        size=doc.get("size", 0),
+    )
+
+
+def _decode_namespace_header(raw: bytes, offset: int) -> tuple[Namespace, bool, int]:
+    doc = _decode(raw, "namespace header", offset)
+    _expect_fields(doc, ["db", "collection", "EOF", "CRC"], "namespace header", offset)
+    return Namespace(doc["db"], doc["collection"]), bool(doc["EOF"]), int(doc["CRC"])
