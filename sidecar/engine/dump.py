@@ -1,0 +1,304 @@
+"""The native dump engine: pymongo raw BSON batches into the mongodump archive format.
+
+Documents are never decoded: the server's raw batches are written as they come. Several collections
+are read in parallel by worker threads; one writer thread (the caller's) owns the archive stream, so
+CRCs, compression and file writes overlap with the reads. Memory is bounded by the queue length
+times the batch size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import bson
+import pymongo
+from bson.timestamp import Timestamp
+
+from sidecar import __version__
+from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata, Namespace
+from sidecar.archive.format import OPLOG_NAMESPACE, count_documents
+from sidecar.archive.metadata import build_metadata_json
+
+SYSTEM_DATABASES = frozenset({"admin", "local", "config"})
+TOOL_VERSION = f"mongo-backup-sidecar/{__version__}"
+
+
+class DumpError(RuntimeError):
+    """A dump failed; ``stage`` says where (connect, dump, write) for the failure metrics."""
+
+    def __init__(self, message: str, stage: str = "dump"):
+        super().__init__(message)
+        self.stage = stage
+
+
+class DumpCancelled(DumpError):
+    def __init__(self) -> None:
+        super().__init__("backup was cancelled", stage="dump")
+
+
+@dataclass(frozen=True)
+class DumpOptions:
+    database: str = ""
+    ns_include: tuple[str, ...] = ()
+    ns_exclude: tuple[str, ...] = ()
+    parallel_collections: int = 4
+    oplog: str = "auto"  # auto: on a replica set, for full dumps
+    batch_size: int = 1000
+
+    @property
+    def is_full_dump(self) -> bool:
+        return not (self.database or self.ns_include or self.ns_exclude)
+
+
+@dataclass
+class NamespaceStats:
+    documents: int = 0
+    bytes: int = 0
+    crc: int = 0
+    type: str = "collection"
+    indexes: int = 0
+
+
+@dataclass
+class OplogRange:
+    start: Timestamp
+    end: Timestamp
+    entries: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "start": {"t": self.start.time, "i": self.start.inc},
+            "end": {"t": self.end.time, "i": self.end.inc},
+            "entries": self.entries,
+        }
+
+
+@dataclass
+class DumpProgress:
+    namespaces_total: int = 0
+    namespaces_done: int = 0
+    documents: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class DumpResult:
+    server_version: str
+    namespaces: dict[str, NamespaceStats] = field(default_factory=dict)
+    oplog: OplogRange | None = None
+
+    @property
+    def uncompressed_bytes(self) -> int:
+        return sum(s.bytes for s in self.namespaces.values())
+
+
+ProgressCallback = Callable[[DumpProgress], None]
+
+
+def namespace_matches(name: str, include: Iterable[str], exclude: Iterable[str]) -> bool:
+    """mongodump's --nsInclude/--nsExclude: ``*`` matches within and across the db.coll name."""
+    include = tuple(include)
+    if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
+        return False
+    return not any(fnmatch.fnmatchcase(name, p) for p in exclude)
+
+
+def plan_collections(client: pymongo.MongoClient, options: DumpOptions) -> list[CollectionMetadata]:
+    """The prelude entries of every namespace to dump, with indexes and options as mongodump records them."""
+    databases = (
+        [options.database]
+        if options.database
+        else sorted(d for d in client.list_database_names() if d not in SYSTEM_DATABASES)
+    )
+    plan = []
+    for db_name in databases:
+        db = client[db_name]
+        for info in sorted(db.list_collections(), key=lambda i: i["name"]):
+            name, type_ = info["name"], info.get("type", "collection")
+            if name.startswith("system.") or not namespace_matches(
+                f"{db_name}.{name}", options.ns_include, options.ns_exclude
+            ):
+                continue
+            indexes = [] if type_ == "view" else list(db[name].list_indexes())
+            metadata = build_metadata_json(
+                name,
+                options=info.get("options"),
+                indexes=indexes,
+                uuid=info.get("info", {}).get("uuid"),
+                type_=type_,
+            )
+            plan.append(CollectionMetadata(db_name, name, metadata, type_))
+    return plan
+
+
+def _is_replica_set(client: pymongo.MongoClient) -> bool:
+    return bool(client.admin.command("hello").get("setName"))
+
+
+def _latest_oplog_ts(client: pymongo.MongoClient) -> Timestamp:
+    entry = client.local["oplog.rs"].find_one({}, {"ts": 1}, sort=[("$natural", -1)])
+    if entry is None:
+        raise DumpError("the oplog is empty; cannot take a point-in-time backup", stage="dump")
+    return entry["ts"]
+
+
+class _Sentinel:
+    """Marks the end of one namespace in the queue from workers to the writer."""
+
+    def __init__(self, ns: Namespace, error: BaseException | None = None):
+        self.ns, self.error = ns, error
+
+
+class NativeDump:
+    def __init__(
+        self,
+        client: pymongo.MongoClient,
+        options: DumpOptions,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ):
+        self.client = client
+        self.options = options
+        self.progress = progress or (lambda p: None)
+        self.cancel = cancel or threading.Event()
+        self.state = DumpProgress()
+
+    def use_oplog(self) -> bool:
+        wanted = self.options.oplog
+        if wanted == "off":
+            return False
+        replica_set = _is_replica_set(self.client)
+        if wanted == "on":
+            if not replica_set:
+                raise DumpError("SIDECAR_OPLOG=on needs a replica set; this server is standalone", "connect")
+            if not self.options.is_full_dump:
+                raise DumpError(
+                    "SIDECAR_OPLOG=on works only for full dumps (no database or ns filters)", "dump"
+                )
+        return replica_set and self.options.is_full_dump
+
+    def run(self, out: BinaryIO) -> DumpResult:
+        server_version = self.client.server_info().get("version", "unknown")
+        with_oplog = self.use_oplog()
+        oplog_start = _latest_oplog_ts(self.client) if with_oplog else None
+        plan = plan_collections(self.client, self.options)
+        prelude = list(plan)
+        if with_oplog:
+            prelude.append(CollectionMetadata(*OPLOG_NAMESPACE, metadata="", type=""))
+        writer = ArchiveWriter(out)
+        header = ArchiveHeader(server_version, TOOL_VERSION, self.options.parallel_collections)
+        writer.write_prelude(header, prelude)
+        result = DumpResult(server_version)
+        for meta in plan:
+            result.namespaces[str(meta.namespace)] = NamespaceStats(type=meta.type)
+        self.state.namespaces_total = len(prelude)
+        self.progress(self.state)
+        self._dump_collections(plan, writer, result)
+        if with_oplog:
+            result.oplog = self._dump_oplog(oplog_start, writer)
+        return result
+
+    def _dump_collections(
+        self, plan: list[CollectionMetadata], writer: ArchiveWriter, result: DumpResult
+    ) -> None:
+        work: queue.Queue[CollectionMetadata | None] = queue.Queue()
+        for meta in plan:
+            work.put(meta)
+        workers = min(self.options.parallel_collections, len(plan)) or 1
+        for _ in range(workers):
+            work.put(None)
+        batches: queue.Queue[tuple[Namespace, bytes, int] | _Sentinel] = queue.Queue(maxsize=workers * 2)
+        threads = [
+            threading.Thread(target=self._worker, args=(work, batches), daemon=True) for _ in range(workers)
+        ]
+        for t in threads:
+            t.start()
+        remaining = len(plan)
+        try:
+            while remaining:
+                item = batches.get()
+                if isinstance(item, _Sentinel):
+                    if item.error is not None:
+                        raise item.error
+                    stats = result.namespaces[str(item.ns)]
+                    stats.crc = writer.end_namespace(item.ns)
+                    remaining -= 1
+                    self.state.namespaces_done += 1
+                    self.progress(self.state)
+                    continue
+                ns, data, count = item
+                writer.write_documents(ns, data)
+                stats = result.namespaces[str(ns)]
+                stats.documents += count
+                stats.bytes += len(data)
+                self.state.documents += count
+                self.state.bytes += len(data)
+                self.progress(self.state)
+        finally:
+            if remaining:  # stopped early: tell the workers to stop reading
+                self.cancel.set()
+            _drain(batches, threads)
+
+    def _worker(self, work: queue.Queue, batches: queue.Queue) -> None:
+        while (meta := work.get()) is not None:
+            ns = meta.namespace
+            try:
+                if meta.type != "view":
+                    cursor = self.client[ns.db][ns.collection].find_raw_batches(
+                        {}, batch_size=self.options.batch_size
+                    )
+                    with cursor:
+                        for data in cursor:
+                            if self.cancel.is_set():
+                                raise DumpCancelled()
+                            batches.put((ns, data, count_documents(data)))
+                batches.put(_Sentinel(ns))
+            except BaseException as exc:  # handed to the writer thread, which re-raises it
+                batches.put(_Sentinel(ns, exc))
+                return
+
+    def _dump_oplog(self, start: Timestamp, writer: ArchiveWriter) -> OplogRange:
+        """Entries written while the collections were dumped, as mongodump --oplog keeps them."""
+        end = _latest_oplog_ts(self.client)
+        ns = Namespace(*OPLOG_NAMESPACE)
+        oplog = self.client.local["oplog.rs"]
+        cursor = oplog.find_raw_batches({"ts": {"$gte": start, "$lte": end}}, sort=[("$natural", 1)])
+        result = OplogRange(start, end)
+        first = True
+        with cursor:
+            for data in cursor:
+                if first and _first_ts(data) != start:
+                    raise DumpError(
+                        "oplog overflow: the oplog entry at the start of the dump rolled off before the dump "
+                        "finished; enlarge the oplog or dump faster",
+                        stage="dump",
+                    )
+                first = False
+                writer.write_documents(ns, data)
+                result.entries += count_documents(data)
+        if first:
+            raise DumpError("oplog overflow: no oplog entries found since the dump started", stage="dump")
+        writer.end_namespace(ns)
+        self.state.namespaces_done += 1
+        self.progress(self.state)
+        return result
+
+
+def _first_ts(data: bytes) -> Timestamp:
+    first_len = int.from_bytes(data[:4], "little")
+    return bson.decode(data[:first_len])["ts"]
+
+
+def _drain(batches: queue.Queue, threads: list[threading.Thread]) -> None:
+    """Unblock workers waiting on a full queue after the writer stopped early, then join them."""
+    while any(t.is_alive() for t in threads):
+        with contextlib.suppress(queue.Empty):
+            batches.get(timeout=0.05)
+    for t in threads:
+        t.join()
