@@ -1,0 +1,104 @@
+"""``sidecar``: serve | backup | verify | restore | list | prune | demo.
+
+Exit 0 on success; otherwise one line ``sidecar: error: <reason>`` on stderr and a non-zero code:
+2 for bad usage or configuration, 1 for a failed job, 3 when another job holds the lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from sidecar.config import ConfigError, Settings, load_settings
+from sidecar.jobs import JobBusy
+from sidecar.progress import TerminalProgress
+from sidecar.service import BackupService, JobFailed
+from sidecar.store.catalog import CatalogError
+
+EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 1, 2, 3
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    service = BackupService(settings)
+    job = service.new_job("backup", "cronjob" if args.once else "manual")
+    with TerminalProgress(job, enabled=not args.quiet):
+        entry = service.run_backup(job)
+    print(
+        f"backup completed: {settings.backup_dir / entry['fileName']} ({entry['fileSize']}, "
+        f"{sum(ns['documents'] for ns in entry['namespaces'].values())} documents, "
+        f"{entry['durationSeconds']}s)"
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    entries = BackupService(settings).list_backups()
+    if args.json:
+        print(json.dumps(entries, ensure_ascii=False, indent=2))
+        return 0
+    if not entries:
+        print(f"no backups in {settings.backup_dir}")
+    for e in entries:
+        print(
+            f"{e['createdAt']}  {e['status']:<9}  {e['fileSize']:>8}  {e['fileName']}"
+            + (f"  ({e['error']})" if e.get("error") else "")
+        )
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    service = BackupService(settings)
+    removals = service.plan_prune() if args.dry_run else service.run_prune()
+    verb = "would remove" if args.dry_run else "removed"
+    for r in removals:
+        print(f"{verb} {r.file_name}: {r.reason}")
+    print(f"{verb} {len(removals)} archive(s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sidecar", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    backup = sub.add_parser("backup", help="take one backup now, then apply retention")
+    backup.add_argument(
+        "--once",
+        action="store_true",
+        help="CronJob mode: record the run with trigger=cronjob and push metrics if configured",
+    )
+    backup.add_argument("--quiet", action="store_true", help="no progress bar")
+    backup.set_defaults(func=cmd_backup)
+
+    listing = sub.add_parser("list", help="show the catalog")
+    listing.add_argument("--json", action="store_true", help="the catalog entries as JSON")
+    listing.set_defaults(func=cmd_list)
+
+    prune = sub.add_parser("prune", help="apply retention: remove archives past SIDECAR_RETENTION_DAYS")
+    prune.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    prune.set_defaults(func=cmd_prune)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        return args.func(args, settings)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except JobBusy as exc:
+        return _fail(str(exc), EXIT_BUSY)
+    except (JobFailed, CatalogError) as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as exc:  # one line for the operator, never a traceback
+        return _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"sidecar: error: {message}", file=sys.stderr)
+    return code
