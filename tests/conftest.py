@@ -1,0 +1,71 @@
+"""Shared fixtures: a real MongoDB-wire server, sample data, and settings for a temporary backup dir.
+
+With SIDECAR_TEST_MONGODB_URI set, tests use that server (e.g. a real mongod); otherwise one embedded
+``secantusdb`` process (a one-node replica set) is started for the session.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pymongo
+import pytest
+
+from sidecar.config import Settings, load_settings
+from sidecar.embedded import EmbeddedServer
+from sidecar.sampledata import load_sample_data
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("SIDECAR_TEST_MONGODB_URI")
+    if given:
+        yield given
+        return
+    server = EmbeddedServer(tmp_path_factory.mktemp("mongo") / "data").start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_client(mongo_uri: str) -> Iterator[pymongo.MongoClient]:
+    with pymongo.MongoClient(mongo_uri, serverSelectionTimeoutMS=10000) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def sample_counts(mongo_client: pymongo.MongoClient) -> dict[str, int]:
+    """The rich sample data, loaded once per session; tests must not modify these databases."""
+    return load_sample_data(mongo_client)
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, mongo_uri: str) -> Callable[..., Settings]:
+    """Settings for a fresh backup dir; keyword arguments override SIDECAR_* values by attribute name."""
+
+    def make(**values: object) -> Settings:
+        env = {
+            "SIDECAR_MONGODB_URI": mongo_uri,
+            "SIDECAR_BACKUP_DIR": str(tmp_path / "backups"),
+            "SIDECAR_LOG_DIR": str(tmp_path / "logs"),
+            "SIDECAR_MIN_FREE_BYTES": "0",
+            "SIDECAR_CONNECT_TIMEOUT_SECONDS": "5",
+        }
+        env.update({f"SIDECAR_{k.upper()}": str(v) for k, v in values.items()})
+        return load_settings(env)
+
+    return make
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    """A private embedded server that a test may stop and restart (failure scenarios)."""
+    server = EmbeddedServer(tmp_path / "own-mongo").start()
+    try:
+        yield server
+    finally:
+        server.stop()
