@@ -178,7 +178,7 @@ class BackupService:
         with self._running(job):
             self.recover()
             entry = self._backup(job)
-            job.result = {"fileName": entry["fileName"], "sizeBytes": entry["sizeBytes"]}
+            job.result = {key: entry[key] for key in ("fileName", "sizeBytes", "durationSeconds", "sha256")}
             if prune:
                 removed = self._prune(dry_run=False)
                 job.result["pruned"] = [r.file_name for r in removed]

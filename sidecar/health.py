@@ -1,0 +1,122 @@
+"""Probes of MongoDB and the backup disk, cached so that /health and /metrics never do I/O."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import pymongo
+from pymongo.errors import OperationFailure, PyMongoError
+
+from sidecar.config import Settings, uri_hosts
+
+log = logging.getLogger("sidecar.health")
+STANDALONE_STATE = -1
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    mongodb_up: bool = False
+    ping_seconds: float | None = None
+    server_version: str | None = None
+    replset_state: int | None = None  # 1 primary, 2 secondary, ...; -1 standalone; None unknown
+    replication_lag_seconds: float = 0.0
+    error: str | None = None
+    disk_total_bytes: int = 0
+    disk_free_bytes: int = 0
+    disk_free_inodes: int = 0
+    checked_at: float = 0.0  # epoch seconds of the probe; 0 = never probed
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+def _replica_state(client: pymongo.MongoClient) -> tuple[int, float]:
+    try:
+        status = client.admin.command("replSetGetStatus")
+    except OperationFailure as exc:
+        if exc.code in (76, 94):  # NoReplicationEnabled, NotYetInitialized
+            return STANDALONE_STATE, 0.0
+        raise
+    me = next((m for m in status.get("members", []) if m.get("self")), {})
+    primary = next((m for m in status.get("members", []) if m.get("state") == 1), None)
+    lag = 0.0
+    if primary and me and me is not primary and me.get("optimeDate") and primary.get("optimeDate"):
+        lag = max(0.0, (primary["optimeDate"] - me["optimeDate"]).total_seconds())
+    return int(status.get("myState", me.get("state", 0))), lag
+
+
+class HealthMonitor:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._snapshot = HealthSnapshot()
+        self._client: pymongo.MongoClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def snapshot(self) -> HealthSnapshot:
+        return self._snapshot
+
+    def _get_client(self) -> pymongo.MongoClient:
+        if self._client is None:
+            timeout_ms = int(self.settings.connect_timeout_seconds * 1000)
+            self._client = pymongo.MongoClient(
+                self.settings.mongodb_uri,
+                serverSelectionTimeoutMS=timeout_ms,
+                connectTimeoutMS=timeout_ms,
+                appname="mongo-backup-sidecar-health",
+            )
+        return self._client
+
+    def probe(self) -> HealthSnapshot:
+        """Blocking: ping MongoDB and stat the disk; the result becomes the cached snapshot."""
+        with self._lock:
+            values = self._probe_disk()
+            values.update(self._probe_mongodb())
+            self._snapshot = HealthSnapshot(checked_at=time.time(), **values)
+            return self._snapshot
+
+    def _probe_mongodb(self) -> dict:
+        try:
+            client = self._get_client()
+            t0 = time.perf_counter()
+            client.admin.command("ping")
+            ping = time.perf_counter() - t0
+            version = self._snapshot.server_version or client.server_info().get("version")
+            state, lag = _replica_state(client)
+            return {
+                "mongodb_up": True,
+                "ping_seconds": ping,
+                "server_version": version,
+                "replset_state": state,
+                "replication_lag_seconds": lag,
+            }
+        except PyMongoError as exc:
+            reason = (
+                "authentication failed"
+                if isinstance(exc, OperationFailure) and exc.code == 18
+                else (type(exc).__name__)
+            )
+            error = f"MongoDB at {uri_hosts(self.settings.mongodb_uri)} unreachable: {reason}"
+            if self._snapshot.mongodb_up:
+                log.warning(error)
+            return {"mongodb_up": False, "error": error, "server_version": self._snapshot.server_version}
+
+    def _probe_disk(self) -> dict:
+        try:
+            stat = os.statvfs(self.settings.backup_dir)
+        except OSError as exc:
+            return {"error": f"backup directory {self.settings.backup_dir}: {exc.strerror}"}
+        return {
+            "disk_total_bytes": stat.f_blocks * stat.f_frsize,
+            "disk_free_bytes": stat.f_bavail * stat.f_frsize,
+            "disk_free_inodes": stat.f_favail,
+        }
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

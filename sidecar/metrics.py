@@ -1,0 +1,376 @@
+"""Prometheus metrics (names and meanings in docs/metrics.md).
+
+Counters and the duration histogram are updated from job events; everything else is read at scrape
+time from cached state (the catalog summary refreshed after each job, the health snapshot, the running
+job's progress). A scrape never does I/O, and every series exists from start-up.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    pushadd_to_gateway,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from sidecar import __version__
+from sidecar.config import Settings
+from sidecar.health import HealthMonitor
+from sidecar.jobs import Job
+from sidecar.service import BackupService
+from sidecar.store.catalog import STATUS_COMPLETED, Entry, parse_iso
+
+PREFIX = "mongobackup"
+TRIGGERS = ("schedule", "manual", "cronjob")
+STAGES = ("connect", "dump", "write", "verify", "upload")
+LEVELS = ("quick", "full", "drill")
+DESTINATIONS = ("local",)
+DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
+BASELINE_WINDOW = 7
+CRONJOB_PUSH_JOB = "mongobackup_cronjob"
+
+# The *_created series double the exposition and no rule or dashboard of ours reads them.
+disable_created_metrics()
+
+
+@dataclass
+class CatalogSummary:
+    """What the gauges need from the catalog, computed once per refresh."""
+
+    last_success_ts: float = 0.0
+    last_attempt_ts: float = 0.0
+    last_success: int = 1
+    last_size: float = 0.0
+    last_duration: float = 0.0
+    size_baseline: float = 0.0
+    archives: dict[str, dict[str, float]] = field(default_factory=dict)
+    verify: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _end_time(entry: Entry) -> float:
+    stamp = entry.get("finishedAt") or entry["createdAt"]
+    return parse_iso(stamp).timestamp()
+
+
+def summarize_catalog(entries: list[Entry], destinations: tuple[str, ...] = DESTINATIONS) -> CatalogSummary:
+    summary = CatalogSummary()
+    finished = [e for e in entries if e.get("status") in (STATUS_COMPLETED, "failed")]
+    good = [e for e in entries if e.get("status") == STATUS_COMPLETED]
+    if finished:
+        newest = max(finished, key=_end_time)
+        summary.last_attempt_ts = _end_time(newest)
+        summary.last_success = int(newest.get("status") == STATUS_COMPLETED)
+    if good:
+        good.sort(key=_end_time)
+        summary.last_success_ts = _end_time(good[-1])
+        summary.last_size = float(good[-1].get("sizeBytes", 0))
+        summary.last_duration = float(good[-1].get("durationSeconds", 0))
+        previous = [float(e.get("sizeBytes", 0)) for e in good[-BASELINE_WINDOW - 1 : -1]]
+        summary.size_baseline = statistics.median(previous) if previous else 0.0
+    for dest in sorted(set(destinations) | {d for e in good for d in e.get("locations", ["local"])}):
+        here = [e for e in good if dest in e.get("locations", ["local"])]
+        created = [parse_iso(e["createdAt"]).timestamp() for e in here]
+        summary.archives[dest] = {
+            "count": len(here),
+            "bytes": sum(float(e.get("sizeBytes", 0)) for e in here),
+            "oldest": min(created, default=0.0),
+            "newest": max(created, default=0.0),
+        }
+    for level in LEVELS:
+        results = [e["verification"][level] for e in entries if level in (e.get("verification") or {})]
+        results = [r for r in results if r.get("at")]
+        results.sort(key=lambda r: parse_iso(r["at"]))
+        passed = [r for r in results if r.get("ok")]
+        summary.verify[level] = {
+            "last_run": parse_iso(results[-1]["at"]).timestamp() if results else 0.0,
+            "last_success_ts": parse_iso(passed[-1]["at"]).timestamp() if passed else 0.0,
+            "last_success": float(bool(results[-1].get("ok"))) if results else 1.0,
+        }
+    return summary
+
+
+def _gauge(
+    name: str,
+    doc: str,
+    value: float | None = None,
+    labels: dict[str, str] | None = None,
+    rows: list[tuple[dict[str, str], float]] | None = None,
+) -> GaugeMetricFamily:
+    label_names = list((labels or (rows[0][0] if rows else {})).keys())
+    family = GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=label_names)
+    for row_labels, row_value in rows if rows is not None else [(labels or {}, value)]:
+        family.add_metric([row_labels[n] for n in label_names], row_value)
+    return family
+
+
+class _StateCollector(Collector):
+    """Yields the gauges from cached state at scrape time."""
+
+    def __init__(self, owner: SidecarMetrics):
+        self.owner = owner
+
+    def collect(self) -> Iterator[Metric]:
+        o, s, h = self.owner, self.owner.catalog_summary, self.owner.health.snapshot
+        settings = o.settings
+        yield _gauge(
+            "build_info",
+            "Build of the running sidecar.",
+            1,
+            {"version": __version__, "python_version": platform.python_version()},
+        )
+        yield _gauge(
+            "backup_last_success_timestamp_seconds", "End of the newest successful backup.", s.last_success_ts
+        )
+        yield _gauge(
+            "backup_last_attempt_timestamp_seconds", "End of the newest backup attempt.", s.last_attempt_ts
+        )
+        yield _gauge("backup_last_success", "1 if the newest backup attempt succeeded.", s.last_success)
+        yield _gauge("backup_last_size_bytes", "Size of the newest successful backup.", s.last_size)
+        yield _gauge(
+            "backup_size_baseline_bytes",
+            "Median size of the successful backups before the newest.",
+            s.size_baseline,
+        )
+        yield _gauge(
+            "backup_last_duration_seconds", "Duration of the newest successful backup.", s.last_duration
+        )
+        running = o.service.current
+        backing_up = running is not None and running.kind == "backup"
+        yield _gauge("backup_in_progress", "1 while a backup runs.", float(backing_up))
+        yield _gauge(
+            "backup_in_progress_bytes",
+            "Uncompressed bytes dumped by the running backup.",
+            float(running.progress.get("bytes", 0)) if backing_up else 0.0,
+        )
+        for name, key, doc in (
+            ("archives", "count", "Archives held per destination."),
+            ("archives_size_bytes", "bytes", "Bytes held per destination."),
+            ("archive_oldest_timestamp_seconds", "oldest", "Oldest good archive."),
+            ("archive_newest_timestamp_seconds", "newest", "Newest good archive."),
+        ):
+            yield _gauge(name, doc, rows=[({"destination": d}, v[key]) for d, v in s.archives.items()])
+        for name, key, doc in (
+            ("verify_last_run_timestamp_seconds", "last_run", "Newest integrity test."),
+            ("verify_last_success_timestamp_seconds", "last_success_ts", "Newest passing test."),
+            ("verify_last_success", "last_success", "1 if the newest test passed."),
+        ):
+            yield _gauge(name, doc, rows=[({"level": lvl}, v[key]) for lvl, v in s.verify.items()])
+        yield _gauge("next_backup_timestamp_seconds", "Next scheduled backup (0 = none).", o.next_backup_ts)
+        yield _gauge("disk_total_bytes", "Size of the backup file system.", h.disk_total_bytes)
+        yield _gauge("disk_free_bytes", "Free bytes on the backup file system.", h.disk_free_bytes)
+        yield _gauge("disk_free_inodes", "Free inodes on the backup file system.", h.disk_free_inodes)
+        yield _gauge("mongodb_up", "1 if the last MongoDB ping succeeded.", float(h.mongodb_up))
+        yield _gauge(
+            "mongodb_ping_latency_seconds", "Round trip of the last successful ping.", h.ping_seconds or 0.0
+        )
+        yield _gauge("mongodb_info", "MongoDB server version.", 1, {"version": h.server_version or "unknown"})
+        yield _gauge(
+            "mongodb_replset_member_state",
+            "Replica-set state of the member (-1 standalone).",
+            float(h.replset_state if h.replset_state is not None else -1),
+        )
+        yield _gauge("mongodb_replication_lag_seconds", "Lag behind the primary.", h.replication_lag_seconds)
+        for name, value in (
+            ("backup_age_seconds", settings.alert_backup_max_age_seconds),
+            ("verify_age_seconds", settings.alert_verify_max_age_seconds),
+            ("drill_age_seconds", settings.alert_drill_max_age_seconds),
+            ("size_drop_ratio", settings.alert_size_drop_ratio),
+            ("disk_free_ratio", settings.alert_disk_free_min_ratio),
+        ):
+            yield _gauge(
+                f"alert_threshold_{name}", "Alert threshold from the sidecar's configuration.", value
+            )
+        for dest, ts in o.upload_success_ts.items():
+            yield _gauge(
+                "upload_last_success_timestamp_seconds",
+                "Newest successful off-site upload.",
+                ts,
+                {"destination": dest},
+            )
+
+
+class SidecarMetrics:
+    """The sidecar's registry; a JobListener, so every job path (API, scheduler, CLI) updates it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        service: BackupService,
+        health: HealthMonitor,
+        registry: CollectorRegistry | None = None,
+    ):
+        self.settings, self.service, self.health = settings, service, health
+        self.registry = registry or CollectorRegistry()
+        self.catalog_summary = CatalogSummary()
+        self.next_backup_ts = 0.0
+        self.upload_success_ts: dict[str, float] = {}
+        self._lock = threading.Lock()
+        r = self.registry
+        self.backup_runs = Counter(
+            f"{PREFIX}_backup_runs", "Backup attempts started.", ["trigger"], registry=r
+        )
+        self.backup_successes = Counter(
+            f"{PREFIX}_backup_successes", "Backups completed.", ["trigger"], registry=r
+        )
+        self.backup_failures = Counter(
+            f"{PREFIX}_backup_failures", "Backups failed, by failing stage.", ["trigger", "stage"], registry=r
+        )
+        self.backup_duration = Histogram(
+            f"{PREFIX}_backup_duration_seconds",
+            "Duration of successful backups.",
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.verify_runs = Counter(f"{PREFIX}_verify_runs", "Integrity tests run.", ["level"], registry=r)
+        self.verify_failures = Counter(
+            f"{PREFIX}_verify_failures", "Integrity tests failed.", ["level"], registry=r
+        )
+        self.restore_runs = Counter(f"{PREFIX}_restore_runs", "Restores started.", registry=r)
+        self.restore_failures = Counter(f"{PREFIX}_restore_failures", "Restores failed.", registry=r)
+        self.retention_deleted = Counter(
+            f"{PREFIX}_retention_deleted_archives",
+            "Archives removed by retention.",
+            ["destination"],
+            registry=r,
+        )
+        self.upload_failures = Counter(
+            f"{PREFIX}_upload_failures", "Failed off-site uploads.", ["destination"], registry=r
+        )
+        self.upload_bytes = Counter(
+            f"{PREFIX}_upload_bytes", "Bytes uploaded off-site.", ["destination"], registry=r
+        )
+        self._touch_label_sets()
+        r.register(_StateCollector(self))
+        service.listeners.append(self)
+
+    def _touch_label_sets(self) -> None:
+        """Create every label combination now so alerts never see an absent series."""
+        for trigger in TRIGGERS:
+            self.backup_runs.labels(trigger)
+            self.backup_successes.labels(trigger)
+            for stage in STAGES:
+                self.backup_failures.labels(trigger, stage)
+        for level in LEVELS:
+            self.verify_runs.labels(level)
+            self.verify_failures.labels(level)
+        for dest in DESTINATIONS:
+            self.retention_deleted.labels(dest)
+
+    # -- JobListener ------------------------------------------------------------------------------
+
+    def job_started(self, job: Job) -> None:
+        if job.kind == "backup":
+            self.backup_runs.labels(self._trigger(job)).inc()
+        elif job.kind == "verify":
+            self.verify_runs.labels(job.params.get("level", "full")).inc()
+        elif job.kind == "restore":
+            self.restore_runs.inc()
+
+    def job_finished(self, job: Job) -> None:
+        ok = job.state == "succeeded"
+        result = job.result or {}
+        if job.kind == "backup":
+            trigger = self._trigger(job)
+            if ok:
+                self.backup_successes.labels(trigger).inc()
+            else:
+                stage = job.stage if job.stage in STAGES else "dump"
+                self.backup_failures.labels(trigger, stage).inc()
+            self._record_uploads(result.get("uploads") or {})
+        elif job.kind == "verify" and not ok:
+            self.verify_failures.labels(job.params.get("level", "full")).inc()
+        elif job.kind == "restore" and not ok:
+            self.restore_failures.inc()
+        pruned = result.get("pruned") or []
+        if job.kind == "prune" and not result.get("dryRun"):
+            pruned = result.get("removed") or []
+        if pruned:
+            self.retention_deleted.labels("local").inc(len(pruned))
+        if ok and job.kind == "backup":
+            self.backup_duration.observe(float(result.get("durationSeconds", 0.0)))
+        self.refresh_catalog()
+
+    @staticmethod
+    def _trigger(job: Job) -> str:
+        return job.trigger if job.trigger in TRIGGERS else "manual"
+
+    def _record_uploads(self, uploads: dict[str, Any]) -> None:
+        for dest, outcome in uploads.items():
+            if outcome.get("ok"):
+                self.upload_bytes.labels(dest).inc(outcome.get("bytes", 0))
+                self.upload_success_ts[dest] = float(outcome.get("at", time.time()))
+            else:
+                self.upload_failures.labels(dest).inc()
+
+    # -- cached state -----------------------------------------------------------------------------
+
+    def refresh_catalog(self) -> None:
+        """Blocking (reads backup-info.json): call from a worker thread, never from a scrape."""
+        summary = summarize_catalog(self.service.catalog.load())
+        with self._lock:
+            self.catalog_summary = summary
+
+    def set_next_backup(self, epoch_seconds: float | None) -> None:
+        self.next_backup_ts = float(epoch_seconds or 0.0)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON view of the same facts, for GET /api/v1/monitoring/metrics."""
+        s, h, now = self.catalog_summary, self.health.snapshot, time.time()
+        return {
+            "backup": {
+                "lastSuccessAt": s.last_success_ts or None,
+                "ageSeconds": round(now - s.last_success_ts, 1) if s.last_success_ts else None,
+                "lastAttemptSucceeded": bool(s.last_success),
+                "lastSizeBytes": s.last_size,
+                "sizeBaselineBytes": s.size_baseline,
+                "lastDurationSeconds": s.last_duration,
+                "nextScheduledAt": self.next_backup_ts or None,
+                "runs": _by_label(self.backup_runs),
+                "successes": _by_label(self.backup_successes),
+                "failures": _by_label(self.backup_failures),
+            },
+            "archives": s.archives,
+            "verify": s.verify,
+            "disk": {
+                "totalBytes": h.disk_total_bytes,
+                "freeBytes": h.disk_free_bytes,
+                "freeInodes": h.disk_free_inodes,
+            },
+            "mongodb": {
+                "up": h.mongodb_up,
+                "pingSeconds": h.ping_seconds,
+                "version": h.server_version,
+                "replsetState": h.replset_state,
+                "replicationLagSeconds": h.replication_lag_seconds,
+            },
+        }
+
+    def push(self, gateway: str, job: str = CRONJOB_PUSH_JOB, timeout: float = 10.0) -> None:
+        """CronJob mode: push-add, so a failed run replaces only what it measured."""
+        pushadd_to_gateway(gateway, job=job, registry=self.registry, timeout=timeout)
+
+
+def _by_label(counter: Counter) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for metric in counter.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and sample.value:
+                out["/".join(sample.labels.values())] = sample.value
+    return out
