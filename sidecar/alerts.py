@@ -110,7 +110,7 @@ CONDITIONS: tuple[tuple[str, str, str, Check], ...] = (
         _backup_too_old,
     ),
     (
-        "MongoBackupNeverSucceeded",
+        "MongoBackupNoSuccessSinceStart",
         "critical",
         "No successful backup since the sidecar started",
         _never_succeeded,
@@ -133,7 +133,7 @@ CONDITIONS: tuple[tuple[str, str, str, Check], ...] = (
     ),
     ("MongoBackupDiskLow", "warning", "Free space on the backup disk is below the threshold", _disk_low),
     (
-        "MongoBackupDiskWillNotFit",
+        "MongoBackupDiskNoRoomForNext",
         "critical",
         "The backup disk cannot hold another backup",
         _disk_will_not_fit,

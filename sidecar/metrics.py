@@ -19,6 +19,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
     pushadd_to_gateway,
@@ -255,6 +256,7 @@ class SidecarMetrics:
         )
         self._touch_label_sets()
         r.register(_StateCollector(self))
+        ProcessCollector(registry=r)  # process_start_time_seconds feeds MongoBackupNoSuccessSinceStart
         service.listeners.append(self)
 
     def _touch_label_sets(self) -> None:
