@@ -24,14 +24,41 @@ Command = Callable[[argparse.Namespace, Settings], int]
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     service = BackupService(settings)
     job = service.new_job("backup", "cronjob" if args.once else "manual")
-    with TerminalProgress(job, enabled=not args.quiet):
-        entry = service.run_backup(job)
+    push = _metrics_pusher(settings, service) if args.once and settings.pushgateway_url else None
+    try:
+        with TerminalProgress(job, enabled=not args.quiet):
+            entry = service.run_backup(job)
+    finally:
+        if push:
+            push()
     print(
         f"backup completed: {settings.backup_dir / entry['fileName']} ({entry['fileSize']}, "
         f"{sum(ns['documents'] for ns in entry['namespaces'].values())} documents, "
         f"{entry['durationSeconds']}s)"
     )
     return 0
+
+
+def _metrics_pusher(settings: Settings, service: BackupService) -> Callable[[], None]:
+    """CronJob mode: after the run, good or bad, push-add its metrics to the Pushgateway."""
+    from sidecar.health import HealthMonitor
+    from sidecar.metrics import SidecarMetrics
+
+    health = HealthMonitor(settings)
+    metrics = SidecarMetrics(settings, service, health)
+
+    def push() -> None:
+        health.probe()
+        metrics.refresh_catalog()
+        try:
+            metrics.push(settings.pushgateway_url)
+        except OSError as exc:
+            print(f"sidecar: warning: metrics not pushed to {settings.pushgateway_url}: {exc}",
+                  file=sys.stderr)
+        finally:
+            health.close()
+
+    return push
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
