@@ -162,6 +162,12 @@ SETTINGS: tuple[_Spec, ...] = (
     _Spec("alert_drill_max_age_seconds", _int(60), str(8 * 24 * 3600)),
     _Spec("alert_size_drop_ratio", _float(0.0, 1.0), "0.5"),
     _Spec("alert_disk_free_min_ratio", _float(0.0, 1.0), "0.10"),
+    _Spec("drill_schedule", _cron, "0 4 * * 0"),
+    _Spec("verify_after_backup", _choice("off", "quick", "full"), "full"),
+    _Spec("schedule_misfire_grace_seconds", _int(1), "3600"),
+    _Spec("health_interval_seconds", _float(0.5, 3600), "5"),
+    _Spec("shutdown_grace_seconds", _float(0, 86400), "30"),
+    _Spec("log_retention_days", _int(1, 3650), "7"),
 )
 
 
@@ -199,6 +205,12 @@ class Settings:
     alert_drill_max_age_seconds: int
     alert_size_drop_ratio: float
     alert_disk_free_min_ratio: float
+    drill_schedule: str = "0 4 * * 0"
+    verify_after_backup: str = "full"
+    schedule_misfire_grace_seconds: int = 3600
+    health_interval_seconds: float = 5.0
+    shutdown_grace_seconds: float = 30.0
+    log_retention_days: int = 7
 
     @property
     def redacted_uri(self) -> str:
