@@ -42,6 +42,7 @@ class EmbeddedServer:
     data_dir: Path
     port: int = 0
     log_path: Path | None = None
+    extra_args: tuple[str, ...] = ()
     process: subprocess.Popen | None = None
 
     @property
@@ -64,6 +65,7 @@ class EmbeddedServer:
                     str(self.data_dir),
                     "--log-level",
                     "WARNING",
+                    *self.extra_args,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
