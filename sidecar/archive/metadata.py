@@ -10,7 +10,9 @@ from bson.binary import Binary
 from bson.son import SON
 
 _CANONICAL = json_util.JSONOptions(
-    json_mode=json_util.JSONMode.CANONICAL, uuid_representation=json_util.UuidRepresentation.STANDARD
+    json_mode=json_util.JSONMode.CANONICAL,
+    uuid_representation=json_util.UuidRepresentation.STANDARD,
+    document_class=SON,
 )
 
 
@@ -43,7 +45,7 @@ def parse_metadata_json(text: str) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        return json_util.loads(text, json_options=_CANONICAL, object_pairs_hook=SON)
+        return json_util.loads(text, json_options=_CANONICAL)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"metadata is not Extended JSON: {exc}") from exc
 
