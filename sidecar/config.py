@@ -117,6 +117,35 @@ def _str(raw: str) -> str:
     return raw
 
 
+def _optional_int(lo: int) -> Callable[[str], int | None]:
+    """Empty means "not set" (e.g. an S3 retention setting that falls back to the local one)."""
+    whole = _int(lo)
+
+    def parse(raw: str) -> int | None:
+        return None if raw.strip() == "" else whole(raw)
+
+    return parse
+
+
+def _age_recipients(raw: str) -> tuple[str, ...]:
+    from sidecar.engine.encryption import parse_recipients
+
+    # ValueError names a bad recipient by position, never echoes a whole key
+    return tuple(str(recipient) for recipient in parse_recipients(raw))
+
+
+def _s3_prefix(raw: str) -> str:
+    if raw.startswith("/") or "//" in raw or not re.fullmatch(r"[A-Za-z0-9!_.*'()/=-]*", raw):
+        raise ValueError(f"must be an object key prefix like 'mongo/prod/' (no leading '/'), got {raw!r}")
+    return raw
+
+
+def _storage_class(raw: str) -> str:
+    if raw and not re.fullmatch(r"[A-Z][A-Z0-9_]*", raw):
+        raise ValueError(f"must be an S3 storage class like STANDARD or STANDARD_IA, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class _Spec:
     attr: str
@@ -168,6 +197,32 @@ SETTINGS: tuple[_Spec, ...] = (
     _Spec("health_interval_seconds", _float(0.5, 3600), "5"),
     _Spec("shutdown_grace_seconds", _float(0, 86400), "30"),
     _Spec("log_retention_days", _int(1, 3650), "7"),
+    # tiered retention (store/tiers.py); SIDECAR_RETENTION_MIN_COUNT is "keep the last N"
+    _Spec("retention_keep_daily", _int(0), "0"),
+    _Spec("retention_keep_weekly", _int(0), "0"),
+    _Spec("retention_keep_monthly", _int(0), "0"),
+    _Spec("retention_max_age_days", _int(0), "0"),
+    # off-site copies (store/s3.py); credentials only from AWS_* variables or a credentials file
+    _Spec("s3_endpoint", _str, ""),
+    _Spec("s3_bucket", _str, ""),
+    _Spec("s3_prefix", _s3_prefix, ""),
+    _Spec("s3_region", _str, "us-east-1"),
+    _Spec("s3_path_style", _bool, "true"),
+    _Spec("s3_storage_class", _storage_class, ""),
+    _Spec("s3_sse", _choice("none", "AES256", "aws:kms"), "none"),
+    _Spec("s3_sse_kms_key_id", _str, ""),
+    _Spec("s3_upload_mode", _choice("after-write", "streaming"), "after-write"),
+    _Spec("s3_part_size_bytes", _int(5 * 1024 * 1024, 5 * 1024**3), str(16 * 1024 * 1024)),
+    # retention in the bucket; empty = the same as the local setting
+    _Spec("s3_retention_days", _optional_int(1), ""),
+    _Spec("s3_retention_min_count", _optional_int(1), ""),
+    _Spec("s3_retention_keep_daily", _optional_int(0), ""),
+    _Spec("s3_retention_keep_weekly", _optional_int(0), ""),
+    _Spec("s3_retention_keep_monthly", _optional_int(0), ""),
+    _Spec("s3_retention_max_age_days", _optional_int(0), ""),
+    # encryption at rest (engine/encryption.py)
+    _Spec("age_recipients", _age_recipients, ""),
+    _Spec("age_identity_file", _str, ""),
 )
 
 
@@ -211,6 +266,28 @@ class Settings:
     health_interval_seconds: float = 5.0
     shutdown_grace_seconds: float = 30.0
     log_retention_days: int = 7
+    retention_keep_daily: int = 0
+    retention_keep_weekly: int = 0
+    retention_keep_monthly: int = 0
+    retention_max_age_days: int = 0
+    s3_endpoint: str = ""
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_region: str = "us-east-1"
+    s3_path_style: bool = True
+    s3_storage_class: str = ""
+    s3_sse: str = "none"
+    s3_sse_kms_key_id: str = ""
+    s3_upload_mode: str = "after-write"
+    s3_part_size_bytes: int = 16 * 1024 * 1024
+    s3_retention_days: int | None = None
+    s3_retention_min_count: int | None = None
+    s3_retention_keep_daily: int | None = None
+    s3_retention_keep_weekly: int | None = None
+    s3_retention_keep_monthly: int | None = None
+    s3_retention_max_age_days: int | None = None
+    age_recipients: tuple[str, ...] = ()
+    age_identity_file: str = ""
 
     @property
     def redacted_uri(self) -> str:
@@ -345,6 +422,26 @@ def _check_consistency(settings: Settings) -> None:
         )
     if not settings.mongodb_uri.startswith(("mongodb://", "mongodb+srv://")):
         raise ConfigError("SIDECAR_MONGODB_URI: must start with mongodb:// or mongodb+srv://")
+    _check_offsite(settings)
+
+
+def _check_offsite(settings: Settings) -> None:
+    """S3 and age settings that only make sense together; the identity file is read once here."""
+    if settings.s3_sse_kms_key_id and settings.s3_sse != "aws:kms":
+        raise ConfigError("SIDECAR_S3_SSE_KMS_KEY_ID: needs SIDECAR_S3_SSE=aws:kms")
+    if settings.s3_endpoint and not settings.s3_endpoint.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"SIDECAR_S3_ENDPOINT: must start with http:// or https://, got {settings.s3_endpoint!r}"
+        )
+    if not settings.s3_bucket and (settings.s3_endpoint or settings.s3_upload_mode == "streaming"):
+        raise ConfigError("SIDECAR_S3_BUCKET: must be set when SIDECAR_S3_ENDPOINT or streaming upload is")
+    if settings.age_identity_file:
+        from sidecar.engine.encryption import EncryptionError, load_identities
+
+        try:
+            load_identities(settings.age_identity_file)
+        except EncryptionError as exc:
+            raise ConfigError(f"SIDECAR_AGE_IDENTITY_FILE: {exc}") from None
 
 
 def check_backup_dir(settings: Settings) -> None:
