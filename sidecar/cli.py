@@ -86,6 +86,26 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from sidecar.api.app import require_admin_token, run_service
+    from sidecar.logs import setup_logging
+
+    require_admin_token(settings)
+    tail = setup_logging(settings)
+    asyncio.run(run_service(settings, log_tail=tail))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from sidecar.demo import run_demo
+
+    return run_demo(Path(args.dir))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sidecar", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -106,6 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", help="apply retention: remove archives past SIDECAR_RETENTION_DAYS")
     prune.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     prune.set_defaults(func=cmd_prune)
+
+    serve = sub.add_parser(
+        "serve", help="run the sidecar: HTTP API on SIDECAR_PORT, scheduled backups, metrics, health"
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser(
+        "demo",
+        help="try it here: embedded MongoDB with sample data, the sidecar, a first backup (Ctrl-C stops)",
+    )
+    demo.add_argument("--dir", default="var/demo", help="where the demo keeps its data (default: var/demo)")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

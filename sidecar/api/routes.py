@@ -1,0 +1,434 @@
+"""The endpoints of the runbook, plus job status, health, metrics and the API docs.
+
+Handlers never block: catalog reads and jobs run in worker threads; health, metrics and the log tail
+are read from memory. Long jobs answer 202 with the job and a Location; ``?wait=true`` waits for the
+end and answers like the runbook's synchronous curl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from sidecar import __version__
+from sidecar.api import validation as v
+from sidecar.api.auth import ADMIN, OPEN, READ, requires
+from sidecar.api.errors import ApiError
+from sidecar.jobs import Job, JobBusy
+from sidecar.logs import LEVELS
+from sidecar.scheduler import ShuttingDown, latest_completed
+from sidecar.service import JobFailed
+from sidecar.store.catalog import STATUS_COMPLETED, CatalogError, find_entry
+
+if TYPE_CHECKING:
+    from sidecar.api.app import Sidecar
+
+JOBS_PATH = "/api/backup/jobs"
+
+
+def _sidecar(request: web.Request) -> Sidecar:
+    from sidecar.api.app import SIDECAR_KEY
+
+    return request.app[SIDECAR_KEY]
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        text=json.dumps(data, ensure_ascii=False, default=str),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+async def _catalog(sidecar: Sidecar) -> list[dict[str, Any]]:
+    try:
+        return await asyncio.to_thread(sidecar.service.list_backups)
+    except CatalogError as exc:
+        raise ApiError(500, "catalog_unreadable", str(exc)) from None
+
+
+# -- jobs ----------------------------------------------------------------------------------------
+
+
+async def _start_job(
+    request: web.Request,
+    kind: str,
+    work: Callable[[Job], Any],
+    wait: bool,
+    respond: Callable[[Job, Any], dict[str, Any]] | None = None,
+    **params: Any,
+) -> web.Response:
+    sidecar = _sidecar(request)
+    try:
+        job, task = await sidecar.runner.submit(kind, "manual", work, **params)
+    except ShuttingDown as exc:
+        raise ApiError(503, "shutting_down", str(exc), headers={"Retry-After": "30"}) from None
+    except JobBusy as exc:
+        holder = exc.holder
+        raise ApiError(
+            409,
+            "job_running",
+            f"another {holder.get('kind', 'job')} is running (job {holder.get('id', '?')}); "
+            f"try again when it has finished",
+            runningJobId=holder.get("id"),
+            runningJobKind=holder.get("kind"),
+        ) from None
+    location = f"{JOBS_PATH}/{job.id}"
+    if not wait:
+        return _json({"job": job.as_json()}, 202, {"Location": location})
+    try:
+        result = await asyncio.shield(task)  # a client that gives up must not cancel the job
+    except JobFailed as exc:
+        raise _job_failure(job, exc) from None
+    except Exception as exc:
+        raise ApiError(
+            500, "job_failed", f"{kind} failed: {type(exc).__name__}: {exc}", job=job.as_json()
+        ) from None
+    body = {"job": job.as_json()}
+    if respond is not None:
+        body.update(respond(job, result))
+    return _json(body, 200, {"Location": location})
+
+
+def _job_failure(job: Job, exc: JobFailed) -> ApiError:
+    if exc.stage == "connect":
+        return ApiError(503, "mongodb_unavailable", str(exc), stage=exc.stage, job=job.as_json())
+    if exc.stage == "verify":
+        return ApiError(422, "verification_failed", str(exc), stage=exc.stage, job=job.as_json())
+    return ApiError(500, "job_failed", str(exc), stage=exc.stage, job=job.as_json())
+
+
+@requires(READ)
+async def get_job(request: web.Request) -> web.Response:
+    v.query(request, ())
+    job_id = request.match_info["id"]
+    job = _sidecar(request).service.jobs.get(job_id)
+    if job is None:
+        raise ApiError(
+            404, "job_not_found", f"no job {job_id[:40]!r} (the newest 100 jobs are kept since the start)"
+        )
+    return _json({"job": job.as_json()})
+
+
+# -- /api/backup ---------------------------------------------------------------------------------
+
+
+@requires(READ)
+async def backup_status(request: web.Request) -> web.Response:
+    v.query(request, ())
+    sidecar = _sidecar(request)
+    entries = await _catalog(sidecar)
+    good = [e for e in entries if e.get("status") == STATUS_COMPLETED]
+    running = sidecar.runner.running_job()
+    s = sidecar.settings
+    return _json(
+        {
+            "status": "stopping" if sidecar.stopping else ("running" if running else "idle"),
+            "currentJob": running.as_json() if running else None,
+            "lastBackup": entries[-1] if entries else None,
+            "lastSuccessfulBackup": good[-1] if good else None,
+            "nextBackupAt": sidecar.scheduler.next_run("backup"),
+            "schedule": {"cron": s.schedule or None, "timezone": s.timezone},
+            "retention": {"days": s.retention_days, "minCount": s.retention_min_count},
+            "backupDir": str(s.backup_dir),
+            "backups": {
+                "total": len(entries),
+                "completed": len(good),
+                "failed": sum(1 for e in entries if e.get("status") == "failed"),
+                "totalSizeBytes": sum(int(e.get("sizeBytes", 0)) for e in good),
+            },
+        }
+    )
+
+
+@requires(READ)
+async def backup_list(request: web.Request) -> web.Response:
+    params = v.query(request, ("status", "limit"))
+    status = v.choice(params, "status", ("completed", "failed", "running"))
+    limit = v.integer(params, "limit", 1000, 1, 10000)
+    entries = await _catalog(_sidecar(request))
+    newest_first = [e for e in reversed(entries) if status is None or e.get("status") == status][:limit]
+    return _json({"backups": newest_first, "count": len(newest_first), "order": "newest-first"})
+
+
+@requires(ADMIN)
+async def backup_create(request: web.Request) -> web.Response:
+    params = v.query(request, ("wait",))
+    wait = v.flag(params, "wait")
+    await v.json_body(request, {})
+    sidecar = _sidecar(request)
+
+    def respond(job: Job, entry: Any) -> dict[str, Any]:
+        return {"backup": entry}
+
+    return await _start_job(request, "backup", sidecar.runner.backup_then_verify, wait, respond)
+
+
+TEST_FIELDS = {
+    "level": v.Field("enum", choices=("quick", "full", "drill")),
+    "fileName": v.Field("fileName"),
+}
+
+
+async def _usable_archive(sidecar: Sidecar, name: str | None) -> str:
+    """The named catalog entry (must be completed) or the newest completed one."""
+    if name is None:
+        latest = await asyncio.to_thread(latest_completed, sidecar.service)
+        if latest is None:
+            raise ApiError(
+                404,
+                "backup_not_found",
+                "no completed backup in the catalog; take one with POST /api/backup/create",
+            )
+        return latest
+    entry = find_entry(await _catalog(sidecar), name)
+    if entry is None:
+        raise ApiError(404, "backup_not_found", f"{name} is not in the catalog (see GET /api/backup/list)")
+    if entry.get("status") != STATUS_COMPLETED:
+        raise ApiError(
+            409, "backup_not_usable", f"{name} is {entry.get('status')}, not completed: it cannot be used"
+        )
+    return name
+
+
+def _need(sidecar: Sidecar, method: str) -> Callable[..., Any]:
+    fn = getattr(sidecar.service, method, None)
+    if fn is None:
+        raise ApiError(501, "not_implemented", f"this build of the sidecar has no {method}")
+    return fn
+
+
+def _call(fn: Callable[..., Any], job: Job, **options: Any) -> Any:
+    """Pass only the options that the service method takes (names in snake_case)."""
+    accepted = inspect.signature(fn).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    return fn(job, **{k: val for k, val in options.items() if takes_any or k in accepted})
+
+
+def _result_json(result: Any) -> Any:
+    if result is None or isinstance(result, (dict, list, str, int, float, bool)):
+        return result
+    for attr in ("as_json", "to_json", "as_dict"):
+        if callable(getattr(result, attr, None)):
+            return getattr(result, attr)()
+    if hasattr(result, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(result)
+    return str(result)
+
+
+@requires(ADMIN)
+async def backup_test(request: web.Request) -> web.Response:
+    params = v.query(request, ("wait",))
+    wait = v.flag(params, "wait")
+    body = await v.json_body(request, TEST_FIELDS)
+    sidecar = _sidecar(request)
+    run_verify = _need(sidecar, "run_verify")
+    level = body.get("level", "full")
+    name = await _usable_archive(sidecar, body.get("fileName"))
+
+    def work(job: Job) -> Any:
+        return _call(run_verify, job, file_name=name, level=level)
+
+    def respond(job: Job, result: Any) -> dict[str, Any]:
+        return {"verification": _result_json(result)}
+
+    return await _start_job(request, "verify", work, wait, respond, level=level, fileName=name)
+
+
+RESTORE_FIELDS = {
+    "fileName": v.Field("fileName", required=True),
+    "nsInclude": v.Field("patterns"),
+    "nsExclude": v.Field("patterns"),
+    "nsFrom": v.Field("namespace"),
+    "nsTo": v.Field("namespace"),
+    "drop": v.Field("bool"),
+    "dryRun": v.Field("bool"),
+    "safetyBackup": v.Field("bool"),
+}
+
+
+@requires(ADMIN)
+async def backup_restore(request: web.Request) -> web.Response:
+    params = v.query(request, ("wait",))
+    wait = v.flag(params, "wait")
+    body = await v.json_body(request, RESTORE_FIELDS)
+    if ("nsFrom" in body) != ("nsTo" in body):
+        raise ApiError(400, "invalid_field", "nsFrom and nsTo go together: give both or neither")
+    sidecar = _sidecar(request)
+    run_restore = _need(sidecar, "run_restore")
+    name = await _usable_archive(sidecar, body["fileName"])
+    options = {
+        "file_name": name,
+        "ns_include": tuple(body.get("nsInclude", ())),
+        "ns_exclude": tuple(body.get("nsExclude", ())),
+        "ns_from": body.get("nsFrom"),
+        "ns_to": body.get("nsTo"),
+        "drop": body.get("drop", False),
+        "dry_run": body.get("dryRun", False),
+    }
+    if "safetyBackup" in body:
+        options["safety_backup"] = body["safetyBackup"]
+
+    def work(job: Job) -> Any:
+        return _call(run_restore, job, **options)
+
+    def respond(job: Job, result: Any) -> dict[str, Any]:
+        return {"restore": _result_json(result)}
+
+    return await _start_job(request, "restore", work, wait, respond, **body)
+
+
+# -- /api/v1/monitoring --------------------------------------------------------------------------
+
+
+@requires(READ)
+async def monitoring_status(request: web.Request) -> web.Response:
+    v.query(request, ())
+    sidecar = _sidecar(request)
+    entries = await _catalog(sidecar)
+    reconciliation = await asyncio.to_thread(sidecar.service.catalog.reconcile, sidecar.settings.file_prefix)
+    running = sidecar.runner.running_job()
+    good = [e for e in entries if e.get("status") == STATUS_COMPLETED]
+    return _json(
+        {
+            "status": health_state(sidecar)[0],
+            "service": {
+                "version": __version__,
+                "pid": os.getpid(),
+                "startedAt": _iso(sidecar.started_at),
+                "uptimeSeconds": round(time.time() - sidecar.started_at, 1),
+                "acceptingJobs": sidecar.runner.accepting,
+            },
+            "health": health_body(sidecar),
+            "currentJob": running.as_json() if running else None,
+            "lastSuccessfulBackup": good[-1] if good else None,
+            "scheduler": sidecar.scheduler.status(),
+            "catalog": {
+                "entries": len(entries),
+                "completed": len(good),
+                "consistent": reconciliation.clean,
+                **reconciliation.as_json(),
+            },
+            "settings": sidecar.settings.public_view(),
+        }
+    )
+
+
+@requires(READ)
+async def monitoring_metrics(request: web.Request) -> web.Response:
+    v.query(request, ())
+    return _json(_sidecar(request).metrics.summary())
+
+
+@requires(READ)
+async def monitoring_logs(request: web.Request) -> web.Response:
+    params = v.query(request, ("level", "since", "limit", "text", "jobId"))
+    level = v.choice(params, "level", LEVELS)
+    since = v.timestamp(params, "since")
+    limit = v.integer(params, "limit", 100, 1, 5000)
+    text = params.get("text")
+    if text is not None and len(text) > 200:
+        raise ApiError(400, "invalid_parameter", "query parameter text is longer than 200 characters")
+    job_id = params.get("jobId")
+    records = _sidecar(request).log_tail.query(
+        level=level, since=since, limit=limit, text=text, job_id=job_id
+    )
+    return _json({"logs": records, "count": len(records)})
+
+
+@requires(READ)
+async def monitoring_alerts(request: web.Request) -> web.Response:
+    v.query(request, ())
+    from sidecar.alerts import evaluate
+
+    sidecar = _sidecar(request)
+    summary = getattr(sidecar.metrics, "catalog_summary", None)
+    alerts = evaluate(sidecar.settings, sidecar.service, sidecar.health, summary=summary)
+    return _json({"alerts": alerts, "active": sum(1 for a in alerts if a.get("active"))})
+
+
+# -- open endpoints ------------------------------------------------------------------------------
+
+
+def _iso(epoch: float) -> str:
+    import datetime as dt
+
+    from sidecar.store.catalog import iso_utc
+
+    return iso_utc(dt.datetime.fromtimestamp(epoch, dt.UTC))
+
+
+def health_state(sidecar: Sidecar) -> tuple[str, list[str]]:
+    snap = sidecar.health.snapshot
+    s = sidecar.settings
+    problems: list[str] = []
+    if sidecar.stopping:
+        return "stopping", ["the sidecar is shutting down"]
+    if not snap.checked_at:
+        return "starting", ["no health probe has run yet"]
+    if not snap.mongodb_up:
+        problems.append(snap.error or "MongoDB does not answer")
+    if snap.disk_total_bytes:
+        ratio = snap.disk_free_bytes / snap.disk_total_bytes
+        if ratio < s.alert_disk_free_min_ratio:
+            problems.append(
+                f"backup disk {ratio:.1%} free, below "
+                f"SIDECAR_ALERT_DISK_FREE_MIN_RATIO={s.alert_disk_free_min_ratio}"
+            )
+        if snap.disk_free_bytes < s.min_free_bytes:
+            problems.append(
+                f"backup disk has {snap.disk_free_bytes} bytes free, below SIDECAR_MIN_FREE_BYTES"
+            )
+    elif snap.error:
+        problems.append(snap.error)
+    return ("degraded" if problems else "ok"), problems
+
+
+def health_body(sidecar: Sidecar) -> dict[str, Any]:
+    snap = sidecar.health.snapshot
+    status, problems = health_state(sidecar)
+    return {
+        "status": status,
+        "degraded": problems,
+        "checkedAt": _iso(snap.checked_at) if snap.checked_at else None,
+        "mongodb": {
+            "up": snap.mongodb_up,
+            "pingSeconds": snap.ping_seconds,
+            "version": snap.server_version,
+            "replsetState": snap.replset_state,
+            "replicationLagSeconds": snap.replication_lag_seconds,
+            "error": snap.error,
+        },
+        "disk": {
+            "path": str(sidecar.settings.backup_dir),
+            "totalBytes": snap.disk_total_bytes,
+            "freeBytes": snap.disk_free_bytes,
+            "freeInodes": snap.disk_free_inodes,
+        },
+    }
+
+
+@requires(OPEN)
+async def health(request: web.Request) -> web.Response:
+    sidecar = _sidecar(request)
+    running = sidecar.runner.running_job()
+    body = health_body(sidecar)
+    body["version"] = __version__
+    body["job"] = {"id": running.id, "kind": running.kind, "state": running.state} if running else None
+    return _json(body)
+
+
+@requires("metrics")
+async def metrics(request: web.Request) -> web.Response:
+    payload, content_type = _sidecar(request).metrics.render()
+    return web.Response(body=payload, headers={"Content-Type": content_type})
