@@ -1,0 +1,93 @@
+"""The mongodump engine wrapper: arguments, the password kept off the command line, the result recorded.
+
+The stock mongodump is not installable here, so a stand-in script on PATH records how it was called and
+writes a real archive with our writer; the wrapper under test is real.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import sys
+import textwrap
+
+import pytest
+
+from sidecar.service import BackupService, JobFailed
+from sidecar.store.catalog import STATUS_COMPLETED
+
+FAKE = textwrap.dedent("""\
+    #!{python}
+    import json, os, stat, sys
+    import bson
+    from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata, Namespace
+    from sidecar.engine.compression import gzip_writer
+    args = sys.argv[1:]
+    config = next(a.split("=", 1)[1] for a in args if a.startswith("--config="))
+    archive = next(a.split("=", 1)[1] for a in args if a.startswith("--archive="))
+    mode = stat.S_IMODE(os.stat(config).st_mode)
+    record = {{"argv": sys.argv, "config": open(config).read(), "mode": mode}}
+    with open(os.environ["FAKE_RECORD"], "w") as f:
+        json.dump(record, f)
+    with open(archive, "wb") as raw, gzip_writer(raw) as gz:
+        w = ArchiveWriter(gz)
+        ns = Namespace("maekcord", "patients")
+        meta = CollectionMetadata("maekcord", "patients", "{{}}")
+        w.write_prelude(ArchiveHeader("8.0.4", "100.10.0"), [meta])
+        w.write_documents(ns, b"".join(bson.encode({{"i": i}}) for i in range(3)))
+        w.end_namespace(ns)
+""")
+
+
+@pytest.fixture
+def fake_mongodump(tmp_path, monkeypatch):
+    tool = tmp_path / "bin" / "mongodump"
+    tool.parent.mkdir()
+    tool.write_text(FAKE.format(python=sys.executable))
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    record = tmp_path / "record.json"
+    monkeypatch.setenv("FAKE_RECORD", str(record))
+    return tool, record
+
+
+def test_mongodump_engine_keeps_the_password_off_the_command_line(make_settings, fake_mongodump, mongo_uri):
+    tool, record = fake_mongodump
+    host = mongo_uri.split("://", 1)[1].split("/", 1)[0]
+    # the wrapper connects first (for the oplog decision), so the URI must reach the real server
+    settings = make_settings(
+        engine="mongodump", mongodump_path=str(tool), ns_include="maekcord.*", parallel_collections=2
+    )
+    entry = BackupService(settings).run_backup()
+    seen = json.loads(record.read_text())
+    assert entry["status"] == STATUS_COMPLETED and entry["engine"] == "mongodump"
+    assert entry["namespaces"]["maekcord.patients"]["documents"] == 3
+    assert seen["mode"] == 0o600
+    assert host in seen["config"]
+    argv = seen["argv"][1:]
+    assert "--gzip" in argv and "--numParallelCollections=2" in argv and "--nsInclude=maekcord.*" in argv
+    assert not any(host in a for a in argv), "the URI belongs in the config file only"
+    assert (settings.backup_dir / entry["fileName"]).stat().st_size == entry["sizeBytes"]
+
+
+def test_password_in_uri_goes_only_to_the_config_file(tmp_path, fake_mongodump):
+    from sidecar.engine.dump import DumpOptions
+    from sidecar.engine.mongodump import run_mongodump
+
+    tool, record = fake_mongodump
+    uri = "mongodb://backup:Very-Secret-9@127.0.0.1:27017/?authSource=admin"
+    result = run_mongodump(str(tool), uri, tmp_path / "out.gz", DumpOptions(), oplog=True)
+    seen = json.loads(record.read_text())
+    assert "Very-Secret-9" in seen["config"]
+    assert not any("Very-Secret-9" in a for a in seen["argv"])
+    assert "--oplog" in seen["argv"]
+    assert result.namespaces["maekcord.patients"].documents == 3
+
+
+def test_missing_mongodump_binary_is_named(make_settings, sample_counts):
+    settings = make_settings(
+        engine="mongodump", mongodump_path="/nonexistent/mongodump", ns_include="analytics.*"
+    )
+    with pytest.raises(
+        JobFailed, match="SIDECAR_ENGINE=mongodump but '/nonexistent/mongodump' is not on PATH"
+    ):
+        BackupService(settings).run_backup()
