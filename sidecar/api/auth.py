@@ -93,7 +93,6 @@ class TokenAuth:
             )
         if needed == ADMIN and role < Role.ADMIN:
             raise ApiError(403, "forbidden", "this endpoint needs the admin token; the read token was given")
-        request["role"] = role
 
     def middleware(self) -> Callable[[web.Request, Handler], object]:
         @web.middleware

@@ -232,9 +232,9 @@ async def backup_test(request: web.Request) -> web.Response:
     wait = v.flag(params, "wait")
     body = await v.json_body(request, TEST_FIELDS)
     sidecar = _sidecar(request)
-    run_verify = _need(sidecar, "run_verify")
     level = body.get("level", "full")
     name = await _usable_archive(sidecar, body.get("fileName"))
+    run_verify = _need(sidecar, "run_verify")
 
     def work(job: Job) -> Any:
         return _call(run_verify, job, file_name=name, level=level)
@@ -265,8 +265,8 @@ async def backup_restore(request: web.Request) -> web.Response:
     if ("nsFrom" in body) != ("nsTo" in body):
         raise ApiError(400, "invalid_field", "nsFrom and nsTo go together: give both or neither")
     sidecar = _sidecar(request)
-    run_restore = _need(sidecar, "run_restore")
     name = await _usable_archive(sidecar, body["fileName"])
+    run_restore = _need(sidecar, "run_restore")
     options = {
         "file_name": name,
         "ns_include": tuple(body.get("nsInclude", ())),
