@@ -28,7 +28,10 @@ RULES = Path("alerts/mongobackup.rules.yml")
 DASHBOARDS = Path("dashboards")
 RULE_OUTPUT = HERE / "prometheusrule.yaml"
 DASHBOARD_OUTPUT = HERE / "grafana-dashboards-configmap.yaml"
-LABELS = {"app.kubernetes.io/name": "mongo-backup-sidecar", "app.kubernetes.io/part-of": "mongo-backup-sidecar"}
+LABELS = {
+    "app.kubernetes.io/name": "mongo-backup-sidecar",
+    "app.kubernetes.io/part-of": "mongo-backup-sidecar",
+}
 
 
 class _Dumper(yaml.SafeDumper):
