@@ -18,6 +18,7 @@ class Removal:
     status: str
     created_at: str
     reason: str
+    destination: str = "local"  # where the copy is removed: local or s3 (see store/tiers.py)
 
 
 def plan_retention(entries: list[Entry], now: dt.datetime, *, days: int, min_count: int) -> list[Removal]:
