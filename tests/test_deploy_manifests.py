@@ -940,6 +940,33 @@ def test_systemd_analyze_verify(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def deployed_commands() -> list[tuple[str, list[str]]]:
+    """Every sidecar command line the deployment files run, with where it comes from."""
+    commands = [(f"{owner} {c['name']}", c["args"]) for owner, _, c in sidecar_containers()]
+    for name, service in compose()["services"].items():
+        if service.get("image", "").startswith("mongo-backup-sidecar") and "command" in service:
+            commands.append((f"compose service {name}", service["command"]))
+    commands.append(("Dockerfile CMD", json.loads(dict(final_stage())["CMD"])))
+    for path in (SERVICE, BACKUP_SERVICE):
+        [exec_start] = values(unit(path), "Service", "ExecStart")
+        commands.append((path.name, shlex.split(exec_start)[1:]))
+    return commands
+
+
+@pytest.mark.parametrize("where,args", deployed_commands(), ids=[w for w, _ in deployed_commands()])
+def test_deployed_command_is_one_the_cli_accepts(where, args, capsys):
+    from sidecar.cli import build_parser
+
+    try:
+        build_parser().parse_args(args)
+    except SystemExit:
+        pytest.fail(f"{where} runs `sidecar {' '.join(args)}`: {capsys.readouterr().err.strip()}")
+
+
+# ---------------------------------------------------------------------------------------------
 # Documentation
 
 
