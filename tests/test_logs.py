@@ -1,0 +1,197 @@
+"""Logging: JSON lines, daily files as the runbook greps them, 7-day removal, the tail, redaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import time
+import zoneinfo
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sidecar.config import Settings, load_settings
+from sidecar.logs import JOB_ID, DailyFileHandler, LogTail, Redactor, setup_logging, teardown_logging
+
+ADMIN = "admin-token-for-logs-0123456789"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(
+        {
+            "SIDECAR_MONGODB_URI": "mongodb://backup:pa55word@db.example:27017/admin",
+            "SIDECAR_BACKUP_DIR": str(tmp_path / "backups"),
+            "SIDECAR_LOG_DIR": str(tmp_path / "logs"),
+            "SIDECAR_ADMIN_TOKEN": ADMIN,
+            "SIDECAR_TIMEZONE": "Asia/Seoul",
+        }
+    )
+
+
+@pytest.fixture
+def logged(settings: Settings) -> Iterator[tuple[io.StringIO, LogTail]]:
+    stream = io.StringIO()
+    tail = setup_logging(settings, stream=stream)
+    try:
+        yield stream, tail
+    finally:
+        teardown_logging()
+
+
+def lines(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_with_job_ids(logged: tuple[io.StringIO, LogTail]) -> None:
+    stream, _ = logged
+    log = logging.getLogger("sidecar.service")
+    log.info("backup job abc started", extra={"job_id": "abc"})
+    token = JOB_ID.set("ctx123")
+    try:
+        logging.getLogger("sidecar.engine").info("dumping maekcord.patients")
+    finally:
+        JOB_ID.reset(token)
+    logging.getLogger("sidecar").info("no job here")
+    first, second, third = lines(stream)
+    assert first["jobId"] == "abc" and first["level"] == "INFO" and first["logger"] == "sidecar.service"
+    assert second["jobId"] == "ctx123" and "jobId" not in third
+    assert first["time"].endswith("Z") and len(first["time"]) == len("2024-12-01T02:00:00.000Z")
+
+
+def test_daily_files_split_by_level(logged: tuple[io.StringIO, LogTail], settings: Settings) -> None:
+    logging.getLogger("sidecar.service").info("backup job x succeeded")
+    logging.getLogger("sidecar.service").error("backup job y failed: disk full")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("sidecar.api").exception("handler crashed")
+    today = dt.datetime.now(dt.timezone(dt.timedelta(hours=9))).date().isoformat()  # Asia/Seoul
+    combined = settings.log_dir / f"combined-{today}.log"
+    error = settings.log_dir / f"error-{today}.log"
+    assert combined.exists() and error.exists()
+    all_lines = [json.loads(x) for x in combined.read_text().splitlines()]
+    error_lines = [json.loads(x) for x in error.read_text().splitlines()]
+    assert [x["message"] for x in all_lines] == [
+        "backup job x succeeded",
+        "backup job y failed: disk full",
+        "handler crashed",
+    ]
+    assert [x["message"] for x in error_lines] == ["backup job y failed: disk full", "handler crashed"]
+    assert "ValueError: boom" in error_lines[1]["exception"]
+    # the runbook's: grep -i backup backend/logs/combined-*.log
+    assert sum("backup" in x.lower() for x in combined.read_text().splitlines()) == 2
+
+
+def test_files_older_than_retention_are_removed(tmp_path: Path) -> None:
+    directory = tmp_path / "logs"
+    combined = DailyFileHandler(directory, "combined", level=0, retention_days=7, timezone="UTC")
+    error = DailyFileHandler(directory, "error", level=40, retention_days=7, timezone="UTC")
+    today = dt.date(2024, 12, 20)
+    for days in (0, 6, 7, 8, 30):
+        day = (today - dt.timedelta(days=days)).isoformat()
+        (directory / f"combined-{day}.log").write_text("{}\n")
+        (directory / f"error-{day}.log").write_text("{}\n")
+    (directory / "combined-notadate.log").write_text("keep\n")
+    (directory / "other.log").write_text("keep\n")
+    combined.cleanup(today)
+    error.cleanup(today)
+    left = sorted(p.name for p in directory.iterdir())
+    assert left == sorted(
+        [
+            "combined-2024-12-20.log",
+            "combined-2024-12-14.log",
+            "combined-2024-12-13.log",
+            "error-2024-12-20.log",
+            "error-2024-12-14.log",
+            "error-2024-12-13.log",
+            "combined-notadate.log",
+            "other.log",
+        ]
+    )
+    combined.close()
+    error.close()
+
+
+def test_file_switches_at_local_midnight(tmp_path: Path) -> None:
+    handler = DailyFileHandler(tmp_path, "combined", level=0, retention_days=7, timezone="Asia/Seoul")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    seoul = zoneinfo.ZoneInfo("Asia/Seoul")
+    midnight = dt.datetime.combine(dt.datetime.now(seoul).date(), dt.time(), seoul)
+    before = midnight.timestamp() - 1
+    for created, text in ((before, "late"), (before + 2, "early")):
+        record = logging.LogRecord("x", logging.INFO, __file__, 1, text, None, None)
+        record.created = created
+        handler.handle(record)
+    handler.close()
+    yesterday = (midnight.date() - dt.timedelta(days=1)).isoformat()
+    assert (tmp_path / f"combined-{yesterday}.log").read_text() == "late\n"
+    assert (tmp_path / f"combined-{midnight.date().isoformat()}.log").read_text() == "early\n"
+
+
+def test_secrets_are_redacted_everywhere(logged: tuple[io.StringIO, LogTail], settings: Settings) -> None:
+    stream, tail = logged
+    log = logging.getLogger("sidecar.test")
+    log.warning("token %s and uri %s", ADMIN, settings.mongodb_uri)
+    log.warning("other uri mongodb+srv://u:p%%40ss@cluster/x and header Authorization: Bearer xyz.abc")
+    try:
+        raise RuntimeError(f"connect failed with {settings.mongodb_uri}")
+    except RuntimeError:
+        log.exception("failure")
+    texts = [stream.getvalue(), json.dumps(tail.query(limit=10))]
+    texts += [p.read_text() for p in settings.log_dir.glob("*.log")]
+    for text in texts:
+        assert ADMIN not in text and "pa55word" not in text and "p%40ss" not in text and "xyz.abc" not in text
+        assert "mongodb://backup:***@db.example:27017/admin" in text
+
+
+def test_redactor_alone() -> None:
+    redact = Redactor(["supersecretvalue"])
+    assert redact("a supersecretvalue b") == "a *** b"
+    assert redact("mongodb://me:pw@h/db") == "mongodb://me:***@h/db"
+    assert redact("mongodb://h:27017/db") == "mongodb://h:27017/db"
+    assert redact("bearer abc") == "bearer ***"
+
+
+def test_tail_filters(logged: tuple[io.StringIO, LogTail]) -> None:
+    _, tail = logged
+    log = logging.getLogger("sidecar.t")
+    log.info("one backup")
+    log.warning("two restore")
+    time.sleep(0.01)
+    middle = dt.datetime.now(dt.UTC)
+    log.error("three backup", extra={"job_id": "j3"})
+    log.info("four")
+    assert [r["message"] for r in tail.query()] == ["one backup", "two restore", "three backup", "four"]
+    assert [r["message"] for r in tail.query(level="WARNING")] == ["two restore", "three backup"]
+    assert [r["message"] for r in tail.query(since=middle)] == ["three backup", "four"]
+    assert [r["message"] for r in tail.query(limit=2)] == ["three backup", "four"]
+    assert [r["message"] for r in tail.query(text="BACKUP")] == ["one backup", "three backup"]
+    assert [r["message"] for r in tail.query(job_id="j3")] == ["three backup"]
+
+
+def test_tail_is_bounded() -> None:
+    tail = LogTail(Redactor(), capacity=10)
+    log = logging.getLogger("sidecar.bounded")
+    log.addHandler(tail)
+    log.setLevel(logging.INFO)
+    try:
+        for i in range(25):
+            log.info("n%d", i)
+    finally:
+        log.removeHandler(tail)
+    assert [r["message"] for r in tail.query(limit=100)] == [f"n{i}" for i in range(15, 25)]
+
+
+def test_setup_twice_replaces_handlers(settings: Settings) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    setup_logging(settings, stream=first)
+    setup_logging(settings, stream=second)
+    try:
+        logging.getLogger("sidecar").warning("once")
+    finally:
+        teardown_logging()
+    assert first.getvalue() == "" and second.getvalue().count("once") == 1
