@@ -81,7 +81,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     removals = service.plan_prune() if args.dry_run else service.run_prune()
     verb = "would remove" if args.dry_run else "removed"
     for r in removals:
-        print(f"{verb} {r.file_name}: {r.reason}")
+        print(f"{verb} {r.file_name} ({r.destination}): {r.reason}")
     print(f"{verb} {len(removals)} archive(s)")
     return 0
 

@@ -39,7 +39,8 @@ from sidecar.store.catalog import (
     human_size,
     iso_utc,
 )
-from sidecar.store.retention import Removal, plan_retention
+from sidecar.store.offsite import Offsite
+from sidecar.store.retention import Removal
 
 log = logging.getLogger("sidecar.service")
 MAX_JOB_RECORDS = 100
@@ -110,6 +111,7 @@ class BackupService:
     def __init__(self, settings: Settings, listeners: list[JobListener] | None = None):
         self.settings = settings
         self.catalog = Catalog(settings.backup_dir)
+        self.offsite = Offsite(settings, self.catalog)  # S3 copies, age encryption, tiered retention
         self.lock = JobLock(settings.backup_dir)
         self.listeners: list[JobListener] = list(listeners or [])
         self.jobs: OrderedDict[str, Job] = OrderedDict()
@@ -179,10 +181,16 @@ class BackupService:
             self.recover()
             entry = self._backup(job)
             job.result = {key: entry[key] for key in ("fileName", "sizeBytes", "durationSeconds", "sha256")}
+            if self.offsite.enabled:
+                job.stage = "upload"
+            upload_error = self.offsite.copy(job.result, entry)  # fills job.result["uploads"]
             if prune:
                 removed = self._prune(dry_run=False)
                 job.result["pruned"] = [r.file_name for r in removed]
-            return entry
+                job.result["removed"] = [r.__dict__ for r in removed]
+            if upload_error:
+                raise JobFailed(upload_error, "upload")
+            return self.catalog.get(entry["fileName"]) or entry
 
     def _backup(self, job: Job) -> Entry:
         settings = self.settings
@@ -213,6 +221,7 @@ class BackupService:
         except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
+            self.offsite.discard(name)
             failure = _as_failure(exc, job.stage or "dump", name)
             self.catalog.patch(
                 name,
@@ -246,7 +255,7 @@ class BackupService:
     def _free_name(self, moment: Any) -> str:
         """Names have one-second resolution: wait out a collision rather than overwrite."""
         while True:
-            name = archive_name(self.settings.file_prefix, moment)
+            name = archive_name(self.settings.file_prefix, moment) + self.offsite.suffix  # .age: encrypted
             if not (self.settings.backup_dir / name).exists() and self.catalog.get(name) is None:
                 return name
             time.sleep(0.2)
@@ -277,12 +286,13 @@ class BackupService:
 
         with open(partial, "xb") as raw:
             hashing = _HashingWriter(raw)
-            gz = gzip_writer(hashing, settings.compression, settings.compression_level)
-            try:
-                result = NativeDump(client, self.dump_options(), progress, self.cancel).run(gz)
-                job.stage = "write"
-            finally:
-                gz.close()
+            with self.offsite.sink(hashing, partial.name[1:].removesuffix(PARTIAL_SUFFIX)) as sink:
+                gz = gzip_writer(sink, settings.compression, settings.compression_level)
+                try:
+                    result = NativeDump(client, self.dump_options(), progress, self.cancel).run(gz)
+                    job.stage = "write"
+                finally:
+                    gz.close()
             raw.flush()
             os.fsync(raw.fileno())
         return result, hashing.size, hashing.sha256.hexdigest()
@@ -296,10 +306,13 @@ class BackupService:
                 f"SIDECAR_ENGINE=mongodump but {self.settings.mongodump_path!r} is not on PATH", "dump"
             )
         oplog = NativeDump(client, self.dump_options()).use_oplog()
+        target = self.offsite.tool_target(partial)  # a plaintext temporary when encrypting
         result = run_mongodump(
-            tool, self.settings.mongodb_uri, partial, self.dump_options(), oplog=oplog, cancel=self.cancel
+            tool, self.settings.mongodb_uri, target, self.dump_options(), oplog=oplog, cancel=self.cancel
         )
         job.stage = "write"
+        if target != partial:
+            self.offsite.encrypt_file(target, partial)
         digest, size = hashlib.sha256(), 0
         with open(partial, "rb") as handle:
             while block := handle.read(1 << 20):
@@ -326,6 +339,7 @@ class BackupService:
         for leftover in self.settings.backup_dir.glob(f".*{PARTIAL_SUFFIX}"):
             leftover.unlink(missing_ok=True)
             fixed.append(leftover.name)
+        fixed += self.offsite.recover()  # unfinished multipart uploads in the bucket
         if fixed:
             log.warning("recovered after an interrupted job: %s", ", ".join(fixed))
         return fixed
@@ -340,25 +354,14 @@ class BackupService:
             return removed
 
     def plan_prune(self) -> list[Removal]:
-        s = self.settings
-        return plan_retention(
-            self.catalog.load(), utc_now(), days=s.retention_days, min_count=s.retention_min_count
-        )
+        """Tiered retention on every destination (store/tiers.py); one Removal per copy."""
+        return self.offsite.plan(self.catalog.load(), utc_now())
 
     def _prune(self, *, dry_run: bool) -> list[Removal]:
         removals = self.plan_prune()
         if dry_run or not removals:
             return removals
-        for removal in removals:
-            (self.settings.backup_dir / removal.file_name).unlink(missing_ok=True)
-        gone = {r.file_name for r in removals}
-
-        def drop(entries: list[Entry]) -> None:
-            entries[:] = [e for e in entries if e["fileName"] not in gone]
-
-        self.catalog.update(drop)
-        log.info("retention removed %d archive(s): %s", len(removals), ", ".join(sorted(gone)))
-        return removals
+        return self.offsite.apply(removals)  # deletes the copies, then updates the catalog
 
     # -- queries ---------------------------------------------------------------------------------
 

@@ -56,7 +56,8 @@ def archive_name(prefix: str, moment: dt.datetime) -> str:
 
 
 def archive_name_pattern(prefix: str) -> re.Pattern[str]:
-    return re.compile(re.escape(prefix) + r"-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.gz")
+    # ``.gz.age`` when encrypted (SIDECAR_AGE_RECIPIENTS)
+    return re.compile(re.escape(prefix) + r"-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.gz(\.age)?")
 
 
 @dataclass

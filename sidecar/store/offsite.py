@@ -1,0 +1,431 @@
+"""Off-site copies and encryption, as the backup service uses them; the catalog stays the record.
+
+- ``sink()``: what the dump's gzip stream writes into: age encryption when SIDECAR_AGE_RECIPIENTS is
+  set, and in ``streaming`` upload mode a tee that also feeds an S3 multipart upload as bytes are
+  produced. A failing upload never fails the local backup: the tee drops it and the archive is
+  uploaded from the local file later.
+- ``copy()``: after a completed backup, finish its upload (streaming) or upload the file (after-write),
+  then retry earlier archives that the bucket's retention wants but lacks; an archive gets the ``s3``
+  location only after the object's size and sha256 check out. Also reconciles the catalog with a
+  listing of the bucket (missing objects, strays), and reports per destination in the job result.
+- ``plan()`` / ``apply()``: tiered retention on every destination (store/tiers.py).
+- ``recover()``: aborts multipart uploads left unfinished by a killed process.
+
+Catalog fields written here (per archive entry):
+  ``locations``      ["local"], ["s3"] or ["local", "s3"]
+  ``remote.s3``      {key, bucket, sizeBytes, sha256, etag, uploadedAt}; set only after a checked upload
+  ``uploadErrors.s3`` {error, at, attempts} after a failed upload; removed by the next success
+Job result (``job.result["uploads"]["s3"]``): {ok, bytes, at (epoch s), files, retried, error?,
+  reconcile: {missing, stray}}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from sidecar.store.backends import LOCAL, S3, ObjectInfo, StoreError
+from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry, iso_utc, parse_iso
+from sidecar.store.retention import Removal
+from sidecar.store.tiers import Policy, locations, plan, upload_candidates
+
+if TYPE_CHECKING:
+    from sidecar.config import Settings
+    from sidecar.store.s3 import S3Backend, S3Upload
+
+log = logging.getLogger("sidecar.store.offsite")
+_STOP_KINDS = ("unreachable", "credentials", "bucket")  # no point trying the next archive
+
+
+def policies(settings: Settings) -> dict[str, Policy]:
+    """Retention per configured destination; each SIDECAR_S3_RETENTION_* falls back to the local one."""
+    local = Policy(
+        days=settings.retention_days,
+        keep_last=settings.retention_min_count,
+        daily=settings.retention_keep_daily,
+        weekly=settings.retention_keep_weekly,
+        monthly=settings.retention_keep_monthly,
+        max_age_days=settings.retention_max_age_days,
+    )
+    found = {LOCAL: local}
+    if settings.s3_bucket:
+
+        def pick(value: int | None, fallback: int) -> int:
+            return fallback if value is None else value
+
+        found[S3] = Policy(
+            days=pick(settings.s3_retention_days, local.days),
+            keep_last=pick(settings.s3_retention_min_count, local.keep_last),
+            daily=pick(settings.s3_retention_keep_daily, local.daily),
+            weekly=pick(settings.s3_retention_keep_weekly, local.weekly),
+            monthly=pick(settings.s3_retention_keep_monthly, local.monthly),
+            max_age_days=pick(settings.s3_retention_max_age_days, local.max_age_days),
+        )
+    return found
+
+
+class _Tee:
+    """Writes go to the local file; a copy goes to the upload until the upload fails (then dropped)."""
+
+    def __init__(self, local: BinaryIO, upload: S3Upload):
+        self.local, self.upload = local, upload
+        self.error: StoreError | None = None
+
+    def write(self, data: Any) -> int:
+        written = self.local.write(data)
+        if self.error is None:
+            try:
+                self.upload.write(data)
+            except StoreError as exc:
+                self.error = exc
+                log.warning("streaming upload dropped, the archive is uploaded after it is written: %s", exc)
+                self.upload.abort()
+        return written
+
+    def flush(self) -> None:
+        self.local.flush()
+
+
+class Offsite:
+    def __init__(self, settings: Settings, catalog: Catalog):
+        self.settings, self.catalog = settings, catalog
+        self._s3: S3Backend | None = None
+        self._streaming: dict[str, _Tee] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.settings.s3_bucket)
+
+    @property
+    def encrypting(self) -> bool:
+        return bool(self.settings.age_recipients)
+
+    @property
+    def suffix(self) -> str:
+        """Appended to new archive names: ``.age`` when encrypting (the file is an age file)."""
+        return ".age" if self.encrypting else ""
+
+    @property
+    def s3(self) -> S3Backend:
+        if self._s3 is None:
+            from sidecar.store.s3 import S3Backend
+
+            self._s3 = S3Backend.from_settings(self.settings)
+        return self._s3
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _recipients(self) -> list[Any]:
+        from sidecar.engine.encryption import parse_recipients
+
+        return parse_recipients(",".join(self.settings.age_recipients))
+
+    @contextlib.contextmanager
+    def sink(self, stored: BinaryIO, name: str) -> Iterator[BinaryIO]:
+        """Yield the stream the gzip writer writes into; on success the age stream is finished and a
+        streaming upload waits for ``copy()``; on an exception everything is aborted."""
+        tee: _Tee | None = None
+        if self.enabled and self.settings.s3_upload_mode == "streaming":
+            try:
+                tee = _Tee(stored, self.s3.writer(name))
+            except StoreError as exc:
+                log.warning("streaming upload of %s not started: %s", name, exc)
+        target: Any = tee or stored
+        encrypt = None
+        if self.encrypting:
+            from sidecar.engine.encryption import AgeWriter
+
+            encrypt = AgeWriter(target, self._recipients())
+        try:
+            yield encrypt or target
+            if encrypt is not None:
+                encrypt.close()
+        except BaseException:
+            if encrypt is not None:
+                encrypt.abort()
+            if tee is not None:
+                tee.upload.abort()
+            raise
+        if tee is not None:
+            self._streaming[name] = tee
+
+    def discard(self, name: str) -> None:
+        """The backup of ``name`` failed after its dump: drop a waiting streaming upload."""
+        tee = self._streaming.pop(name, None)
+        if tee is not None:
+            tee.upload.abort()
+
+    def tool_target(self, partial: Path) -> Path:
+        """Where an external dump tool writes: the partial itself, or a plaintext temporary when
+        encrypting (``encrypt_file`` turns it into the partial)."""
+        if not self.encrypting:
+            return partial
+        return partial.with_name(partial.name.removesuffix(".partial") + ".plain.partial")
+
+    def encrypt_file(self, plain: Path, partial: Path) -> None:
+        from sidecar.engine.encryption import AgeWriter
+
+        try:
+            with open(plain, "rb") as source, open(partial, "xb") as out:
+                writer = AgeWriter(out, self._recipients())
+                try:
+                    while block := source.read(1 << 20):
+                        writer.write(block)
+                except BaseException:
+                    writer.abort()
+                    raise
+                writer.close()
+        finally:
+            plain.unlink(missing_ok=True)
+
+    # -- recovery --------------------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Abort unfinished multipart uploads under the prefix (call under the job lock)."""
+        for name in list(self._streaming):
+            self.discard(name)
+        if not self.enabled:
+            return []
+        try:
+            aborted = self.s3.abort_stale_uploads()
+        except StoreError as exc:
+            log.warning("could not look for unfinished uploads: %s", exc)
+            return []
+        return [f"unfinished upload {key}" for key in aborted]
+
+    # -- uploading -------------------------------------------------------------------------------
+
+    def copy(self, result: dict[str, Any], entry: Entry | None) -> str | None:
+        """Upload ``entry`` (just completed) and retry pending ones; None, or what failed."""
+        if not self.enabled:
+            return None
+        s3 = self.s3
+        outcome: dict[str, Any] = {"ok": True, "bytes": 0, "at": time.time(), "files": [], "retried": []}
+        result.setdefault("uploads", {})[S3] = outcome
+        try:
+            s3.check()
+            listing = {o.name: o for o in s3.list()}
+        except StoreError as exc:
+            if entry is not None:
+                self.discard(entry["fileName"])
+                self._record_failure(entry["fileName"], exc)
+            outcome.update(ok=False, error=str(exc), at=time.time())
+            return self._failure_message(entry, [str(exc)])
+        entries = self.catalog.load()
+        outcome["reconcile"] = self.reconcile(entries, listing)
+        todo = self._todo(entries, entry, set(outcome["reconcile"]["missing"]))
+        errors: list[str] = []
+        for item in todo:
+            name = item["fileName"]
+            try:
+                info = self._upload_one(item)
+            except StoreError as exc:
+                errors.append(f"{name}: {exc}")
+                self._record_failure(name, exc)
+                if exc.kind in _STOP_KINDS:
+                    break
+                continue
+            self._record_success(name, info)
+            outcome["bytes"] += info.size
+            outcome["files"].append(name)
+            if entry is None or name != entry["fileName"]:
+                outcome["retried"].append(name)
+        for name in list(self._streaming):
+            self.discard(name)
+        outcome["at"] = time.time()
+        if outcome["retried"]:
+            log.info(
+                "uploaded earlier archives missing from %s: %s", s3.describe(), ", ".join(outcome["retried"])
+            )
+        if errors:
+            outcome.update(ok=False, error="; ".join(errors))
+            return self._failure_message(entry, errors)
+        return None
+
+    def _failure_message(self, entry: Entry | None, errors: list[str]) -> str:
+        what = f"{entry['fileName']} was written locally, but " if entry is not None else ""
+        return (
+            f"{what}upload to {self.s3.describe()} failed: {'; '.join(errors)}; "
+            f"the local archive is intact and the upload is retried on the next backup run"
+        )
+
+    def _todo(self, entries: list[Entry], entry: Entry | None, missing: set[str]) -> list[Entry]:
+        """The new archive first, then earlier ones the bucket should hold but does not, oldest first."""
+        now = _now()
+        wanted = upload_candidates(entries, now, S3, policies(self.settings)[S3], self.settings.timezone)
+        lost = [
+            e
+            for e in entries
+            if e["fileName"] in missing and (self.settings.backup_dir / e["fileName"]).is_file()
+        ]
+        todo: list[Entry] = []
+        if entry is not None and entry.get("status") == STATUS_COMPLETED:
+            todo.append(find_entry(entries, entry["fileName"]) or entry)
+        seen = {e["fileName"] for e in todo}
+        for item in sorted(wanted + lost, key=lambda e: parse_iso(e["createdAt"])):
+            if item["fileName"] not in seen:
+                seen.add(item["fileName"])
+                todo.append(item)
+        return todo
+
+    def _upload_one(self, entry: Entry) -> ObjectInfo:
+        name = entry["fileName"]
+        tee = self._streaming.pop(name, None)
+        if tee is not None and tee.error is None:
+            return tee.upload.commit(
+                expected_size=entry.get("sizeBytes"), expected_sha256=entry.get("sha256")
+            )
+        path = self.settings.backup_dir / name
+        if not path.is_file():
+            raise StoreError(f"the local file {path} is gone, nothing to upload", LOCAL, "missing")
+        return self.s3.put_file(name, path, expected_sha256=entry.get("sha256"))
+
+    def _record_success(self, name: str, info: ObjectInfo) -> None:
+        record = {
+            "key": info.key,
+            "bucket": self.s3.bucket,
+            "sizeBytes": info.size,
+            "sha256": info.sha256,
+            "etag": info.etag,
+            "uploadedAt": iso_utc(_now()),
+        }
+
+        def change(entries: list[Entry]) -> None:
+            found = find_entry(entries, name)
+            if found is None:
+                return
+            where = locations(found)
+            if S3 not in where:
+                where.append(S3)
+            found["locations"] = where
+            found.setdefault("remote", {})[S3] = record
+            errors = found.get("uploadErrors") or {}
+            errors.pop(S3, None)
+            if errors:
+                found["uploadErrors"] = errors
+            else:
+                found.pop("uploadErrors", None)
+
+        self.catalog.update(change)
+        log.info("uploaded %s to %s (%d bytes, sha256 checked)", name, self.s3.describe(), info.size)
+
+    def _record_failure(self, name: str, exc: StoreError) -> None:
+        def change(entries: list[Entry]) -> None:
+            found = find_entry(entries, name)
+            if found is None:
+                return
+            errors = found.setdefault("uploadErrors", {})
+            previous = errors.get(S3) or {}
+            errors[S3] = {
+                "error": str(exc),
+                "at": iso_utc(_now()),
+                "attempts": previous.get("attempts", 0) + 1,
+            }
+
+        self.catalog.update(change)
+        log.warning("upload of %s failed: %s", name, exc)
+
+    # -- reconciliation --------------------------------------------------------------------------
+
+    def reconcile(self, entries: list[Entry], listing: dict[str, ObjectInfo]) -> dict[str, list[str]]:
+        """``missing``: the catalog says s3 but the object is absent or has another size; ``stray``:
+        archive objects of this file prefix that the catalog does not place in s3. Reported, not fixed
+        (a missing object with a local file is uploaded again by ``copy``)."""
+        in_s3 = {e["fileName"]: e for e in entries if S3 in locations(e)}
+        missing = sorted(
+            name
+            for name, e in in_s3.items()
+            if name not in listing
+            or listing[name].size
+            != ((e.get("remote") or {}).get(S3) or {}).get("sizeBytes", listing[name].size)
+        )
+        ours = re.compile(
+            re.escape(self.settings.file_prefix) + r"-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.gz(\.age)?"
+        )
+        stray = sorted(n for n in listing if n not in in_s3 and ours.fullmatch(n))
+        if missing or stray:
+            log.warning(
+                "catalog and %s disagree: missing %s, stray %s",
+                self.s3.describe(),
+                ", ".join(missing) or "none",
+                ", ".join(stray) or "none",
+            )
+        return {"missing": missing, "stray": stray}
+
+    def reconcile_now(self) -> dict[str, list[str]] | None:
+        """Catalog vs bucket listing, for status output; None when no bucket is configured."""
+        if not self.enabled:
+            return None
+        listing = {o.name: o for o in self.s3.list()}
+        return self.reconcile(self.catalog.load(), listing)
+
+    # -- retention -------------------------------------------------------------------------------
+
+    def plan(self, entries: list[Entry], now: dt.datetime) -> list[Removal]:
+        return plan(entries, now, policies(self.settings), self.settings.timezone)
+
+    def apply(self, removals: list[Removal]) -> list[Removal]:
+        """Remove the planned copies; update the catalog for those removed. A copy that cannot be
+        removed (store down) stays listed and is retried by the next prune."""
+        done: list[Removal] = []
+        s3_down = False
+        for removal in removals:
+            try:
+                if removal.destination == S3:
+                    if s3_down:
+                        continue
+                    self.s3.delete(removal.file_name)
+                else:
+                    (self.settings.backup_dir / removal.file_name).unlink(missing_ok=True)
+            except (StoreError, OSError) as exc:
+                log.warning(
+                    "retention could not remove %s from %s: %s", removal.file_name, removal.destination, exc
+                )
+                s3_down = s3_down or (isinstance(exc, StoreError) and exc.kind in _STOP_KINDS)
+                continue
+            done.append(removal)
+        if not done:
+            return done
+        gone = {(r.file_name, r.destination) for r in done}
+
+        def change(entries: list[Entry]) -> None:
+            kept = []
+            for entry in entries:
+                name = entry["fileName"]
+                if entry.get("status") != STATUS_COMPLETED:
+                    if (name, LOCAL) not in gone:
+                        kept.append(entry)
+                    continue
+                where = [d for d in locations(entry) if (name, d) not in gone]
+                if not where:
+                    continue
+                dropped = [d for d in locations(entry) if d not in where]
+                if dropped:
+                    remote = entry.get("remote") or {}
+                    for d in dropped:
+                        remote.pop(d, None)
+                    if remote:
+                        entry["remote"] = remote
+                    else:
+                        entry.pop("remote", None)
+                    entry["locations"] = where
+                kept.append(entry)
+            entries[:] = kept
+
+        self.catalog.update(change)
+        log.info(
+            "retention removed %d archive copies: %s",
+            len(done),
+            ", ".join(f"{r.file_name} ({r.destination})" for r in done),
+        )
+        return done
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
