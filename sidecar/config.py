@@ -223,6 +223,8 @@ SETTINGS: tuple[_Spec, ...] = (
     # encryption at rest (engine/encryption.py)
     _Spec("age_recipients", _age_recipients, ""),
     _Spec("age_identity_file", _str, ""),
+    # restore drills (verify.py): a scratch server for drills; empty = the backed-up server itself
+    _Spec("drill_mongodb_uri", _str, "", secret=True),
 )
 
 
@@ -288,6 +290,7 @@ class Settings:
     s3_retention_max_age_days: int | None = None
     age_recipients: tuple[str, ...] = ()
     age_identity_file: str = ""
+    drill_mongodb_uri: str = ""
 
     @property
     def redacted_uri(self) -> str:
