@@ -220,6 +220,7 @@ class SidecarMetrics:
         self.next_backup_ts = 0.0
         self.upload_success_ts: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._catalog_version: tuple[int, int] | None = None
         r = self.registry
         self.backup_runs = Counter(
             f"{PREFIX}_backup_runs", "Backup attempts started.", ["trigger"], registry=r
@@ -325,6 +326,19 @@ class SidecarMetrics:
         summary = summarize_catalog(self.service.catalog.load())
         with self._lock:
             self.catalog_summary = summary
+
+    def refresh_catalog_if_changed(self) -> bool:
+        """Re-read the catalog when another process (a CronJob sharing the directory) changed it."""
+        try:
+            stat = self.service.catalog.path.stat()
+            version = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            version = None
+        if version == self._catalog_version:
+            return False
+        self.refresh_catalog()
+        self._catalog_version = version
+        return True
 
     def set_next_backup(self, epoch_seconds: float | None) -> None:
         self.next_backup_ts = float(epoch_seconds or 0.0)
