@@ -26,6 +26,22 @@ from sidecar.archive.format import (
 
 _INT32 = struct.Struct("<i")
 _READ_SIZE = 1 << 20
+# mongorestore reads oplog entries with 16 KiB of headroom over the 16 MiB document limit.
+_MAX_OPLOG_ENTRY_SIZE = MAX_BSON_SIZE + 16 * 1024
+
+
+class ArchiveStreamError(ArchiveFormatError):
+    """The stream below the archive (file, gzip) failed; ``cause`` is its exception.
+
+    ``offset`` is where the readable data ended in the uncompressed stream.
+    """
+
+    def __init__(self, cause: BaseException, offset: int, namespace: str | None = None):
+        self.cause = cause
+        detail = str(cause) or type(cause).__name__
+        super().__init__(
+            f"the stream cannot be read past this point ({type(cause).__name__}: {detail})", offset, namespace
+        )
 
 
 @dataclass
@@ -47,10 +63,13 @@ class DocumentChunk:
 
 @dataclass
 class NamespaceEnd:
+    """An EOF block: ``crc`` is the value it carries; ``offset`` is where the block starts."""
+
     namespace: Namespace
     crc: int
     documents: int
     bytes: int
+    offset: int | None = None
 
 
 @dataclass
@@ -84,7 +103,10 @@ class _Buffer:
             if self._pos:
                 del self._buf[: self._pos]
                 self._pos = 0
-            block = self._stream.read(max(_READ_SIZE, need))
+            try:
+                block = self._stream.read(max(_READ_SIZE, need))
+            except Exception as exc:  # gzip/zlib/OS errors of the layer below: the data ends here
+                raise ArchiveStreamError(exc, self.consumed + self.available()) from exc
             if not block:
                 return False
             self._buf += block
@@ -123,14 +145,23 @@ class ArchiveReader:
         self.prelude: Prelude | None = None
         self._states: dict[Namespace, _NamespaceState] = {}
         self._finished: set[Namespace] = set()
+        self._current: Namespace | None = None  # the namespace whose segment is being read
 
     @property
     def offset(self) -> int:
         return self._buf.consumed
 
     def read_prelude(self) -> Prelude:
+        if self._buf.at_eof():
+            raise ArchiveFormatError("the archive stream is empty (0 bytes)", 0)
         if not self._buf.fill(4) or self._buf.view(4) != MAGIC:
-            raise ArchiveFormatError("stream does not appear to be a mongodump archive (bad magic)", 0)
+            seen = bytes(self._buf.view(min(4, self._buf.available()))).hex()
+            hint = "; it is gzip-compressed" if seen.startswith("1f8b") else ""
+            raise ArchiveFormatError(
+                f"stream does not appear to be a mongodump archive (bad magic {seen or 'none'}, "
+                f"expected {MAGIC.hex()}{hint})",
+                0,
+            )
         self._buf.skip(4)
         header_doc = self._read_document("archive header")
         if header_doc is None:
@@ -147,7 +178,21 @@ class ArchiveReader:
         return prelude
 
     def events(self) -> Iterator[DocumentChunk | NamespaceEnd]:
-        """Segments' documents as chunks and one NamespaceEnd per EOF block, in stream order."""
+        """Segments' documents as chunks and one NamespaceEnd per EOF block, in stream order.
+
+        Every error names the offset; errors inside a segment also name its namespace.
+        """
+        try:
+            yield from self._events()
+        except ArchiveFormatError as exc:
+            if exc.namespace is not None or self._current is None:
+                raise
+            ns = str(self._current)
+            if isinstance(exc, ArchiveStreamError):
+                raise ArchiveStreamError(exc.cause, exc.offset, ns) from exc.cause
+            raise ArchiveFormatError(exc.reason, exc.offset, ns) from None
+
+    def _events(self) -> Iterator[DocumentChunk | NamespaceEnd]:
         if self.prelude is None:
             self.read_prelude()
         while not self._buf.at_eof():
@@ -161,11 +206,12 @@ class ArchiveReader:
                 yield self._end_namespace(ns, state, crc, start)
             else:
                 yield from self._segment(ns, state)
-        missing = [str(ns) for ns in self._states if ns not in self._finished]
+        missing = sorted(str(ns) for ns in self._states if ns not in self._finished)
         if missing:
             raise ArchiveFormatError(
-                f"archive finished before all collections were seen: {', '.join(sorted(missing))}",
+                f"archive finished before all collections were seen: {', '.join(missing)} (no EOF block)",
                 self.offset,
+                missing[0] if len(missing) == 1 else None,
             )
 
     def _state_for(self, ns: Namespace, offset: int) -> _NamespaceState:
@@ -179,15 +225,23 @@ class ArchiveReader:
     def _end_namespace(self, ns: Namespace, state: _NamespaceState, crc: int, start: int) -> NamespaceEnd:
         if self._check_crc and to_signed(state.crc) != crc:
             raise ArchiveFormatError(
-                f"CRC mismatch: EOF block says {crc}, documents give {to_signed(state.crc)}", start, str(ns)
+                f"CRC mismatch: the EOF block says {crc}, the documents give {to_signed(state.crc)}",
+                start,
+                str(ns),
             )
         if self._read_document("terminator after EOF block") is not None:
             raise ArchiveFormatError("EOF block is not followed by a terminator", self.offset, str(ns))
         self._finished.add(ns)
-        return NamespaceEnd(ns, crc, state.documents, state.bytes)
+        return NamespaceEnd(ns, crc, state.documents, state.bytes, start)
 
     def _segment(self, ns: Namespace, state: _NamespaceState) -> Iterator[DocumentChunk]:
+        self._current = ns
+        yield from self._segment_chunks(ns, state)
+        self._current = None
+
+    def _segment_chunks(self, ns: Namespace, state: _NamespaceState) -> Iterator[DocumentChunk]:
         buf = self._buf
+        max_size = _MAX_OPLOG_ENTRY_SIZE if ns.is_oplog else MAX_BSON_SIZE
         while True:
             chunk_start = self.offset
             size = count = 0
@@ -197,7 +251,7 @@ class ArchiveReader:
                 length = _INT32.unpack_from(buf.view(size + 4), size)[0]
                 if length == -1:
                     break
-                _check_length(length, chunk_start + size, str(ns))
+                _check_length(length, chunk_start + size, str(ns), max_size)
                 if not buf.fill(size + length):
                     raise ArchiveFormatError("archive ends inside a document", chunk_start + size, str(ns))
                 if buf.view(size + length)[-1] != 0:
@@ -235,10 +289,10 @@ class ArchiveReader:
         return doc
 
 
-def _check_length(length: int, offset: int, namespace: str | None) -> None:
-    if not MIN_BSON_SIZE <= length <= MAX_BSON_SIZE:
+def _check_length(length: int, offset: int, namespace: str | None, maximum: int = MAX_BSON_SIZE) -> None:
+    if not MIN_BSON_SIZE <= length <= maximum:
         raise ArchiveFormatError(
-            f"invalid BSON length {length} (must be {MIN_BSON_SIZE}..{MAX_BSON_SIZE})", offset, namespace
+            f"invalid BSON length {length} (must be {MIN_BSON_SIZE}..{maximum})", offset, namespace
         )
 
 
