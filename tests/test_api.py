@@ -297,6 +297,8 @@ BAD_INPUT = [
         "nsExclude",
     ),
     ("/api/backup/restore", b'{"fileName": "a.gz", "nsFrom": "a.*"}', "invalid_field", "nsFrom and nsTo"),
+    ("/api/backup/restore", b'{"fileName": "a.gz", "engine": "pg_restore"}', "invalid_field", "engine"),
+    ("/api/backup/restore", b'{"fileName": "a.gz", "oplogReplay": "no"}', "invalid_field", "oplogReplay"),
     ("/api/backup/test", b'{"level": "deep"}', "invalid_field", "level"),
     ("/api/backup/test", b'{"level": 3}', "invalid_field", "level"),
     ("/api/backup/restore", b'{"fileName": "../backup-info.json"}', "invalid_file_name", "not a path"),
@@ -518,3 +520,87 @@ def test_openapi_document_is_valid_and_matches_the_routes(api_settings: Settings
                 assert "401" in op["responses"], path
             for status in op["responses"]:
                 assert status != "default"
+
+
+# -- integrity tests and restores through the API -------------------------------------------------
+
+
+@pytest.mark.parametrize("level", ["quick", "full", "drill"])
+async def test_test_endpoint_levels(client: TestClient, sidecar_app: Sidecar, level: str) -> None:
+    name = (await backup(client))["backup"]["fileName"]
+    resp = await client.post("/api/backup/test?wait=true", json={"level": level}, headers=auth(ADMIN))
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["job"]["kind"] == "verify" and body["job"]["state"] == "succeeded"
+    assert body["job"]["params"] == {"level": level, "fileName": name}
+    assert body["verification"]["ok"] is True and body["verification"]["fileName"] == name
+    entry = sidecar_app.service.catalog.get(name)
+    assert entry["verification"][level]["ok"] is True
+    metrics = await (await client.get("/metrics")).text()
+    assert f'mongobackup_verify_runs_total{{level="{level}"}} 1.0' in metrics
+
+
+async def test_runbook_test_call_without_body_is_a_full_test_of_the_newest(client: TestClient) -> None:
+    await backup(client)
+    name = (await backup(client))["backup"]["fileName"]
+    resp = await client.post("/api/backup/test", headers=auth(ADMIN))
+    assert resp.status == 202
+    job = await wait_job(client, (await resp.json())["job"]["id"])
+    assert job["state"] == "succeeded" and job["params"] == {"level": "full", "fileName": name}
+
+
+async def test_test_of_a_corrupt_archive_is_422(client: TestClient, sidecar_app: Sidecar) -> None:
+    name = (await backup(client))["backup"]["fileName"]
+    path = sidecar_app.settings.backup_dir / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    resp = await client.post("/api/backup/test?wait=true", json={"fileName": name}, headers=auth(ADMIN))
+    assert resp.status == 422
+    body = await resp.json()
+    assert body["error"]["code"] == "verification_failed" and name in body["error"]["message"]
+    assert body["error"]["job"]["state"] == "failed"
+    alerts = await (await client.get("/api/v1/monitoring/alerts", headers=auth(READ))).json()
+    assert next(a for a in alerts["alerts"] if a["name"] == "MongoBackupVerifyFailed")["active"]
+
+
+async def test_restore_dry_run_writes_nothing(client: TestClient, mongo_client: Any) -> None:
+    name = (await backup(client))["backup"]["fileName"]
+    body = {"fileName": name, "nsInclude": "maekcord.patients", "nsFrom": "maekcord.*", "nsTo": "api_dry.*"}
+    resp = await client.post(
+        "/api/backup/restore?wait=true", json={**body, "dryRun": True}, headers=auth(ADMIN)
+    )
+    assert resp.status == 200, await resp.text()
+    report = (await resp.json())["restore"]
+    assert report["dryRun"] is True and report["documents"] == 500
+    assert [ns["target"] for ns in report["namespaces"]] == ["api_dry.patients"]
+    assert "api_dry" not in mongo_client.list_database_names()
+
+
+async def test_restore_renamed_namespace(client: TestClient, mongo_client: Any, sample_counts: dict) -> None:
+    name = (await backup(client))["backup"]["fileName"]
+    body = {
+        "fileName": name,
+        "nsInclude": ["maekcord.patients"],
+        "nsFrom": ["maekcord.*"],
+        "nsTo": ["api_restore_copy.*"],
+    }
+    try:
+        resp = await client.post("/api/backup/restore", json=body, headers=auth(ADMIN))
+        assert resp.status == 202
+        job = await wait_job(client, (await resp.json())["job"]["id"])
+        assert job["state"] == "succeeded", job
+        assert job["params"]["nsTo"] == ["api_restore_copy.*"]
+        copy = mongo_client.api_restore_copy
+        assert copy.list_collection_names() == ["patients"]
+        assert copy.patients.count_documents({}) == sample_counts["maekcord.patients"]
+    finally:
+        mongo_client.drop_database("api_restore_copy")
+
+
+async def test_restore_matching_nothing_is_422(client: TestClient) -> None:
+    name = (await backup(client))["backup"]["fileName"]
+    body = {"fileName": name, "nsInclude": ["nosuchdb.*"], "dryRun": True}
+    resp = await client.post("/api/backup/restore?wait=true", json=body, headers=auth(ADMIN))
+    assert resp.status == 422
+    assert (await resp.json())["error"]["code"] == "restore_failed"

@@ -103,6 +103,8 @@ def _job_failure(job: Job, exc: JobFailed) -> ApiError:
         return ApiError(503, "mongodb_unavailable", str(exc), stage=exc.stage, job=job.as_json())
     if exc.stage == "verify":
         return ApiError(422, "verification_failed", str(exc), stage=exc.stage, job=job.as_json())
+    if exc.stage == "restore":  # refused or partly failed by the data: nothing the server did wrong
+        return ApiError(422, "restore_failed", str(exc), stage=exc.stage, job=job.as_json())
     return ApiError(500, "job_failed", str(exc), stage=exc.stage, job=job.as_json())
 
 
@@ -249,11 +251,13 @@ RESTORE_FIELDS = {
     "fileName": v.Field("fileName", required=True),
     "nsInclude": v.Field("patterns"),
     "nsExclude": v.Field("patterns"),
-    "nsFrom": v.Field("namespace"),
-    "nsTo": v.Field("namespace"),
+    "nsFrom": v.Field("patterns"),
+    "nsTo": v.Field("patterns"),
     "drop": v.Field("bool"),
     "dryRun": v.Field("bool"),
     "safetyBackup": v.Field("bool"),
+    "oplogReplay": v.Field("bool"),
+    "engine": v.Field("enum", choices=("native", "mongorestore")),
 }
 
 
@@ -262,8 +266,10 @@ async def backup_restore(request: web.Request) -> web.Response:
     params = v.query(request, ("wait",))
     wait = v.flag(params, "wait")
     body = await v.json_body(request, RESTORE_FIELDS)
-    if ("nsFrom" in body) != ("nsTo" in body):
-        raise ApiError(400, "invalid_field", "nsFrom and nsTo go together: give both or neither")
+    if len(body.get("nsFrom", ())) != len(body.get("nsTo", ())):
+        raise ApiError(
+            400, "invalid_field", "nsFrom and nsTo go together: give as many nsTo patterns as nsFrom ones"
+        )
     sidecar = _sidecar(request)
     name = await _usable_archive(sidecar, body["fileName"])
     run_restore = _need(sidecar, "run_restore")
@@ -271,13 +277,15 @@ async def backup_restore(request: web.Request) -> web.Response:
         "file_name": name,
         "ns_include": tuple(body.get("nsInclude", ())),
         "ns_exclude": tuple(body.get("nsExclude", ())),
-        "ns_from": body.get("nsFrom"),
-        "ns_to": body.get("nsTo"),
+        "ns_from": tuple(body.get("nsFrom", ())),
+        "ns_to": tuple(body.get("nsTo", ())),
         "drop": body.get("drop", False),
         "dry_run": body.get("dryRun", False),
+        "safety_backup": body.get("safetyBackup", True),
+        "oplog_replay": body.get("oplogReplay", True),
     }
-    if "safetyBackup" in body:
-        options["safety_backup"] = body["safetyBackup"]
+    if "engine" in body:
+        options["engine"] = body["engine"]
 
     def work(job: Job) -> Any:
         return _call(run_restore, job, **options)
