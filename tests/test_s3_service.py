@@ -1,0 +1,344 @@
+"""Off-site copies through the one backup path, against real SeaweedFS and a real MongoDB-wire server.
+
+Upload and catalog records, streaming with encryption, reading back from the bucket after the local
+file is gone, tiered retention across the disk and the bucket, an upload cut off by the store going
+away (and the next run recovering), reconciliation with the bucket listing, and the errors operators
+see for wrong credentials and a missing bucket.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+
+import pyrage
+import pytest
+
+from sidecar.archive import ArchiveReader, NamespaceEnd
+from sidecar.engine.compression import gzip_reader
+from sidecar.service import BackupService, JobFailed
+from sidecar.store.backends import StoreError, open_archive
+from sidecar.store.catalog import iso_utc
+from sidecar.store.s3 import S3Backend
+from sidecar.store.tiers import Policy, keep_reasons
+from tests import s3_fixture
+from tests.s3_fixture import SeaweedS3
+
+seaweed, s3_env = s3_fixture.seaweed, s3_fixture.s3_env  # the fixtures, for pytest to find
+PREFIX = "hospital-a/"
+
+
+@pytest.fixture
+def s3_settings(make_settings, s3_env, sample_counts):
+    """Settings for a small backup (one database) copied to the session's bucket."""
+
+    def make(**values):
+        options = {
+            "s3_endpoint": s3_env.endpoint,
+            "s3_bucket": s3_env.bucket,
+            "s3_prefix": PREFIX,
+            "database": "maekcord",
+        }
+        options.update(values)
+        return make_settings(**options)
+
+    return make
+
+
+def object_bytes(server: SeaweedS3, key: str) -> bytes:
+    return server.client().get_object(Bucket=server.bucket, Key=key)["Body"].read()
+
+
+def counts_of(stream) -> dict[str, int]:
+    reader = ArchiveReader(gzip_reader(stream))
+    reader.read_prelude()
+    return {str(e.namespace): e.documents for e in reader.events() if isinstance(e, NamespaceEnd)}
+
+
+def manifest(entry) -> dict[str, int]:
+    return {ns: v["documents"] for ns, v in entry["namespaces"].items()}
+
+
+def test_backup_is_uploaded_checked_and_recorded(s3_settings, s3_env):
+    settings = s3_settings()
+    service = BackupService(settings)
+    job = service.new_job("backup")
+    entry = service.run_backup(job)
+    name = entry["fileName"]
+    assert entry["locations"] == ["local", "s3"]
+    remote = entry["remote"]["s3"]
+    assert remote["key"] == PREFIX + name and remote["bucket"] == s3_env.bucket
+    assert remote["sizeBytes"] == entry["sizeBytes"] and remote["sha256"] == entry["sha256"]
+    assert remote["etag"] and remote["uploadedAt"] >= entry["finishedAt"]
+    assert "uploadErrors" not in entry
+    assert s3_env.keys() == [PREFIX + name]
+    assert hashlib.sha256(object_bytes(s3_env, PREFIX + name)).hexdigest() == entry["sha256"]
+    head = s3_env.client().head_object(Bucket=s3_env.bucket, Key=PREFIX + name)
+    assert head["Metadata"].get("sha256") == entry["sha256"]  # after-write mode knows it up front
+    upload = job.result["uploads"]["s3"]
+    assert upload["ok"] is True and upload["bytes"] == entry["sizeBytes"] and upload["files"] == [name]
+    assert upload["retried"] == [] and upload["reconcile"] == {"missing": [], "stray": []}
+    assert isinstance(upload["at"], float)
+    assert job.state == "succeeded" and job.stage == "upload"
+
+
+def test_streaming_encrypted_copy_is_read_back_from_the_bucket_after_the_local_file_is_gone(
+    s3_settings, s3_env, tmp_path
+):
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(f"{identity}\n")
+    settings = s3_settings(
+        s3_upload_mode="streaming", age_recipients=str(identity.to_public()), age_identity_file=str(key_file)
+    )
+    entry = BackupService(settings).run_backup()
+    name = entry["fileName"]
+    assert name.endswith(".gz.age") and entry["locations"] == ["local", "s3"]
+    local = (settings.backup_dir / name).read_bytes()
+    assert object_bytes(s3_env, PREFIX + name) == local  # one stream, two identical copies
+    assert entry["remote"]["s3"]["sha256"] == entry["sha256"]
+    (settings.backup_dir / name).unlink()
+    with open_archive(settings, name) as stream:
+        assert stream.location == "s3" and stream.encrypted
+        assert counts_of(stream) == manifest(entry)
+        stream.read()
+        assert stream.verified and stream.sha256 == entry["sha256"]
+
+
+def test_restore_source_falls_back_to_the_bucket_and_checks_its_sha256(s3_settings, s3_env):
+    settings = s3_settings()
+    entry = BackupService(settings).run_backup()
+    name = entry["fileName"]
+    (settings.backup_dir / name).unlink()
+    with open_archive(settings, entry) as stream:
+        assert stream.location == "s3"
+        assert counts_of(stream) == manifest(entry)
+    # a damaged object is caught by the recorded checksum, not trusted
+    data = bytearray(object_bytes(s3_env, PREFIX + name))
+    data[len(data) // 2] ^= 0xFF
+    s3_env.client().put_object(Bucket=s3_env.bucket, Key=PREFIX + name, Body=bytes(data))
+    with open_archive(settings, entry, decrypt=False) as stream, pytest.raises(StoreError) as caught:
+        stream.read()
+    assert (
+        caught.value.kind == "mismatch" and "(s3://" in str(caught.value) and "damaged" in str(caught.value)
+    )
+    # no copy anywhere: the error says what was tried
+    s3_env.client().delete_object(Bucket=s3_env.bucket, Key=PREFIX + name)
+    with pytest.raises(StoreError) as caught:
+        open_archive(settings, entry)
+    assert f"no readable copy of {name}" in str(caught.value) and "s3:" in str(caught.value)
+
+
+def test_tiered_retention_across_disk_and_bucket(s3_settings, s3_env, monkeypatch, capsys):
+    """90 days of history in both places: the disk keeps 3 days, the bucket weeks and months."""
+    settings = s3_settings(
+        retention_days=3,
+        retention_min_count=2,
+        s3_retention_keep_weekly=4,
+        s3_retention_keep_monthly=3,
+        timezone="UTC",
+    )
+    service = BackupService(settings)
+    settings.backup_dir.mkdir(parents=True, exist_ok=True)
+    s3 = S3Backend.from_settings(settings)
+    bucket_policy = Policy(days=3, keep_last=2, weekly=4, monthly=3)
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)  # clear of day edges
+    times = [start - dt.timedelta(days=days_ago) for days_ago in range(90, 0, -1)]
+    names = [f"{settings.file_prefix}-{at:%Y-%m-%dT%H-%M-%S}.gz" for at in times]
+    # the archive whose upload failed back then: an old one the bucket's monthly tier wants
+    sketch = [{"fileName": n, "createdAt": iso_utc(at)} for n, at in zip(names, times, strict=True)]
+    pending = sorted(keep_reasons(sketch, start, bucket_policy))[0]
+    history = []
+    for name, at in zip(names, times, strict=True):
+        data = f"archive {name}".encode()
+        (settings.backup_dir / name).write_bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
+        where = ["local", "s3"]
+        entry = {
+            "fileName": name,
+            "fileSize": f"{len(data)}B",
+            "createdAt": iso_utc(at),
+            "status": "completed",
+        }
+        entry.update(sizeBytes=len(data), sha256=sha)
+        if name == pending:
+            where = ["local"]
+        else:
+            info = s3.put_file(name, settings.backup_dir / name, expected_sha256=sha)
+            entry["remote"] = {"s3": {"key": info.key, "sizeBytes": info.size, "sha256": sha}}
+        entry["locations"] = where
+        service.catalog.add(entry)
+        history.append(entry)
+    failed = {
+        "fileName": "f.gz",
+        "createdAt": iso_utc(dt.datetime.now(dt.UTC) - dt.timedelta(days=50)),
+        "status": "failed",
+    }
+    service.catalog.add(failed)
+    before = (sorted(p.name for p in settings.backup_dir.glob("*.gz")), s3_env.keys())
+
+    for name, value in {"SIDECAR_" + k.upper(): str(v) for k, v in _env_of(settings).items()}.items():
+        monkeypatch.setenv(name, value)
+    from sidecar.cli import main
+
+    assert main(["prune", "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "(s3): older than 3 days" in printed and "(local): older than 3 days" in printed
+    assert (sorted(p.name for p in settings.backup_dir.glob("*.gz")), s3_env.keys()) == before
+
+    job = service.new_job("prune")
+    removed = service.run_prune(job)
+    now = dt.datetime.now(dt.UTC)
+    in_bucket = set(keep_reasons([e for e in history if e["fileName"] != pending], now, bucket_policy))
+    on_disk = set(keep_reasons(history, now, Policy(days=3, keep_last=2)))
+    assert len(on_disk) == 2 and 4 <= len(in_bucket) <= 2 + 4 + 3
+    assert pending not in on_disk and pending in keep_reasons(history, now, bucket_policy)
+    assert sorted(p.name for p in settings.backup_dir.glob("*.gz")) == sorted(on_disk | {pending})
+    assert s3_env.keys() == sorted(PREFIX + n for n in in_bucket)
+    catalog = {e["fileName"]: e for e in service.list_backups()}
+    assert "f.gz" not in catalog  # the failed entry is gone
+    assert set(catalog) == on_disk | set(in_bucket) | {pending}
+    for name, entry in catalog.items():
+        expected = [
+            d
+            for d, held in (("local", name in on_disk or name == pending), ("s3", name in in_bucket))
+            if held
+        ]
+        assert entry["locations"] == expected, name
+        assert ("s3" in entry.get("remote", {})) == ("s3" in expected)
+    by_place = {
+        d: {r["file_name"] for r in job.result["removed"] if r["destination"] == d} for d in ("local", "s3")
+    }
+    assert by_place["s3"] == {e["fileName"] for e in history} - set(in_bucket) - {pending}
+    assert "f.gz" in by_place["local"]
+    assert len(removed) == len(job.result["removed"]) == len(by_place["local"]) + len(by_place["s3"])
+    # the next backup uploads the pending archive the bucket wants
+    job = service.new_job("backup")
+    entry = service.run_backup(job)
+    assert job.result["uploads"]["s3"]["retried"] == [pending]
+    assert PREFIX + pending in s3_env.keys(PREFIX)
+    # uploaded, it no longer needs the disk: the same run's retention let the local copy go
+    assert service.catalog.get(pending)["locations"] == ["s3"]
+    assert not (settings.backup_dir / pending).exists()
+    assert {"file_name": pending, "destination": "local"}.items() <= next(
+        r for r in job.result["removed"] if r["file_name"] == pending
+    ).items()
+    assert entry["locations"] == ["local", "s3"]
+
+
+def _env_of(settings) -> dict[str, object]:
+    from sidecar.config import SETTINGS
+
+    values = {}
+    for spec in SETTINGS:
+        value = getattr(settings, spec.attr)
+        if value is None or spec.attr in ("admin_token", "read_token"):
+            continue
+        values[spec.attr] = ",".join(value) if isinstance(value, tuple) else value
+    return values
+
+
+def test_an_upload_cut_off_by_the_store_stopping_is_not_trusted_and_the_next_run_recovers(
+    make_settings, sample_counts, tmp_path, monkeypatch
+):
+    server = SeaweedS3(tmp_path / "own-seaweed").start()
+    try:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        settings = make_settings(
+            s3_endpoint=server.endpoint, s3_bucket=server.bucket, s3_prefix=PREFIX, database="maekcord"
+        )
+        service = BackupService(settings)
+        client = service.offsite.s3.client
+        real_upload_part = client.upload_part
+
+        def store_dies_mid_upload(**kwargs):
+            server.kill()
+            return real_upload_part(**kwargs)
+
+        monkeypatch.setattr(client, "upload_part", store_dies_mid_upload)
+        first_job = service.new_job("backup")
+        with pytest.raises(JobFailed) as caught:
+            service.run_backup(first_job)
+        message = str(caught.value)
+        assert caught.value.stage == "upload" and first_job.stage == "upload"
+        assert server.endpoint in message and server.bucket in message and "retried on the next" in message
+        first = service.list_backups()[-1]
+        assert first["status"] == "completed" and first["locations"] == ["local"]
+        assert "remote" not in first and first["uploadErrors"]["s3"]["attempts"] == 1
+        assert (settings.backup_dir / first["fileName"]).is_file()
+        assert first_job.result["uploads"]["s3"]["ok"] is False
+
+        monkeypatch.setattr(client, "upload_part", real_upload_part)
+        server.start()
+        assert server.keys() == []  # no half object
+        assert server.open_uploads() == [PREFIX + first["fileName"]]  # the abort could not reach the store
+
+        job = service.new_job("backup")
+        second = service.run_backup(job)
+        assert server.open_uploads() == []  # recovery aborted the leftover
+        assert job.result["uploads"]["s3"]["retried"] == [first["fileName"]]
+        assert server.keys() == sorted(PREFIX + e["fileName"] for e in (first, second))
+        recovered = service.catalog.get(first["fileName"])
+        assert recovered["locations"] == ["local", "s3"] and "uploadErrors" not in recovered
+        assert recovered["remote"]["s3"]["sha256"] == recovered["sha256"]
+    finally:
+        server.stop()
+
+
+def test_reconciliation_reports_strays_and_uploads_missing_objects_again(s3_settings, s3_env):
+    settings = s3_settings()
+    service = BackupService(settings)
+    first = service.run_backup()
+    stray = f"{settings.file_prefix}-2020-01-01T00-00-00.gz"
+    client = s3_env.client()
+    client.put_object(Bucket=s3_env.bucket, Key=PREFIX + stray, Body=b"not ours")
+    client.put_object(Bucket=s3_env.bucket, Key=PREFIX + "other-2020-01-01T00-00-00.gz", Body=b"x")
+    client.delete_object(Bucket=s3_env.bucket, Key=PREFIX + first["fileName"])
+    assert service.offsite.reconcile_now() == {"missing": [first["fileName"]], "stray": [stray]}
+    job = service.new_job("backup")
+    service.run_backup(job)
+    upload = job.result["uploads"]["s3"]
+    assert upload["reconcile"] == {"missing": [first["fileName"]], "stray": [stray]}
+    assert first["fileName"] in upload["retried"]
+    assert service.offsite.reconcile_now() == {"missing": [], "stray": [stray]}
+
+
+def test_wrong_credentials_fail_the_upload_stage_clearly_and_keep_the_local_archive(
+    s3_settings, s3_env, monkeypatch, caplog
+):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-value-0123456789")
+    settings = s3_settings()
+    service = BackupService(settings)
+    job = service.new_job("backup")
+    with pytest.raises(JobFailed) as caught:
+        service.run_backup(job)
+    message = str(caught.value)
+    assert caught.value.stage == "upload"
+    assert f"S3 at {s3_env.endpoint} refused the credentials for bucket {s3_env.bucket}" in message
+    assert "is intact" in message
+    entry = service.list_backups()[-1]
+    assert entry["status"] == "completed" and entry["locations"] == ["local"]
+    assert (settings.backup_dir / entry["fileName"]).is_file()
+    recorded = json.dumps(entry) + json.dumps(job.as_json()) + caplog.text
+    assert "wrong-secret-value-0123456789" not in recorded and s3_env.secret_key not in recorded
+    assert s3_env.keys() == []
+
+
+def test_a_missing_bucket_fails_the_upload_stage_naming_the_bucket(s3_settings, s3_env):
+    settings = s3_settings(s3_bucket="no-such-bucket")
+    job = BackupService(settings).new_job("backup")
+    with pytest.raises(JobFailed, match=f"bucket no-such-bucket does not exist at {s3_env.endpoint}"):
+        BackupService(settings).run_backup(job)
+
+
+def test_without_a_bucket_nothing_changes(make_settings, sample_counts):
+    settings = make_settings(database="maekcord")
+    job = BackupService(settings).new_job("backup")
+    entry = BackupService(settings).run_backup(job)
+    assert entry["locations"] == ["local"] and "remote" not in entry
+    assert "uploads" not in job.result
+    with open_archive(settings, entry) as stream:
+        assert stream.location == "local" and counts_of(io.BufferedReader(stream)) == manifest(entry)
