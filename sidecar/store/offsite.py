@@ -24,14 +24,21 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from sidecar.store.backends import LOCAL, S3, ObjectInfo, StoreError
-from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry, iso_utc, parse_iso
+from sidecar.store.catalog import (
+    STATUS_COMPLETED,
+    Catalog,
+    Entry,
+    archive_name_pattern,
+    find_entry,
+    iso_utc,
+    parse_iso,
+)
 from sidecar.store.retention import Removal
 from sidecar.store.tiers import Policy, locations, plan, upload_candidates
 
@@ -193,7 +200,7 @@ class Offsite:
         if not self.enabled:
             return []
         try:
-            aborted = self.s3.abort_stale_uploads()
+            aborted = self.s3.abort_stale_uploads(archive_name_pattern(self.settings.file_prefix))
         except StoreError as exc:
             log.warning("could not look for unfinished uploads: %s", exc)
             return []
@@ -345,9 +352,7 @@ class Offsite:
             or listing[name].size
             != ((e.get("remote") or {}).get(S3) or {}).get("sizeBytes", listing[name].size)
         )
-        ours = re.compile(
-            re.escape(self.settings.file_prefix) + r"-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.gz(\.age)?"
-        )
+        ours = archive_name_pattern(self.settings.file_prefix)
         stray = sorted(n for n in listing if n not in in_s3 and ours.fullmatch(n))
         if missing or stray:
             log.warning(

@@ -279,8 +279,9 @@ class S3Backend:
             info.sha256 = digest.hexdigest()
         return info
 
-    def abort_stale_uploads(self) -> list[str]:
-        """Abort unfinished multipart uploads of archives under the prefix (left by a killed process).
+    def abort_stale_uploads(self, names: re.Pattern[str] = _ARCHIVE) -> list[str]:
+        """Abort unfinished multipart uploads of archives under the prefix (left by a killed process)
+        whose name matches ``names`` (give the deployment's own file-name pattern).
 
         Call it only while holding the job lock: an upload in progress in this process is not stale.
         """
@@ -288,7 +289,7 @@ class S3Backend:
         try:
             answer = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix)
             for upload in answer.get("Uploads", []):
-                if _ARCHIVE.fullmatch(upload["Key"][len(self.prefix) :]):
+                if names.fullmatch(upload["Key"][len(self.prefix) :]):
                     self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                     )
