@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 
 import pyrage
 import pytest
@@ -342,3 +343,23 @@ def test_without_a_bucket_nothing_changes(make_settings, sample_counts):
     assert "uploads" not in job.result
     with open_archive(settings, entry) as stream:
         assert stream.location == "local" and counts_of(io.BufferedReader(stream)) == manifest(entry)
+
+
+def test_archive_source_stands_for_the_bucket_copy_when_the_local_file_is_gone(s3_settings, s3_env):
+    from sidecar.store.backends import RemoteArchive, archive_source, open_stored
+
+    settings = s3_settings()
+    entry = BackupService(settings).run_backup()
+    path = settings.backup_dir / entry["fileName"]
+    assert archive_source(settings, path, entry) == path  # local file present: the file itself
+    stored = path.read_bytes()
+    path.unlink()
+    source = archive_source(settings, path, entry)
+    assert isinstance(source, RemoteArchive) and source.name == path.name and not os.path.exists(source)
+    assert s3_env.bucket in source.describe()
+    with open_stored(source) as raw:
+        head = raw.read(4)
+        raw.seek(0)  # sniffing the format and starting over works on a stream from the bucket
+        assert raw.read(4) == head and head[:2] == b"\x1f\x8b"
+        assert head + raw.read() == stored
+    assert archive_source(settings.replace(s3_bucket=""), path, entry) == path  # no bucket configured

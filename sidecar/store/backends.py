@@ -19,7 +19,7 @@ import io
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from sidecar.store.catalog import PARTIAL_SUFFIX, Catalog, Entry, fsync_dir
@@ -407,6 +407,90 @@ def open_archive(
     if not tried:
         tried.append(f"the catalog lists no copy (locations {where})")
     raise StoreError(f"no readable copy of {name}: " + "; ".join(tried), location or LOCAL, "missing")
+
+
+class RemoteArchive(PurePosixPath):
+    """Stands for an archive whose local file is gone but which the bucket holds.
+
+    It is the path the local file would have (so code that labels, names or stats archives by path
+    keeps working: ``os.stat`` says it does not exist) and ``open_stored()`` streams the stored bytes
+    from the bucket. Readers that take a path open it with ``open_stored(path)`` below.
+    """
+
+    settings: Settings
+    entry: Entry
+    location = S3
+
+    def open_stored(self) -> BinaryIO:
+        """The stored bytes (still encrypted for age archives); ``seek(0)`` works near the start."""
+        from sidecar.store.s3 import S3Backend
+
+        return _Rewindable(S3Backend.from_settings(self.settings).open(self.entry["fileName"]))
+
+    def describe(self) -> str:
+        return f"{self.name} (s3://{self.settings.s3_bucket}/{self.settings.s3_prefix}{self.name})"
+
+
+def archive_source(settings: Settings, path: Path, entry: Entry | None) -> Path | RemoteArchive:
+    """``path`` when the local file is there (or the entry is not in the bucket), else a RemoteArchive
+    reading the bucket's copy: what verify, drills and restores read."""
+    if entry is None or Path(path).is_file() or S3 not in _locations(entry) or not s3_configured(settings):
+        return path
+    remote = RemoteArchive(path)
+    remote.settings, remote.entry = settings, entry
+    return remote
+
+
+def open_stored(path: Path | RemoteArchive) -> BinaryIO:
+    """The stored bytes of a local file or of a RemoteArchive; StoreError or OSError if unreadable."""
+    if isinstance(path, RemoteArchive):
+        return path.open_stored()
+    return open(path, "rb")
+
+
+class _Rewindable(io.RawIOBase):
+    """A forward-only stream that can go back to 0 while still within its first 64 KiB (to sniff)."""
+
+    _KEEP = 64 * 1024
+
+    def __init__(self, raw: BinaryIO):
+        super().__init__()
+        self._raw, self._head, self._pos = raw, bytearray(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET or offset > len(self._head) or self._pos > len(self._head):
+            raise io.UnsupportedOperation("a remote archive can only go back to its start early on")
+        self._pos = offset
+        return offset
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        if self._pos < len(self._head):
+            count = min(len(target), len(self._head) - self._pos)
+            target[:count] = self._head[self._pos : self._pos + count]
+            self._pos += count
+            return count
+        data = self._raw.read(len(target))
+        if self._pos == len(self._head) and len(self._head) < self._KEEP:
+            self._head += data
+        target[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(Exception):
+                self._raw.close()
+        super().close()
 
 
 def open_archive_path(settings: Settings, path: str | Path, *, decrypt: bool = True) -> ArchiveStream:
