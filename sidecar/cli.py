@@ -86,6 +86,76 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    service = BackupService(settings)
+    job = service.new_job("verify", fileName=args.file or "--latest", level=args.level)
+    with TerminalProgress(job, enabled=not (args.quiet or args.json)):
+        result = service.run_verify(job, file_name=args.file, latest=args.latest, level=args.level)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    record = result["verification"][args.level]
+    if args.level == "quick":
+        detail = f"{record.get('sizeBytes', 0):,} bytes, sha256 {str(record.get('sha256', ''))[:16]}…"
+    else:
+        full = result["verification"]["full"]
+        detail = (
+            f"{full.get('documents', 0):,} documents in {full.get('namespaces', 0)} namespaces, "
+            f"{full.get('uncompressedBytes', 0) / 1e6:,.1f} MB at {full.get('throughputMBps', 0)} MB/s"
+        )
+        if args.level == "drill":
+            detail += f"; restored into {', '.join(record.get('scratchDatabases', []))} and compared"
+    print(f"{args.level} verification passed: {result['fileName']} ({detail}, {record['durationSeconds']}s)")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    if len(args.ns_from) != len(args.ns_to):
+        raise ConfigError("--ns-from and --ns-to come in pairs")
+    service = BackupService(settings)
+    options = {
+        "ns_include": tuple(args.ns_include),
+        "ns_exclude": tuple(args.ns_exclude),
+        "ns_from": tuple(args.ns_from),
+        "ns_to": tuple(args.ns_to),
+        "drop": args.drop,
+        "dry_run": args.dry_run,
+        "oplog_replay": not args.no_oplog_replay,
+        "safety_backup": not args.no_safety_backup,
+        "engine": args.engine,
+    }
+    job = service.new_job("restore", fileName=args.file or "--latest", **options)
+    with TerminalProgress(job, enabled=not (args.quiet or args.json)):
+        result = service.run_restore(job, file_name=args.file, latest=args.latest, **options)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    verb = "would restore" if args.dry_run else "restored"
+    for ns in result["namespaces"]:
+        print(
+            f"{verb} {ns['source']} -> {ns['target']} ({ns['type']}, {ns['action']}): "
+            f"{ns['documents']:,} documents, indexes: {', '.join(ns['indexes']) or 'none'}"
+        )
+    for skipped in result.get("skipped", []):
+        print(f"skipped {skipped['namespace']}: {skipped['reason']}")
+    if args.dry_run:
+        backup = result.get("safetyBackup")
+        if backup:
+            print(f"would first take a safety backup of {', '.join(backup['wouldBackUp'])}")
+        print(f"dry run of {result['fileName']}: nothing was written")
+        return 0
+    if result.get("safetyBackup"):
+        print(f"safety backup taken first: {result['safetyBackup']}")
+    if result.get("oplog"):
+        print(f"oplog replayed: {result['oplog']}")
+    print(
+        f"restore completed: {result['fileName']} ({result['documentsWritten']:,} documents; counts checked "
+        f"against the archive: {'ok' if result['postRestoreCheck']['ok'] else 'MISMATCH'}; "
+        f"{result['durationSeconds']}s)"
+    )
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
@@ -126,6 +196,64 @@ def build_parser() -> argparse.ArgumentParser:
     prune = sub.add_parser("prune", help="apply retention: remove archives past SIDECAR_RETENTION_DAYS")
     prune.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     prune.set_defaults(func=cmd_prune)
+
+    verify = sub.add_parser("verify", help="integrity test of a backup: quick, full or a restore drill")
+    verify.add_argument("file", nargs="?", help="a catalog file name or a path (default: the newest backup)")
+    verify.add_argument("--latest", action="store_true", help="the newest completed backup (the default)")
+    verify.add_argument(
+        "--level",
+        choices=("quick", "full", "drill"),
+        default="full",
+        help="quick: size, sha256, gzip; full: every document and CRC against the manifest (default); "
+        "drill: full, then a restore into a scratch database compared with the archive",
+    )
+    verify.add_argument("--json", action="store_true", help="print the result as JSON")
+    verify.add_argument("--quiet", action="store_true", help="no progress bar")
+    verify.set_defaults(func=cmd_verify)
+
+    restore = sub.add_parser(
+        "restore", help="restore a backup (verified first; a safety backup of what it overwrites is taken)"
+    )
+    which = restore.add_mutually_exclusive_group(required=True)
+    which.add_argument("file", nargs="?", help="a catalog file name or a path to an archive")
+    which.add_argument("--latest", action="store_true", help="the newest completed backup")
+    restore.add_argument(
+        "--ns-include",
+        action="append",
+        default=[],
+        metavar="P",
+        help="only namespaces matching db.coll (* wildcard)",
+    )
+    restore.add_argument(
+        "--ns-exclude", action="append", default=[], metavar="P", help="skip matching namespaces"
+    )
+    restore.add_argument(
+        "--ns-from", action="append", default=[], metavar="P", help="rename from (with --ns-to)"
+    )
+    restore.add_argument("--ns-to", action="append", default=[], metavar="P", help="rename to, e.g. 'copy.*'")
+    restore.add_argument(
+        "--drop", action="store_true", help="drop each target collection before restoring it"
+    )
+    restore.add_argument(
+        "--dry-run", action="store_true", help="report the namespaces, documents and indexes; write nothing"
+    )
+    restore.add_argument(
+        "--no-safety-backup",
+        action="store_true",
+        help="skip the backup of the namespaces the restore overwrites",
+    )
+    restore.add_argument(
+        "--no-oplog-replay", action="store_true", help="do not replay the archive's oplog on a full restore"
+    )
+    restore.add_argument(
+        "--engine",
+        choices=("native", "mongorestore"),
+        default=None,
+        help="native, or the stock mongorestore (default: mongorestore when SIDECAR_ENGINE=mongodump)",
+    )
+    restore.add_argument("--json", action="store_true", help="print the restore report as JSON")
+    restore.add_argument("--quiet", action="store_true", help="no progress bar")
+    restore.set_defaults(func=cmd_restore)
 
     serve = sub.add_parser(
         "serve", help="run the sidecar: HTTP API on SIDECAR_PORT, scheduled backups, metrics, health"

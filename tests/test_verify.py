@@ -1,0 +1,225 @@
+"""Integrity tests (quick, full, drill) against the real server, and what they record in the catalog."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pymongo
+import pyrage
+import pytest
+
+from sidecar.cli import main as cli_main
+from sidecar.embedded import EmbeddedServer
+from sidecar.jobs import Job, JobLock
+from sidecar.sampledata import load_bulk_data
+from sidecar.service import BackupService, JobFailed
+from sidecar.store.catalog import parse_iso
+from sidecar.verify import DRILL_PREFIX, drill_database_name
+from tests.test_restore_support import sample_archive_fixture, settings_for  # noqa: F401
+
+
+def drill_databases(client: pymongo.MongoClient) -> list[str]:
+    return sorted(n for n in client.list_database_names() if n.startswith(DRILL_PREFIX))
+
+
+@pytest.mark.parametrize("level", ["quick", "full", "drill"])
+def test_each_level_passes_and_is_recorded_in_the_catalog(
+    level, sample_archive, tmp_path, mongo_uri, mongo_client
+):
+    service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
+    name = sample_archive.entry["fileName"]
+    result = service.run_verify(file_name=name, level=level)
+    assert result["ok"] is True and result["inCatalog"] is True
+    entry = service.catalog.get(name)
+    record = entry["verification"][level]
+    assert record["ok"] is True and record["reason"] is None
+    assert record["durationSeconds"] >= 0
+    parse_iso(record["at"])  # ISO-8601 UTC with milliseconds
+    assert record["at"].endswith("Z") and len(record["at"]) == len("2024-12-01T02:00:00.000Z")
+    assert entry["lastVerification"] == {"level": level, "ok": True, "at": record["at"]}
+    quick = entry["verification"]["quick"]
+    assert quick["sha256"] == sample_archive.entry["sha256"]
+    assert quick["sizeBytes"] == sample_archive.entry["sizeBytes"]
+    if level != "quick":
+        full = entry["verification"]["full"]
+        assert full["documents"] == sum(ns["documents"] for ns in sample_archive.entry["namespaces"].values())
+        assert full["namespaces"] == len(sample_archive.entry["namespaces"])
+    if level == "drill":
+        assert record["documents"] == entry["verification"]["full"]["documents"]
+        assert record["indexes"] >= 7  # 4 on patients, 2 on sessions, one _id_ per collection...
+        assert sorted(record["scratchDropped"]) == sorted(record["scratchDatabases"])
+        assert len(record["scratchDatabases"]) == 3
+        assert drill_databases(mongo_client) == []
+
+
+def test_a_file_not_in_the_catalog_is_checked_on_its_own_merits(sample_archive, tmp_path, mongo_uri):
+    service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
+    outside = tmp_path / "elsewhere" / "copy.gz"
+    outside.parent.mkdir()
+    shutil.copyfile(sample_archive.path, outside)
+    before = service.catalog.load()
+    result = service.run_verify(file_name=str(outside), level="full")
+    assert result["ok"] and result["inCatalog"] is False
+    assert result["verification"]["full"]["documents"] > 0
+    assert service.catalog.load() == before  # nothing written to the catalog
+
+
+def test_full_compares_counts_with_the_manifest_and_quick_the_sha256(sample_archive, tmp_path, mongo_uri):
+    service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
+    name = sample_archive.entry["fileName"]
+    manifest = dict(sample_archive.entry["namespaces"])
+    manifest["maekcord.patients"] = {**manifest["maekcord.patients"], "documents": 499}
+    service.catalog.patch(name, namespaces=manifest)
+    with pytest.raises(
+        JobFailed, match=r"maekcord\.patients: documents is 500 in the archive, the catalog recorded 499"
+    ) as info:
+        service.run_verify(file_name=name, level="full")
+    assert info.value.stage == "verify"
+    entry = service.catalog.get(name)
+    assert entry["verification"]["quick"]["ok"] is True
+    assert entry["verification"]["full"]["ok"] is False
+    assert entry["lastVerification"]["ok"] is False
+
+    service.catalog.patch(name, sha256="0" * 64)
+    with pytest.raises(JobFailed, match=r"sha256 is .*, the catalog recorded 0000"):
+        service.run_verify(file_name=name, level="quick")
+    assert service.catalog.get(name)["verification"]["quick"]["ok"] is False
+
+
+def test_latest_file_resolution_and_its_errors(sample_archive, tmp_path, mongo_uri):
+    service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
+    result = service.run_verify(level="quick")  # no FILE: the newest completed backup
+    assert result["fileName"] == sample_archive.entry["fileName"]
+    with pytest.raises(JobFailed, match=r"no such archive file: nowhere/x\.gz"):
+        service.run_verify(file_name="nowhere/x.gz", level="quick")
+    with pytest.raises(JobFailed, match=r"neither in the catalog .* nor an existing file"):
+        service.run_verify(file_name="maekcord-backup-1999-01-01T00-00-00.gz")
+    # a path into the backup directory is the catalog's entry: the result is recorded
+    service.run_verify(
+        file_name=str(service.settings.backup_dir / sample_archive.entry["fileName"]), level="quick"
+    )
+    assert service.catalog.get(sample_archive.entry["fileName"])["lastVerification"]["level"] == "quick"
+
+
+def test_a_verify_refuses_to_start_while_another_job_holds_the_lock(sample_archive, tmp_path, mongo_uri):
+    from sidecar.jobs import JobBusy
+
+    service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
+    other = JobLock(service.settings.backup_dir)
+    other.acquire(Job("backup", "manual"))
+    try:
+        with pytest.raises(JobBusy):
+            service.run_verify(level="quick")
+    finally:
+        other.release()
+
+
+def test_age_encrypted_archives_verify_with_the_identity(sample_archive, tmp_path, mongo_uri):
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(str(identity) + "\n")
+    encrypted = tmp_path / "copy.gz.age"
+    encrypted.write_bytes(pyrage.encrypt(sample_archive.path.read_bytes(), [identity.to_public()]))
+    without = BackupService(settings_for(mongo_uri, tmp_path / "a"))
+    with pytest.raises(JobFailed, match="age-encrypted: set SIDECAR_AGE_IDENTITY_FILE"):
+        without.run_verify(file_name=str(encrypted), level="full")
+    with_key = BackupService(settings_for(mongo_uri, tmp_path / "b", age_identity_file=key_file))
+    result = with_key.run_verify(file_name=str(encrypted), level="full")
+    assert result["verification"]["full"]["documents"] > 0
+
+
+def test_cli_verify_prints_one_line_and_exits_by_the_outcome(
+    sample_archive, tmp_path, mongo_uri, monkeypatch, capsys
+):
+    service, path = sample_archive.copy_into(tmp_path, mongo_uri)
+    for key, value in {
+        "SIDECAR_MONGODB_URI": mongo_uri,
+        "SIDECAR_BACKUP_DIR": str(service.settings.backup_dir),
+        "SIDECAR_MIN_FREE_BYTES": "0",
+    }.items():
+        monkeypatch.setenv(key, value)
+    assert cli_main(["verify", "--latest", "--level", "full", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"full verification passed: {path.name} (") and out.count("\n") == 1
+    path.write_bytes(path.read_bytes()[:1000])
+    assert cli_main(["verify", path.name, "--level", "quick", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("sidecar: error: quick verification of") and "truncated" in err[-1]
+
+
+def test_drill_drops_leftovers_of_crashed_drills_first(sample_archive, tmp_path, mongo_uri, mongo_client):
+    service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
+    leftover = drill_database_name("deadbeef0000", "maekcord")
+    mongo_client[leftover].crashed.insert_one({"x": 1})
+    result = service.run_verify(level="drill")
+    record = result["verification"]["drill"]
+    assert leftover in record["leftoversDropped"]
+    assert drill_databases(mongo_client) == []
+
+
+def test_drill_database_names_stay_within_mongodb_limits():
+    assert drill_database_name("abc", "maekcord") == "sidecar_drill_abc_maekcord"
+    long = drill_database_name("0123456789ab", "x" * 60)
+    assert long.startswith("sidecar_drill_0123456789ab_") and len(long) <= 63
+
+
+def test_a_drill_that_loses_its_server_midway_leaves_nothing_behind_or_says_what(own_server, tmp_path):
+    """The server stops during the drill's restore: the failure names the scratch databases it could
+    not drop; once the server is back, the next drill drops them and passes."""
+    with pymongo.MongoClient(own_server.uri) as client:
+        load_bulk_data(client, target_bytes=6 * 1024 * 1024, collections=1, db_name="bulk")
+    settings = settings_for(own_server.uri, tmp_path, connect_timeout_seconds=1)
+    service = BackupService(settings)
+    service.run_backup()
+
+    job = service.new_job("verify", level="drill")
+    stopped = threading.Event()
+
+    def stop_mid_restore() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and job.state != "failed" and job.state != "succeeded":
+            progress = dict(job.progress)
+            if progress.get("phase") == "drill-documents" and progress.get("documents", 0) > 1000:
+                own_server.stop()
+                stopped.set()
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=stop_mid_restore, daemon=True)
+    watcher.start()
+    with pytest.raises(JobFailed) as info:
+        service.run_verify(job, level="drill")
+    watcher.join()
+    assert stopped.is_set(), "the drill finished before the server could be stopped"
+    message = str(info.value)
+    assert "restore into the scratch databases failed" in message
+    record = service.catalog.get(service.catalog.load()[-1]["fileName"])["verification"]["drill"]
+    assert record["ok"] is False
+    reported = {n["name"] for n in record.get("scratchNotDropped", [])}
+    assert reported, "the failure must say which scratch databases it could not drop"
+    assert all(name in message for name in reported)
+    assert all(name.startswith(f"{DRILL_PREFIX}{job.id}_") for name in reported)
+
+    restarted = EmbeddedServer(own_server.data_dir, port=own_server.port).start()
+    try:
+        with pymongo.MongoClient(restarted.uri) as client:
+            left = set(drill_databases(client))
+            assert left <= reported  # nothing left that the failure did not name
+            again = service.run_verify(level="drill")["verification"]["drill"]
+            assert set(again.get("leftoversDropped") or []) == left
+            assert drill_databases(client) == []
+    finally:
+        restarted.stop()
+
+
+def test_verify_of_a_missing_file_is_recorded_as_failed(sample_archive, tmp_path, mongo_uri):
+    service, path = sample_archive.copy_into(tmp_path, mongo_uri)
+    Path(path).unlink()
+    with pytest.raises(JobFailed, match="does not exist"):
+        service.run_verify(level="full")
+    entry = service.catalog.get(path.name)
+    assert entry["verification"]["quick"]["ok"] is False
+    assert entry["verification"]["full"]["ok"] is False
