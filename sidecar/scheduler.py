@@ -235,7 +235,12 @@ def _holder(job: Job) -> dict[str, Any]:
 
 
 def latest_completed(service: BackupService) -> str | None:
-    good = [e for e in service.list_backups() if e.get("status") == STATUS_COMPLETED]
+    """The newest completed backup, not counting the safety copies taken before restores."""
+    good = [
+        e
+        for e in service.list_backups()
+        if e.get("status") == STATUS_COMPLETED and e.get("trigger") != "pre-restore"
+    ]
     return good[-1]["fileName"] if good else None
 
 
@@ -347,7 +352,9 @@ class SidecarScheduler:
             await asyncio.shield(task)
         except JobBusy as exc:
             log.warning("scheduled restore drill skipped: %s", exc)
-        except (ShuttingDown, JobFailed):
+        except JobFailed as exc:
+            log.error("scheduled restore drill did not pass: %s", exc)
+        except ShuttingDown:
             pass
 
     async def probe_health(self) -> None:

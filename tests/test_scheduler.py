@@ -212,3 +212,20 @@ def test_weekly_drill_default_is_sunday() -> None:
     after = dt.datetime(2024, 12, 2, tzinfo=dt.UTC)  # a Monday
     fire = trigger.get_next_fire_time(None, after)
     assert fire.isoformat() == "2024-12-08T04:00:00+09:00" and fire.strftime("%A") == "Sunday"
+
+
+async def test_scheduled_drill_tests_the_newest_backup(
+    sidecar: Sidecar, caplog: pytest.LogCaptureFixture
+) -> None:
+    if getattr(sidecar.service, "run_verify", None) is None:
+        pytest.skip("BackupService.run_verify is not in this build")
+    await sidecar.scheduler.scheduled_drill()  # nothing to drill yet
+    (nothing,) = sidecar.service.jobs.values()
+    assert nothing.state == "failed" and "no completed backup" in nothing.error
+    assert "scheduled restore drill did not pass" in caplog.text
+    await sidecar.scheduler.scheduled_backup()
+    await sidecar.scheduler.scheduled_drill()
+    drill = list(sidecar.service.jobs.values())[-1]
+    assert drill.kind == "verify" and drill.params["level"] == "drill" and drill.state == "succeeded"
+    (entry,) = sidecar.service.list_backups()
+    assert drill.params["fileName"] == entry["fileName"] and entry["verification"]["drill"]["ok"]
