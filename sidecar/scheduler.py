@@ -358,7 +358,15 @@ class SidecarScheduler:
             pass
 
     async def probe_health(self) -> None:
+        """Refresh the caches /health and /metrics read: MongoDB and disk, and the catalog summary
+        when another process (a CronJob, the CLI) changed backup-info.json."""
         try:
             await asyncio.to_thread(self.health.probe)
         except Exception:
             log.exception("health probe failed")
+        refresh = getattr(self.metrics, "refresh_catalog_if_changed", None)
+        if refresh is not None:
+            try:
+                await asyncio.to_thread(refresh)
+            except Exception:
+                log.exception("catalog refresh for the metrics failed")

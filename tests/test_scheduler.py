@@ -15,6 +15,7 @@ from sidecar.api.app import Sidecar
 from sidecar.config import Settings
 from sidecar.jobs import Job, JobBusy, JobLock
 from sidecar.scheduler import ShuttingDown, _cron_days, cron_trigger
+from sidecar.service import BackupService
 
 
 @pytest.fixture
@@ -229,3 +230,16 @@ async def test_scheduled_drill_tests_the_newest_backup(
     assert drill.kind == "verify" and drill.params["level"] == "drill" and drill.state == "succeeded"
     (entry,) = sidecar.service.list_backups()
     assert drill.params["fileName"] == entry["fileName"] and entry["verification"]["drill"]["ok"]
+
+
+async def test_backup_by_another_process_reaches_the_metrics(sidecar: Sidecar) -> None:
+    if getattr(sidecar.metrics, "refresh_catalog_if_changed", None) is None:
+        pytest.skip("SidecarMetrics.refresh_catalog_if_changed is not in this build")
+    assert gauge_value(sidecar, "mongobackup_backup_last_success_timestamp_seconds") == 0
+    other = BackupService(sidecar.settings)  # e.g. `sidecar backup --once` from a CronJob
+    await asyncio.to_thread(other.run_backup, other.new_job("backup", "cronjob"))
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if gauge_value(sidecar, "mongobackup_backup_last_success_timestamp_seconds") > 0:
+            break
+    assert gauge_value(sidecar, "mongobackup_backup_last_success_timestamp_seconds") > 0

@@ -25,7 +25,7 @@ from aiohttp import web
 from sidecar import __version__
 from sidecar.api import routes
 from sidecar.api.auth import OPEN, TokenAuth, requires
-from sidecar.api.errors import error_middleware
+from sidecar.api.errors import Handler, error_middleware
 from sidecar.api.validation import MAX_BODY_BYTES
 from sidecar.config import ConfigError, Settings, check_backup_dir
 from sidecar.logs import LogTail, Redactor
@@ -169,7 +169,7 @@ def create_app(sidecar: Sidecar) -> web.Application:
 
 
 @web.middleware
-async def _access_log(request: web.Request, handler: routes.Any) -> web.StreamResponse:
+async def _access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     t0 = time.perf_counter()
     response = await handler(request)
     if log.isEnabledFor(logging.DEBUG):
