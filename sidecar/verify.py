@@ -48,6 +48,7 @@ from sidecar.engine.restore import (
     plan_restore,
 )
 from sidecar.jobs import utc_now
+from sidecar.store.backends import StoreError, open_stored
 from sidecar.store.catalog import iso_utc
 
 LEVELS = ("quick", "full", "drill")
@@ -149,11 +150,13 @@ def open_archive(
     gzip archive (decrypted with the identities ``identities()`` returns).
     """
     try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed below
+        raw = open_stored(path)  # the local file, or the bucket's copy for a RemoteArchive
     except FileNotFoundError:
         raise VerifyFailed(f"{path} does not exist", check="file") from None
     except OSError as exc:
         raise VerifyFailed(f"cannot open {path}: {exc.strerror or exc}", check="file") from None
+    except StoreError as exc:
+        raise VerifyFailed(str(exc), check="file") from None
     try:
         kind = sniff(raw.read(len(AGE_MAGIC)))
         raw.seek(0)
@@ -283,8 +286,9 @@ def _check_decodes(chunk: DocumentChunk) -> None:
         try:
             bson.decode(doc, _DECODE)
         except Exception as exc:
+            detail = str(exc).split(". Are you using", 1)[0]
             raise VerifyFailed(
-                f"a document is not valid BSON ({type(exc).__name__}: {exc}) "
+                f"a document is not valid BSON ({type(exc).__name__}: {detail}) "
                 f"(namespace {str(chunk.namespace)!r}, offset {chunk.offset + pos})",
                 check="archive",
                 offset=chunk.offset + pos,
@@ -298,8 +302,8 @@ def _crc_failure(ns: str, eof_offset: int | None, eof_crc: int, computed: int, m
     where = f"(namespace {ns!r}, offset {eof_offset})"
     if recorded is not None and recorded == computed:
         reason = (
-            f"the CRC field of the EOF block is damaged: it says {eof_crc}, while the documents give "
-            f"{computed} as the catalog recorded {where}"
+            f"the CRC field of the EOF block is damaged: it says {eof_crc}; the documents give "
+            f"{computed}, which is what the catalog recorded {where}"
         )
     elif recorded is not None and recorded == eof_crc:
         reason = (
