@@ -44,6 +44,7 @@ from sidecar.engine.restore import (
     server_has_apply_ops,
 )
 from sidecar.jobs import Job, JobLock, utc_now
+from sidecar.store.backends import RemoteArchive, archive_source
 from sidecar.store.catalog import (
     PARTIAL_SUFFIX,
     STATUS_COMPLETED,
@@ -414,7 +415,8 @@ class BackupService:
             ]
             if not good:
                 raise JobFailed(f"no completed backup in the catalog of {backup_dir}", stage)
-            return backup_dir / good[-1]["fileName"], good[-1]
+            # the local file, or a RemoteArchive reading the bucket's copy when the file is gone
+            return archive_source(self.settings, backup_dir / good[-1]["fileName"], good[-1]), good[-1]
         if "/" not in file_name and os.sep not in file_name:
             entry = find_entry(entries, file_name)
             if entry is not None:
@@ -422,7 +424,7 @@ class BackupService:
                     raise JobFailed(
                         f"{file_name} is not a completed backup (status {entry.get('status')})", stage
                     )
-                return backup_dir / file_name, entry
+                return archive_source(self.settings, backup_dir / file_name, entry), entry
             for candidate in (backup_dir / file_name, Path(file_name)):
                 if candidate.is_file():
                     return candidate, None
@@ -463,6 +465,7 @@ class BackupService:
             path, entry = self.resolve_archive(file_name, latest=latest, stage="verify")
             name = entry["fileName"] if entry else str(path)
             job.result = {"fileName": name, "level": level, "inCatalog": entry is not None}
+            job.result["location"] = getattr(path, "location", "local")  # s3: read from the bucket
             report = verify_archive(
                 path,
                 entry,
@@ -757,6 +760,11 @@ class BackupService:
             if path.name.endswith(".age"):
                 raise RestoreError(
                     "the mongorestore engine cannot read age-encrypted archives; use --engine native"
+                )
+            if isinstance(path, RemoteArchive):
+                raise RestoreError(
+                    f"the mongorestore engine reads local files only and {path.describe()} is only in "
+                    f"the bucket; use --engine native"
                 )
             outcome = run_mongorestore(
                 tool,

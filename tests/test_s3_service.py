@@ -363,3 +363,41 @@ def test_archive_source_stands_for_the_bucket_copy_when_the_local_file_is_gone(s
         assert raw.read(4) == head and head[:2] == b"\x1f\x8b"
         assert head + raw.read() == stored
     assert archive_source(settings.replace(s3_bucket=""), path, entry) == path  # no bucket configured
+
+
+def test_verify_and_restore_read_the_bucket_when_the_local_file_is_gone(
+    s3_settings, s3_env, mongo_client, tmp_path
+):
+    """The issue's must-show: restore from the bucket after deleting the local file (encrypted, too)."""
+    identity = pyrage.x25519.Identity.generate()
+    key_file = tmp_path / "key.txt"
+    key_file.write_text(f"{identity}\n")
+    settings = s3_settings(age_recipients=str(identity.to_public()), age_identity_file=str(key_file))
+    service = BackupService(settings)
+    entry = service.run_backup()
+    (settings.backup_dir / entry["fileName"]).unlink()
+    assert not any(settings.backup_dir.glob("*.gz*"))
+
+    job = service.new_job("verify", level="full")
+    result = service.run_verify(job, file_name=entry["fileName"], level="full")
+    assert result["ok"] and result["location"] == "s3"
+    assert result["verification"]["quick"]["sha256"] == entry["sha256"]
+    assert result["verification"]["full"]["documents"] == sum(manifest(entry).values())
+
+    target = "s3_restore_" + entry["sha256"][:8]
+    mongo_client.drop_database(target)
+    try:
+        restored = service.run_restore(
+            file_name=entry["fileName"], ns_from="maekcord.*", ns_to=f"{target}.*", safety_backup=False
+        )
+        assert restored["verified"]["sha256"] == entry["sha256"]
+        for ns, count in manifest(entry).items():
+            collection = ns.split(".", 1)[1]
+            if entry["namespaces"][ns]["type"] == "collection":
+                assert mongo_client[target][collection].count_documents({}) == count, ns
+    finally:
+        mongo_client.drop_database(target)
+    # and with neither copy, the error says so
+    s3_env.client().delete_object(Bucket=s3_env.bucket, Key=PREFIX + entry["fileName"])
+    with pytest.raises(JobFailed, match=f"object {PREFIX}{entry['fileName']} is not in bucket"):
+        service.run_verify(file_name=entry["fileName"], level="quick")
