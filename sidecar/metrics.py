@@ -40,6 +40,7 @@ TRIGGERS = ("schedule", "manual", "cronjob")
 STAGES = ("connect", "dump", "write", "verify", "upload")
 LEVELS = ("quick", "full", "drill")
 DESTINATIONS = ("local",)
+OFFSITE = ("s3",)
 DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
 BASELINE_WINDOW = 7
 CRONJOB_PUSH_JOB = "mongobackup_cronjob"
@@ -60,6 +61,7 @@ class CatalogSummary:
     size_baseline: float = 0.0
     archives: dict[str, dict[str, float]] = field(default_factory=dict)
     verify: dict[str, dict[str, float]] = field(default_factory=dict)
+    uploads: dict[str, float] = field(default_factory=dict)  # off-site destination -> newest upload
 
 
 def _end_time(entry: Entry) -> float:
@@ -91,6 +93,9 @@ def summarize_catalog(entries: list[Entry], destinations: tuple[str, ...] = DEST
             "oldest": min(created, default=0.0),
             "newest": max(created, default=0.0),
         }
+        if dest != "local":  # the catalog keeps the upload time, so it survives a restart
+            stamps = [((e.get("remote") or {}).get(dest) or {}).get("uploadedAt") for e in entries]
+            summary.uploads[dest] = max((parse_iso(t).timestamp() for t in stamps if t), default=0.0)
     for level in LEVELS:
         results = [e["verification"][level] for e in entries if level in (e.get("verification") or {})]
         results = [r for r in results if r.get("at")]
@@ -195,12 +200,14 @@ class _StateCollector(Collector):
             yield _gauge(
                 f"alert_threshold_{name}", "Alert threshold from the sidecar's configuration.", value
             )
+        uploads = dict(s.uploads)
         for dest, ts in o.upload_success_ts.items():
+            uploads[dest] = max(ts, uploads.get(dest, 0.0))
+        if uploads:
             yield _gauge(
                 "upload_last_success_timestamp_seconds",
-                "Newest successful off-site upload.",
-                ts,
-                {"destination": dest},
+                "Newest successful off-site upload (0 = none yet).",
+                rows=[({"destination": d}, ts) for d, ts in sorted(uploads.items())],
             )
 
 
@@ -215,6 +222,8 @@ class SidecarMetrics:
         registry: CollectorRegistry | None = None,
     ):
         self.settings, self.service, self.health = settings, service, health
+        # with off-site copies configured, their series exist from start-up like the local ones
+        self.destinations = DESTINATIONS + (OFFSITE if settings.s3_bucket else ())
         self.registry = registry or CollectorRegistry()
         self.catalog_summary = CatalogSummary()
         self.next_backup_ts = 0.0
@@ -270,8 +279,11 @@ class SidecarMetrics:
         for level in LEVELS:
             self.verify_runs.labels(level)
             self.verify_failures.labels(level)
-        for dest in DESTINATIONS:
+        for dest in self.destinations:
             self.retention_deleted.labels(dest)
+            if dest != "local":
+                self.upload_failures.labels(dest)
+                self.upload_bytes.labels(dest)
 
     # -- JobListener ------------------------------------------------------------------------------
 
@@ -323,7 +335,7 @@ class SidecarMetrics:
 
     def refresh_catalog(self) -> None:
         """Blocking (reads backup-info.json): call from a worker thread, never from a scrape."""
-        summary = summarize_catalog(self.service.catalog.load())
+        summary = summarize_catalog(self.service.catalog.load(), self.destinations)
         with self._lock:
             self.catalog_summary = summary
 
