@@ -1,0 +1,202 @@
+"""The stock MongoDB Database Tools: our archives restore with mongorestore, mongodump's verify and
+restore with ours (skipped, saying so, where the tools are not installed); and the mongorestore
+wrapper itself, tested with a fake ``mongorestore`` that records how it was called."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from sidecar.engine.dump import DumpOptions
+from sidecar.engine.mongodump import run_mongodump
+from sidecar.engine.mongorestore import mongorestore_arguments, run_mongorestore
+from sidecar.engine.restore import RestoreError, RestoreOptions
+from sidecar.service import BackupService, JobFailed
+from tests.test_restore_support import (  # noqa: F401 - fixtures
+    SAMPLE_DBS,
+    SAMPLE_NS,
+    database_exists,
+    raw_documents,
+    sample_archive_fixture,
+    scratch_db_fixture,
+    settings_for,
+)
+
+MONGORESTORE = shutil.which("mongorestore")
+MONGODUMP = shutil.which("mongodump")
+NO_TOOLS = (
+    "{} is not installed here (the MongoDB Database Tools are in neither Debian nor PyPI); "
+    "the wrapper is tested with a fake tool instead"
+)
+
+FAKE = """\
+#!{python}
+# A stand-in for mongorestore: records its arguments and --config file, then answers like the tool.
+import json, os, sys
+record = {{"argv": sys.argv[1:], "config": None, "mode": None}}
+for arg in sys.argv[1:]:
+    if arg.startswith("--config="):
+        path = arg.split("=", 1)[1]
+        record["config"] = open(path).read()
+        record["mode"] = oct(os.stat(path).st_mode & 0o777)
+        record["config_path"] = path
+with open(os.environ["FAKE_TOOL_RECORD"], "w") as out:
+    json.dump(record, out)
+code = int(os.environ.get("FAKE_TOOL_EXIT", "0"))
+if code:
+    print("2026-01-01T00:00:00.000+0000\\tFailed: error connecting to db server: no reachable servers",
+          file=sys.stderr)
+else:
+    print("2026-01-01T00:00:00.000+0000\\t767 document(s) restored successfully. "
+          "0 document(s) failed to restore.", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.fixture
+def fake_mongorestore(tmp_path, monkeypatch) -> tuple[str, Path]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "mongorestore"
+    tool.write_text(FAKE.format(python=sys.executable))
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    record = tmp_path / "record.json"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("FAKE_TOOL_RECORD", str(record))
+    return str(tool), record
+
+
+def test_every_option_maps_onto_mongorestore():
+    options = RestoreOptions(
+        ns_include=("maekcord.patients", "maekcord.appointments"),
+        ns_exclude=("maekcord.audit_log",),
+        ns_from=("maekcord.*", "analytics.*"),
+        ns_to=("copy.*", "stats.*"),
+        drop=True,
+        dry_run=True,
+    )
+    args = mongorestore_arguments("mongorestore", "/tmp/c.yaml", Path("/b/x.gz"), options, oplog_replay=True)
+    assert args == [
+        "mongorestore",
+        "--config=/tmp/c.yaml",
+        "--archive=/b/x.gz",
+        "--gzip",
+        "--nsInclude=maekcord.patients",
+        "--nsInclude=maekcord.appointments",
+        "--nsExclude=maekcord.audit_log",
+        "--nsFrom=maekcord.*",
+        "--nsTo=copy.*",
+        "--nsFrom=analytics.*",
+        "--nsTo=stats.*",
+        "--drop",
+        "--dryRun",
+        "--oplogReplay",
+    ]
+
+
+def test_the_password_is_only_in_a_0600_config_file(fake_mongorestore, tmp_path):
+    tool, record = fake_mongorestore
+    uri = "mongodb://backup:S3cr3t-pw@127.0.0.1:27017/?authSource=admin"
+    archive = tmp_path / "x.gz"
+    archive.write_bytes(b"")
+    result = run_mongorestore(tool, uri, archive, RestoreOptions(drop=True), oplog_replay=False)
+    seen = json.loads(record.read_text())
+    assert not any("S3cr3t" in arg for arg in seen["argv"])
+    assert seen["mode"] == "0o600"
+    assert "S3cr3t-pw" in seen["config"] and "uri:" in seen["config"]
+    assert not Path(seen["config_path"]).exists()  # removed after the run
+    assert seen["argv"][1:] == [f"--archive={archive}", "--gzip", "--drop"]
+    assert (result.restored, result.failed) == (767, 0)
+
+
+def test_a_failing_mongorestore_is_one_line(fake_mongorestore, tmp_path, monkeypatch):
+    tool, _ = fake_mongorestore
+    monkeypatch.setenv("FAKE_TOOL_EXIT", "1")
+    with pytest.raises(RestoreError, match=r"^mongorestore failed: .*Failed: error connecting to db server"):
+        run_mongorestore(tool, "mongodb://h", tmp_path / "x.gz", RestoreOptions(), oplog_replay=False)
+
+
+def test_the_service_verifies_then_runs_the_tool_with_the_same_options(
+    fake_mongorestore, sample_archive, scratch_db, mongo_client, tmp_path, mongo_uri
+):
+    tool, record = fake_mongorestore
+    service, path = sample_archive.copy_into(tmp_path, mongo_uri, engine="mongodump", mongorestore_path=tool)
+    target = scratch_db()
+    options = {"ns_include": ("maekcord.patients",), "ns_from": "maekcord.*", "ns_to": f"{target}.*"}
+    dry = service.run_restore(file_name=path.name, drop=True, dry_run=True, **options)
+    assert dry["engine"] == "mongorestore" and dry["verified"]["documents"] > 0
+    assert dry["mongorestore"]["restored"] == 767
+    argv = json.loads(record.read_text())["argv"]
+    assert argv[1:] == [
+        f"--archive={path}",
+        "--gzip",
+        "--nsInclude=maekcord.patients",
+        "--nsFrom=maekcord.*",
+        f"--nsTo={target}.*",
+        "--drop",
+        "--dryRun",
+    ]
+    # The fake restores nothing: the post-restore count check is what catches that.
+    with pytest.raises(
+        JobFailed, match=rf"document counts differ from the archive: {target}\.patients: expected 500"
+    ):
+        service.run_restore(file_name=path.name, **options)
+    assert "--dryRun" not in json.loads(record.read_text())["argv"]
+
+
+def test_a_missing_mongorestore_is_named(sample_archive, tmp_path, mongo_uri):
+    service, path = sample_archive.copy_into(tmp_path, mongo_uri, mongorestore_path="no-such-mongorestore")
+    with pytest.raises(JobFailed, match="'no-such-mongorestore' is not on PATH"):
+        service.run_restore(file_name=path.name, engine="mongorestore", dry_run=True)
+
+
+@pytest.mark.skipif(MONGORESTORE is None, reason=NO_TOOLS.format("mongorestore"))
+def test_our_archive_restores_with_the_stock_mongorestore(
+    sample_archive, scratch_db, mongo_client, mongo_uri
+):
+    targets = {db: scratch_db() for db in SAMPLE_DBS}
+    options = RestoreOptions(
+        ns_from=tuple(f"{db}.*" for db in targets), ns_to=tuple(f"{t}.*" for t in targets.values())
+    )
+    run_mongorestore(MONGORESTORE, mongo_uri, sample_archive.path, options, oplog_replay=False)
+    for ns, info in sample_archive.entry["namespaces"].items():
+        if info["type"] == "view":
+            continue
+        db, coll = ns.split(".", 1)
+        assert sorted(raw_documents(mongo_client, f"{targets[db]}.{coll}")) == sorted(
+            raw_documents(mongo_client, ns)
+        ), ns
+
+
+@pytest.mark.skipif(MONGODUMP is None, reason=NO_TOOLS.format("mongodump"))
+def test_a_mongodump_archive_verifies_and_restores_with_ours(
+    sample_archive, scratch_db, mongo_client, tmp_path, mongo_uri
+):
+    archive = tmp_path / "from-mongodump.gz"
+    options = DumpOptions(ns_include=tuple(SAMPLE_NS.split(",")))
+    run_mongodump(MONGODUMP, mongo_uri, archive, options, oplog=False)
+    service = BackupService(settings_for(mongo_uri, tmp_path))
+    result = service.run_verify(file_name=str(archive), level="full")
+    assert result["verification"]["full"]["documents"] == sum(
+        ns["documents"] for ns in sample_archive.entry["namespaces"].values()
+    )
+    targets = {db: scratch_db() for db in SAMPLE_DBS}
+    restored = service.run_restore(
+        file_name=str(archive),
+        ns_from=tuple(f"{db}.*" for db in targets),
+        ns_to=tuple(f"{t}.*" for t in targets.values()),
+    )
+    assert restored["postRestoreCheck"]["ok"] is True
+    for ns, info in sample_archive.entry["namespaces"].items():
+        if info["type"] == "view":
+            continue
+        db, coll = ns.split(".", 1)
+        assert sorted(raw_documents(mongo_client, f"{targets[db]}.{coll}")) == sorted(
+            raw_documents(mongo_client, ns)
+        ), ns
