@@ -112,10 +112,14 @@ async def docs_page(request: web.Request) -> web.Response:
     return web.Response(text=_docs_page(), content_type="text/html")
 
 
+@functools.cache
+def _docs_init() -> str:
+    return importlib.resources.files("sidecar.api").joinpath("static/init.js").read_text(encoding="utf-8")
+
+
 @requires(OPEN)
 async def docs_init(request: web.Request) -> web.Response:
-    text = importlib.resources.files("sidecar.api").joinpath("static/init.js").read_text(encoding="utf-8")
-    return web.Response(text=text, content_type="application/javascript")
+    return web.Response(text=_docs_init(), content_type="application/javascript")
 
 
 @requires(OPEN)
