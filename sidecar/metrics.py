@@ -310,11 +310,8 @@ class SidecarMetrics:
             self.verify_failures.labels(job.params.get("level", "full")).inc()
         elif job.kind == "restore" and not ok:
             self.restore_failures.inc()
-        pruned = result.get("pruned") or []
-        if job.kind == "prune" and not result.get("dryRun"):
-            pruned = result.get("removed") or []
-        if pruned:
-            self.retention_deleted.labels("local").inc(len(pruned))
+        if not result.get("dryRun"):
+            self._record_removals(result.get("removed") or [])
         if ok and job.kind == "backup":
             self.backup_duration.observe(float(result.get("durationSeconds", 0.0)))
         self.refresh_catalog()
@@ -325,11 +322,18 @@ class SidecarMetrics:
 
     def _record_uploads(self, uploads: dict[str, Any]) -> None:
         for dest, outcome in uploads.items():
+            # bytes counts only uploads that completed and were checked, even in a partly failed run
+            self.upload_bytes.labels(dest).inc(outcome.get("bytes", 0))
             if outcome.get("ok"):
-                self.upload_bytes.labels(dest).inc(outcome.get("bytes", 0))
                 self.upload_success_ts[dest] = float(outcome.get("at", time.time()))
             else:
                 self.upload_failures.labels(dest).inc()
+
+    def _record_removals(self, removed: list[dict[str, Any]]) -> None:
+        """Archives deleted by retention, per destination; dropped failed entries are not archives."""
+        for removal in removed:
+            if removal.get("status") == STATUS_COMPLETED:
+                self.retention_deleted.labels(removal.get("destination", "local")).inc()
 
     # -- cached state -----------------------------------------------------------------------------
 
