@@ -197,7 +197,7 @@ SETTINGS: tuple[_Spec, ...] = (
     _Spec("health_interval_seconds", _float(0.5, 3600), "5"),
     _Spec("shutdown_grace_seconds", _float(0, 86400), "30"),
     _Spec("log_retention_days", _int(1, 3650), "7"),
-    # tiered retention (store/tiers.py); SIDECAR_RETENTION_MIN_COUNT is "keep the last N"
+    # tiered retention (store/retention.py); SIDECAR_RETENTION_MIN_COUNT is "keep the last N"
     _Spec("retention_keep_daily", _int(0), "0"),
     _Spec("retention_keep_weekly", _int(0), "0"),
     _Spec("retention_keep_monthly", _int(0), "0"),

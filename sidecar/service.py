@@ -384,7 +384,7 @@ class BackupService:
             return removed
 
     def plan_prune(self) -> list[Removal]:
-        """Tiered retention on every destination (store/tiers.py); one Removal per copy."""
+        """Tiered retention on every destination (store/retention.py); one Removal per copy."""
         return self.offsite.plan(self.catalog.load(), utc_now())
 
     def _prune(self, *, dry_run: bool) -> list[Removal]:

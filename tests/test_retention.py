@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from sidecar.store.catalog import iso_utc
-from sidecar.store.retention import plan_retention
+from sidecar.store.retention import Policy, plan
 
 NOW = dt.datetime(2025, 3, 1, 2, 0, tzinfo=dt.UTC)
 
@@ -50,9 +50,9 @@ C, F, R = "completed", "failed", "running"
     ],
 )
 def test_plan_retention(specs, days, min_count, removed):
-    plan = plan_retention(entries(*specs), NOW, days=days, min_count=min_count)
-    assert {r.file_name for r in plan} == removed
-    for r in plan:
+    removals = plan(entries(*specs), NOW, {"local": Policy(days=days, keep_last=min_count)})
+    assert {r.file_name for r in removals} == removed
+    for r in removals:
         assert f"older than {days} days" in r.reason
 
 

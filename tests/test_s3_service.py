@@ -22,8 +22,8 @@ from sidecar.engine.compression import gzip_reader
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.backends import StoreError, open_archive
 from sidecar.store.catalog import iso_utc
+from sidecar.store.retention import Policy, keep_reasons
 from sidecar.store.s3 import S3Backend
-from sidecar.store.tiers import Policy, keep_reasons
 from tests import s3_fixture
 from tests.s3_fixture import SeaweedS3
 

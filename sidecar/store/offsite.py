@@ -8,7 +8,7 @@
   then retry earlier archives that the bucket's retention wants but lacks; an archive gets the ``s3``
   location only after the object's size and sha256 check out. Also reconciles the catalog with a
   listing of the bucket (missing objects, strays), and reports per destination in the job result.
-- ``plan()`` / ``apply()``: tiered retention on every destination (store/tiers.py).
+- ``plan()`` / ``apply()``: tiered retention on every destination (store/retention.py).
 - ``recover()``: aborts multipart uploads left unfinished by a killed process.
 
 Catalog fields written here (per archive entry):
@@ -39,8 +39,7 @@ from sidecar.store.catalog import (
     iso_utc,
     parse_iso,
 )
-from sidecar.store.retention import Removal
-from sidecar.store.tiers import Policy, locations, plan, upload_candidates
+from sidecar.store.retention import Policy, Removal, locations, plan, upload_candidates
 
 if TYPE_CHECKING:
     from sidecar.config import Settings
