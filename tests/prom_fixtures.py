@@ -452,7 +452,7 @@ def start_sidecar(
         "admin_token": admin,
         "read_token": read,
         "health_interval_seconds": "0.5",
-        "connect_timeout_seconds": "1",
+        "connect_timeout_seconds": "2",  # a scrape that pinged MongoDB would take this long when it is down
         "schedule": "0 2 1 1 *",
         "drill_schedule": "off",
         "shutdown_grace_seconds": "10",

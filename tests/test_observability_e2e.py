@@ -146,7 +146,7 @@ def prometheus_alerts(prometheus: Prometheus, sidecar: SidecarServer) -> dict[st
 
 def assert_local_view_agrees(prometheus: Prometheus, sidecar: SidecarServer) -> set[str]:
     """The alerts endpoint and Prometheus agree on every condition both evaluate (the endpoint has no
-    scrape-level or off-site alerts; Prometheus has no view of the sidecar's own process)."""
+    scrape-level, off-site, forecast or CronJob alerts); returns the active ones, or {"(none)"}."""
 
     def compare() -> set[str] | None:
         local = local_alerts(sidecar)
@@ -163,8 +163,9 @@ def assert_local_view_agrees(prometheus: Prometheus, sidecar: SidecarServer) -> 
 
 def test_backup_series_arrive_in_prometheus(sidecar: SidecarServer, prometheus: Prometheus, backed_up: dict):
     """A manual backup through the API shows up in Prometheus as the catalog recorded it: last-success
-    timestamp, size, duration, the trigger=manual counters, the histogram, archive gauges; build info,
-    MongoDB health and the configured thresholds are there too."""
+    timestamp, size, duration, the trigger=manual counters, the histogram, archive gauges, its S3 copy,
+    the full integrity test after it and the drill; build info, MongoDB health and the configured
+    thresholds are there too."""
     entry = backed_up["backup"]
     s = sel(sidecar)
     value = prometheus.value
@@ -188,6 +189,24 @@ def test_backup_series_arrive_in_prometheus(sidecar: SidecarServer, prometheus: 
     assert value(f"mongobackup_archive_newest_timestamp_seconds{sel(sidecar, destination='local')}") == (
         pytest.approx(created, abs=0.01)
     )
+
+    remote = entry["remote"]["s3"]
+    assert value(f"mongobackup_archives{sel(sidecar, destination='s3')}") == 1
+    assert value(f"mongobackup_upload_bytes_total{sel(sidecar, destination='s3')}") == remote["sizeBytes"]
+    assert value(f"mongobackup_upload_failures_total{sel(sidecar, destination='s3')}") == 0
+    assert value(f"mongobackup_upload_last_success_timestamp_seconds{sel(sidecar, destination='s3')}") == (
+        pytest.approx(parse_iso(remote["uploadedAt"]).timestamp(), abs=1)
+    )
+    for level in ("full", "drill"):  # full: SIDECAR_VERIFY_AFTER_BACKUP's default; drill: the API call
+        record = entry["verification"][level]
+        assert record["ok"] is True
+        assert value(f"mongobackup_verify_runs_total{sel(sidecar, level=level)}") == 1
+        assert value(f"mongobackup_verify_failures_total{sel(sidecar, level=level)}") == 0
+        assert value(f"mongobackup_verify_last_success{sel(sidecar, level=level)}") == 1
+        assert value(f"mongobackup_verify_last_success_timestamp_seconds{sel(sidecar, level=level)}") == (
+            pytest.approx(parse_iso(record["at"]).timestamp(), abs=0.01)
+        )
+    assert value(f"mongobackup_verify_runs_total{sel(sidecar, level='quick')}") == 0
 
     (build,) = prometheus.vector(f"mongobackup_build_info{s}")
     assert build["metric"]["version"] == __version__ and build["value"][1] == "1"
@@ -323,6 +342,7 @@ def test_mongodb_down_reaches_alertmanager(
         scrape = sidecar.get("/metrics", timeout=5)
         assert scrape.status == 200
         assert re.search(r"^mongobackup_mongodb_up 0\.0$", scrape.text, re.M)
+        # no I/O in a scrape: well under the 2 s a ping to the stopped server would wait
         assert scrape.seconds < 1.0, f"a scrape with MongoDB down took {scrape.seconds:.2f}s"
         assert prometheus.value(f"up{s}") == 1
 
