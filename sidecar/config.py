@@ -32,8 +32,10 @@ def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
             value = int(raw)
         except ValueError:
             raise ValueError(f"must be a whole number, got {raw!r}") from None
+        if lo is not None and hi is None and value < lo:
+            raise ValueError(f"must be at least {lo}, got {value}")
         if (lo is not None and value < lo) or (hi is not None and value > hi):
-            raise ValueError(f"must be between {lo} and {hi if hi is not None else 'any'}, got {value}")
+            raise ValueError(f"must be between {lo} and {hi}, got {value}")
         return value
 
     return parse
