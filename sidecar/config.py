@@ -21,6 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 
+from sidecar.cron import cron_trigger
+
 
 class ConfigError(ValueError):
     """A setting is wrong; the message names it and what to fix."""
@@ -94,10 +96,8 @@ def _cron(raw: str) -> str:
     parts = raw.split()
     if len(parts) != 5:
         raise ValueError(f"must be a 5-field cron expression like '0 2 * * *' or 'off', got {raw!r}")
-    from apscheduler.triggers.cron import CronTrigger
-
     try:
-        CronTrigger.from_crontab(raw)
+        cron_trigger(raw, "UTC")
     except ValueError as exc:
         raise ValueError(f"invalid cron expression {raw!r}: {exc}") from None
     return raw

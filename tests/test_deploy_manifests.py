@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import zoneinfo
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -380,7 +379,7 @@ EXPECTED_JOBS = {
 
 
 def test_cronjobs_have_the_required_fields():
-    from apscheduler.triggers.cron import CronTrigger
+    from sidecar.cron import cron_trigger
 
     cronjobs = objects("CronJob")
     commands = set()
@@ -389,7 +388,7 @@ def test_cronjobs_have_the_required_fields():
         assert spec["concurrencyPolicy"] == "Forbid", name
         assert spec["startingDeadlineSeconds"] > 0, name
         assert spec["timeZone"] == "Asia/Seoul", name
-        CronTrigger.from_crontab(spec["schedule"], timezone=zoneinfo.ZoneInfo(spec["timeZone"]))
+        cron_trigger(spec["schedule"], spec["timeZone"])  # Kubernetes reads standard cron, as we do
         job = spec["jobTemplate"]["spec"]
         for field in ("backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"):
             assert isinstance(job.get(field), int) and job[field] >= 0, f"{name}: {field}"

@@ -13,8 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.api.app import Sidecar
 from sidecar.config import Settings
+from sidecar.cron import _cron_days, cron_trigger
 from sidecar.jobs import Job, JobBusy, JobLock
-from sidecar.scheduler import ShuttingDown, _cron_days, cron_trigger
+from sidecar.scheduler import ShuttingDown
 from sidecar.service import BackupService
 
 
