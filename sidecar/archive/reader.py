@@ -52,9 +52,16 @@ class DocumentChunk:
     data: memoryview
     count: int
     offset: int
+    starts: list[int] | None = None  # where each document starts in ``data``
 
     def documents(self) -> Iterator[memoryview]:
-        data, pos = self.data, 0
+        data = self.data
+        if self.starts is not None:
+            ends = [*self.starts[1:], len(data)]
+            for start, end in zip(self.starts, ends, strict=True):
+                yield data[start:end]
+            return
+        pos = 0
         while pos < len(data):
             size = _INT32.unpack_from(data, pos)[0]
             yield data[pos : pos + size]
@@ -122,10 +129,15 @@ class _Buffer:
         return _INT32.unpack_from(self._buf, self._pos)[0]
 
     def take(self, n: int) -> bytes:
-        chunk = bytes(self._buf[self._pos : self._pos + n])
+        with memoryview(self._buf) as view:
+            chunk = bytes(view[self._pos : self._pos + n])
         self._pos += n
         self.consumed += n
         return chunk
+
+    def raw(self) -> tuple[bytearray, int, int]:
+        """The buffer itself, where the unread bytes start and end (valid until the next fill)."""
+        return self._buf, self._pos, len(self._buf)
 
     def view(self, n: int) -> memoryview:
         return memoryview(self._buf)[self._pos : self._pos + n]
@@ -240,34 +252,54 @@ class ArchiveReader:
         self._current = None
 
     def _segment_chunks(self, ns: Namespace, state: _NamespaceState) -> Iterator[DocumentChunk]:
+        # The hot loop of every verify and restore: plain local variables over the buffer's bytes,
+        # refilled only when a length or a document crosses its end.
         buf = self._buf
+        name = str(ns)
         max_size = _MAX_OPLOG_ENTRY_SIZE if ns.is_oplog else MAX_BSON_SIZE
+        limit = self._chunk_bytes
+        unpack = _INT32.unpack_from
         while True:
             chunk_start = self.offset
             size = count = 0
+            starts: list[int] = []
+            terminated = False
             while True:
-                if not buf.fill(size + 4):
-                    raise ArchiveFormatError("archive ends inside a segment", self.offset + size, str(ns))
-                length = _INT32.unpack_from(buf.view(size + 4), size)[0]
-                if length == -1:
+                data, pos, end = buf.raw()
+                pos += size
+                need = 0
+                while size < limit:
+                    if pos + 4 > end:
+                        need = size + 4
+                        break
+                    length = unpack(data, pos)[0]
+                    if length == -1:
+                        terminated = True
+                        break
+                    if length < MIN_BSON_SIZE or length > max_size:
+                        _check_length(length, chunk_start + size, name, max_size)
+                    if pos + length > end:
+                        need = size + length
+                        break
+                    if data[pos + length - 1]:
+                        raise ArchiveFormatError("document does not end with 0x00", chunk_start + size, name)
+                    starts.append(size)
+                    pos += length
+                    size += length
+                    count += 1
+                if not need:
                     break
-                _check_length(length, chunk_start + size, str(ns), max_size)
-                if not buf.fill(size + length):
-                    raise ArchiveFormatError("archive ends inside a document", chunk_start + size, str(ns))
-                if buf.view(size + length)[-1] != 0:
-                    raise ArchiveFormatError("document does not end with 0x00", chunk_start + size, str(ns))
-                size += length
-                count += 1
-                if size >= self._chunk_bytes:
-                    break
+                if not buf.fill(need):
+                    what = "segment" if need == size + 4 else "document"
+                    raise ArchiveFormatError(f"archive ends inside a {what}", chunk_start + size, name)
             if count:
-                data = memoryview(buf.take(size))
+                chunk = memoryview(buf.take(size))
                 if self._check_crc:
-                    state.crc = crc64_update(state.crc, data)
+                    state.crc = crc64_update(state.crc, chunk)
                 state.documents += count
                 state.bytes += size
-                yield DocumentChunk(ns, data, count, chunk_start)
-            if length == -1:
+                yield DocumentChunk(ns, chunk, count, chunk_start, starts)
+            if terminated:
                 buf.skip(4)
                 return
 
