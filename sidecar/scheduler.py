@@ -91,7 +91,7 @@ class JobRunner:
         self._loop = asyncio.get_running_loop()
         job = self.service.new_job(kind, trigger, **params)
         self._task_job = job
-        self.service.cancel.clear()  # a previous job's early stop must not cancel this one
+        self.service.cancel.clear()  # a cancel aimed at an earlier job must not stop this one
         started = self._started[job.id] = asyncio.Event()
         task = asyncio.create_task(self._run(job, work), name=f"{kind}-{job.id}")
         self.tasks[job.id] = task

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -308,3 +309,18 @@ def test_second_job_is_refused_while_one_holds_the_lock(make_settings, sample_co
     finally:
         first.lock.release()
     assert second.run_backup()["status"] == STATUS_COMPLETED
+
+
+def test_a_dump_that_stops_early_leaves_the_callers_cancel_flag_alone(mongo_client, sample_counts):
+    """The service's cancel Event outlives one job; an engine failure must not poison the next job."""
+    cancel = threading.Event()
+
+    def fail_after_first_namespace(state) -> None:
+        if state.namespaces_done == 1:
+            raise RuntimeError("simulated writer failure")
+
+    options = DumpOptions(ns_include=("maekcord.*",), parallel_collections=2)
+    with pytest.raises(RuntimeError, match="simulated writer failure"):
+        NativeDump(mongo_client, options, fail_after_first_namespace, cancel).run(io.BytesIO())
+    assert not cancel.is_set()
+    assert NativeDump(mongo_client, options, cancel=cancel).run(io.BytesIO()).namespaces

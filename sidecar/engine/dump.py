@@ -166,7 +166,8 @@ class NativeDump:
         self.client = client
         self.options = options
         self.progress = progress or (lambda p: None)
-        self.cancel = cancel or threading.Event()
+        self.cancel = cancel or threading.Event()  # the caller's: set from outside to abort
+        self._stop = threading.Event()  # ours: set when the writer gives up, to stop the readers
         self.state = DumpProgress()
 
     def use_oplog(self) -> bool:
@@ -242,11 +243,11 @@ class NativeDump:
                 self.progress(self.state)
         finally:
             if remaining:  # stopped early: tell the workers to stop reading
-                self.cancel.set()
+                self._stop.set()
             _drain(batches, threads)
 
     def _worker(self, work: queue.Queue, batches: queue.Queue) -> None:
-        while (meta := work.get()) is not None:
+        while not self._stop.is_set() and (meta := work.get()) is not None:
             ns = meta.namespace
             try:
                 if meta.type != "view":
@@ -255,6 +256,8 @@ class NativeDump:
                     )
                     with cursor:
                         for data in cursor:
+                            if self._stop.is_set():
+                                return
                             if self.cancel.is_set():
                                 raise DumpCancelled()
                             batches.put((ns, data, count_documents(data)))
