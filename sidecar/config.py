@@ -186,6 +186,7 @@ SETTINGS: tuple[_Spec, ...] = (
     _Spec("log_dir", _str, "./logs"),
     _Spec("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
     _Spec("pushgateway_url", _str, ""),
+    _Spec("alertmanager_url", _str, ""),
     _Spec("mongodump_path", _str, "mongodump"),
     _Spec("mongorestore_path", _str, "mongorestore"),
     _Spec("alert_backup_max_age_seconds", _int(60), str(26 * 3600)),
@@ -257,6 +258,7 @@ class Settings:
     log_dir: Path
     log_level: str
     pushgateway_url: str
+    alertmanager_url: str
     mongodump_path: str
     mongorestore_path: str
     alert_backup_max_age_seconds: int

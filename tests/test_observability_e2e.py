@@ -58,7 +58,10 @@ CRONJOB = "mongobackup_cronjob"
 
 @pytest.fixture(scope="module")
 def sidecar(
-    tmp_path_factory: pytest.TempPathFactory, e2e_mongo: EmbeddedServer, seaweed: SeaweedS3
+    tmp_path_factory: pytest.TempPathFactory,
+    e2e_mongo: EmbeddedServer,
+    seaweed: SeaweedS3,
+    alertmanager: Alertmanager,
 ) -> Iterator[SidecarServer]:
     """The sidecar with off-site copies to a real S3 store (SeaweedFS, its own key prefix), so the
     upload series and panels have data too. ``first_scrape`` is its /metrics right after start."""
@@ -69,6 +72,7 @@ def sidecar(
         s3_endpoint=seaweed.endpoint,
         s3_bucket=seaweed.bucket,
         s3_prefix=f"observability-e2e-{secrets.token_hex(4)}/",
+        alertmanager_url=alertmanager.url,
         extra_env=seaweed.env(),
     )
     try:
@@ -366,6 +370,10 @@ def test_mongodb_down_reaches_alertmanager(
             lambda: "MongoBackupMongoDBDown" in webhook_sink.alertnames("/alerts/critical"),
         )
 
+        from_am = sidecar.get("/api/v1/monitoring/alerts", token=sidecar.read_token).json()["alertmanager"]
+        assert from_am["url"] == alertmanager.url and "error" not in from_am
+        assert "MongoBackupMongoDBDown" in {a["name"] for a in from_am["alerts"]}
+
         local = local_alerts(sidecar)["MongoBackupMongoDBDown"]
         assert (
             local["active"] and local["since"] and local["value"] == 0.0 and local["severity"] == "critical"
@@ -402,7 +410,7 @@ def test_mongodb_down_reaches_alertmanager(
     [
         ("SIDECAR_ALERT_SIZE_DROP_RATIO", "2", "must be between 0.0 and 1.0, got 2.0"),
         ("SIDECAR_ALERT_DISK_FREE_MIN_RATIO", "ten percent", "must be a number, got 'ten percent'"),
-        ("SIDECAR_ALERT_BACKUP_MAX_AGE_SECONDS", "30", "must be between 60 and any, got 30"),
+        ("SIDECAR_ALERT_BACKUP_MAX_AGE_SECONDS", "30", "must be at least 60, got 30"),
     ],
 )
 def test_misconfigured_threshold_is_refused_at_start(tmp_path: Path, setting: str, value: str, message: str):

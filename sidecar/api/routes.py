@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from sidecar import __version__
+from sidecar.alerts import evaluate, fetch_alertmanager
 from sidecar.api import validation as v
 from sidecar.api.auth import ADMIN, OPEN, READ, requires
 from sidecar.api.errors import ApiError
@@ -357,12 +358,17 @@ async def monitoring_logs(request: web.Request) -> web.Response:
 @requires(READ)
 async def monitoring_alerts(request: web.Request) -> web.Response:
     v.query(request, ())
-    from sidecar.alerts import evaluate
-
     sidecar = _sidecar(request)
-    summary = getattr(sidecar.metrics, "catalog_summary", None)
+    summary = sidecar.metrics.catalog_summary
     alerts = evaluate(sidecar.settings, sidecar.service, sidecar.health, summary=summary)
-    return _json({"alerts": alerts, "active": sum(1 for a in alerts if a.get("active"))})
+    body: dict[str, Any] = {"alerts": alerts, "active": sum(1 for a in alerts if a.get("active"))}
+    url = sidecar.settings.alertmanager_url
+    if url:
+        try:
+            body["alertmanager"] = {"url": url, "alerts": await asyncio.to_thread(fetch_alertmanager, url)}
+        except (OSError, ValueError) as exc:  # unreachable or not an Alertmanager: say so, keep ours
+            body["alertmanager"] = {"url": url, "error": f"cannot read active alerts: {exc}"}
+    return _json(body)
 
 
 # -- open endpoints ------------------------------------------------------------------------------
