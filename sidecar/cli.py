@@ -273,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
+        if args.command not in ("serve", "demo"):
+            _log_to_files_only(settings)
         return args.func(args, settings)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_USAGE)
@@ -284,6 +286,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", 130)
     except Exception as exc:  # one line for the operator, never a traceback
         return _fail(f"unexpected {type(exc).__name__}: {exc}", EXIT_FAILED)
+
+
+def _log_to_files_only(settings: Settings) -> None:
+    """One-shot commands keep the terminal to their summary or their one error line; the job records
+    go to the daily files the runbook greps (logs/combined-*.log, logs/error-*.log)."""
+    from sidecar.logs import setup_logging
+
+    try:
+        setup_logging(settings, console=False)
+    except OSError:  # an unwritable log directory must not stop a backup
+        setup_logging(settings, console=False, files=False)
 
 
 def _fail(message: str, code: int) -> int:

@@ -212,6 +212,7 @@ def setup_logging(
     files: bool = True,
     tail_capacity: int = 5000,
     console_level: str | None = None,
+    console: bool = True,
 ) -> LogTail:
     """Install the stdout, file and tail handlers on the root logger (replacing ours from a prior call)."""
     redact = Redactor.for_settings(settings)
@@ -223,12 +224,14 @@ def setup_logging(
         handler.close()
     _installed.clear()
     context = _ContextFilter()
-    console = logging.StreamHandler(stream or sys.stdout)
-    console.setFormatter(JsonFormatter(redact))
-    if console_level:
-        console.setLevel(console_level)
     tail = LogTail(redact, tail_capacity)
-    handlers: list[logging.Handler] = [console, tail]
+    handlers: list[logging.Handler] = [tail]
+    if console:
+        to_console = logging.StreamHandler(stream or sys.stdout)
+        to_console.setFormatter(JsonFormatter(redact))
+        if console_level:
+            to_console.setLevel(console_level)
+        handlers.append(to_console)
     if files:
         common = {"retention_days": settings.log_retention_days, "timezone": settings.timezone}
         for name, level in (("combined", logging.DEBUG), ("error", logging.ERROR)):

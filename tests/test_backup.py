@@ -192,6 +192,7 @@ def test_cli_failure_is_one_line_and_non_zero(tmp_path):
         "SIDECAR_BACKUP_DIR": str(tmp_path),
         "SIDECAR_CONNECT_TIMEOUT_SECONDS": "0.5",
         "SIDECAR_MIN_FREE_BYTES": "0",
+        "SIDECAR_LOG_DIR": str(tmp_path / "logs"),
     }
     env.pop("SIDECAR_TEST_MONGODB_URI", None)
     proc = subprocess.run(
@@ -202,9 +203,12 @@ def test_cli_failure_is_one_line_and_non_zero(tmp_path):
         timeout=60,
     )
     assert proc.returncode == 1
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("sidecar: error:")]
-    assert errors == ["sidecar: error: cannot reach MongoDB at 127.0.0.1:9: no answer within 0.5s"]
-    assert "hunter2-secret" not in proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [
+        "sidecar: error: cannot reach MongoDB at 127.0.0.1:9: no answer within 0.5s"
+    ]
+    logged = next((tmp_path / "logs").glob("error-*.log")).read_text()
+    assert "backup job" in logged and "cannot reach MongoDB at 127.0.0.1:9" in logged
+    assert "hunter2-secret" not in proc.stdout + proc.stderr + logged
     assert "Traceback" not in proc.stderr
 
 
