@@ -169,7 +169,7 @@ def open_archive(
         if kind == "age":
             source = _decrypting(hashing, path, identities)
         # Decompression runs in its own thread (ISA-L releases the GIL) while this one parses.
-        with igzip_threaded.open(source, "rb", threads=1, block_size=1 << 20) as stream:
+        with igzip_threaded.open(source, "rb", threads=1, block_size=2 << 20) as stream:
             yield stream, hashing, True
     finally:
         raw.close()
@@ -289,7 +289,7 @@ try:
 except ImportError:  # pragma: no cover - numpy comes with the embedded server; without it, pymongo
     _np = None
 
-_MAX_DEPTH = 64
+_MAX_DEPTH = 24  # deeper documents are left to pymongo
 _DECODE_BATCH_BYTES = 4 * 1024 * 1024
 _KEY_WINDOW = 16  # field names up to this length are found without a search
 _FEW_LANES = 8
@@ -357,7 +357,7 @@ def _suspects(data: memoryview, starts: list[int]) -> list[int]:
     pos = first + 4
     end = first + int32_at(first) - 1  # the document's terminating 0x00 (framing checked it)
     depth = np.zeros(len(first), dtype=np.int64)
-    stack = np.zeros((len(first), _MAX_DEPTH), dtype=np.int64)
+    stack = np.zeros((len(first), _MAX_DEPTH), dtype=np.int32)  # positions within ~20 MiB
     suspect = np.zeros(len(first), dtype=bool)
     active = np.arange(len(first))
     while active.size:
