@@ -223,3 +223,31 @@ def test_verify_of_a_missing_file_is_recorded_as_failed(sample_archive, tmp_path
     entry = service.catalog.get(path.name)
     assert entry["verification"]["quick"]["ok"] is False
     assert entry["verification"]["full"]["ok"] is False
+
+
+def test_a_drill_can_use_a_separate_scratch_server(
+    sample_archive, own_server, tmp_path, mongo_uri, mongo_client
+):
+    service, _ = sample_archive.copy_into(tmp_path, mongo_uri, drill_mongodb_uri=own_server.uri)
+    assert service.settings.public_view()["SIDECAR_DRILL_MONGODB_URI"] == "set"  # a secret, masked
+    seen: dict[str, set[str]] = {"drill": set(), "backed-up": set()}
+    done = threading.Event()
+
+    def watch() -> None:
+        with pymongo.MongoClient(own_server.uri) as scratch:
+            while not done.is_set():
+                seen["drill"].update(drill_databases(scratch))
+                seen["backed-up"].update(drill_databases(mongo_client))
+                time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        record = service.run_verify(level="drill")["verification"]["drill"]
+    finally:
+        done.set()
+        watcher.join()
+    assert seen["drill"] and seen["drill"] <= set(record["scratchDatabases"])
+    assert seen["backed-up"] == set()
+    with pymongo.MongoClient(own_server.uri) as scratch:
+        assert drill_databases(scratch) == []
