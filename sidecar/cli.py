@@ -146,8 +146,12 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if result.get("safetyBackup"):
         print(f"safety backup taken first: {result['safetyBackup']}")
-    if result.get("oplog"):
-        print(f"oplog replayed: {result['oplog']}")
+    replay = (result.get("oplog") or {}).get("replay")
+    if replay:
+        print(
+            f"oplog replayed: {replay['applied']} operation(s) applied, {replay['indexBuilds']} index "
+            f"build(s), {replay['skipped']} skipped"
+        )
     print(
         f"restore completed: {result['fileName']} ({result['documentsWritten']:,} documents; counts checked "
         f"against the archive: {'ok' if result['postRestoreCheck']['ok'] else 'MISMATCH'}; "

@@ -28,7 +28,7 @@ from bson.son import SON
 from bson.timestamp import Timestamp
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
-from sidecar.archive import ArchiveReader, DocumentChunk, Namespace
+from sidecar.archive import ArchiveReader, DocumentChunk
 from sidecar.archive.metadata import parse_metadata_json
 from sidecar.archive.reader import Prelude
 from sidecar.engine.dump import namespace_matches
@@ -315,7 +315,9 @@ def inspect_targets(client: pymongo.MongoClient, plan: RestorePlan, *, drop: boo
         kind = existing.get(p.target_db, {}).get(p.target_collection)
         p.exists = kind is not None
         if p.exists and kind != "view":
-            p.existing_documents = client[p.target_db][p.target_collection].estimated_document_count()
+            coll = client[p.target_db][p.target_collection]
+            # exact when the post-restore check will add to it, the cheap estimate when it is dropped
+            p.existing_documents = coll.estimated_document_count() if drop else coll.count_documents({})
         p.action = "create" if not p.exists else ("replace" if drop else "append")
 
 
@@ -838,7 +840,3 @@ def check_counts(
         item["ok"] = actual == expected or "changedByOplogReplay" in item
         namespaces[p.target] = item
     return {"ok": not mismatches, "mismatches": mismatches, "namespaces": namespaces}
-
-
-def namespaces_of(prelude: Prelude) -> list[Namespace]:
-    return [c.namespace for c in prelude.collections]

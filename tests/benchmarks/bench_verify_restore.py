@@ -103,6 +103,7 @@ def main() -> int:
     parser.add_argument("--size-mb", type=int, default=200, help="size of the bench data (default 200)")
     parser.add_argument("--runs", type=int, default=3, help="measured runs of each (default 3)")
     parser.add_argument("--uri", help="an existing server instead of a private embedded one")
+    parser.add_argument("--only", choices=("verify", "restore"), help="measure only one of the two")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -130,10 +131,13 @@ def main() -> int:
         entry = BackupService(_settings(uri, work)).run_backup(prune=False)
         archive = str(work / "backups" / entry["fileName"])
         print(f"backup {entry['fileName']}: {entry['fileSize']}", file=sys.stderr)
-        verifies = [_run_child("verify", archive) for _ in range(args.runs)]
-        restores = [
-            _run_child("restore", uri, str(work), archive, f"bench_restore_{i}") for i in range(args.runs)
-        ]
+        runs = range(args.runs)
+        verifies = [_run_child("verify", archive) for _ in runs] if args.only != "restore" else []
+        restores = (
+            [_run_child("restore", uri, str(work), archive, f"bench_restore_{i}") for i in runs]
+            if args.only != "verify"
+            else []
+        )
     finally:
         if server is not None:
             server.stop()
@@ -141,24 +145,27 @@ def main() -> int:
     def median(rows: list[dict], key: str) -> float:
         return statistics.median(r[key] for r in rows)
 
-    v_sec = median(verifies, "seconds")
-    r_sec = median(restores, "seconds")
-    first_v, first_r = verifies[0], restores[0]
-    report = {
+    report: dict = {
         "command": f"python {Path(__file__).relative_to(ROOT)} --size-mb {args.size_mb} --runs {args.runs}",
-        "archive": {
+        "cpu_count": os.cpu_count(),
+    }
+    if verifies:
+        v_sec, first_v = median(verifies, "seconds"), verifies[0]
+        report["archive"] = {
             "uncompressed_mb": round(first_v["uncompressed_bytes"] / 1e6, 1),
             "compressed_mb": round(first_v["compressed_bytes"] / 1e6, 1),
             "documents": first_v["documents"],
-        },
-        "verify_full": {
+        }
+        report["verify_full"] = {
             "seconds": round(v_sec, 2),
             "mb_per_s": round(first_v["uncompressed_bytes"] / 1e6 / v_sec, 1),
             "cpu_percent": round(100 * median(verifies, "cpu_seconds") / v_sec),
             "peak_rss_mb": round(max(r["peak_rss_mb"] for r in verifies), 1),
             "runs": [round(r["seconds"], 2) for r in verifies],
-        },
-        "restore": {
+        }
+    if restores:
+        r_sec, first_r = median(restores, "seconds"), restores[0]
+        report["restore"] = {
             "seconds": round(r_sec, 2),
             "documents_per_s": round(first_r["documents"] / r_sec),
             "mb_per_s": round(first_r["bytes"] / 1e6 / r_sec, 1),
@@ -166,9 +173,7 @@ def main() -> int:
             "client_cpu_percent": round(100 * median(restores, "cpu_seconds") / r_sec),
             "peak_rss_mb": round(max(r["peak_rss_mb"] for r in restores), 1),
             "runs": [round(r["seconds"], 2) for r in restores],
-        },
-        "cpu_count": os.cpu_count(),
-    }
+        }
     print(json.dumps(report, indent=2))
     return 0
 
