@@ -147,8 +147,9 @@ def open_archive(
 ) -> Iterator[tuple[BinaryIO, _HashingReader, bool]]:
     """The uncompressed archive stream of ``path``, the reader hashing the file's bytes, compressed?
 
-    The file may be gzip (as mongodump --gzip writes), an uncompressed archive, or an age-encrypted
-    gzip archive (decrypted with the identities ``identities()`` returns).
+    ``path`` is a local file, or a ``RemoteArchive`` (the bucket's copy of a file gone from the disk).
+    It may be gzip (as mongodump --gzip writes), an uncompressed archive, or an age-encrypted gzip
+    archive (decrypted with the identities ``identities()`` returns).
     """
     try:
         raw = open_stored(path)  # the local file, or the bucket's copy for a RemoteArchive
@@ -193,6 +194,8 @@ def _decrypting(hashing: _HashingReader, path: Path, identities: Identities | No
 def describe_stream_error(exc: BaseException) -> str:
     """What a failure of the layers under the archive (file, age, gzip) means for the operator."""
     text = str(exc)
+    if isinstance(exc, StoreError):
+        return f"cannot read the stored copy: {text}"
     if type(exc).__name__ == "EncryptionError":
         return text
     if isinstance(exc, EOFError):
