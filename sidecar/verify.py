@@ -369,16 +369,19 @@ def _suspects(data: memoryview, starts: list[int]) -> list[int]:
             break
         p, e = pos[active], end[active]
         closing = p == e
-        if closing.any():
+        carried = active[:0]
+        if closing.any():  # these lanes leave a nested document (or finish) in this step
             lanes = active[closing]
-            up = lanes[depth[lanes] > 0]
-            if up.size:
-                level = depth[up] - 1
-                pos[up] = end[up] + 1
-                end[up] = stack[up, level]
-                depth[up] = level
-            active = np.concatenate([active[~closing], up])
-            continue
+            carried = lanes[depth[lanes] > 0]
+            if carried.size:
+                level = depth[carried] - 1
+                pos[carried] = end[carried] + 1
+                end[carried] = stack[carried, level]
+                depth[carried] = level
+            active, p, e = active[~closing], p[~closing], e[~closing]
+            if not active.size:
+                active = carried
+                continue
         t = byte_at(p)
         k = next_zero(p + 1)
         v = k + 1
@@ -422,7 +425,7 @@ def _suspects(data: memoryview, starts: list[int]) -> list[int]:
             depth[lanes] += 1
             end[lanes] = v[push] + length[push] - 1
             pos[lanes] = v[push] + 4
-        active = active[~leave]
+        active = np.concatenate([active[~leave], carried]) if carried.size else active[~leave]
     return np.flatnonzero(suspect).tolist()
 
 
