@@ -13,8 +13,9 @@ from bson import Binary, Code, DBRef, Decimal128, Int64, MaxKey, MinKey, ObjectI
 from bson.binary import UuidRepresentation
 
 from sidecar.archive import DocumentChunk, Namespace
+from sidecar.archive.bsoncheck import suspect_documents
 from sidecar.sampledata import _edge_cases, _patient
-from sidecar.verify import _DECODE, VerifyFailed, _check_decodes, _suspects
+from sidecar.verify import _DECODE, VerifyFailed, _check_decodes
 
 NS = Namespace("db", "c")
 
@@ -69,7 +70,7 @@ def test_the_walker_clears_plain_documents_itself():
     pytest.importorskip("numpy")
     rng = random.Random(5)
     docs = [bson.encode(_patient(rng, i)) for i in range(200)]
-    assert _suspects(memoryview(b"".join(docs)), _chunk(docs).starts) == []
+    assert suspect_documents(memoryview(b"".join(docs)), _chunk(docs).starts) == []
 
 
 def test_every_damaged_document_gets_pymongos_verdict():
