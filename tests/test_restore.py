@@ -17,10 +17,10 @@ from bson.timestamp import Timestamp
 from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata, Namespace
 from sidecar.archive.metadata import build_metadata_json
 from sidecar.cli import main as cli_main
+from sidecar.drill import index_signature
 from sidecar.engine.restore import Renamer, server_has_apply_ops
 from sidecar.jobs import Job, JobBusy, JobLock
 from sidecar.service import JobFailed
-from sidecar.verify import index_signature
 from tests.test_restore_support import (  # noqa: F401 - fixtures
     SAMPLE_DBS,
     database_exists,

@@ -12,12 +12,13 @@ import pyrage
 import pytest
 
 from sidecar.cli import main as cli_main
+from sidecar.drill import drill_database_name
 from sidecar.embedded import EmbeddedServer
 from sidecar.jobs import Job, JobLock
 from sidecar.sampledata import load_bulk_data
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import parse_iso
-from sidecar.verify import DRILL_PREFIX, drill_database_name
+from sidecar.verify import DRILL_PREFIX
 from tests.test_restore_support import sample_archive_fixture, settings_for  # noqa: F401
 
 

@@ -1,0 +1,244 @@
+"""Restore drills: an archive restored into scratch databases, then compared with its manifest.
+
+Counts, an order-independent content hash per collection and the indexes are compared; the scratch
+databases (``sidecar_drill_<job>_<db>``) are dropped even when the drill fails midway, and leftovers of
+crashed drills are dropped before each new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pymongo
+
+from sidecar.engine.restore import (
+    NativeRestore,
+    RestoreError,
+    RestoreOptions,
+    RestorePlan,
+    RestoreProgress,
+    error_text,
+    plan_restore,
+)
+from sidecar.verify import (
+    _MOD256,
+    DRILL_PREFIX,
+    ArchiveScan,
+    Identities,
+    VerifyFailed,
+    _first,
+    _split,
+    open_archive,
+)
+
+
+def drill_database_name(job_id: str, db: str) -> str:
+    name = f"{DRILL_PREFIX}{job_id}_{db}"
+    if len(name.encode()) > 63:
+        name = f"{DRILL_PREFIX}{job_id}_{hashlib.sha1(db.encode()).hexdigest()[:16]}"
+    return name
+
+
+def drop_drill_databases(
+    client: pymongo.MongoClient, prefix: str = DRILL_PREFIX, names: list[str] | None = None
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Drop databases whose name starts with ``prefix`` (and ``names``): (dropped, [{name, error}])."""
+    dropped: list[str] = []
+    failed: list[dict[str, str]] = []
+    wanted = list(names or [])
+    try:
+        wanted += [n for n in client.list_database_names() if n.startswith(prefix) and n not in wanted]
+    except pymongo.errors.PyMongoError as exc:
+        if not wanted:
+            return dropped, [{"name": f"{prefix}*", "error": f"cannot list databases: {error_text(exc)}"}]
+    for name in wanted:
+        try:
+            client.drop_database(name)
+            dropped.append(name)
+        except pymongo.errors.PyMongoError as exc:
+            failed.append({"name": name, "error": error_text(exc)})
+    return dropped, failed
+
+
+def server_content_hash(coll: pymongo.collection.Collection) -> tuple[int, int]:
+    """(documents, content hash) of a collection as the server returns its raw documents."""
+    total = count = 0
+    for batch in coll.find_raw_batches({}, batch_size=1000):
+        for doc in _split(batch):
+            total += int.from_bytes(hashlib.sha256(doc).digest(), "big")
+            count += 1
+    return count, total % _MOD256
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _norm(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_norm(v) for v in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    return value
+
+
+def index_signature(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """An index as comparable facts: its key in order, its options in any order, no v or ns."""
+    out = {k: _norm(v) for k, v in spec.items() if k not in ("v", "ns", "key", "entryFormat")}
+    out["key"] = [(str(k), _norm(v)) for k, v in spec.get("key", {}).items()]
+    return out
+
+
+class Drill:
+    """Restore the whole archive into scratch databases and compare what the server holds with it."""
+
+    def __init__(
+        self,
+        client: pymongo.MongoClient,
+        path: Path,
+        scan: ArchiveScan,
+        job_id: str,
+        *,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        cancel: threading.Event | None = None,
+        identities: Identities | None = None,
+    ):
+        self.client, self.path, self.scan, self.job_id = client, path, scan, job_id
+        self.progress = progress or (lambda p: None)
+        self.cancel = cancel
+        self.identities = identities
+
+    def run(self) -> dict[str, Any]:
+        assert self.scan.prelude is not None
+        leftovers_dropped, leftovers_failed = drop_drill_databases(self.client)
+        mapping = {
+            ns.split(".", 1)[0]: drill_database_name(self.job_id, ns.split(".", 1)[0])
+            for ns in self.scan.namespaces
+        }
+
+        def rename(ns: str) -> str:
+            db, coll = ns.split(".", 1)
+            return f"{mapping[db]}.{coll}"
+
+        details: dict[str, Any] = {
+            "scratchDatabases": sorted(set(mapping.values())),
+            "leftoversDropped": leftovers_dropped or None,
+            "leftoversNotDropped": leftovers_failed or None,
+        }
+        failure: VerifyFailed | None = None
+        try:
+            plan = plan_restore(
+                self.scan.prelude, self.scan.counts(), RestoreOptions(oplog_replay=False), rename=rename
+            )
+            self._restore(plan)
+            mismatches, checked = self._compare(plan)
+            details.update(checked)
+            if mismatches:
+                failure = VerifyFailed(
+                    f"the restored data differs from the archive: {_first(mismatches)}",
+                    check="drill",
+                    details={"mismatches": mismatches},
+                )
+        except VerifyFailed as exc:
+            failure = exc
+        except (RestoreError, pymongo.errors.PyMongoError) as exc:
+            failure = VerifyFailed(
+                f"restore into the scratch databases failed: {error_text(exc)}", check="drill"
+            )
+        finally:
+            dropped, not_dropped = drop_drill_databases(
+                self.client, f"{DRILL_PREFIX}{self.job_id}_", sorted(set(mapping.values()))
+            )
+            details["scratchDropped"] = dropped
+            if not_dropped:
+                details["scratchNotDropped"] = not_dropped
+                names = ", ".join(n["name"] for n in not_dropped)
+                cleanup = (
+                    f"could not drop scratch database(s) {names} ({not_dropped[0]['error']}); "
+                    f"the next drill drops them"
+                )
+                if failure is None:
+                    details["warnings"] = [cleanup]
+                else:
+                    failure = VerifyFailed(
+                        f"{failure.reason}; {cleanup}",
+                        check=failure.check,
+                        offset=failure.offset,
+                        namespace=failure.namespace,
+                        details={**failure.details, **details},
+                    )
+        if failure is not None:
+            failure.details = {**details, **failure.details}
+            raise failure
+        return details
+
+    def _restore(self, plan: RestorePlan) -> None:
+        def progress(state: RestoreProgress) -> None:
+            self.progress(
+                {
+                    "phase": f"drill-{state.phase}",
+                    "bytes": state.bytes,
+                    "documents": state.documents,
+                    "namespacesDone": state.namespaces_done,
+                    "namespacesTotal": state.namespaces_total,
+                }
+            )
+
+        with open_archive(self.path, self.identities) as (stream, _, _):
+            result = NativeRestore(
+                self.client, plan, RestoreOptions(oplog_replay=False), progress, self.cancel
+            ).run(stream)
+        if result.error_count:
+            first = result.errors[0] if result.errors else {}
+            raise VerifyFailed(
+                f"{result.error_count} write(s) failed in the scratch databases "
+                f"(first: {first.get('namespace')}: {first.get('message')})",
+                check="drill",
+                details={"writeErrors": result.errors},
+            )
+
+    def _compare(self, plan: RestorePlan) -> tuple[list[str], dict[str, Any]]:
+        mismatches: list[str] = []
+        documents = indexes = 0
+        for p in plan.namespaces:
+            facts = self.scan.namespaces[p.source]
+            db = self.client[p.target_db]
+            info = next(iter(db.list_collections(filter={"name": p.target_collection})), None)
+            if info is None:
+                mismatches.append(f"{p.source}: not restored")
+                continue
+            if _norm(info.get("options", {})) != _norm(p.options):
+                mismatches.append(
+                    f"{p.source}: options are {dict(info.get('options', {}))}, the archive has {p.options}"
+                )
+            if p.is_view:
+                continue
+            count, digest = server_content_hash(db[p.target_collection])
+            documents += count
+            if count != facts.documents:
+                mismatches.append(
+                    f"{p.source}: {count} documents restored, the archive holds {facts.documents}"
+                )
+            elif digest != facts.content_hash:
+                mismatches.append(f"{p.source}: the content hash of the restored documents differs")
+            want = {str(ix["name"]): index_signature(ix) for ix in p.indexes}
+            got = {str(ix["name"]): index_signature(ix) for ix in db[p.target_collection].list_indexes()}
+            indexes += len(got)
+            for name in sorted(set(want) | set(got)):
+                if name not in got:
+                    mismatches.append(f"{p.source}: index {name} missing after the restore")
+                elif name not in want:
+                    mismatches.append(f"{p.source}: unexpected index {name} after the restore")
+                elif want[name] != got[name]:
+                    mismatches.append(
+                        f"{p.source}: index {name} is {got[name]}, the archive has {want[name]}"
+                    )
+        return mismatches, {
+            "namespaces": len(plan.namespaces),
+            "documents": documents,
+            "indexes": indexes,
+        }
