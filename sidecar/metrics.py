@@ -33,7 +33,7 @@ from sidecar.config import Settings
 from sidecar.health import HealthMonitor
 from sidecar.jobs import Job
 from sidecar.service import BackupService
-from sidecar.store.catalog import STATUS_COMPLETED, Entry, parse_iso
+from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, Entry, full_backups, parse_iso
 
 PREFIX = "mongobackup"
 TRIGGERS = ("schedule", "manual", "cronjob")
@@ -71,8 +71,11 @@ def _end_time(entry: Entry) -> float:
 
 def summarize_catalog(entries: list[Entry], destinations: tuple[str, ...] = DESTINATIONS) -> CatalogSummary:
     summary = CatalogSummary()
-    finished = [e for e in entries if e.get("status") in (STATUS_COMPLETED, "failed")]
-    good = [e for e in entries if e.get("status") == STATUS_COMPLETED]
+    # the backup series describe regular backups; a restore's partial safety copy is no backup run
+    regular = [e for e in entries if e.get("trigger") != SAFETY_TRIGGER]
+    finished = [e for e in regular if e.get("status") in (STATUS_COMPLETED, "failed")]
+    good = full_backups(entries)
+    stored = [e for e in entries if e.get("status") == STATUS_COMPLETED]  # every archive takes space
     if finished:
         newest = max(finished, key=_end_time)
         summary.last_attempt_ts = _end_time(newest)
@@ -84,8 +87,8 @@ def summarize_catalog(entries: list[Entry], destinations: tuple[str, ...] = DEST
         summary.last_duration = float(good[-1].get("durationSeconds", 0))
         previous = [float(e.get("sizeBytes", 0)) for e in good[-BASELINE_WINDOW - 1 : -1]]
         summary.size_baseline = statistics.median(previous) if previous else 0.0
-    for dest in sorted(set(destinations) | {d for e in good for d in e.get("locations", ["local"])}):
-        here = [e for e in good if dest in e.get("locations", ["local"])]
+    for dest in sorted(set(destinations) | {d for e in stored for d in e.get("locations", ["local"])}):
+        here = [e for e in stored if dest in e.get("locations", ["local"])]
         created = [parse_iso(e["createdAt"]).timestamp() for e in here]
         summary.archives[dest] = {
             "count": len(here),

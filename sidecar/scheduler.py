@@ -28,7 +28,7 @@ from sidecar.cron import cron_trigger
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import JOB_ID
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import STATUS_COMPLETED, iso_utc
+from sidecar.store.catalog import full_backups, iso_utc
 
 log = logging.getLogger("sidecar.scheduler")
 
@@ -194,11 +194,7 @@ def _holder(job: Job) -> dict[str, Any]:
 
 def latest_completed(service: BackupService) -> str | None:
     """The newest completed backup, not counting the safety copies taken before restores."""
-    good = [
-        e
-        for e in service.list_backups()
-        if e.get("status") == STATUS_COMPLETED and e.get("trigger") != "pre-restore"
-    ]
+    good = full_backups(service.list_backups())
     return good[-1]["fileName"] if good else None
 
 

@@ -47,6 +47,7 @@ from sidecar.jobs import Job, JobLock, utc_now
 from sidecar.store.backends import RemoteArchive, archive_source
 from sidecar.store.catalog import (
     PARTIAL_SUFFIX,
+    SAFETY_TRIGGER,
     STATUS_COMPLETED,
     STATUS_FAILED,
     STATUS_RUNNING,
@@ -55,6 +56,7 @@ from sidecar.store.catalog import (
     archive_name,
     find_entry,
     fsync_dir,
+    full_backups,
     human_size,
     iso_utc,
 )
@@ -408,11 +410,7 @@ class BackupService:
         entries = self.catalog.load()
         backup_dir = self.settings.backup_dir
         if latest or not file_name:
-            good = [
-                e
-                for e in entries
-                if e.get("status") == STATUS_COMPLETED and e.get("trigger") != "pre-restore"
-            ]
+            good = full_backups(entries)
             if not good:
                 raise JobFailed(f"no completed backup in the catalog of {backup_dir}", stage)
             # the local file, or a RemoteArchive reading the bucket's copy when the file is gone
@@ -800,7 +798,7 @@ class BackupService:
             )
         )
         helper.cancel = self.cancel
-        safety = self.new_job("backup", "pre-restore", restoreJobId=job.id, namespaces=namespaces)
+        safety = self.new_job("backup", SAFETY_TRIGGER, restoreJobId=job.id, namespaces=namespaces)
         safety.started_at, safety.state = iso_utc(utc_now()), "running"
         job.progress.update(phase="safety-backup", safetyBackupJobId=safety.id)
         log.info(

@@ -76,3 +76,24 @@ def test_prune_removes_files_and_entries_and_dry_run_keeps_them(make_settings):
     assert [r.file_name for r in removed] == [old["fileName"]]
     assert not (settings.backup_dir / old["fileName"]).exists()
     assert [e["fileName"] for e in service.list_backups()] == [new["fileName"]]
+
+
+def test_safety_copies_taken_before_restores_never_count_as_the_newest_good_backups():
+    """A pre-restore safety copy holds only what a restore overwrote: the age rule alone keeps it."""
+    regular = entries((40, C), (35, C))
+    safety = entries((2, C), (45, C))
+    for entry in safety:
+        entry.update(trigger="pre-restore", fileName="safety-" + entry["fileName"])
+    removals = plan(regular + safety, NOW, {"local": Policy(days=30, keep_last=2)})
+    assert {r.file_name for r in removals} == {"safety-b-45d-completed.gz"}
+
+
+def test_metrics_and_latest_ignore_safety_copies():
+    from sidecar.metrics import summarize_catalog
+
+    regular, safety = entries((3, C), (1, C))
+    regular["sizeBytes"], safety["sizeBytes"] = 1000, 10
+    safety["trigger"] = "pre-restore"
+    summary = summarize_catalog([regular, safety])
+    assert summary.last_size == 1000
+    assert summary.archives["local"]["count"] == 2  # it still takes space on the disk

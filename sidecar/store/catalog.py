@@ -23,6 +23,7 @@ STATUS_RUNNING = "running"
 STATUS_COMPLETED = "completed"
 STATUS_FAILED = "failed"
 PARTIAL_SUFFIX = ".partial"
+SAFETY_TRIGGER = "pre-restore"  # the trigger of safety backups taken before a restore
 
 Entry = dict[str, Any]
 
@@ -162,8 +163,13 @@ def find_entry(entries: list[Entry], file_name: str) -> Entry | None:
     return next((e for e in reversed(entries) if e["fileName"] == file_name), None)
 
 
-def completed(entries: list[Entry]) -> list[Entry]:
-    return [e for e in entries if e.get("status") == STATUS_COMPLETED]
+def is_full_backup(entry: Entry) -> bool:
+    """A completed regular backup, not the partial safety copy a restore takes of what it overwrites."""
+    return entry.get("status") == STATUS_COMPLETED and entry.get("trigger") != SAFETY_TRIGGER
+
+
+def full_backups(entries: list[Entry]) -> list[Entry]:
+    return [e for e in entries if is_full_backup(e)]
 
 
 def fsync_dir(directory: Path) -> None:

@@ -25,7 +25,7 @@ import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from sidecar.store.catalog import STATUS_COMPLETED, STATUS_RUNNING, Entry, parse_iso
+from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, STATUS_RUNNING, Entry, parse_iso
 
 LOCAL = "local"
 
@@ -69,7 +69,9 @@ def keep_reasons(
     """File name -> why ``policy`` keeps it, for the good archives ``good`` (any order)."""
     ordered = sorted(good, key=lambda e: parse_iso(e["createdAt"]), reverse=True)  # newest first
     kept: dict[str, str] = {}
-    for entry in ordered[: max(policy.keep_last, 1)]:
+    # safety copies taken before restores are partial: only the age rule keeps them
+    regular = [e for e in ordered if e.get("trigger") != SAFETY_TRIGGER]
+    for entry in regular[: max(policy.keep_last, 1)]:
         kept[entry["fileName"]] = f"one of the newest {max(policy.keep_last, 1)}"
     cutoff = now - dt.timedelta(days=policy.days)
     cap = now - dt.timedelta(days=policy.max_age_days) if policy.max_age_days else None
@@ -87,6 +89,8 @@ def keep_reasons(
         name = entry["fileName"]
         if created >= cutoff:
             kept.setdefault(name, f"younger than {policy.days} days")
+        if entry.get("trigger") == SAFETY_TRIGGER:
+            continue
         local_day = created.astimezone(tz).date()
         for tier, count, bucket_of, first_excluded in windows:
             bucket = bucket_of(local_day)
