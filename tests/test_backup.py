@@ -25,6 +25,7 @@ from sidecar.jobs import JobBusy
 from sidecar.sampledata import load_bulk_data, load_sample_data
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import STATUS_COMPLETED, STATUS_FAILED
+from tests.test_restore_support import raw_documents
 
 SAMPLE_NS = "maekcord.*,maekcord_files.*,analytics.*"
 
@@ -41,18 +42,6 @@ def read_archive(path: Path) -> tuple[object, dict[str, list[bytes]], dict[str, 
             else:
                 ends[str(event.namespace)] = event
     return prelude, docs, ends
-
-
-def server_raw_documents(client: pymongo.MongoClient, ns: str) -> list[bytes]:
-    db, coll = ns.split(".", 1)
-    out = []
-    for batch in client[db][coll].find_raw_batches():
-        pos = 0
-        while pos < len(batch):
-            size = int.from_bytes(batch[pos : pos + 4], "little")
-            out.append(batch[pos : pos + size])
-            pos += size
-    return out
 
 
 @pytest.fixture
@@ -73,7 +62,7 @@ def test_archive_holds_every_document_byte_identical(sample_backup, mongo_client
     assert views == {"maekcord.active_patients"}
     for ns, count in sample_counts.items():
         assert ends[ns].documents == count, ns
-        expected = [] if ns in views else server_raw_documents(mongo_client, ns)
+        expected = [] if ns in views else raw_documents(mongo_client, ns)
         assert sorted(docs.get(ns, [])) == sorted(expected), ns
 
 
