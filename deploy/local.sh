@@ -10,7 +10,7 @@ VENV=.venv
 # Binaries the test suite starts for real, and the Debian packages that provide them.
 TEST_TOOLS="prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager
 amtool:prometheus-alertmanager prometheus-pushgateway:prometheus-pushgateway age:age git:git
-setpriv:util-linux mount:mount"
+setpriv:util-linux mount:mount chromium:chromium"
 
 say() { printf '==> %s\n' "$*" >&2; }
 
