@@ -1,7 +1,7 @@
 """Benchmark: full-level verify (MB/s of uncompressed archive) and restore (documents/s, MB/s), each with
 the peak RSS of the process doing it, median of a few runs.
 
-    /work/main/.venv/bin/python tests/benchmarks/bench_verify_restore.py --size-mb 200
+    .venv/bin/python tests/benchmarks/bench_verify_restore.py --size-mb 200
 
 Starts a private embedded server (or uses --uri), fills a ``bench`` database with ~1 KiB patient-like
 documents, takes one backup of it, then times ``scan_archive`` (the full level: gunzip, every
