@@ -26,7 +26,7 @@ from sidecar.config import Settings, check_backup_dir, uri_hosts
 from sidecar.engine.compression import gzip_writer
 from sidecar.engine.dump import DumpError, DumpOptions, DumpProgress, DumpResult, NativeDump
 from sidecar.engine.mongodump import find_tool, run_mongodump
-from sidecar.engine.mongorestore import run_mongorestore
+from sidecar.engine.mongorestore import MongorestoreResult, run_mongorestore
 from sidecar.engine.restore import (
     NamespaceOutcome,
     NativeRestore,
@@ -402,6 +402,14 @@ class BackupService:
 
     # -- integrity tests and restores ------------------------------------------------------------
 
+    def _mongorestore(
+        self, tool: str, path: Path, options: RestoreOptions, plan: RestorePlan
+    ) -> MongorestoreResult:
+        """The stock tool on the archive, with the same options (its dry run too)."""
+        return run_mongorestore(
+            tool, self.settings.mongodb_uri, path, options, oplog_replay=plan.replay_oplog, cancel=self.cancel
+        )
+
     def resolve_archive(
         self, file_name: str | None, *, latest: bool = False, stage: str = "verify"
     ) -> tuple[Path, Entry | None]:
@@ -606,14 +614,7 @@ class BackupService:
             if options.dry_run:
                 result["safetyBackup"] = {"wouldBackUp": touched} if safety_backup and touched else None
                 if tool is not None:
-                    outcome = run_mongorestore(
-                        tool,
-                        self.settings.mongodb_uri,
-                        path,
-                        options,
-                        oplog_replay=plan.replay_oplog,
-                        cancel=self.cancel,
-                    )
+                    outcome = self._mongorestore(tool, path, options, plan)
                     result["mongorestore"] = outcome.as_json()
                 result["durationSeconds"] = round(time.monotonic() - t0, 3)
                 return result
@@ -764,14 +765,7 @@ class BackupService:
                     f"the mongorestore engine reads local files only and {path.describe()} is only in "
                     f"the bucket; use --engine native"
                 )
-            outcome = run_mongorestore(
-                tool,
-                self.settings.mongodb_uri,
-                path,
-                options,
-                oplog_replay=plan.replay_oplog,
-                cancel=self.cancel,
-            )
+            outcome = self._mongorestore(tool, path, options, plan)
         except (RestoreError, VerifyFailed) as exc:
             raise JobFailed(f"restore failed: {exc}", "restore") from None
         except PyMongoError as exc:

@@ -13,9 +13,10 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from sidecar.config import Settings, load_settings
+from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.sampledata import load_sample_data
+from tests.helpers import settings_for
 
 
 @pytest.fixture(scope="session")
@@ -48,15 +49,7 @@ def make_settings(tmp_path: Path, mongo_uri: str) -> Callable[..., Settings]:
     """Settings for a fresh backup dir; keyword arguments override SIDECAR_* values by attribute name."""
 
     def make(**values: object) -> Settings:
-        env = {
-            "SIDECAR_MONGODB_URI": mongo_uri,
-            "SIDECAR_BACKUP_DIR": str(tmp_path / "backups"),
-            "SIDECAR_LOG_DIR": str(tmp_path / "logs"),
-            "SIDECAR_MIN_FREE_BYTES": "0",
-            "SIDECAR_CONNECT_TIMEOUT_SECONDS": "5",
-        }
-        env.update({f"SIDECAR_{k.upper()}": str(v) for k, v in values.items()})
-        return load_settings(env)
+        return settings_for(mongo_uri, tmp_path, **values)
 
     return make
 

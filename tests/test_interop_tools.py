@@ -18,6 +18,7 @@ from sidecar.engine.mongodump import run_mongodump
 from sidecar.engine.mongorestore import mongorestore_arguments, run_mongorestore
 from sidecar.engine.restore import RestoreError, RestoreOptions
 from sidecar.service import BackupService, JobFailed
+from tests.helpers import settings_for
 from tests.test_restore_support import (  # noqa: F401 - fixtures
     SAMPLE_DBS,
     SAMPLE_NS,
@@ -25,7 +26,6 @@ from tests.test_restore_support import (  # noqa: F401 - fixtures
     raw_documents,
     sample_archive_fixture,
     scratch_db_fixture,
-    settings_for,
 )
 
 MONGORESTORE = shutil.which("mongorestore")

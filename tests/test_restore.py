@@ -21,13 +21,13 @@ from sidecar.drill import index_signature
 from sidecar.engine.restore import Renamer, server_has_apply_ops
 from sidecar.jobs import Job, JobBusy, JobLock
 from sidecar.service import JobFailed
+from tests.helpers import settings_for
 from tests.test_restore_support import (  # noqa: F401 - fixtures
     SAMPLE_DBS,
     database_exists,
     raw_documents,
     sample_archive_fixture,
     scratch_db_fixture,
-    settings_for,
     write_gzip,
 )
 

@@ -22,24 +22,13 @@ import pymongo
 import pytest
 
 from sidecar.archive.format import MAGIC
-from sidecar.config import Settings, load_settings
+from sidecar.config import Settings
 from sidecar.service import BackupService
 from sidecar.store.catalog import Catalog
+from tests.helpers import settings_for
 
 SAMPLE_NS = "maekcord.*,maekcord_files.*,analytics.*"
 SAMPLE_DBS = ("maekcord", "maekcord_files", "analytics")
-
-
-def settings_for(mongo_uri: str, directory: Path, **values: object) -> Settings:
-    env = {
-        "SIDECAR_MONGODB_URI": mongo_uri,
-        "SIDECAR_BACKUP_DIR": str(directory / "backups"),
-        "SIDECAR_LOG_DIR": str(directory / "logs"),
-        "SIDECAR_MIN_FREE_BYTES": "0",
-        "SIDECAR_CONNECT_TIMEOUT_SECONDS": "5",
-    }
-    env.update({f"SIDECAR_{k.upper()}": str(v) for k, v in values.items()})
-    return load_settings(env)
 
 
 @dataclass

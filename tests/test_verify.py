@@ -19,7 +19,8 @@ from sidecar.sampledata import load_bulk_data
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import parse_iso
 from sidecar.verify import DRILL_PREFIX
-from tests.test_restore_support import sample_archive_fixture, settings_for  # noqa: F401
+from tests.helpers import settings_for
+from tests.test_restore_support import sample_archive_fixture  # noqa: F401
 
 
 def drill_databases(client: pymongo.MongoClient) -> list[str]:
