@@ -138,14 +138,13 @@ class JobRunner:
         """A backup (with retention), then the configured integrity test of the new archive."""
         entry = self.service.run_backup(job)
         level = self.settings.verify_after_backup
-        run_verify = getattr(self.service, "run_verify", None)
-        if level == "off" or run_verify is None or not self.accepting:
+        if level == "off" or not self.accepting:
             return entry
         verify_job = self.service.new_job("verify", job.trigger, level=level, fileName=entry["fileName"])
         if job.result is not None:
             job.result["verifyJobId"] = verify_job.id
         try:
-            run_verify(verify_job, file_name=entry["fileName"], level=level)
+            self.service.run_verify(verify_job, file_name=entry["fileName"], level=level)
         except (JobFailed, JobBusy) as exc:
             log.error(
                 "integrity test of %s after the backup did not pass: %s",
@@ -299,8 +298,6 @@ class SidecarScheduler:
             self._publish_next_backup()
 
     async def scheduled_drill(self) -> None:
-        if getattr(self.runner.service, "run_verify", None) is None:
-            return
         try:
             _, task = await self.runner.submit("verify", "schedule", self.runner.drill, level="drill")
             await asyncio.shield(task)
@@ -318,9 +315,7 @@ class SidecarScheduler:
             await asyncio.to_thread(self.health.probe)
         except Exception:
             log.exception("health probe failed")
-        refresh = getattr(self.metrics, "refresh_catalog_if_changed", None)
-        if refresh is not None:
-            try:
-                await asyncio.to_thread(refresh)
-            except Exception:
-                log.exception("catalog refresh for the metrics failed")
+        try:
+            await asyncio.to_thread(self.metrics.refresh_catalog_if_changed)
+        except Exception:
+            log.exception("catalog refresh for the metrics failed")

@@ -128,8 +128,6 @@ async def test_verify_after_backup_when_available(
     make_settings: Callable[..., Settings], sample_counts: dict[str, int]
 ) -> None:
     sidecar = Sidecar(make_settings(verify_after_backup="full"))
-    if getattr(sidecar.service, "run_verify", None) is None:
-        pytest.skip("BackupService.run_verify is not in this build")
     await sidecar.start()
     try:
         await sidecar.scheduler.scheduled_backup()
@@ -219,8 +217,6 @@ def test_weekly_drill_default_is_sunday() -> None:
 async def test_scheduled_drill_tests_the_newest_backup(
     sidecar: Sidecar, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if getattr(sidecar.service, "run_verify", None) is None:
-        pytest.skip("BackupService.run_verify is not in this build")
     await sidecar.scheduler.scheduled_drill()  # nothing to drill yet
     (nothing,) = sidecar.service.jobs.values()
     assert nothing.state == "failed" and "no completed backup" in nothing.error

@@ -8,7 +8,6 @@ end and answers like the runbook's synchronous curl.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import time
@@ -202,33 +201,6 @@ async def _usable_archive(sidecar: Sidecar, name: str | None) -> str:
     return name
 
 
-def _need(sidecar: Sidecar, method: str) -> Callable[..., Any]:
-    fn = getattr(sidecar.service, method, None)
-    if fn is None:
-        raise ApiError(501, "not_implemented", f"this build of the sidecar has no {method}")
-    return fn
-
-
-def _call(fn: Callable[..., Any], job: Job, **options: Any) -> Any:
-    """Pass only the options that the service method takes (names in snake_case)."""
-    accepted = inspect.signature(fn).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    return fn(job, **{k: val for k, val in options.items() if takes_any or k in accepted})
-
-
-def _result_json(result: Any) -> Any:
-    if result is None or isinstance(result, (dict, list, str, int, float, bool)):
-        return result
-    for attr in ("as_json", "to_json", "as_dict"):
-        if callable(getattr(result, attr, None)):
-            return getattr(result, attr)()
-    if hasattr(result, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(result)
-    return str(result)
-
-
 @requires(ADMIN)
 async def backup_test(request: web.Request) -> web.Response:
     params = v.query(request, ("wait",))
@@ -237,13 +209,12 @@ async def backup_test(request: web.Request) -> web.Response:
     sidecar = _sidecar(request)
     level = body.get("level", "full")
     name = await _usable_archive(sidecar, body.get("fileName"))
-    run_verify = _need(sidecar, "run_verify")
 
     def work(job: Job) -> Any:
-        return _call(run_verify, job, file_name=name, level=level)
+        return sidecar.service.run_verify(job, file_name=name, level=level)
 
     def respond(job: Job, result: Any) -> dict[str, Any]:
-        return {"verification": _result_json(result)}
+        return {"verification": result}
 
     return await _start_job(request, "verify", work, wait, respond, level=level, fileName=name)
 
@@ -273,7 +244,6 @@ async def backup_restore(request: web.Request) -> web.Response:
         )
     sidecar = _sidecar(request)
     name = await _usable_archive(sidecar, body["fileName"])
-    run_restore = _need(sidecar, "run_restore")
     options = {
         "file_name": name,
         "ns_include": tuple(body.get("nsInclude", ())),
@@ -289,10 +259,10 @@ async def backup_restore(request: web.Request) -> web.Response:
         options["engine"] = body["engine"]
 
     def work(job: Job) -> Any:
-        return _call(run_restore, job, **options)
+        return sidecar.service.run_restore(job, **options)
 
     def respond(job: Job, result: Any) -> dict[str, Any]:
-        return {"restore": _result_json(result)}
+        return {"restore": result}
 
     return await _start_job(request, "restore", work, wait, respond, **body)
 
