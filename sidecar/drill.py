@@ -15,15 +15,9 @@ from typing import Any
 
 import pymongo
 
-from sidecar.engine.restore import (
-    NativeRestore,
-    RestoreError,
-    RestoreOptions,
-    RestorePlan,
-    RestoreProgress,
-    error_text,
-    plan_restore,
-)
+from sidecar.engine.restore import NativeRestore, RestoreProgress
+from sidecar.engine.restore_errors import RestoreError, error_text
+from sidecar.engine.restore_plan import RestoreOptions, RestorePlan, plan_restore
 from sidecar.verify import (
     _MOD256,
     DRILL_PREFIX,

@@ -16,7 +16,8 @@ import pytest
 from sidecar.engine.dump import DumpOptions
 from sidecar.engine.mongodump import run_mongodump
 from sidecar.engine.mongorestore import mongorestore_arguments, run_mongorestore
-from sidecar.engine.restore import RestoreError, RestoreOptions
+from sidecar.engine.restore_errors import RestoreError
+from sidecar.engine.restore_plan import RestoreOptions
 from sidecar.service import BackupService, JobFailed
 from tests.helpers import settings_for
 from tests.test_restore_support import (  # noqa: F401 - fixtures

@@ -18,7 +18,8 @@ from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata, Na
 from sidecar.archive.metadata import build_metadata_json
 from sidecar.cli import main as cli_main
 from sidecar.drill import index_signature
-from sidecar.engine.restore import Renamer, server_has_apply_ops
+from sidecar.engine.oplog_replay import server_has_apply_ops
+from sidecar.engine.restore_plan import Renamer
 from sidecar.jobs import Job, JobBusy, JobLock
 from sidecar.service import JobFailed
 from tests.helpers import settings_for

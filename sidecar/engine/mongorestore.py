@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sidecar.engine.mongodump import find_tool, write_tool_config
-from sidecar.engine.restore import RestoreCancelled, RestoreError, RestoreOptions
+from sidecar.engine.restore_errors import RestoreCancelled, RestoreError
+from sidecar.engine.restore_plan import RestoreOptions
 
 _SUMMARY = re.compile(r"(\d+) document\(s\) restored successfully\. (\d+) document\(s\) failed to restore")
 

@@ -19,22 +19,16 @@ from pymongo.errors import PyMongoError
 from sidecar.config import Settings
 from sidecar.engine.mongodump import find_tool
 from sidecar.engine.mongorestore import MongorestoreResult, run_mongorestore
+from sidecar.engine.oplog_replay import OplogSummary, server_has_apply_ops
 from sidecar.engine.restore import (
     NamespaceOutcome,
     NativeRestore,
-    OplogSummary,
-    Renamer,
-    RestoreError,
-    RestoreOptions,
-    RestorePlan,
     RestoreProgress,
     RestoreResult,
     check_counts,
-    error_text,
-    inspect_targets,
-    plan_restore,
-    server_has_apply_ops,
 )
+from sidecar.engine.restore_errors import RestoreError, error_text
+from sidecar.engine.restore_plan import Renamer, RestoreOptions, RestorePlan, inspect_targets, plan_restore
 from sidecar.jobs import Job, utc_now
 from sidecar.service.base import JobFailed, connect, log
 from sidecar.store.backends import RemoteArchive, archive_source

@@ -1,0 +1,268 @@
+"""Planning a restore: mongorestore's options, --nsFrom/--nsTo renaming, target-name checks, and
+which namespaces of the archive go where (and what happens to those that exist already), and
+``_clean_index``, an archived index spec as ``createIndexes`` takes it (the restore's and the oplog's).
+
+Nothing here writes to MongoDB; the plan is made, and refused if it must be, before the first write.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymongo
+from bson.son import SON
+
+from sidecar.archive.metadata import parse_metadata_json
+from sidecar.archive.reader import Prelude
+from sidecar.engine.dump import namespace_matches
+from sidecar.engine.restore_errors import RestoreError
+
+SKIPPED_DATABASES = frozenset({"local", "config"})
+MAX_DATABASE_NAME_BYTES = 63
+_INDEX_FIELDS_DROPPED = frozenset({"ns", "entryFormat"})
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """mongorestore's options, by the same names: --nsInclude, --nsExclude, --nsFrom/--nsTo, --drop..."""
+
+    ns_include: tuple[str, ...] = ()
+    ns_exclude: tuple[str, ...] = ()
+    ns_from: tuple[str, ...] = ()
+    ns_to: tuple[str, ...] = ()
+    drop: bool = False
+    dry_run: bool = False
+    oplog_replay: bool = True  # replay the archive's oplog when the restore is a full one
+    batch_documents: int = 1000
+    batch_bytes: int = 8 * 1024 * 1024
+
+    @property
+    def is_full(self) -> bool:
+        """Every namespace of the archive under its own name: the only case the oplog is replayed in."""
+        return not (self.ns_include or self.ns_exclude or self.ns_from)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "nsInclude": list(self.ns_include),
+            "nsExclude": list(self.ns_exclude),
+            "nsFrom": list(self.ns_from),
+            "nsTo": list(self.ns_to),
+            "drop": self.drop,
+            "dryRun": self.dry_run,
+            "oplogReplay": self.oplog_replay,
+        }
+
+
+# -- renaming ------------------------------------------------------------------------------------
+
+
+def _wildcard_regex(pattern: str) -> re.Pattern[str]:
+    parts = [re.escape(p) for p in pattern.split("*")]
+    return re.compile("(.*?)".join(parts[:-1]) + ("(.*)" if len(parts) > 1 else "") + parts[-1] + r"\Z")
+
+
+class Renamer:
+    """--nsFrom/--nsTo pairs: each ``*`` in nsFrom captures text that the same-numbered ``*`` in nsTo
+    receives, as mongorestore does (``maekcord.*`` -> ``restored.*``). The first matching pair wins."""
+
+    def __init__(self, ns_from: Iterable[str], ns_to: Iterable[str]):
+        ns_from, ns_to = list(ns_from), list(ns_to)
+        if len(ns_from) != len(ns_to):
+            raise ValueError(
+                f"--ns-from and --ns-to come in pairs: got {len(ns_from)} --ns-from, {len(ns_to)} --ns-to"
+            )
+        self.pairs: list[tuple[re.Pattern[str], str]] = []
+        for source, target in zip(ns_from, ns_to, strict=True):
+            if source.count("*") != target.count("*"):
+                raise ValueError(
+                    f"--ns-from {source!r} and --ns-to {target!r} must have the same number of '*'"
+                )
+            if "." not in source or "." not in target:
+                raise ValueError(
+                    f"--ns-from/--ns-to take db.collection patterns, got {source!r} -> {target!r}"
+                )
+            self.pairs.append((_wildcard_regex(source), target))
+
+    def __call__(self, ns: str) -> str:
+        for regex, target in self.pairs:
+            match = regex.match(ns)
+            if match:
+                pieces = target.split("*")
+                out = pieces[0]
+                for captured, piece in zip(match.groups(), pieces[1:], strict=True):
+                    out += captured + piece
+                return out
+        return ns
+
+
+def check_target_name(ns: str) -> str | None:
+    """Why MongoDB would refuse ``ns`` as a namespace, or None."""
+    db, _, coll = ns.partition(".")
+    if not db or not coll:
+        return "a namespace is db.collection with both parts non-empty"
+    if len(db.encode()) > MAX_DATABASE_NAME_BYTES:
+        return f"database name {db!r} is longer than {MAX_DATABASE_NAME_BYTES} bytes"
+    bad = set(db) & set('/\\. "$\0')
+    if bad:
+        return f"database name {db!r} contains {''.join(sorted(bad))!r}"
+    if "\0" in coll or coll.startswith("$"):
+        return f"collection name {coll!r} is not allowed"
+    return None
+
+
+# -- planning ------------------------------------------------------------------------------------
+
+
+@dataclass
+class NamespacePlan:
+    source: str
+    target: str
+    type: str
+    options: dict[str, Any]
+    indexes: list[dict[str, Any]]
+    documents: int = 0
+    bytes: int = 0
+    exists: bool = False
+    existing_documents: int = 0
+    action: str = "create"  # create | replace (dropped first) | append (exists, no --drop)
+
+    @property
+    def target_db(self) -> str:
+        return self.target.split(".", 1)[0]
+
+    @property
+    def target_collection(self) -> str:
+        return self.target.split(".", 1)[1]
+
+    @property
+    def is_view(self) -> bool:
+        return self.type == "view"
+
+    def index_names(self) -> list[str]:
+        return [str(ix.get("name")) for ix in self.indexes]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "type": self.type,
+            "action": self.action,
+            "documents": self.documents,
+            "bytes": self.bytes,
+            "indexes": self.index_names(),
+            "existingDocuments": self.existing_documents if self.exists else None,
+        }
+
+
+@dataclass
+class RestorePlan:
+    namespaces: list[NamespacePlan]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    oplog_entries: int = 0
+    replay_oplog: bool = False
+
+    def by_source(self) -> dict[str, NamespacePlan]:
+        return {p.source: p for p in self.namespaces}
+
+    @property
+    def documents(self) -> int:
+        return sum(p.documents for p in self.namespaces)
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.bytes for p in self.namespaces)
+
+    def existing_targets(self) -> list[str]:
+        return [p.target for p in self.namespaces if p.exists]
+
+    def target_databases(self) -> list[str]:
+        return sorted({p.target_db for p in self.namespaces})
+
+
+def _metadata(meta_text: str, ns: str) -> dict[str, Any]:
+    try:
+        return parse_metadata_json(meta_text)
+    except ValueError as exc:
+        raise RestoreError(f"metadata of {ns} in the archive prelude: {exc}", "verify") from None
+
+
+def plan_restore(
+    prelude: Prelude,
+    counts: Mapping[str, tuple[int, int]],
+    options: RestoreOptions,
+    rename: Callable[[str], str] | None = None,
+) -> RestorePlan:
+    """Which namespaces of the archive go where; ``counts`` maps source namespace -> (documents, bytes)."""
+    rename = rename or Renamer(options.ns_from, options.ns_to)
+    plan = RestorePlan([])
+    targets: dict[str, str] = {}
+    for meta in prelude.collections:
+        ns = meta.namespace
+        source = str(ns)
+        if ns.is_oplog:
+            plan.oplog_entries = counts.get(source, (0, 0))[0]
+            continue
+        if not namespace_matches(source, options.ns_include, options.ns_exclude):
+            continue
+        if ns.db in SKIPPED_DATABASES:
+            plan.skipped.append({"namespace": source, "reason": f"the {ns.db} database is never restored"})
+            continue
+        if ns.collection.startswith("system.") and ns.collection != "system.js":
+            plan.skipped.append({"namespace": source, "reason": "system collection"})
+            continue
+        if meta.type == "timeseries":
+            raise RestoreError(
+                f"{source} is a timeseries collection, which the native engine does not restore; "
+                "use the mongorestore engine (SIDECAR_ENGINE=mongodump) or exclude it with --ns-exclude",
+                "verify",
+            )
+        target = rename(source)
+        problem = check_target_name(target)
+        if problem:
+            raise RestoreError(f"cannot restore {source} as {target}: {problem}", "verify")
+        if target in targets:
+            raise RestoreError(
+                f"{targets[target]} and {source} would both be restored as {target}; fix --ns-from/--ns-to",
+                "verify",
+            )
+        targets[target] = source
+        metadata = _metadata(meta.metadata, source)
+        documents, size = counts.get(source, (0, 0))
+        plan.namespaces.append(
+            NamespacePlan(
+                source=source,
+                target=target,
+                type=meta.type or metadata.get("type") or "collection",
+                options=dict(metadata.get("options") or {}),
+                indexes=[dict(ix) for ix in metadata.get("indexes") or []],
+                documents=documents,
+                bytes=size,
+            )
+        )
+    plan.replay_oplog = options.oplog_replay and options.is_full and plan.oplog_entries > 0
+    return plan
+
+
+def inspect_targets(client: pymongo.MongoClient, plan: RestorePlan, *, drop: bool) -> None:
+    """Fill in which targets exist already, how many documents they hold, and so what happens to them."""
+    existing: dict[str, dict[str, str]] = {}
+    for db_name in plan.target_databases():
+        existing[db_name] = {
+            info["name"]: info.get("type", "collection")
+            for info in client[db_name].list_collections(filter={}, nameOnly=True)
+        }
+    for p in plan.namespaces:
+        kind = existing.get(p.target_db, {}).get(p.target_collection)
+        p.exists = kind is not None
+        if p.exists and kind != "view":
+            coll = client[p.target_db][p.target_collection]
+            # exact when the post-restore check will add to it, the cheap estimate when it is dropped
+            p.existing_documents = coll.estimated_document_count() if drop else coll.count_documents({})
+        p.action = "create" if not p.exists else ("replace" if drop else "append")
+
+
+def _clean_index(spec: Mapping[str, Any]) -> SON:
+    return SON((k, v) for k, v in spec.items() if k not in _INDEX_FIELDS_DROPPED)
