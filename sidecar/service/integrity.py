@@ -106,7 +106,7 @@ class IntegrityJobs:
     def _age_identities(self) -> list[Any]:
         from sidecar.engine.encryption import EncryptionError, load_identities
 
-        identity_file = getattr(self.settings, "age_identity_file", "")
+        identity_file = self.settings.age_identity_file
         if not identity_file:
             raise EncryptionError("the archive is age-encrypted: set SIDECAR_AGE_IDENTITY_FILE to decrypt it")
         return load_identities(identity_file)
@@ -158,7 +158,7 @@ class IntegrityJobs:
         )
 
     def _drill_client(self) -> pymongo.MongoClient:
-        uri = getattr(self.settings, "drill_mongodb_uri", "") or self.settings.mongodb_uri
+        uri = self.settings.drill_mongodb_uri or self.settings.mongodb_uri
         return connect(self.settings.replace(mongodb_uri=uri))
 
     def run_restore(
