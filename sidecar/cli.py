@@ -15,7 +15,7 @@ from sidecar.config import ConfigError, Settings, load_settings
 from sidecar.jobs import JobBusy
 from sidecar.progress import TerminalProgress
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import CatalogError
+from sidecar.store.catalog import CatalogError, Reconciliation
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 1, 2, 3
 Command = Callable[[argparse.Namespace, Settings], int]
@@ -62,7 +62,8 @@ def _metrics_pusher(settings: Settings, service: BackupService) -> Callable[[], 
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    entries = BackupService(settings).list_backups()
+    service = BackupService(settings)
+    entries = service.list_backups()
     if args.json:
         print(json.dumps(entries, ensure_ascii=False, indent=2))
         return 0
@@ -73,7 +74,20 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
             f"{e['createdAt']}  {e['status']:<9}  {e['fileSize']:>8}  {e['fileName']}"
             + (f"  ({e['error']})" if e.get("error") else "")
         )
+    if settings.backup_dir.is_dir():
+        _warn_disagreements(service.catalog.reconcile(settings.file_prefix))
     return 0
+
+
+def _warn_disagreements(report: Reconciliation) -> None:
+    """Where the directory and the catalog disagree; reported, never fixed behind the operator's back."""
+    for name in report.missing:
+        print(f"warning: {name} is completed in the catalog but missing from the directory", file=sys.stderr)
+    for name in report.stray:
+        print(f"warning: {name} is in the directory but not in the catalog", file=sys.stderr)
+    for name in report.partial:
+        print(f"warning: {name} is left over from an interrupted backup (the next backup removes it)",
+              file=sys.stderr)
 
 
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:

@@ -141,3 +141,32 @@ def test_backup_dir_that_is_a_file_or_too_full(tmp_path):
         check_backup_dir(
             load_settings({"SIDECAR_BACKUP_DIR": str(tmp_path), "SIDECAR_MIN_FREE_BYTES": str(1 << 60)})
         )
+
+
+def test_list_warns_where_directory_and_catalog_disagree(tmp_path):
+    catalog = Catalog(tmp_path)
+    catalog.add(
+        {
+            "fileName": "maekcord-backup-2025-01-01T00-00-00.gz",
+            "fileSize": "1.0KB",
+            "createdAt": "2025-01-01T00:00:00.000Z",
+            "status": "completed",
+        }
+    )
+    (tmp_path / "maekcord-backup-2025-01-02T00-00-00.gz").write_bytes(b"stray")
+    env = {
+        "PATH": os.environ["PATH"],
+        "SIDECAR_BACKUP_DIR": str(tmp_path),
+        "SIDECAR_LOG_DIR": str(tmp_path / "l"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "sidecar", "list"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0
+    assert "maekcord-backup-2025-01-01T00-00-00.gz" in proc.stdout
+    assert proc.stderr.splitlines() == [
+        "warning: maekcord-backup-2025-01-01T00-00-00.gz is completed in the catalog but missing from the "
+        "directory",
+        "warning: maekcord-backup-2025-01-02T00-00-00.gz is in the directory but not in the catalog",
+    ]
+    assert (tmp_path / "maekcord-backup-2025-01-02T00-00-00.gz").exists()
