@@ -18,7 +18,6 @@ from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import CatalogError, Reconciliation
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 1, 2, 3
-Command = Callable[[argparse.Namespace, Settings], int]
 
 
 def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
@@ -53,8 +52,9 @@ def _metrics_pusher(settings: Settings, service: BackupService) -> Callable[[], 
         try:
             metrics.push(settings.pushgateway_url)
         except OSError as exc:
-            print(f"sidecar: warning: metrics not pushed to {settings.pushgateway_url}: {exc}",
-                  file=sys.stderr)
+            print(
+                f"sidecar: warning: metrics not pushed to {settings.pushgateway_url}: {exc}", file=sys.stderr
+            )
         finally:
             health.close()
 
@@ -86,8 +86,10 @@ def _warn_disagreements(report: Reconciliation) -> None:
     for name in report.stray:
         print(f"warning: {name} is in the directory but not in the catalog", file=sys.stderr)
     for name in report.partial:
-        print(f"warning: {name} is left over from an interrupted backup (the next backup removes it)",
-              file=sys.stderr)
+        print(
+            f"warning: {name} is left over from an interrupted backup (the next backup removes it)",
+            file=sys.stderr,
+        )
 
 
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:

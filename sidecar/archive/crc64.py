@@ -14,7 +14,3 @@ def crc64_update(crc: int, data: bytes | bytearray | memoryview) -> int:
 def to_signed(crc: int) -> int:
     """The archive stores the CRC as a BSON int64, so values above 2**63 become negative."""
     return crc - _MOD if crc >= _SIGN_BIT else crc
-
-
-def to_unsigned(crc: int) -> int:
-    return crc % _MOD

@@ -91,9 +91,6 @@ class Prelude:
     header: ArchiveHeader
     collections: list[CollectionMetadata] = field(default_factory=list)
 
-    def metadata_for(self, ns: Namespace) -> CollectionMetadata | None:
-        return next((c for c in self.collections if c.namespace == ns), None)
-
 
 class _Buffer:
     """Reads a stream through a growable buffer, tracking the absolute offset."""

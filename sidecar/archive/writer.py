@@ -65,10 +65,6 @@ class ArchiveWriter:
         self._finished.add(ns)
         return crc
 
-    @property
-    def unfinished(self) -> set[Namespace]:
-        return self._declared - self._finished
-
     def _close_segment(self) -> None:
         if self._open is not None:
             self._out.write(TERMINATOR)

@@ -74,10 +74,6 @@ def load_identities(path: str | Path) -> list[Any]:
     return identities
 
 
-def is_encrypted_name(file_name: str) -> bool:
-    return file_name.endswith(AGE_SUFFIX)
-
-
 class _Raised:
     """Wraps the caller's stream for the pyrage thread and keeps the real exception it raised.
 

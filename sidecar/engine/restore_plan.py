@@ -164,9 +164,6 @@ class RestorePlan:
     oplog_entries: int = 0
     replay_oplog: bool = False
 
-    def by_source(self) -> dict[str, NamespacePlan]:
-        return {p.source: p for p in self.namespaces}
-
     @property
     def documents(self) -> int:
         return sum(p.documents for p in self.namespaces)

@@ -196,16 +196,6 @@ def s3_configured(settings: Settings) -> bool:
     return bool(settings.s3_bucket)
 
 
-def backends(settings: Settings) -> dict[str, Backend]:
-    """The configured destinations: always ``local``; ``s3`` when SIDECAR_S3_BUCKET is set."""
-    found: dict[str, Backend] = {LOCAL: LocalBackend(settings.backup_dir)}
-    if s3_configured(settings):
-        from sidecar.store.s3 import S3Backend
-
-        found[S3] = S3Backend.from_settings(settings)
-    return found
-
-
 # -- reading an archive back ---------------------------------------------------------------------
 
 
@@ -269,10 +259,6 @@ class ArchiveStream(io.RawIOBase):
     @property
     def sha256(self) -> str:
         return self._hashing.digest.hexdigest()
-
-    @property
-    def stored_bytes(self) -> int:
-        return self._hashing.size
 
     def readable(self) -> bool:
         return True
