@@ -157,6 +157,17 @@ def test_a_missing_mongorestore_is_named(sample_archive, tmp_path, mongo_uri):
         service.run_restore(file_name=path.name, engine="mongorestore", dry_run=True)
 
 
+def assert_renamed_copies_equal(mongo_client, entry: dict, targets: dict[str, str]) -> None:
+    """Every collection of the archive's manifest, restored under ``targets`` names, byte-identical."""
+    for ns, info in entry["namespaces"].items():
+        if info["type"] == "view":
+            continue
+        db, coll = ns.split(".", 1)
+        assert sorted(raw_documents(mongo_client, f"{targets[db]}.{coll}")) == sorted(
+            raw_documents(mongo_client, ns)
+        ), ns
+
+
 @pytest.mark.skipif(MONGORESTORE is None, reason=NO_TOOLS.format("mongorestore"))
 def test_our_archive_restores_with_the_stock_mongorestore(
     sample_archive, scratch_db, mongo_client, mongo_uri
@@ -166,13 +177,7 @@ def test_our_archive_restores_with_the_stock_mongorestore(
         ns_from=tuple(f"{db}.*" for db in targets), ns_to=tuple(f"{t}.*" for t in targets.values())
     )
     run_mongorestore(MONGORESTORE, mongo_uri, sample_archive.path, options, oplog_replay=False)
-    for ns, info in sample_archive.entry["namespaces"].items():
-        if info["type"] == "view":
-            continue
-        db, coll = ns.split(".", 1)
-        assert sorted(raw_documents(mongo_client, f"{targets[db]}.{coll}")) == sorted(
-            raw_documents(mongo_client, ns)
-        ), ns
+    assert_renamed_copies_equal(mongo_client, sample_archive.entry, targets)
 
 
 @pytest.mark.skipif(MONGODUMP is None, reason=NO_TOOLS.format("mongodump"))
@@ -194,10 +199,4 @@ def test_a_mongodump_archive_verifies_and_restores_with_ours(
         ns_to=tuple(f"{t}.*" for t in targets.values()),
     )
     assert restored["postRestoreCheck"]["ok"] is True
-    for ns, info in sample_archive.entry["namespaces"].items():
-        if info["type"] == "view":
-            continue
-        db, coll = ns.split(".", 1)
-        assert sorted(raw_documents(mongo_client, f"{targets[db]}.{coll}")) == sorted(
-            raw_documents(mongo_client, ns)
-        ), ns
+    assert_renamed_copies_equal(mongo_client, sample_archive.entry, targets)
