@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 import os
 
@@ -18,12 +17,11 @@ import pyrage
 import pytest
 
 from sidecar.archive import ArchiveReader, NamespaceEnd
-from sidecar.engine.compression import gzip_reader
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.backends import StoreError, open_archive
 from sidecar.store.catalog import iso_utc
 from sidecar.store.retention import Policy, keep_reasons
 from sidecar.store.s3 import S3Backend
+from sidecar.store.source import ArchiveReadError, BucketSource, source_for
 from tests import s3_fixture
 from tests.s3_fixture import SeaweedS3
 
@@ -53,7 +51,7 @@ def object_bytes(server: SeaweedS3, key: str) -> bytes:
 
 
 def counts_of(stream) -> dict[str, int]:
-    reader = ArchiveReader(gzip_reader(stream))
+    reader = ArchiveReader(stream)
     reader.read_prelude()
     return {str(e.namespace): e.documents for e in reader.events() if isinstance(e, NamespaceEnd)}
 
@@ -101,11 +99,11 @@ def test_streaming_encrypted_copy_is_read_back_from_the_bucket_after_the_local_f
     assert object_bytes(s3_env, PREFIX + name) == local  # one stream, two identical copies
     assert entry["remote"]["s3"]["sha256"] == entry["sha256"]
     (settings.backup_dir / name).unlink()
-    with open_archive(settings, name) as stream:
-        assert stream.location == "s3" and stream.encrypted
-        assert counts_of(stream) == manifest(entry)
-        stream.read()
-        assert stream.verified and stream.sha256 == entry["sha256"]
+    source = source_for(settings, settings.backup_dir / name, entry)
+    with source.open() as opened:
+        assert source.location == "s3" and opened.encrypted
+        assert counts_of(opened.data) == manifest(entry)
+        assert opened.finish().hexdigest() == entry["sha256"]
 
 
 def test_restore_source_falls_back_to_the_bucket_and_checks_its_sha256(s3_settings, s3_env):
@@ -113,23 +111,19 @@ def test_restore_source_falls_back_to_the_bucket_and_checks_its_sha256(s3_settin
     entry = BackupService(settings).run_backup()
     name = entry["fileName"]
     (settings.backup_dir / name).unlink()
-    with open_archive(settings, entry) as stream:
-        assert stream.location == "s3"
-        assert counts_of(stream) == manifest(entry)
+    with source_for(settings, settings.backup_dir / name, entry).open() as opened:
+        assert counts_of(opened.data) == manifest(entry)
     # a damaged object is caught by the recorded checksum, not trusted
     data = bytearray(object_bytes(s3_env, PREFIX + name))
     data[len(data) // 2] ^= 0xFF
     s3_env.client().put_object(Bucket=s3_env.bucket, Key=PREFIX + name, Body=bytes(data))
-    with open_archive(settings, entry, decrypt=False) as stream, pytest.raises(StoreError) as caught:
-        stream.read()
-    assert (
-        caught.value.kind == "mismatch" and "(s3://" in str(caught.value) and "damaged" in str(caught.value)
-    )
-    # no copy anywhere: the error says what was tried
+    service = BackupService(settings)
+    with pytest.raises(JobFailed, match=r"quick verification of .* failed: the compressed data is damaged"):
+        service.run_verify(file_name=name, level="quick")
+    # no copy anywhere: the error says where it looked
     s3_env.client().delete_object(Bucket=s3_env.bucket, Key=PREFIX + name)
-    with pytest.raises(StoreError) as caught:
-        open_archive(settings, entry)
-    assert f"no readable copy of {name}" in str(caught.value) and "s3:" in str(caught.value)
+    with pytest.raises(ArchiveReadError, match=rf"object {PREFIX}{name} is not in bucket"):
+        source_for(settings, settings.backup_dir / name, entry).open_stored()
 
 
 def test_tiered_retention_across_disk_and_bucket(s3_settings, s3_env, monkeypatch, capsys):
@@ -341,28 +335,31 @@ def test_without_a_bucket_nothing_changes(make_settings, sample_counts):
     entry = BackupService(settings).run_backup(job)
     assert entry["locations"] == ["local"] and "remote" not in entry
     assert "uploads" not in job.result
-    with open_archive(settings, entry) as stream:
-        assert stream.location == "local" and counts_of(io.BufferedReader(stream)) == manifest(entry)
+    source = source_for(settings, settings.backup_dir / entry["fileName"], entry)
+    with source.open() as opened:
+        assert source.location == "local" and counts_of(opened.data) == manifest(entry)
 
 
-def test_archive_source_stands_for_the_bucket_copy_when_the_local_file_is_gone(s3_settings, s3_env):
-    from sidecar.store.backends import RemoteArchive, archive_source, open_stored
-
+def test_the_source_is_the_bucket_copy_when_the_local_file_is_gone(s3_settings, s3_env):
     settings = s3_settings()
     entry = BackupService(settings).run_backup()
     path = settings.backup_dir / entry["fileName"]
-    assert archive_source(settings, path, entry) == path  # local file present: the file itself
+    assert source_for(settings, path, entry).location == "local"  # local file present: the file itself
     stored = path.read_bytes()
     path.unlink()
-    source = archive_source(settings, path, entry)
-    assert isinstance(source, RemoteArchive) and source.name == path.name and not os.path.exists(source)
+    source = source_for(settings, path, entry)
+    assert isinstance(source, BucketSource) and source.name == path.name and os.fspath(source) == str(path)
     assert s3_env.bucket in source.describe()
-    with open_stored(source) as raw:
-        head = raw.read(4)
-        raw.seek(0)  # sniffing the format and starting over works on a stream from the bucket
-        assert raw.read(4) == head and head[:2] == b"\x1f\x8b"
-        assert head + raw.read() == stored
-    assert archive_source(settings.replace(s3_bucket=""), path, entry) == path  # no bucket configured
+    with source.open_stored() as raw:
+        assert raw.read() == stored
+    with source.pinned():  # the first read is spooled; the second reads the spool, not the bucket
+        with source.open_stored() as raw:
+            assert raw.read() == stored
+        s3_env.client().delete_object(Bucket=s3_env.bucket, Key=PREFIX + path.name)
+        with source.open_stored() as raw:
+            assert raw.read() == stored
+    assert not list(settings.backup_dir.glob(".*.partial"))  # the spool is gone
+    assert source_for(settings.replace(s3_bucket=""), path, entry).location == "local"  # no bucket
 
 
 def test_verify_and_restore_read_the_bucket_when_the_local_file_is_gone(

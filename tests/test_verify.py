@@ -12,13 +12,12 @@ import pyrage
 import pytest
 
 from sidecar.cli import main as cli_main
-from sidecar.drill import drill_database_name
 from sidecar.embedded import EmbeddedServer
+from sidecar.integrity import DRILL_PREFIX, drill_database_name
 from sidecar.jobs import Job, JobLock
 from sidecar.sampledata import load_bulk_data
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import parse_iso
-from sidecar.verify import DRILL_PREFIX
 from tests.helpers import settings_for
 from tests.test_restore_support import sample_archive_fixture  # noqa: F401
 

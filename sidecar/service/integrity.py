@@ -29,9 +29,19 @@ from sidecar.engine.restore import (
 )
 from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import Renamer, RestoreOptions, RestorePlan, inspect_targets, plan_restore
+from sidecar.integrity import (
+    LEVELS,
+    ArchiveScan,
+    VerifyFailed,
+    VerifyReport,
+    compare_file,
+    compare_manifest,
+    scan_archive,
+    verify_archive,
+)
+from sidecar.integrity.scan import open_archive
 from sidecar.jobs import Job, utc_now
 from sidecar.service.base import JobFailed, connect, log
-from sidecar.store.backends import RemoteArchive, archive_source
 from sidecar.store.catalog import (
     SAFETY_TRIGGER,
     STATUS_COMPLETED,
@@ -41,17 +51,8 @@ from sidecar.store.catalog import (
     full_backups,
     iso_utc,
 )
-from sidecar.verify import (
-    LEVELS,
-    ArchiveScan,
-    VerifyFailed,
-    VerifyReport,
-    compare_file,
-    compare_manifest,
-    open_archive,
-    scan_archive,
-    verify_archive,
-)
+from sidecar.store.source import BucketSource as RemoteArchive
+from sidecar.store.source import source_for as archive_source
 
 
 class IntegrityJobs:

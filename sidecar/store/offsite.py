@@ -29,16 +29,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from sidecar.store.backends import LOCAL, S3, ObjectInfo, StoreError
 from sidecar.store.catalog import (
     STATUS_COMPLETED,
     Catalog,
     Entry,
-    archive_name_pattern,
     find_entry,
     iso_utc,
     parse_iso,
 )
+from sidecar.store.objects import LOCAL, S3, ObjectInfo, StoreError
 from sidecar.store.retention import Policy, Removal, locations, plan, upload_candidates
 
 if TYPE_CHECKING:
@@ -199,7 +198,7 @@ class Offsite:
         if not self.enabled:
             return []
         try:
-            aborted = self.s3.abort_stale_uploads(archive_name_pattern(self.settings.file_prefix))
+            aborted = self.s3.abort_stale_uploads()
         except StoreError as exc:
             log.warning("could not look for unfinished uploads: %s", exc)
             return []
@@ -351,8 +350,7 @@ class Offsite:
             or listing[name].size
             != ((e.get("remote") or {}).get(S3) or {}).get("sizeBytes", listing[name].size)
         )
-        ours = archive_name_pattern(self.settings.file_prefix)
-        stray = sorted(n for n in listing if n not in in_s3 and ours.fullmatch(n))
+        stray = sorted(n for n in listing if n not in in_s3)  # the listing holds our archives only
         if missing or stray:
             log.warning(
                 "catalog and %s disagree: missing %s, stray %s",
