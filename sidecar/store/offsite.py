@@ -370,11 +370,25 @@ class Offsite:
     # -- retention -------------------------------------------------------------------------------
 
     def plan(self, entries: list[Entry], now: dt.datetime) -> list[Removal]:
-        return plan(entries, now, policies(self.settings), self.settings.timezone)
+        """Tiered retention's removals, and the copies an interrupted deletion left behind."""
+        planned = plan(entries, now, policies(self.settings), self.settings.timezone)
+        seen = {(r.file_name, r.destination) for r in planned}
+        for entry in entries:
+            for d in entry.get("deleting") or []:
+                if (entry["fileName"], d) not in seen:
+                    why = "finishing a deletion that was interrupted"
+                    planned.append(
+                        Removal(entry["fileName"], entry.get("status", ""), entry["createdAt"], why, d)
+                    )
+        return planned
 
     def apply(self, removals: list[Removal]) -> list[Removal]:
-        """Remove the planned copies; update the catalog for those removed. A copy that cannot be
-        removed (store down) stays listed and is retried by the next prune."""
+        """Remove the planned copies: the catalog first (the copies marked as being deleted, no longer
+        listed as locations), the copies second, then the marks of those removed. A copy that cannot
+        be removed (store down) stays marked and is retried by the next prune."""
+        if not removals:
+            return []
+        self.catalog.update(lambda entries: _mark_deleting(entries, removals))
         done: list[Removal] = []
         s3_down = False
         for removal in removals:
@@ -392,41 +406,57 @@ class Offsite:
                 s3_down = s3_down or (isinstance(exc, StoreError) and exc.kind in _STOP_KINDS)
                 continue
             done.append(removal)
-        if not done:
-            return done
         gone = {(r.file_name, r.destination) for r in done}
-
-        def change(entries: list[Entry]) -> None:
-            kept = []
-            for entry in entries:
-                name = entry["fileName"]
-                if entry.get("status") != STATUS_COMPLETED:
-                    if (name, LOCAL) not in gone:
-                        kept.append(entry)
-                    continue
-                where = [d for d in locations(entry) if (name, d) not in gone]
-                if not where:
-                    continue
-                dropped = [d for d in locations(entry) if d not in where]
-                if dropped:
-                    remote = entry.get("remote") or {}
-                    for d in dropped:
-                        remote.pop(d, None)
-                    if remote:
-                        entry["remote"] = remote
-                    else:
-                        entry.pop("remote", None)
-                    entry["locations"] = where
-                kept.append(entry)
-            entries[:] = kept
-
-        self.catalog.update(change)
-        log.info(
-            "retention removed %d archive copies: %s",
-            len(done),
-            ", ".join(f"{r.file_name} ({r.destination})" for r in done),
-        )
+        self.catalog.update(lambda entries: _finish_deleting(entries, gone))
+        if done:
+            log.info(
+                "retention removed %d archive copies: %s",
+                len(done),
+                ", ".join(f"{r.file_name} ({r.destination})" for r in done),
+            )
         return done
+
+
+STATUS_DELETING = "deleting"  # every copy of the archive is being removed: not usable, never restored
+
+
+def _mark_deleting(entries: list[Entry], removals: list[Removal]) -> None:
+    """Before any copy goes: the catalog stops listing it, and says which copies are being deleted."""
+    going: dict[str, set[str]] = {}
+    for r in removals:
+        going.setdefault(r.file_name, set()).add(r.destination)
+    for entry in entries:
+        dropped = going.get(entry["fileName"])
+        if not dropped:
+            continue
+        entry["deleting"] = sorted(set(entry.get("deleting") or []) | dropped)
+        where = [d for d in locations(entry) if d not in dropped]
+        if not where or entry.get("status") != STATUS_COMPLETED:
+            entry["status"] = STATUS_DELETING
+            continue
+        entry["locations"] = where
+        remote = entry.get("remote") or {}
+        for d in dropped:
+            remote.pop(d, None)
+        if remote:
+            entry["remote"] = remote
+        else:
+            entry.pop("remote", None)
+
+
+def _finish_deleting(entries: list[Entry], gone: set[tuple[str, str]]) -> None:
+    """After the copies went: their marks go; an entry whose every copy is gone leaves the catalog."""
+    kept = []
+    for entry in entries:
+        pending = [d for d in entry.get("deleting") or [] if (entry["fileName"], d) not in gone]
+        if pending:
+            entry["deleting"] = pending
+        else:
+            entry.pop("deleting", None)
+            if entry.get("status") == STATUS_DELETING:
+                continue
+        kept.append(entry)
+    entries[:] = kept
 
 
 def _now() -> dt.datetime:
