@@ -13,10 +13,12 @@ import hashlib
 import json
 import os
 
+import pymongo
 import pyrage
 import pytest
 
 from sidecar.archive import ArchiveReader, NamespaceEnd
+from sidecar.integrity import verify_archive
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import iso_utc
 from sidecar.store.retention import Policy, keep_reasons
@@ -398,3 +400,62 @@ def test_verify_and_restore_read_the_bucket_when_the_local_file_is_gone(
     s3_env.client().delete_object(Bucket=s3_env.bucket, Key=PREFIX + entry["fileName"])
     with pytest.raises(JobFailed, match=f"object {PREFIX}{entry['fileName']} is not in bucket"):
         service.run_verify(file_name=entry["fileName"], level="quick")
+
+
+def damage_object(s3_env, key: str) -> None:
+    data = bytearray(object_bytes(s3_env, key))
+    data[len(data) // 2] ^= 0xFF
+    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=bytes(data))
+
+
+def test_a_drill_restores_the_bytes_its_scan_verified_when_the_bucket_copy_changes(
+    s3_settings, s3_env, mongo_uri
+):
+    """Verified before the first write: the bucket object changes after the scan, before the drill's
+    restore reads it again; the drill restores the spooled bytes that were verified."""
+    settings = s3_settings()
+    entry = BackupService(settings).run_backup()
+    path = settings.backup_dir / entry["fileName"]
+    path.unlink()
+
+    def drill_client():  # called between the scan and the drill's restore
+        damage_object(s3_env, PREFIX + entry["fileName"])
+        return pymongo.MongoClient(mongo_uri)
+
+    report = verify_archive(
+        source_for(settings, path, entry), entry, "drill", job_id="pin", drill_client=drill_client
+    )
+    assert report.ok, report.reason
+    assert report.records["drill"]["documents"] == report.records["full"]["documents"]
+    assert not list(settings.backup_dir.glob(".*.partial"))  # the spool is gone
+
+
+def test_a_restore_writes_the_bytes_it_verified_when_the_bucket_copy_changes(
+    s3_settings, s3_env, mongo_client, monkeypatch
+):
+    """The bucket object changes after the restore's verify pass, before its write pass."""
+    import sidecar.service.integrity as restore_job
+
+    settings = s3_settings()
+    service = BackupService(settings)
+    entry = service.run_backup()
+    (settings.backup_dir / entry["fileName"]).unlink()
+    real_connect = restore_job.connect
+
+    def connect_after_changing_the_object(*args, **kwargs):  # the restore connects after verifying
+        damage_object(s3_env, PREFIX + entry["fileName"])
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(restore_job, "connect", connect_after_changing_the_object)
+    target = "pin_restore_" + entry["sha256"][:8]
+    mongo_client.drop_database(target)
+    try:
+        restored = service.run_restore(
+            file_name=entry["fileName"], ns_from="maekcord.*", ns_to=f"{target}.*", safety_backup=False
+        )
+        assert restored["verified"]["sha256"] == entry["sha256"] and restored["postRestoreCheck"]["ok"]
+        for ns, count in manifest(entry).items():
+            if entry["namespaces"][ns]["type"] == "collection":
+                assert mongo_client[target][ns.split(".", 1)[1]].count_documents({}) == count, ns
+    finally:
+        mongo_client.drop_database(target)
