@@ -560,7 +560,7 @@ def verify_archive(
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     report = VerifyReport(level)
     progress = progress or Progress()
-    progress.begin("scan")
+    progress.begin("verify")
     parse = level != "quick"
     try:
         scan = scan_archive(

@@ -74,6 +74,7 @@ def verify_after(ctx: JobContext, job: Job, entry: Entry) -> bool:
     if level == "off" or ctx.draining or ctx.cancel.is_set():
         return False
     verify_job = ctx.new_job("verify", job.trigger, level=level, fileName=entry["fileName"])
+    verify_job.progress = job.progress  # one line on the terminal: the backup's, now in its verify phase
     job.result = {**(job.result or {}), "verifyJobId": verify_job.id}
     try:
         run_verify(ctx, verify_job, file_name=entry["fileName"], level=level)
