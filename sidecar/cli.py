@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     backup = sub.add_parser(
-        "backup", help="take one backup now, apply retention, then its integrity test (SIDECAR_VERIFY_AFTER_BACKUP)"
+        "backup",
+        help="take one backup now, apply retention, then its integrity test (SIDECAR_VERIFY_AFTER_BACKUP)",
     )
     backup.add_argument(
         "--once",
