@@ -234,19 +234,3 @@ def test_tampered_archive_fails_before_anything_trusts_it(encrypted_backup):
     with source_for(settings, path, entry).open() as opened, pytest.raises(EncryptionError):
         while opened.data.read(1 << 16):
             pass
-
-
-def test_encrypt_file_for_the_mongodump_engine_leaves_no_plaintext(tmp_path, identity, make_settings):
-    from sidecar.store.catalog import Catalog
-    from sidecar.store.offsite import Offsite
-
-    settings = make_settings(age_recipients=str(identity.to_public()))
-    offsite = Offsite(settings, Catalog(tmp_path))
-    partial = tmp_path / ".b.gz.age.partial"
-    target = offsite.tool_target(partial)
-    assert target != partial and target.name.endswith(".partial")  # recover() sweeps it after a crash
-    target.write_bytes(b"gzip bytes from mongodump")
-    offsite.encrypt_file(target, partial)
-    assert not target.exists()
-    with open(partial, "rb") as raw:
-        assert decrypt_reader(raw, [identity]).read() == b"gzip bytes from mongodump"

@@ -4,6 +4,7 @@ wrapper itself, tested with a fake ``mongorestore`` that records how it was call
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -85,7 +86,7 @@ def test_every_option_maps_onto_mongorestore():
         drop=True,
         dry_run=True,
     )
-    args = mongorestore_arguments(None, options, oplog_replay=True)
+    args = mongorestore_arguments(options, oplog_replay=True)
     assert args == [
         "--archive",  # the verified archive comes on stdin, uncompressed
         "--nsInclude=maekcord.patients",
@@ -104,15 +105,15 @@ def test_every_option_maps_onto_mongorestore():
 def test_the_password_is_only_in_a_0600_config_file(fake_mongorestore, tmp_path):
     tool, record = fake_mongorestore
     uri = "mongodb://backup:S3cr3t-pw@127.0.0.1:27017/?authSource=admin"
-    archive = tmp_path / "x.gz"
-    archive.write_bytes(b"")
-    result = run_mongorestore(tool, uri, archive, RestoreOptions(drop=True), oplog_replay=False)
+    result = run_mongorestore(
+        tool, uri, io.BytesIO(b"archive bytes"), RestoreOptions(drop=True), oplog_replay=False
+    )
     seen = json.loads(record.read_text())
     assert not any("S3cr3t" in arg for arg in seen["argv"])
     assert seen["mode"] == "0o600"
     assert "S3cr3t-pw" in seen["config"] and "uri:" in seen["config"]
     assert not Path(seen["config_path"]).exists()  # removed after the run
-    assert seen["argv"][1:] == [f"--archive={archive}", "--gzip", "--drop"]
+    assert seen["argv"][1:] == ["--archive", "--drop"]  # the archive comes on stdin
     assert (result.restored, result.failed) == (767, 0)
 
 
@@ -120,7 +121,7 @@ def test_a_failing_mongorestore_is_one_line(fake_mongorestore, tmp_path, monkeyp
     tool, _ = fake_mongorestore
     monkeypatch.setenv("FAKE_TOOL_EXIT", "1")
     with pytest.raises(RestoreError, match=r"^mongorestore failed: .*Failed: error connecting to db server"):
-        run_mongorestore(tool, "mongodb://h", tmp_path / "x.gz", RestoreOptions(), oplog_replay=False)
+        run_mongorestore(tool, "mongodb://h", io.BytesIO(b""), RestoreOptions(), oplog_replay=False)
 
 
 def test_the_service_verifies_then_runs_the_tool_with_the_same_options(
@@ -135,8 +136,7 @@ def test_the_service_verifies_then_runs_the_tool_with_the_same_options(
     assert dry["mongorestore"]["restored"] == 767
     argv = json.loads(record.read_text())["argv"]
     assert argv[1:] == [
-        f"--archive={path}",
-        "--gzip",
+        "--archive",
         "--nsInclude=maekcord.patients",
         "--nsFrom=maekcord.*",
         f"--nsTo={target}.*",

@@ -434,7 +434,7 @@ def test_a_restore_writes_the_bytes_it_verified_when_the_bucket_copy_changes(
     s3_settings, s3_env, mongo_client, monkeypatch
 ):
     """The bucket object changes after the restore's verify pass, before its write pass."""
-    import sidecar.service.integrity as restore_job
+    import sidecar.service.restore as restore_job
 
     settings = s3_settings()
     service = BackupService(settings)

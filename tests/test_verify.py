@@ -15,6 +15,7 @@ from sidecar.cli import main as cli_main
 from sidecar.embedded import EmbeddedServer
 from sidecar.integrity import DRILL_PREFIX, drill_database_name, verify_archive
 from sidecar.jobs import Job, JobLock
+from sidecar.progress import Progress
 from sidecar.sampledata import load_bulk_data
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import parse_iso
@@ -182,7 +183,7 @@ def test_a_drill_that_loses_its_server_midway_leaves_nothing_behind_or_says_what
     def stop_mid_restore() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and job.state != "failed" and job.state != "succeeded":
-            progress = dict(job.progress)
+            progress = job.progress.as_json()
             if progress.get("phase") == "drill-documents" and progress.get("documents", 0) > 1000:
                 own_server.stop()
                 stopped.set()
@@ -274,9 +275,11 @@ def test_a_drill_fails_when_the_restored_data_differs_from_the_archive(
     entry = sample_archive.entry
     scratch = drill_database_name("tamper", "maekcord")
 
-    def tamper(state: dict) -> None:
-        if state.get("phase") == "drill-done":  # restored, not yet compared
-            mongo_client[scratch].patients.update_one({}, {"$set": {"ward": "changed after the restore"}})
+    class Tamper(Progress):
+        def __setattr__(self, name, value):
+            super().__setattr__(name, value)
+            if name == "phase" and self.shown_phase == "drill-done":  # restored, not yet compared
+                mongo_client[scratch].patients.update_one({}, {"$set": {"ward": "changed after the restore"}})
 
     report = verify_archive(
         sample_archive.path,
@@ -284,7 +287,7 @@ def test_a_drill_fails_when_the_restored_data_differs_from_the_archive(
         "drill",
         job_id="tamper",
         drill_client=lambda: pymongo.MongoClient(mongo_uri),
-        progress=tamper,
+        progress=Tamper(),
     )
     assert report.records["full"]["ok"] is True
     drill = report.records["drill"]

@@ -29,8 +29,8 @@ from sidecar.api.errors import Handler, error_middleware
 from sidecar.api.validation import MAX_BODY_BYTES
 from sidecar.config import ConfigError, Settings, check_backup_dir
 from sidecar.logs import LogTail, Redactor
-from sidecar.scheduler import JobRunner, SidecarScheduler
-from sidecar.service import BackupService
+from sidecar.scheduler import SidecarScheduler
+from sidecar.service import BackupService, JobRunner
 
 log = logging.getLogger("sidecar.api")
 DOCS_PATH = "/api-docs"
@@ -57,7 +57,7 @@ class Sidecar:
         self.service = service or BackupService(settings)
         self.health = health or HealthMonitor(settings)
         self.metrics = metrics or SidecarMetrics(settings, self.service, self.health)
-        self.runner = JobRunner(self.service, settings)
+        self.runner = JobRunner(self.service)
         self.scheduler = SidecarScheduler(settings, self.runner, self.health, self.metrics)
         self.log_tail = log_tail or LogTail(Redactor.for_settings(settings))
         self.started_at = time.time()

@@ -76,9 +76,6 @@ def run_mongodump(
     cancel: threading.Event | None = None,
 ) -> DumpResult:
     """Run mongodump, writing its gzip archive into ``into``; what it dumped, read on the way."""
-    if isinstance(into, os.PathLike):  # the service's call until it writes through the archive sink
-        with open(into, "xb") as handle:
-            return run_mongodump(tool, uri, handle, options, oplog=oplog, timeout=timeout, cancel=cancel)
     cancel = cancel or threading.Event()
     summary = _Summary()
     try:

@@ -10,7 +10,6 @@ checks the document counts afterwards, exactly as for the native engine. A cance
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import subprocess
@@ -37,9 +36,9 @@ class MongorestoreResult:
         return {"restored": self.restored, "failed": self.failed, "log": self.stderr_tail}
 
 
-def mongorestore_arguments(archive: str | None, options: RestoreOptions, *, oplog_replay: bool) -> list[str]:
-    """After ``--config``: the archive (a gzip file, or None: the uncompressed archive on stdin)."""
-    args = [f"--archive={archive}", "--gzip"] if archive else ["--archive"]
+def mongorestore_arguments(options: RestoreOptions, *, oplog_replay: bool) -> list[str]:
+    """After ``--config``: the uncompressed archive on stdin, and the options."""
+    args = ["--archive"]
     args += [f"--nsInclude={p}" for p in options.ns_include]
     args += [f"--nsExclude={p}" for p in options.ns_exclude]
     for source, target in zip(options.ns_from, options.ns_to, strict=True):
@@ -56,21 +55,18 @@ def mongorestore_arguments(archive: str | None, options: RestoreOptions, *, oplo
 def run_mongorestore(
     tool: str,
     uri: str,
-    archive: BinaryIO | os.PathLike,
+    archive: BinaryIO,
     options: RestoreOptions,
     *,
     oplog_replay: bool,
     timeout: float | None = None,
     cancel: threading.Event | None = None,
 ) -> MongorestoreResult:
-    """Run mongorestore on ``archive``: the uncompressed archive stream (fed to its stdin), or a path
-    to a gzip archive file; RestoreError with its last line if it fails."""
-    path = os.fspath(archive) if isinstance(archive, os.PathLike) else None
-    args = mongorestore_arguments(path, options, oplog_replay=oplog_replay)
-    stdin = subprocess.DEVNULL if path else subprocess.PIPE
-    with tool_process(tool, uri, args, stdin=stdin, cancel=cancel, timeout=timeout) as run:
-        if path is None:
-            _feed(archive, run.proc.stdin)  # type: ignore[arg-type]
+    """Run mongorestore on ``archive``, the uncompressed archive stream fed to its stdin; RestoreError
+    with its last line if it fails."""
+    args = mongorestore_arguments(options, oplog_replay=oplog_replay)
+    with tool_process(tool, uri, args, stdin=subprocess.PIPE, cancel=cancel, timeout=timeout) as run:
+        _feed(archive, run.proc.stdin)  # type: ignore[arg-type]
         code = run.wait()
     if run.killed_for == "cancel":
         raise RestoreCancelled()

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pymongo
 
-from sidecar.engine.restore import NativeRestore, RestoreProgress
+from sidecar.engine.restore import NativeRestore
 from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import RestoreOptions, RestorePlan, plan_restore
 from sidecar.integrity.digest import server_content_hash
 from sidecar.integrity.failure import VerifyFailed, first_problem
 from sidecar.integrity.scan import ArchiveScan
+from sidecar.progress import Progress
 from sidecar.store.source import ArchiveReadError, ArchiveSource
 
 DRILL_PREFIX = "sidecar_drill_"
@@ -83,11 +84,11 @@ class Drill:
         scan: ArchiveScan,
         job_id: str,
         *,
-        progress: Callable[[dict[str, Any]], None] | None = None,
+        progress: Progress | None = None,
         cancel: threading.Event | None = None,
     ):
         self.client, self.source, self.scan, self.job_id = client, source, scan, job_id
-        self.progress = progress or (lambda p: None)
+        self.progress = progress or Progress()
         self.cancel = cancel
 
     def run(self) -> dict[str, Any]:
@@ -155,24 +156,16 @@ class Drill:
         return details
 
     def _restore(self, plan: RestorePlan) -> None:
-        def progress(state: RestoreProgress) -> None:
-            self.progress(
-                {
-                    "phase": f"drill-{state.phase}",
-                    "bytes": state.bytes,
-                    "documents": state.documents,
-                    "namespacesDone": state.namespaces_done,
-                    "namespacesTotal": state.namespaces_total,
-                }
-            )
-
+        self.progress.scope = "drill"
         try:
             with self.source.open() as opened:
                 result = NativeRestore(
-                    self.client, plan, RestoreOptions(oplog_replay=False), progress, self.cancel
+                    self.client, plan, RestoreOptions(oplog_replay=False), self.progress, self.cancel
                 ).run(opened.data)
         except ArchiveReadError as exc:
             raise VerifyFailed(f"cannot read the archive again for the drill: {exc}", check="drill") from None
+        finally:
+            self.progress.scope = ""
         if result.error_count:
             first = result.errors[0] if result.errors else {}
             raise VerifyFailed(

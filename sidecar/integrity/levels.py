@@ -25,7 +25,8 @@ import pymongo
 from sidecar.integrity.checks import compare_file, compare_manifest, record
 from sidecar.integrity.drill import Drill
 from sidecar.integrity.failure import LEVELS, VerifyFailed, first_problem
-from sidecar.integrity.scan import ArchiveScan, ScanProgress, as_source, read_failed, scan_archive
+from sidecar.integrity.scan import ArchiveScan, as_source, read_failed, scan_archive
+from sidecar.progress import Progress
 from sidecar.store.source import ArchiveReadError, ArchiveSource, Identities
 
 
@@ -55,7 +56,7 @@ def verify_archive(
     *,
     job_id: str = "adhoc",
     drill_client: Callable[[], pymongo.MongoClient] | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
     cancel: threading.Event | None = None,
     identities: Identities | None = None,
 ) -> VerifyReport:
@@ -64,7 +65,8 @@ def verify_archive(
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     source = as_source(archive, identities)
     report = VerifyReport(level)
-    emit = progress or (lambda p: None)
+    emit = progress or Progress()
+    emit.begin("verify")
     try:
         if level != "drill":
             return _scan_levels(source, entry, report, emit, cancel)
@@ -80,20 +82,9 @@ def _scan_levels(
     source: ArchiveSource,
     entry: Mapping[str, Any] | None,
     report: VerifyReport,
-    emit: Callable[[dict[str, Any]], None],
+    emit: Progress,
     cancel: threading.Event | None,
 ) -> VerifyReport:
-    def scan_progress(state: ScanProgress) -> None:
-        emit(
-            {
-                "phase": "scan",
-                "bytes": state.bytes,
-                "documents": state.documents,
-                "namespacesDone": state.namespaces_done,
-                "namespacesTotal": state.namespaces_total,
-            }
-        )
-
     level = report.level
     parse = level != "quick"
     try:
@@ -102,7 +93,7 @@ def _scan_levels(
             parse=parse,
             hash_contents=level == "drill",
             manifest=(entry or {}).get("namespaces"),
-            progress=scan_progress,
+            progress=emit,
             cancel=cancel,
         )
     except VerifyFailed as exc:  # the file cannot be read through: no level can pass
@@ -159,7 +150,7 @@ def _drill(
     scan: ArchiveScan | None,
     job_id: str,
     drill_client: Callable[[], pymongo.MongoClient] | None,
-    emit: Callable[[dict[str, Any]], None],
+    emit: Progress,
     cancel: threading.Event | None,
 ) -> dict[str, Any]:
     assert scan is not None

@@ -25,6 +25,7 @@ from sidecar.archive.crc64 import crc64_update, to_signed
 from sidecar.archive.reader import ArchiveStreamError, Prelude
 from sidecar.integrity.digest import combine, content_hash
 from sidecar.integrity.failure import VerifyFailed
+from sidecar.progress import Progress
 from sidecar.store.source import ArchiveReadError, ArchiveSource, ArchiveStream, Identities, read_failure
 
 # Full decode without false alarms: invalid UTF-8 (old drivers) and dates outside datetime's range
@@ -56,14 +57,6 @@ class NamespaceFacts:
 
     def as_json(self) -> dict[str, Any]:
         return {"documents": self.documents, "bytes": self.bytes, "crc": self.crc, "type": self.type}
-
-
-@dataclass
-class ScanProgress:
-    bytes: int = 0
-    documents: int = 0
-    namespaces_done: int = 0
-    namespaces_total: int = 0
 
 
 @dataclass
@@ -200,9 +193,8 @@ class _Pass:
     hash_contents: bool
     manifest: Mapping[str, Any] | None
     on_chunk: Callable[[DocumentChunk], None] | None
-    report: Callable[[ScanProgress], None]
+    state: Progress
     cancel: threading.Event
-    state: ScanProgress = field(default_factory=ScanProgress)
 
     def cancelled(self) -> None:
         if self.cancel.is_set():
@@ -221,7 +213,6 @@ class _Pass:
             self.cancelled()
             scan.uncompressed_bytes += len(block)
             self.state.bytes = scan.uncompressed_bytes
-            self.report(self.state)
 
     def parse(self, stream: BinaryIO) -> None:
         reader = ArchiveReader(stream, check_crc=False)  # CRCs are checked here, against the catalog too
@@ -236,7 +227,6 @@ class _Pass:
                     batch.flush()  # a damaged document is named before its namespace's CRC
                     self._end(facts[str(event.namespace)], str(event.namespace), event)
                 self.state.bytes = reader.offset
-                self.report(self.state)
             batch.flush()
         except ArchiveFormatError as exc:
             batch.flush()  # a damaged document before the broken spot is the first problem
@@ -260,7 +250,6 @@ class _Pass:
             else:
                 scan.namespaces[ns] = facts[ns]
         self.state.namespaces_total = len(facts)
-        self.report(self.state)
         return facts
 
     def _chunk(self, f: NamespaceFacts, chunk: DocumentChunk, batch: _DecodeBatch) -> None:
@@ -290,7 +279,7 @@ def scan_archive(
     hash_contents: bool = False,
     manifest: Mapping[str, Any] | None = None,
     on_chunk: Callable[[DocumentChunk], None] | None = None,
-    progress: Callable[[ScanProgress], None] | None = None,
+    progress: Progress | None = None,
     cancel: threading.Event | None = None,
     identities: Identities | None = None,
 ) -> ArchiveScan:

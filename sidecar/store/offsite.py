@@ -1,9 +1,9 @@
 """Off-site copies and encryption, as the backup service uses them; the catalog stays the record.
 
-- ``sink()``: what the dump's gzip stream writes into: age encryption when SIDECAR_AGE_RECIPIENTS is
-  set, and in ``streaming`` upload mode a tee that also feeds an S3 multipart upload as bytes are
-  produced. A failing upload never fails the local backup: the tee drops it and the archive is
-  uploaded from the local file later.
+- ``sink()``: the ArchiveSink (store/sink.py) a new archive is written through: age encryption when
+  SIDECAR_AGE_RECIPIENTS is set, and in ``streaming`` upload mode a tee that also feeds an S3
+  multipart upload as bytes are produced. A failing upload never fails the local backup: the tee
+  drops it and the archive is uploaded from the local file later.
 - ``copy()``: after a completed backup, finish its upload (streaming) or upload the file (after-write),
   then retry earlier archives that the bucket's retention wants but lacks; an archive gets the ``s3``
   location only after the object's size and sha256 check out. Also reconciles the catalog with a
@@ -21,13 +21,11 @@ Job result (``job.result["uploads"]["s3"]``): {ok, bytes, at (epoch s), files, r
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from sidecar.store.catalog import (
     STATUS_COMPLETED,
@@ -39,6 +37,7 @@ from sidecar.store.catalog import (
 )
 from sidecar.store.objects import LOCAL, S3, ObjectInfo, StoreError
 from sidecar.store.retention import Policy, Removal, locations, plan, upload_candidates
+from sidecar.store.sink import ArchiveSink
 
 if TYPE_CHECKING:
     from sidecar.config import Settings
@@ -75,33 +74,11 @@ def policies(settings: Settings) -> dict[str, Policy]:
     return found
 
 
-class _Tee:
-    """Writes go to the local file; a copy goes to the upload until the upload fails (then dropped)."""
-
-    def __init__(self, local: BinaryIO, upload: S3Upload):
-        self.local, self.upload = local, upload
-        self.error: StoreError | None = None
-
-    def write(self, data: Any) -> int:
-        written = self.local.write(data)
-        if self.error is None:
-            try:
-                self.upload.write(data)
-            except StoreError as exc:
-                self.error = exc
-                log.warning("streaming upload dropped, the archive is uploaded after it is written: %s", exc)
-                self.upload.abort()
-        return written
-
-    def flush(self) -> None:
-        self.local.flush()
-
-
 class Offsite:
     def __init__(self, settings: Settings, catalog: Catalog):
         self.settings, self.catalog = settings, catalog
         self._s3: S3Backend | None = None
-        self._streaming: dict[str, _Tee] = {}
+        self._streaming: dict[str, S3Upload] = {}  # streaming uploads waiting for copy()
 
     @property
     def enabled(self) -> bool:
@@ -126,68 +103,35 @@ class Offsite:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def _recipients(self) -> list[Any]:
-        from sidecar.engine.encryption import parse_recipients
-
-        return parse_recipients(",".join(self.settings.age_recipients))
-
-    @contextlib.contextmanager
-    def sink(self, stored: BinaryIO, name: str) -> Iterator[BinaryIO]:
-        """Yield the stream the gzip writer writes into; on success the age stream is finished and a
-        streaming upload waits for ``copy()``; on an exception everything is aborted."""
-        tee: _Tee | None = None
-        if self.enabled and self.settings.s3_upload_mode == "streaming":
-            try:
-                tee = _Tee(stored, self.s3.writer(name))
-            except StoreError as exc:
-                log.warning("streaming upload of %s not started: %s", name, exc)
-        target: Any = tee or stored
-        encrypt = None
+    def sink(self, final: Path) -> ArchiveSink:
+        """The sink a new archive is written through: age-encrypted when SIDECAR_AGE_RECIPIENTS is
+        set, and in ``streaming`` upload mode teed into a multipart upload that waits for ``copy()``
+        (a failing upload never fails the local backup: the tee drops it, ``copy()`` uploads the file)."""
+        settings = self.settings
+        recipients = None
         if self.encrypting:
-            from sidecar.engine.encryption import AgeWriter
+            from sidecar.engine.encryption import parse_recipients
 
-            encrypt = AgeWriter(target, self._recipients())
-        try:
-            yield encrypt or target
-            if encrypt is not None:
-                encrypt.close()
-        except BaseException:
-            if encrypt is not None:
-                encrypt.abort()
-            if tee is not None:
-                tee.upload.abort()
-            raise
-        if tee is not None:
-            self._streaming[name] = tee
+            recipients = parse_recipients(",".join(settings.age_recipients))
+        tee = None
+        if self.enabled and settings.s3_upload_mode == "streaming":
+            try:
+                tee = self._streaming[final.name] = self.s3.writer(final.name)
+            except StoreError as exc:
+                log.warning("streaming upload of %s not started: %s", final.name, exc)
+        return ArchiveSink(
+            final,
+            recipients=recipients,
+            compression=settings.compression,
+            level=settings.compression_level,
+            tee=tee,
+        )
 
     def discard(self, name: str) -> None:
         """The backup of ``name`` failed after its dump: drop a waiting streaming upload."""
-        tee = self._streaming.pop(name, None)
-        if tee is not None:
-            tee.upload.abort()
-
-    def tool_target(self, partial: Path) -> Path:
-        """Where an external dump tool writes: the partial itself, or a plaintext temporary when
-        encrypting (``encrypt_file`` turns it into the partial)."""
-        if not self.encrypting:
-            return partial
-        return partial.with_name(partial.name.removesuffix(".partial") + ".plain.partial")
-
-    def encrypt_file(self, plain: Path, partial: Path) -> None:
-        from sidecar.engine.encryption import AgeWriter
-
-        try:
-            with open(plain, "rb") as source, open(partial, "xb") as out:
-                writer = AgeWriter(out, self._recipients())
-                try:
-                    while block := source.read(1 << 20):
-                        writer.write(block)
-                except BaseException:
-                    writer.abort()
-                    raise
-                writer.close()
-        finally:
-            plain.unlink(missing_ok=True)
+        upload = self._streaming.pop(name, None)
+        if upload is not None:
+            upload.abort()
 
     # -- recovery --------------------------------------------------------------------------------
 
@@ -281,9 +225,9 @@ class Offsite:
 
     def _upload_one(self, entry: Entry) -> ObjectInfo:
         name = entry["fileName"]
-        tee = self._streaming.pop(name, None)
-        if tee is not None and tee.error is None:
-            return tee.upload.commit(
+        upload = self._streaming.pop(name, None)
+        if upload is not None and upload.error is None:
+            return upload.commit(
                 expected_size=entry.get("sizeBytes"), expected_sha256=entry.get("sha256")
             )
         path = self.settings.backup_dir / name
