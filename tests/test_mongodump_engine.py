@@ -7,11 +7,17 @@ test_interop_tools.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import stat
 import sys
 import textwrap
+import threading
+import time
 
+import pyrage
 import pytest
 
 from sidecar.service import BackupService, JobFailed
@@ -93,3 +99,87 @@ def test_missing_mongodump_binary_is_named(make_settings, sample_counts):
         JobFailed, match="SIDECAR_ENGINE=mongodump but '/nonexistent/mongodump' is not on PATH"
     ):
         BackupService(settings).run_backup()
+
+
+SLOW = textwrap.dedent("""\
+    #!{python}
+    # A mongodump that hangs (a huge collection, a stalled server): it never finishes by itself.
+    import os, sys, time
+    with open(os.environ["FAKE_RECORD"], "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(120)
+""")
+
+
+def test_a_cancel_kills_a_running_mongodump_at_once(make_settings, tmp_path, monkeypatch, sample_counts):
+    tool = tmp_path / "bin" / "mongodump"
+    tool.parent.mkdir()
+    tool.write_text(SLOW.format(python=sys.executable))
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    record = tmp_path / "pid"
+    monkeypatch.setenv("FAKE_RECORD", str(record))
+    service = BackupService(make_settings(engine="mongodump", mongodump_path=str(tool), database="maekcord"))
+    outcome: list[BaseException] = []
+    worker = threading.Thread(target=lambda: _catch(outcome, service.run_backup), daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not record.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pid = int(record.read_text())
+    cancelled_at = time.monotonic()
+    service.cancel.set()  # what a shutdown does
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "the backup waited for mongodump instead of killing it"
+    assert time.monotonic() - cancelled_at < 5
+    assert isinstance(outcome[0], JobFailed)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    entry = service.list_backups()[-1]
+    assert entry["status"] == "failed" and not (service.settings.backup_dir / entry["fileName"]).exists()
+    assert not list(service.settings.backup_dir.glob(".*partial"))
+
+
+def _catch(outcome: list[BaseException], call) -> None:
+    try:
+        call()
+    except BaseException as exc:
+        outcome.append(exc)
+
+
+@pytest.mark.skipif(shutil.which("mongodump") is None, reason="the stock mongodump is not on PATH")
+def test_an_encrypted_mongodump_backup_never_puts_plaintext_on_disk(make_settings, sample_counts, tmp_path):
+    identity = pyrage.x25519.Identity.generate()
+    key = tmp_path / "key.txt"
+    key.write_text(f"{identity}\n")
+    settings = make_settings(
+        engine="mongodump",
+        database="maekcord",
+        age_recipients=str(identity.to_public()),
+        age_identity_file=str(key),
+    )
+    settings.backup_dir.mkdir(parents=True, exist_ok=True)
+    seen: dict[str, bytes] = {}
+    done = threading.Event()
+
+    def watch() -> None:  # every file that appears in the backup directory, and how it starts
+        while not done.is_set():
+            for path in settings.backup_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    head = path.read_bytes()[:22] if path.suffix != ".json" else b""
+                    if len(head) > len(seen.get(path.name, b"")):
+                        seen[path.name] = head
+            time.sleep(0.001)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        service = BackupService(settings)
+        entry = service.run_backup()
+    finally:
+        done.set()
+        watcher.join()
+    assert entry["status"] == STATUS_COMPLETED and entry["fileName"].endswith(".gz.age")
+    archives = {name: head for name, head in seen.items() if ".gz" in name}
+    assert archives and not [n for n in archives if "plain" in n], sorted(archives)
+    assert all(head.startswith(b"age-encryption.org/v1") for head in archives.values() if head), archives
+    assert service.run_verify(file_name=entry["fileName"], level="full")["ok"]
