@@ -4,11 +4,13 @@ and a pinned source that serves the bytes of its first read to every later one."
 from __future__ import annotations
 
 import datetime as dt
+import errno
+import os
 import pathlib
 
 import pytest
 
-from sidecar.service import BackupService
+from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import iso_utc
 
 
@@ -53,3 +55,30 @@ def test_a_crash_during_pruning_leaves_no_completed_entry_without_its_file(make_
     BackupService(settings).run_prune()
     assert [e["status"] for e in service.list_backups()] == ["completed"]
     assert sorted(p.name for p in settings.backup_dir.glob("*.gz")) == [service.list_backups()[0]["fileName"]]
+
+
+def test_a_failed_rename_leaves_no_completed_entry_without_its_file(
+    make_settings, sample_counts, monkeypatch
+):
+    settings = make_settings(database="maekcord")
+    service = BackupService(settings)
+    real_replace = os.replace
+    completed_at_rename: list[list[str]] = []
+
+    def failing_rename(src, dst):
+        if str(dst).endswith(".gz"):  # the archive's rename (the catalog's goes to backup-info.json)
+            completed_at_rename.append(
+                [e["fileName"] for e in service.list_backups() if e["status"] == "completed"]
+            )
+            raise OSError(errno.EIO, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_rename)
+    with pytest.raises(JobFailed, match=r"cannot write .*Input/output error"):
+        service.run_backup()
+    monkeypatch.undo()
+    assert completed_at_rename == [[]]  # when the archive was renamed, no entry said completed
+    entry = service.list_backups()[-1]
+    assert entry["status"] == "failed" and entry["failedStage"] == "write"
+    assert list(settings.backup_dir.glob("*.gz*")) == [] and list(settings.backup_dir.glob(".*partial")) == []
+    assert completed_without_file(service) == []
