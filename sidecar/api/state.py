@@ -1,0 +1,67 @@
+"""The long-running ``Sidecar`` (service, health, metrics, jobs, scheduler, log tail) and the app key
+under which the routes find it. Its own module so that ``app.py`` and ``routes.py`` both import it and
+not each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from sidecar.config import Settings, check_backup_dir
+from sidecar.logs import LogTail, Redactor
+from sidecar.scheduler import JobRunner, SidecarScheduler
+from sidecar.service import BackupService
+
+
+class Sidecar:
+    """Everything a running sidecar holds: service, health cache, metrics, job runner, scheduler, logs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        log_tail: LogTail | None = None,
+        service: BackupService | None = None,
+        health: Any = None,
+        metrics: Any = None,
+    ):
+        from sidecar.health import HealthMonitor
+        from sidecar.metrics import SidecarMetrics
+
+        self.settings = settings
+        self.service = service or BackupService(settings)
+        self.health = health or HealthMonitor(settings)
+        self.metrics = metrics or SidecarMetrics(settings, self.service, self.health)
+        self.runner = JobRunner(self.service, settings)
+        self.scheduler = SidecarScheduler(settings, self.runner, self.health, self.metrics)
+        self.log_tail = log_tail or LogTail(Redactor.for_settings(settings))
+        self.started_at = time.time()
+        self.stopping = False
+        self._stopped = False
+
+    def _prepare(self) -> None:
+        check_backup_dir(self.settings)
+        self.metrics.refresh_catalog()
+        self.health.probe()
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._prepare)
+        self.scheduler.start()
+
+    async def stop(self, grace: float | None = None) -> bool:
+        """Drain jobs (see the module doc); True when nothing had to be cancelled."""
+        if self._stopped:
+            return True
+        self.stopping = True
+        self.scheduler.shutdown()
+        clean = await self.runner.drain(self.settings.shutdown_grace_seconds if grace is None else grace)
+        await asyncio.to_thread(self.health.close)
+        self._stopped = True
+        return clean
+
+
+SIDECAR_KEY = web.AppKey("sidecar", Sidecar)
