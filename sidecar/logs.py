@@ -4,7 +4,8 @@ Files are ``combined-YYYY-MM-DD.log`` (every record) and ``error-YYYY-MM-DD.log`
 under ``SIDECAR_LOG_DIR``, dated in ``SIDECAR_TIMEZONE``, removed after ``SIDECAR_LOG_RETENTION_DAYS``
 (7 by default), so ``tail -f logs/combined-*.log`` and ``grep -i backup logs/combined-*.log`` work as
 the runbook says. Every line carries the job id when it was logged on behalf of a job. Tokens and the
-MongoDB password are replaced by ``***`` before a record reaches any handler's output.
+MongoDB passwords (of the backed-up server and of the drill server) are replaced by ``***`` before a
+record reaches any handler's output.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ class Redactor:
     @classmethod
     def for_settings(cls, settings: Settings) -> Redactor:
         secrets = [settings.admin_token, settings.read_token]
-        password = urlsplit(settings.mongodb_uri).password if "@" in settings.mongodb_uri else None
-        if password:
-            secrets += [password, unquote(password)]
+        for uri in (settings.mongodb_uri, settings.drill_mongodb_uri):
+            password = urlsplit(uri).password if "@" in uri else None
+            if password:
+                secrets += [password, unquote(password)]
         return cls(s for s in secrets if len(s) >= 4)
 
     def __call__(self, text: str) -> str:

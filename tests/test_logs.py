@@ -148,6 +148,15 @@ def test_secrets_are_redacted_everywhere(logged: tuple[io.StringIO, LogTail], se
         assert "mongodb://backup:***@db.example:27017/admin" in text
 
 
+def test_the_drill_servers_password_is_redacted(settings: Settings) -> None:
+    """D8: the drill server's credentials show up in its connection errors like the main server's."""
+    drill = settings.replace(drill_mongodb_uri="mongodb://drill:dr1ll%2Fpass@scratch:27017/admin")
+    redact = Redactor.for_settings(drill)
+    assert redact("auth failed for drill with dr1ll%2Fpass") == "auth failed for drill with ***"
+    assert redact("decoded: dr1ll/pass") == "decoded: ***"
+    assert redact("main: pa55word") == "main: ***"
+
+
 def test_redactor_alone() -> None:
     redact = Redactor(["supersecretvalue"])
     assert redact("a supersecretvalue b") == "a *** b"
