@@ -15,6 +15,8 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import logging.handlers
+import queue
 import re
 import sys
 import threading
@@ -158,6 +160,39 @@ class DailyFileHandler(logging.Handler):
         super().close()
 
 
+class FileQueue(logging.handlers.QueueHandler):
+    """Formats on the caller's thread (the event loop, often) and hands the line to a thread that owns
+    the file handlers, so opening, writing, flushing and the midnight cleanup never block the loop.
+    ``flush`` waits until every line queued so far is written; ``close`` drains, then closes the files.
+    """
+
+    def __init__(self, handlers: Iterable[logging.Handler], redact: Redactor) -> None:
+        super().__init__(queue.Queue())
+        self.setFormatter(JsonFormatter(redact))
+        self.listener: logging.handlers.QueueListener | None = logging.handlers.QueueListener(
+            self.queue, *handlers, respect_handler_level=True
+        )
+        self.listener.start()
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """The finished JSON line with the level and time the file handlers choose by; nothing else."""
+        line = self.format(record)
+        return logging.makeLogRecord({"msg": line, "levelno": record.levelno, "created": record.created})
+
+    def flush(self) -> None:
+        if self.listener is not None:
+            self.queue.join()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.stop()
+            for handler in listener.handlers:
+                handler.close()
+        super().close()
+
+
 class LogTail(logging.Handler):
     """The newest records in memory, for ``GET /api/v1/monitoring/logs``."""
 
@@ -236,10 +271,11 @@ def setup_logging(
         handlers.append(to_console)
     if files:
         common = {"retention_days": settings.log_retention_days, "timezone": settings.timezone}
-        for name, level in (("combined", logging.DEBUG), ("error", logging.ERROR)):
-            handler = DailyFileHandler(settings.log_dir, name, level=level, **common)
-            handler.setFormatter(JsonFormatter(redact))
-            handlers.append(handler)
+        daily = [
+            DailyFileHandler(settings.log_dir, name, level=level, **common)
+            for name, level in (("combined", logging.DEBUG), ("error", logging.ERROR))
+        ]
+        handlers.append(FileQueue(daily, redact))
     for handler in handlers:
         handler.addFilter(context)
         root.addHandler(handler)
@@ -252,6 +288,8 @@ def setup_logging(
 
 
 def teardown_logging() -> None:
+    """Remove our handlers, writing out every queued line first (``logging.shutdown`` does the same at
+    exit, so a one-shot command that never calls this loses nothing either)."""
     root = logging.getLogger()
     for handler in _installed:
         root.removeHandler(handler)

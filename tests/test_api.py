@@ -459,6 +459,8 @@ async def test_tokens_and_passwords_never_reach_the_logs(client: TestClient, sid
     )
     await client.get("/api/backup/status", headers=auth(WRONG))
     body = await (await client.get("/api/v1/monitoring/logs?limit=5000", headers=auth(READ))).text()
+    for handler in logging.getLogger().handlers:
+        handler.flush()  # the files are written by their own thread
     files = "".join(p.read_text() for p in sidecar_app.settings.log_dir.glob("*.log"))
     for text in (body, files, sidecar_app.stdout.getvalue()):  # type: ignore[attr-defined]
         assert "leak attempt" in text
