@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from aiohttp import web
 
 from sidecar.config import Settings, check_backup_dir
+from sidecar.health import HealthMonitor
 from sidecar.logs import LogTail, Redactor
+from sidecar.metrics import SidecarMetrics
 from sidecar.scheduler import JobRunner, SidecarScheduler
 from sidecar.service import BackupService
 
@@ -20,22 +21,11 @@ from sidecar.service import BackupService
 class Sidecar:
     """Everything a running sidecar holds: service, health cache, metrics, job runner, scheduler, logs."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        log_tail: LogTail | None = None,
-        service: BackupService | None = None,
-        health: Any = None,
-        metrics: Any = None,
-    ):
-        from sidecar.health import HealthMonitor
-        from sidecar.metrics import SidecarMetrics
-
+    def __init__(self, settings: Settings, *, log_tail: LogTail | None = None):
         self.settings = settings
-        self.service = service or BackupService(settings)
-        self.health = health or HealthMonitor(settings)
-        self.metrics = metrics or SidecarMetrics(settings, self.service, self.health)
+        self.service = BackupService(settings)
+        self.health = HealthMonitor(settings)
+        self.metrics = SidecarMetrics(settings, self.service, self.health)
         self.runner = JobRunner(self.service, settings)
         self.scheduler = SidecarScheduler(settings, self.runner, self.health, self.metrics)
         self.log_tail = log_tail or LogTail(Redactor.for_settings(settings))
