@@ -3,9 +3,10 @@
 Files are ``combined-YYYY-MM-DD.log`` (every record) and ``error-YYYY-MM-DD.log`` (ERROR and above)
 under ``SIDECAR_LOG_DIR``, dated in ``SIDECAR_TIMEZONE``, removed after ``SIDECAR_LOG_RETENTION_DAYS``
 (7 by default), so ``tail -f logs/combined-*.log`` and ``grep -i backup logs/combined-*.log`` work as
-the runbook says. Every line carries the job id when it was logged on behalf of a job. Tokens and the
-MongoDB passwords (of the backed-up server and of the drill server) are replaced by ``***`` before a
-record reaches any handler's output.
+the runbook says. A thread of their own writes them (``FileQueue``), never the event loop; records
+still queued at exit are written by ``teardown_logging`` or ``logging.shutdown``. Every line carries
+the job id when it was logged on behalf of a job. Tokens and the MongoDB passwords (of the backed-up
+server and of the drill server) are replaced by ``***`` before a record reaches any handler's output.
 """
 
 from __future__ import annotations
