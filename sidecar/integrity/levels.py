@@ -27,7 +27,7 @@ from sidecar.integrity.drill import Drill
 from sidecar.integrity.failure import LEVELS, VerifyFailed, first_problem
 from sidecar.integrity.scan import ArchiveScan, as_source, read_failed, scan_archive
 from sidecar.progress import Progress
-from sidecar.store.source import ArchiveReadError, ArchiveSource, Identities
+from sidecar.store.source import ArchiveReadError, ArchiveSource
 
 
 @dataclass
@@ -58,12 +58,11 @@ def verify_archive(
     drill_client: Callable[[], pymongo.MongoClient] | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
-    identities: Identities | None = None,
 ) -> VerifyReport:
     """Run ``level`` (and the levels under it) on ``archive``; ``entry`` is its catalog entry or None."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
-    source = as_source(archive, identities)
+    source = as_source(archive)
     report = VerifyReport(level)
     emit = progress or Progress()
     emit.begin("verify")

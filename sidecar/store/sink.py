@@ -72,7 +72,7 @@ class ArchiveSink:
         self._stored = _Stored(self._file, tee)
         self._age = AgeWriter(self._stored, recipients) if recipients else None  # type: ignore[arg-type]
         self._gzip: BinaryIO | None = None
-        self.committed = False
+        self.finished = False
 
     @property
     def gzipped(self) -> BinaryIO:
@@ -95,7 +95,7 @@ class ArchiveSink:
         return self
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        if exc is not None or not self.committed:
+        if exc is not None or not self.finished:
             self.abort()
 
     def commit(self) -> Digest:
@@ -109,14 +109,14 @@ class ArchiveSink:
         self._file.close()
         os.replace(self.partial, self.final)
         fsync_dir(self.final.parent)
-        self.committed = True
+        self.finished = True
         return self._stored.digest
 
     def abort(self) -> None:
         """Stop every layer without finishing it; the partial file and the tee's upload go."""
-        if self.committed:
+        if self.finished:
             return
-        self.committed = True  # nothing more to do either way
+        self.finished = True  # nothing more to do either way
         if self._age is not None:
             self._age.abort()
         with contextlib.suppress(OSError):
