@@ -288,15 +288,8 @@ def scan_archive(
     t0 = time.monotonic()
     source = as_source(archive)
     scan = ArchiveScan(source.path, parsed=parse)
-    work = _Pass(
-        scan,
-        decode,
-        hash_contents,
-        manifest,
-        on_chunk,
-        progress or (lambda p: None),
-        cancel or threading.Event(),
-    )
+    state, cancel = progress or Progress(), cancel or threading.Event()
+    work = _Pass(scan, decode, hash_contents, manifest, on_chunk, state, cancel)
     try:
         with source.open() as opened:
             scan.compressed = opened.compressed

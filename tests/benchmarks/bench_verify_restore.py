@@ -128,7 +128,7 @@ def main() -> int:
             print(
                 f"loaded {args.size_mb} MB of bench data in {time.perf_counter() - t0:.1f}s", file=sys.stderr
             )
-        entry = BackupService(_settings(uri, work)).run_backup(prune=False)
+        entry = BackupService(_settings(uri, work)).run_backup(prune_after=False)
         archive = str(work / "backups" / entry["fileName"])
         print(f"backup {entry['fileName']}: {entry['fileSize']}", file=sys.stderr)
         runs = range(args.runs)
