@@ -101,7 +101,8 @@ class _Summary:
     """Our reader over mongodump's output, in a thread fed through a pipe as the bytes pass."""
 
     def __init__(self) -> None:
-        read, self._write = os.pipe()
+        read, write = os.pipe()
+        self._pipe = open(write, "wb")  # noqa: SIM115 - closed by close()
         self._result: DumpResult | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(read,), name="mongodump-summary", daemon=True)
@@ -119,24 +120,17 @@ class _Summary:
     def feed(self, block: bytes) -> None:
         if self._error is None:
             with contextlib.suppress(BrokenPipeError):  # the reader stopped: result() reports why
-                _write_all(self._write, block)
+                self._pipe.write(block)
 
     def close(self) -> None:
-        if self._write >= 0:
-            os.close(self._write)
-            self._write = -1
+        with contextlib.suppress(BrokenPipeError):
+            self._pipe.close()
         self._thread.join()
 
     def result(self) -> DumpResult:
         if self._error is not None or self._result is None:
             raise DumpError(f"mongodump's output is not a readable archive: {self._error}")
         return self._result
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def summarize(stream: BinaryIO) -> DumpResult:

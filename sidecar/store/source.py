@@ -134,56 +134,37 @@ class ArchiveStream:
 
 
 class _Pin:
-    """The bytes of the first read, for every later one: a kept file descriptor or a spool file."""
+    """The bytes of the first read, for every later one: the file kept open, or a spool file."""
 
-    def __init__(self, fd: int, spool: Path | None):
-        self.fd, self.spool, self.complete = fd, spool, spool is None
-
-    def restart(self) -> None:
-        """A new first read (the last one stopped early): the spool starts over."""
-        os.ftruncate(self.fd, 0)
-        os.lseek(self.fd, 0, os.SEEK_SET)
+    def __init__(self, file: BinaryIO, spool: Path | None):
+        self.file, self.spool, self.complete = file, spool, spool is None
 
     def reader(self) -> BinaryIO:
-        return _PositionalReader(self.fd)
+        """The kept file from its start, with a position of its own (even once renamed or deleted)."""
+        self.file.flush()
+        return open(f"/proc/self/fd/{self.file.fileno()}", "rb")
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.file.close()
         if self.spool is not None:
             self.spool.unlink(missing_ok=True)
 
 
-class _PositionalReader(io.RawIOBase):
-    """Reads a kept file descriptor from its start, leaving the descriptor's own position alone."""
-
-    def __init__(self, fd: int):
-        self.fd, self.pos = fd, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = os.pread(self.fd, len(memoryview(buffer)), self.pos)
-        memoryview(buffer).cast("B")[: len(data)] = data
-        self.pos += len(data)
-        return len(data)
-
-
 class _Spooling(io.RawIOBase):
-    """The first read of a bucket copy: what it returns is also written to the spool."""
+    """The first read of a bucket copy: what it returns also goes to the spool."""
 
     def __init__(self, raw: BinaryIO, pin: _Pin):
         self.raw, self.pin = raw, pin
+        pin.file.seek(0)
+        pin.file.truncate()  # an earlier first read may have stopped early
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         data = self.raw.read(len(memoryview(buffer)))
-        if data:
-            os.write(self.pin.fd, data)
-        else:
-            self.pin.complete = True
+        self.pin.file.write(data)
+        self.pin.complete = not data
         memoryview(buffer).cast("B")[: len(data)] = data
         return len(data)
 
@@ -239,16 +220,10 @@ class ArchiveSource:
             raise ArchiveReadError(f"cannot open {self.path}: {exc.strerror or exc}", "file") from None
         except StoreError as exc:
             raise ArchiveReadError(str(exc), "file") from None
-        if pin is None:
-            return raw
-        pin.restart()
-        return _Spooling(raw, pin)  # type: ignore[return-value]
+        return raw if pin is None else _Spooling(raw, pin)  # type: ignore[return-value]
 
     def _pin_now(self) -> _Pin:
-        try:
-            return _Pin(os.open(self.path, os.O_RDONLY), None)
-        except OSError as exc:
-            raise ArchiveReadError(f"cannot open {self.path}: {exc.strerror or exc}", "file") from None
+        return _Pin(self.open_stored(), None)
 
     @contextlib.contextmanager
     def pinned(self) -> Iterator[ArchiveSource]:
@@ -305,7 +280,7 @@ class BucketSource(ArchiveSource):
 
     def _pin_now(self) -> _Pin:
         spool = self.path.with_name(f".{self.name}.spool{PARTIAL_SUFFIX}")
-        return _Pin(os.open(spool, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), spool)
+        return _Pin(os.fdopen(os.open(spool, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+b"), spool)
 
 
 def source_for(settings: Settings, path: Path, entry: Entry | None = None) -> ArchiveSource:
