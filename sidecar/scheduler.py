@@ -28,7 +28,7 @@ from sidecar.cron import cron_trigger
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import JOB_ID
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import full_backups, iso_utc
+from sidecar.store.catalog import iso_utc, newest_usable
 
 log = logging.getLogger("sidecar.scheduler")
 
@@ -155,7 +155,8 @@ class JobRunner:
         return entry
 
     def drill(self, job: Job) -> Any:
-        file_name = job.params.get("fileName") or latest_completed(self.service)
+        newest = newest_usable(self.service.list_backups())
+        file_name = job.params.get("fileName") or (newest["fileName"] if newest else None)
         if file_name is None:
             raise JobFailed("no completed backup to drill", "verify")
         job.params["fileName"] = file_name
@@ -189,12 +190,6 @@ class JobRunner:
 
 def _holder(job: Job) -> dict[str, Any]:
     return {"id": job.id, "kind": job.kind, "startedAt": job.started_at, "state": job.state}
-
-
-def latest_completed(service: BackupService) -> str | None:
-    """The newest completed backup, not counting the safety copies taken before restores."""
-    good = full_backups(service.list_backups())
-    return good[-1]["fileName"] if good else None
 
 
 class SidecarScheduler:

@@ -38,8 +38,8 @@ from sidecar.store.catalog import (
     Catalog,
     Entry,
     find_entry,
-    full_backups,
     iso_utc,
+    newest_usable,
 )
 from sidecar.verify import (
     LEVELS,
@@ -70,16 +70,16 @@ class IntegrityJobs:
     def resolve_archive(
         self, file_name: str | None, *, latest: bool = False, stage: str = "verify"
     ) -> tuple[Path, Entry | None]:
-        """FILE is a catalog fileName or a path; without one (or with --latest), the newest completed
-        backup that is not a pre-restore safety copy. A path in the backup directory keeps its entry."""
+        """FILE is a catalog fileName or a path; without one (or with --latest), the newest usable
+        backup (catalog.newest_usable). A path in the backup directory keeps its entry."""
         entries = self.catalog.load()
         backup_dir = self.settings.backup_dir
         if latest or not file_name:
-            good = full_backups(entries)
-            if not good:
-                raise JobFailed(f"no completed backup in the catalog of {backup_dir}", stage)
+            newest = newest_usable(entries)
+            if newest is None:
+                raise JobFailed(f"no completed backup in the catalog of {backup_dir} is usable", stage)
             # the local file, or a RemoteArchive reading the bucket's copy when the file is gone
-            return archive_source(self.settings, backup_dir / good[-1]["fileName"], good[-1]), good[-1]
+            return archive_source(self.settings, backup_dir / newest["fileName"], newest), newest
         if "/" not in file_name and os.sep not in file_name:
             entry = find_entry(entries, file_name)
             if entry is not None:
