@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="integrity test of a backup: quick, full or a restore drill")
     verify.add_argument("file", nargs="?", help="a catalog file name or a path (default: the newest backup)")
-    verify.add_argument("--latest", action="store_true", help="the newest completed backup (the default)")
+    verify.add_argument("--latest", action="store_true", help="the newest usable backup (the default)")
     verify.add_argument(
         "--level",
         choices=("quick", "full", "drill"),
@@ -248,7 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     which = restore.add_mutually_exclusive_group(required=True)
     which.add_argument("file", nargs="?", help="a catalog file name or a path to an archive")
-    which.add_argument("--latest", action="store_true", help="the newest completed backup")
+    which.add_argument(
+        "--latest",
+        action="store_true",
+        help="the newest usable backup: completed, not a safety copy, newest integrity test not failed",
+    )
     restore.add_argument(
         "--ns-include",
         action="append",

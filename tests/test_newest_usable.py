@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient
 
 from sidecar.config import Settings
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import CATALOG_NAME, parse_iso
+from sidecar.store.catalog import CATALOG_NAME, newest_usable, parse_iso
 from tests.test_api import (  # noqa: F401 - fixtures
     ADMIN,
     READ,
@@ -37,6 +37,33 @@ PATIENTS = "maekcord.patients"
 @pytest.fixture
 def api_settings(make_settings: Callable[..., Settings], sample_counts: dict[str, int]) -> Settings:
     return make_settings(admin_token=ADMIN, read_token=READ, verify_after_backup="off", ns_include=PATIENTS)
+
+
+def entry(name: str, status: str = "completed", trigger: str = "manual", test: bool | None = None) -> dict:
+    made = {"fileName": name, "fileSize": "1B", "createdAt": "2025-01-01T00:00:00.000Z", "status": status}
+    made["trigger"] = trigger
+    if test is not None:
+        made["lastVerification"] = {"level": "full", "ok": test, "at": "2025-01-01T00:01:00.000Z"}
+    return made
+
+
+@pytest.mark.parametrize(
+    ("catalog", "expected"),
+    [
+        ([], None),
+        ([entry("a")], "a"),
+        ([entry("a"), entry("b", status="failed")], "a"),
+        ([entry("a"), entry("b", status="running")], "a"),
+        ([entry("a"), entry("s", trigger="pre-restore")], "a"),  # a safety copy is no full backup
+        ([entry("a", test=True), entry("b", test=False)], "a"),  # its newest test failed
+        ([entry("a", test=False), entry("b")], "b"),  # never tested is usable
+        ([entry("a"), entry("b", test=True)], "b"),
+        ([entry("s", trigger="pre-restore"), entry("b", test=False)], None),
+    ],
+)
+def test_newest_usable(catalog: list[dict], expected: str | None) -> None:
+    found = newest_usable(catalog)
+    assert (found["fileName"] if found else None) == expected
 
 
 def corrupt(path: Path) -> None:
