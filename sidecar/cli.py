@@ -15,7 +15,7 @@ from sidecar.config import ConfigError, Settings, load_settings
 from sidecar.jobs import JobBusy
 from sidecar.progress import TerminalProgress
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import STATUS_COMPLETED, CatalogError, Entry, Reconciliation
+from sidecar.store.catalog import CatalogError, Entry, Reconciliation, Status
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 1, 2, 3
 
@@ -88,7 +88,7 @@ def _newest_test(entry: Entry) -> str:
     last = entry.get("lastVerification")
     if last is not None:
         return f"{last['level']} {'passed' if last['ok'] else 'FAILED'}"
-    return "untested" if entry.get("status") == STATUS_COMPLETED else "-"
+    return "untested" if entry.get("status") == Status.COMPLETED else "-"
 
 
 def _warn_disagreements(report: Reconciliation) -> None:

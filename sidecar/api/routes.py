@@ -25,7 +25,7 @@ from sidecar.jobs import Job, JobBusy
 from sidecar.logs import LEVELS
 from sidecar.scheduler import ShuttingDown
 from sidecar.service import JobFailed
-from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, CatalogError, find_entry, newest_usable
+from sidecar.store.catalog import SAFETY_TRIGGER, CatalogError, Status, find_entry, newest_usable
 
 if TYPE_CHECKING:
     from sidecar.api.app import Sidecar
@@ -128,7 +128,7 @@ async def backup_status(request: web.Request) -> web.Response:
     v.query(request, ())
     sidecar = _sidecar(request)
     entries = await _catalog(sidecar)
-    archives = [e for e in entries if e.get("status") == STATUS_COMPLETED]
+    archives = [e for e in entries if e.get("status") == Status.COMPLETED]
     running = sidecar.runner.running_job()
     s = sidecar.settings
     return _json(
@@ -145,7 +145,7 @@ async def backup_status(request: web.Request) -> web.Response:
             "backups": {
                 "total": len(entries),
                 "completed": len(archives),
-                "failed": sum(1 for e in entries if e.get("status") == "failed"),
+                "failed": sum(1 for e in entries if e.get("status") == Status.FAILED),
                 "totalSizeBytes": sum(int(e.get("sizeBytes", 0)) for e in archives),
             },
         }
@@ -197,7 +197,7 @@ async def _usable_archive(sidecar: Sidecar, name: str | None) -> str:
     entry = find_entry(entries, name)
     if entry is None:
         raise ApiError(404, "backup_not_found", f"{name} is not in the catalog (see GET /api/backup/list)")
-    if entry.get("status") != STATUS_COMPLETED:
+    if entry.get("status") != Status.COMPLETED:
         raise ApiError(
             409, "backup_not_usable", f"{name} is {entry.get('status')}, not completed: it cannot be used"
         )
@@ -280,7 +280,7 @@ async def monitoring_status(request: web.Request) -> web.Response:
     entries = await _catalog(sidecar)
     reconciliation = await asyncio.to_thread(sidecar.service.catalog.reconcile, sidecar.settings.file_prefix)
     running = sidecar.runner.running_job()
-    archives = [e for e in entries if e.get("status") == STATUS_COMPLETED]
+    archives = [e for e in entries if e.get("status") == Status.COMPLETED]
     return _json(
         {
             "status": health_state(sidecar)[0],

@@ -32,6 +32,7 @@ class Status(StrEnum):
     FAILED = "failed"  # no archive; ``error`` and ``failedStage`` say why
 
 
+# the names other modules import (service, offsite, metrics); Status.X in new code
 STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED = Status.RUNNING, Status.COMPLETED, Status.FAILED
 
 
@@ -204,7 +205,7 @@ class Catalog:
             missing=sorted(
                 e["fileName"]
                 for e in entries
-                if e.get("status") == STATUS_COMPLETED
+                if e.get("status") == Status.COMPLETED
                 and e["fileName"] not in present
                 and "local" in e.get("locations", ["local"])
             ),

@@ -31,14 +31,7 @@ import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from sidecar.store.catalog import (
-    STATUS_COMPLETED,
-    STATUS_RUNNING,
-    Entry,
-    is_usable,
-    newest_test_passed,
-    parse_iso,
-)
+from sidecar.store.catalog import Entry, Status, is_usable, newest_test_passed, parse_iso
 
 LOCAL = "local"
 
@@ -128,7 +121,7 @@ def plan(
     """
     if isinstance(tz, str):
         tz = zoneinfo.ZoneInfo(tz)
-    archives = [e for e in entries if e.get("status") == STATUS_COMPLETED]
+    archives = [e for e in entries if e.get("status") == Status.COMPLETED]
     present = {d: [e for e in archives if d in locations(e)] for d in policies}
     keep = {d: keep_reasons(present[d], now, p, tz) for d, p in policies.items()}
     wanted = {d: keep_reasons(archives, now, p, tz) for d, p in policies.items()}
@@ -144,13 +137,13 @@ def plan(
             continue  # the last copy, wanted where it is not yet: keep it until it is uploaded there
         for d in drop:
             removals.append(
-                Removal(name, STATUS_COMPLETED, entry["createdAt"], _why(entry, now, policies[d]), d)
+                Removal(name, Status.COMPLETED, entry["createdAt"], _why(entry, now, policies[d]), d)
             )
     local_days = policies[LOCAL].days if LOCAL in policies else Policy().days
     cutoff = now - dt.timedelta(days=local_days)
     for entry in entries:
         status = entry.get("status")
-        if status in (STATUS_COMPLETED, STATUS_RUNNING) or parse_iso(entry["createdAt"]) >= cutoff:
+        if status in (Status.COMPLETED, Status.RUNNING) or parse_iso(entry["createdAt"]) >= cutoff:
             continue
         age = (now - parse_iso(entry["createdAt"])).days
         removals.append(
@@ -171,7 +164,7 @@ def upload_candidates(
     """Local archives missing from ``destination`` that its policy wants there, oldest first."""
     if isinstance(tz, str):
         tz = zoneinfo.ZoneInfo(tz)
-    archives = [e for e in entries if e.get("status") == STATUS_COMPLETED]
+    archives = [e for e in entries if e.get("status") == Status.COMPLETED]
     wanted = keep_reasons(archives, now, policy, tz)
     chosen = [
         e
