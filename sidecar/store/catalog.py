@@ -1,8 +1,11 @@
 """``backup-info.json``: the record of what exists. A JSON array, oldest first, newest last.
 
-Each entry is a superset of the runbook's ``{fileName, fileSize, createdAt, status}``. Writes are
-atomic (temp file, fsync, rename) under an exclusive file lock, so a sidecar and a CronJob can share
-the directory, and a crash leaves the previous catalog intact.
+Each entry (``Entry``, a TypedDict: plain JSON) is a superset of the runbook's
+``{fileName, fileSize, createdAt, status}``. ``newest_usable`` is the one answer to "which backup is the
+latest good one", for ``--latest``, drills, status endpoints and metrics alike.
+
+Writes are atomic (temp file, fsync, rename) under an exclusive file lock, so a sidecar and a CronJob
+can share the directory, and a crash leaves the previous catalog intact.
 """
 
 from __future__ import annotations
@@ -79,8 +82,8 @@ class Entry(TypedDict, total=False):
     failedStage: str
     verification: dict[str, LevelResult]  # level -> its newest result
     lastVerification: LastVerification
-    remote: dict[str, dict[str, Any]]  # destination -> object key, size, uploadedAt
-    uploadErrors: dict[str, Any]
+    remote: dict[str, dict[str, Any]]  # destination -> its copy: key, size, sha256, etag, uploadedAt
+    uploadErrors: dict[str, dict[str, Any]]  # destination -> error, at, attempts (until it succeeds)
 
 
 class CatalogError(RuntimeError):
