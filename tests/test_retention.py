@@ -100,10 +100,14 @@ P, X, U = True, False, None  # newest integrity test passed, failed, never run
         ([(5, X), (1, P)], Policy(days=30, keep_last=1), set()),
     ],
 )
-def test_plan_retention_by_integrity_result(specs, policy, removed):
+@pytest.mark.parametrize("destination", ["local", "s3"])
+def test_plan_retention_by_integrity_result(specs, policy, removed, destination):
     archives = with_results(*specs)
-    removals = plan(archives, NOW, {"local": policy})
+    for archive in archives:
+        archive["locations"] = [destination]
+    removals = plan(archives, NOW, {destination: policy})
     assert {r.file_name for r in removals} == removed
+    assert all(r.destination == destination for r in removals)
     failed = {e["fileName"] for e in archives if e.get("lastVerification", {}).get("ok") is False}
     for r in removals:
         assert ("its newest integrity test failed" in r.reason) == (r.file_name in failed)
