@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -21,21 +21,16 @@ from sidecar.alerts import evaluate, fetch_alertmanager
 from sidecar.api import validation as v
 from sidecar.api.auth import ADMIN, OPEN, READ, requires
 from sidecar.api.errors import ApiError
+from sidecar.api.state import SIDECAR_KEY, Sidecar
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import LEVELS
-from sidecar.scheduler import ShuttingDown
-from sidecar.service import JobFailed
+from sidecar.service import JobFailed, ShuttingDown
 from sidecar.store.catalog import SAFETY_TRIGGER, CatalogError, Status, find_entry, newest_usable
-
-if TYPE_CHECKING:
-    from sidecar.api.app import Sidecar
 
 JOBS_PATH = "/api/backup/jobs"
 
 
 def _sidecar(request: web.Request) -> Sidecar:
-    from sidecar.api.app import SIDECAR_KEY
-
     return request.app[SIDECAR_KEY]
 
 
@@ -172,7 +167,7 @@ async def backup_create(request: web.Request) -> web.Response:
     def respond(job: Job, entry: Any) -> dict[str, Any]:
         return {"backup": entry}
 
-    return await _start_job(request, "backup", sidecar.runner.backup_then_verify, wait, respond)
+    return await _start_job(request, "backup", sidecar.service.run_backup, wait, respond)
 
 
 TEST_FIELDS = {
