@@ -15,7 +15,7 @@ from sidecar.config import ConfigError, Settings, load_settings
 from sidecar.jobs import JobBusy
 from sidecar.progress import TerminalProgress
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import CatalogError, Reconciliation
+from sidecar.store.catalog import CatalogError, Entry, Reconciliation, Status
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 1, 2, 3
 
@@ -70,6 +70,11 @@ def _metrics_pusher(settings: Settings, service: BackupService) -> Callable[[], 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     service = BackupService(settings)
+    if not service.catalog.path.is_file():
+        raise CatalogError(
+            f"no catalog at {service.catalog.path}: no backup was taken there yet, "
+            "or SIDECAR_BACKUP_DIR should name another directory"
+        )
     entries = service.list_backups()
     if args.json:
         print(json.dumps(entries, ensure_ascii=False, indent=2))
@@ -78,12 +83,19 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         print(f"no backups in {settings.backup_dir}")
     for e in entries:
         print(
-            f"{e['createdAt']}  {e['status']:<9}  {e['fileSize']:>8}  {e['fileName']}"
-            + (f"  ({e['error']})" if e.get("error") else "")
+            f"{e['createdAt']}  {e['status']:<9}  {e['fileSize']:>8}  {e.get('trigger', '-'):<11}  "
+            f"{_newest_test(e):<12}  {e['fileName']}" + (f"  ({e['error']})" if e.get("error") else "")
         )
-    if settings.backup_dir.is_dir():
-        _warn_disagreements(service.catalog.reconcile(settings.file_prefix))
+    _warn_disagreements(service.catalog.reconcile(settings.file_prefix))
     return 0
+
+
+def _newest_test(entry: Entry) -> str:
+    """``full passed``, ``quick FAILED`` or ``untested``; ``-`` for an entry without an archive."""
+    last = entry.get("lastVerification")
+    if last is not None:
+        return f"{last['level']} {'passed' if last['ok'] else 'FAILED'}"
+    return "untested" if entry.get("status") == Status.COMPLETED else "-"
 
 
 def _warn_disagreements(report: Reconciliation) -> None:
@@ -229,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="integrity test of a backup: quick, full or a restore drill")
     verify.add_argument("file", nargs="?", help="a catalog file name or a path (default: the newest backup)")
-    verify.add_argument("--latest", action="store_true", help="the newest completed backup (the default)")
+    verify.add_argument("--latest", action="store_true", help="the newest usable backup (the default)")
     verify.add_argument(
         "--level",
         choices=("quick", "full", "drill"),
@@ -246,7 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     which = restore.add_mutually_exclusive_group(required=True)
     which.add_argument("file", nargs="?", help="a catalog file name or a path to an archive")
-    which.add_argument("--latest", action="store_true", help="the newest completed backup")
+    which.add_argument(
+        "--latest",
+        action="store_true",
+        help="the newest usable backup: completed, not a safety copy, newest integrity test not failed",
+    )
     restore.add_argument(
         "--ns-include",
         action="append",
