@@ -28,7 +28,19 @@ from sidecar.engine.restore import (
     check_counts,
 )
 from sidecar.engine.restore_errors import RestoreError, error_text
-from sidecar.engine.restore_plan import Renamer, RestoreOptions, RestorePlan, inspect_targets, plan_restore
+from sidecar.engine.restore_plan import (
+    API_WORDING,
+    ArchiveIds,
+    Renamer,
+    RestoreOptions,
+    RestorePlan,
+    TargetsInUse,
+    Wording,
+    conflict_message,
+    find_collisions,
+    inspect_targets,
+    plan_restore,
+)
 from sidecar.jobs import Job, utc_now
 from sidecar.service.base import JobFailed, connect, log
 from sidecar.store.backends import RemoteArchive, archive_source
@@ -176,6 +188,7 @@ class IntegrityJobs:
         oplog_replay: bool = True,
         safety_backup: bool = True,
         engine: str | None = None,
+        wording: Wording = API_WORDING,
     ) -> dict[str, Any]:
         """Restore an archive (all of it, or some namespaces, renamed or not) after verifying it fully
         and taking a safety backup of what it overwrites. Returns the restore report."""
@@ -201,7 +214,9 @@ class IntegrityJobs:
         with self._running(job):
             job.stage = "verify"
             path, entry = self.resolve_archive(file_name, latest=latest, stage="restore")
-            return self._restore(job, path, entry, options, safety_backup=safety_backup, engine=engine)
+            return self._restore(
+                job, path, entry, options, safety_backup=safety_backup, engine=engine, wording=wording
+            )
 
     def _restore(
         self,
@@ -212,6 +227,7 @@ class IntegrityJobs:
         *,
         safety_backup: bool,
         engine: str,
+        wording: Wording = API_WORDING,
     ) -> dict[str, Any]:
         t0 = time.monotonic()
         name = entry["fileName"] if entry else str(path)
@@ -222,7 +238,7 @@ class IntegrityJobs:
         except ValueError as exc:
             raise JobFailed(f"{exc}; nothing was written", "restore") from None
         # 1. The whole archive verified before the first write.
-        oplog = OplogSummary()
+        oplog, ids = OplogSummary(), ArchiveIds()
         tool = None
         if engine == "mongorestore":
             tool = find_tool(self.settings.mongorestore_path)
@@ -230,7 +246,7 @@ class IntegrityJobs:
                 raise JobFailed(
                     f"{self.settings.mongorestore_path!r} is not on PATH (restore engine)", "restore"
                 )
-        scan = self._verify_for_restore(job, path, entry, oplog)
+        scan = self._verify_for_restore(job, path, entry, oplog, ids)
         result["verified"] = {
             "documents": scan.documents,
             "uncompressedBytes": scan.uncompressed_bytes,
@@ -254,6 +270,13 @@ class IntegrityJobs:
         with client:
             job.stage = "restore"
             inspect_targets(client, plan, drop=options.drop)
+            collisions = find_collisions(client, plan, ids, drop=options.drop)
+            result["collisions"] = [c.as_json() for c in collisions]
+            if any(c.refused for c in collisions) and options.dry_run:
+                result["warnings"] = [conflict_message(collisions, wording, dry_run=True)]
+            elif any(c.refused for c in collisions):
+                refusal = TargetsInUse(collisions, wording)
+                raise JobFailed(str(refusal), "restore") from refusal
             problem = self._replay_problem(client, plan, oplog, engine)
             if problem and options.dry_run:
                 result["oplog"]["problem"] = problem
@@ -281,7 +304,7 @@ class IntegrityJobs:
             else:
                 result["safetyBackup"] = None
                 if touched:
-                    result["safetyBackupSkipped"] = "opted out (--no-safety-backup)"
+                    result["safetyBackupSkipped"] = f"opted out ({wording.no_safety_backup})"
             # 4. The writes.
             restored = self._write_restore(job, client, path, plan, options, tool, oplog)
             for item in result["namespaces"]:
@@ -340,9 +363,10 @@ class IntegrityJobs:
         return None
 
     def _verify_for_restore(
-        self, job: Job, path: Path, entry: Entry | None, oplog: OplogSummary
+        self, job: Job, path: Path, entry: Entry | None, oplog: OplogSummary, ids: ArchiveIds
     ) -> ArchiveScan:
         def on_chunk(chunk: Any) -> None:
+            ids.feed(chunk)
             if chunk.namespace.is_oplog:
                 oplog.feed(chunk)
 
