@@ -16,6 +16,7 @@ import asyncio
 import os
 import secrets
 import shlex
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -54,6 +55,14 @@ def _show(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def _sidecar_command() -> str:
+    """How another terminal runs this sidecar: ``sidecar`` when on PATH, else this venv's."""
+    if shutil.which("sidecar"):
+        return "sidecar"
+    beside = Path(sys.executable).with_name("sidecar")
+    return shlex.quote(str(beside)) if beside.exists() else f"{shlex.quote(sys.executable)} -m sidecar"
 
 
 def cli_exports(settings: Settings, admin: Path, read: Path, *, embedded: bool) -> list[str]:
@@ -133,7 +142,8 @@ def run_demo(directory: Path, environ: Mapping[str, str] | None = None, out: Tex
             say("the CLI on this demo, in another terminal:")
             for line in cli_exports(settings, admin, read, embedded=server is not None):
                 say(f"  {line}")
-            say("  sidecar list; sidecar verify --latest; sidecar restore --latest --dry-run")
+            cmd = _sidecar_command()
+            say(f"  {cmd} list; {cmd} verify --latest; {cmd} restore --latest --dry-run")
             say()
             say("press Ctrl-C to stop")
 
