@@ -204,7 +204,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sidecar", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="sidecar",
+        description="mongo-backup-sidecar: back up MongoDB, test and restore the backups, serve the API.",
+        epilog="Exit codes: 0 success; 1 a failed job; 2 bad usage or configuration; 3 another job holds "
+        "the lock. 'sidecar COMMAND --help' describes each command.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     backup = sub.add_parser("backup", help="take one backup now, then apply retention")

@@ -10,6 +10,7 @@ database and restores the runbook's way, whole archive, names unchanged.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -164,8 +165,17 @@ def test_the_cli_gives_the_same_refusal_in_one_line_with_its_flags(
     assert len(err) == 1 and err[0].startswith("sidecar: error: refusing to restore without drop: ")
     assert "--drop" in err[0] and "--ns-from/--ns-to" in err[0] and '"drop"' not in err[0]
     assert [e["fileName"] for e in service.catalog.load()] == [name]
-    assert cli_main(["restore", name, "--quiet", "--drop", "--ns-include", f"{db}.notes"]) == 0
-    assert "restored" in capsys.readouterr().out
+    # one document is "1 document"; an opted-out safety backup names the CLI's flag
+    notes = ["restore", name, "--quiet", "--drop", "--ns-include", f"{db}.notes"]
+    assert cli_main([*notes, "--dry-run"]) == 0
+    assert (
+        f"would restore {db}.notes -> {db}.notes (collection, replace): 1 document, "
+        in capsys.readouterr().out
+    )
+    assert cli_main([*notes, "--no-safety-backup"]) == 0
+    assert "restore completed: " in capsys.readouterr().out
+    assert cli_main([*notes, "--no-safety-backup", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["safetyBackupSkipped"] == "opted out (--no-safety-backup)"
 
 
 @pytest.fixture
@@ -204,6 +214,10 @@ async def test_the_runbooks_api_call_is_409_naming_the_collections(
     assert resp.status == 200, await resp.text()
     report = (await resp.json())["restore"]
     assert report["safetyBackup"] and report["documentsWritten"] == 51
+    # an opted-out safety backup names the API's field
+    body = {"fileName": name, "drop": True, "safetyBackup": False}
+    resp = await api.post("/api/backup/restore?wait=true", json=body, headers=headers)
+    assert (await resp.json())["restore"]["safetyBackupSkipped"] == 'opted out ("safetyBackup": false)'
 
 
 def test_a_restore_that_fails_part_way_reports_counts_that_agree(

@@ -300,7 +300,7 @@ class IntegrityJobs:
                 return result
             # 3. The safety backup of what will be overwritten (the runbook's warning).
             if touched and safety_backup:
-                result["safetyBackup"] = self._safety_backup(job, touched)["fileName"]
+                result["safetyBackup"] = self._safety_backup(job, touched, wording)["fileName"]
             else:
                 result["safetyBackup"] = None
                 if touched:
@@ -461,7 +461,7 @@ class IntegrityJobs:
             restored.errors.append({"namespace": None, "message": "; ".join(outcome.stderr_tail[-3:])})
         return restored
 
-    def _safety_backup(self, job: Job, namespaces: list[str]) -> Entry:
+    def _safety_backup(self, job: Job, namespaces: list[str], wording: Wording = API_WORDING) -> Entry:
         """A backup of exactly the namespaces the restore will overwrite, through the backup path."""
         tool = self.settings.engine == "mongodump"
         helper = type(self)(  # the same service, narrowed to the namespaces about to be overwritten
@@ -485,7 +485,7 @@ class IntegrityJobs:
             safety.state, safety.error, safety.stage = "failed", str(exc), exc.stage
             raise JobFailed(
                 f"the safety backup before the restore failed ({exc}); nothing was restored "
-                f"(--no-safety-backup skips it)",
+                f"({wording.no_safety_backup} skips it)",
                 "restore",
             ) from None
         finally:
