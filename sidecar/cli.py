@@ -27,7 +27,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     job = service.new_job("backup", "cronjob" if args.once else "manual")
     push = _metrics_pusher(settings, service) if args.once and settings.pushgateway_url else None
     try:
-        with TerminalProgress(job, enabled=not args.quiet):
+        with TerminalProgress(job.progress, enabled=not args.quiet):
             entry = service.run_backup(job)
     finally:
         if push:
@@ -37,6 +37,13 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
         f"{counted(sum(ns['documents'] for ns in entry['namespaces'].values()), 'document')}, "
         f"{entry['durationSeconds']}s)"
     )
+    verdict = entry.get("lastVerification")
+    if verdict and not verdict["ok"]:
+        level = verdict["level"]
+        reason = entry["verification"][level]["reason"]
+        return _fail(f"{entry['fileName']} was written but its {level} test failed: {reason}", EXIT_FAILED)
+    if verdict:
+        print(f"{verdict['level']} integrity test passed")
     return 0
 
 
@@ -107,7 +114,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     service = BackupService(settings)
     job = service.new_job("verify", fileName=args.file or "--latest", level=args.level)
-    with TerminalProgress(job, enabled=not (args.quiet or args.json)):
+    with TerminalProgress(job.progress, enabled=not (args.quiet or args.json)):
         result = service.run_verify(job, file_name=args.file, latest=args.latest, level=args.level)
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
@@ -144,7 +151,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         "engine": args.engine,
     }
     job = service.new_job("restore", fileName=args.file or "--latest", **options)
-    with TerminalProgress(job, enabled=not (args.quiet or args.json)):
+    with TerminalProgress(job.progress, enabled=not (args.quiet or args.json)):
         result = service.run_restore(
             job, file_name=args.file, latest=args.latest, wording=CLI_WORDING, **options
         )
@@ -212,7 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    backup = sub.add_parser("backup", help="take one backup now, then apply retention")
+    backup = sub.add_parser(
+        "backup",
+        help="take one backup now, apply retention, then its integrity test (SIDECAR_VERIFY_AFTER_BACKUP)",
+    )
     backup.add_argument(
         "--once",
         action="store_true",

@@ -116,7 +116,7 @@ def run_demo(directory: Path, environ: Mapping[str, str] | None = None, out: Tex
         async def first_backup(sidecar: Sidecar) -> None:
             say("taking a first backup ...")
             try:
-                _, task = await sidecar.runner.submit("backup", "manual", sidecar.runner.backup_then_verify)
+                _, task = await sidecar.runner.submit("backup", "manual", sidecar.service.run_backup)
                 entry = await asyncio.shield(task)
                 say(f"first backup completed: {entry['fileName']} ({entry['fileSize']})")
             except (JobBusy, JobFailed, ShuttingDown) as exc:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pymongo
 
-from sidecar.engine.restore import NativeRestore, RestoreProgress
+from sidecar.engine.restore import NativeRestore
 from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import RestoreOptions, RestorePlan, plan_restore
+from sidecar.progress import Progress
 from sidecar.verify import (
     _MOD256,
     DRILL_PREFIX,
@@ -97,12 +98,12 @@ class Drill:
         scan: ArchiveScan,
         job_id: str,
         *,
-        progress: Callable[[dict[str, Any]], None] | None = None,
+        progress: Progress | None = None,
         cancel: threading.Event | None = None,
         identities: Identities | None = None,
     ):
         self.client, self.path, self.scan, self.job_id = client, path, scan, job_id
-        self.progress = progress or (lambda p: None)
+        self.progress = progress or Progress()
         self.cancel = cancel
         self.identities = identities
 
@@ -171,21 +172,14 @@ class Drill:
         return details
 
     def _restore(self, plan: RestorePlan) -> None:
-        def progress(state: RestoreProgress) -> None:
-            self.progress(
-                {
-                    "phase": f"drill-{state.phase}",
-                    "bytes": state.bytes,
-                    "documents": state.documents,
-                    "namespacesDone": state.namespaces_done,
-                    "namespacesTotal": state.namespaces_total,
-                }
-            )
-
-        with open_archive(self.path, self.identities) as (stream, _, _):
-            result = NativeRestore(
-                self.client, plan, RestoreOptions(oplog_replay=False), progress, self.cancel
-            ).run(stream)
+        self.progress.scope = "drill"
+        try:
+            with open_archive(self.path, self.identities) as (stream, _, _):
+                result = NativeRestore(
+                    self.client, plan, RestoreOptions(oplog_replay=False), self.progress, self.cancel
+                ).run(stream)
+        finally:
+            self.progress.scope = ""
         if result.error_count:
             first = result.errors[0] if result.errors else {}
             raise VerifyFailed(

@@ -8,9 +8,11 @@ import json
 import os
 import threading
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sidecar.progress import Progress
 
 LOCK_NAME = ".sidecar-job.lock"
 
@@ -29,32 +31,46 @@ class JobBusy(RuntimeError):
 @dataclass
 class Job:
     kind: str  # backup, verify, restore, prune
-    trigger: str  # schedule, manual, cronjob
+    trigger: str  # schedule, manual, cronjob, pre-restore
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     state: str = "queued"  # queued, running, succeeded, failed
     started_at: str | None = None
     finished_at: str | None = None
-    progress: dict[str, Any] = field(default_factory=dict)
+    progress: Progress = field(default_factory=Progress)
     result: dict[str, Any] | None = None
     error: str | None = None
-    stage: str | None = None
+    stage: str | None = None  # the step running now; on a failed job, the step that failed
     params: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        """The job as the API shows it; safe to call while the worker thread still changes it."""
         return {
-            "id": data["id"],
+            "id": self.id,
             "kind": self.kind,
             "trigger": self.trigger,
             "state": self.state,
             "startedAt": self.started_at,
             "finishedAt": self.finished_at,
-            "progress": dict(self.progress),
-            "params": self.params,
-            "result": self.result,
+            "progress": self.progress.as_json(),
+            "params": snapshot(self.params),
+            "result": snapshot(self.result),
             "error": self.error,
-            "failedStage": self.stage,
+            "failedStage": self.stage if self.state == "failed" else None,
         }
+
+
+def snapshot(value: Any) -> Any:
+    """A deep copy of JSON-like data that another thread may be changing.
+
+    ``dict.copy()`` and ``list.copy()`` run without releasing the GIL, so each level is copied whole
+    before it is walked; iterating the live containers (as ``dataclasses.asdict`` does) can raise
+    "dictionary changed size during iteration".
+    """
+    if isinstance(value, dict):
+        return {key: snapshot(item) for key, item in value.copy().items()}
+    if isinstance(value, list | tuple):
+        return [snapshot(item) for item in list(value)]
+    return value
 
 
 class JobLock:

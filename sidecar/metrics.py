@@ -291,7 +291,7 @@ class SidecarMetrics:
     # -- JobListener ------------------------------------------------------------------------------
 
     def job_started(self, job: Job) -> None:
-        if job.kind == "backup":
+        if self._is_backup_run(job):
             self.backup_runs.labels(self._trigger(job)).inc()
         elif job.kind == "verify":
             self.verify_runs.labels(job.params.get("level", "full")).inc()
@@ -301,23 +301,28 @@ class SidecarMetrics:
     def job_finished(self, job: Job) -> None:
         ok = job.state == "succeeded"
         result = job.result or {}
-        if job.kind == "backup":
+        if self._is_backup_run(job):
             trigger = self._trigger(job)
             if ok:
                 self.backup_successes.labels(trigger).inc()
+                self.backup_duration.observe(float(result.get("durationSeconds", 0.0)))
             else:
                 stage = job.stage if job.stage in STAGES else "dump"
                 self.backup_failures.labels(trigger, stage).inc()
+        if job.kind == "backup":  # a safety copy's uploads count too
             self._record_uploads(result.get("uploads") or {})
-        elif job.kind == "verify" and not ok:
+        if job.kind == "verify" and not ok:
             self.verify_failures.labels(job.params.get("level", "full")).inc()
         elif job.kind == "restore" and not ok:
             self.restore_failures.inc()
         if not result.get("dryRun"):
             self._record_removals(result.get("removed") or [])
-        if ok and job.kind == "backup":
-            self.backup_duration.observe(float(result.get("durationSeconds", 0.0)))
         self.refresh_catalog()
+
+    @staticmethod
+    def _is_backup_run(job: Job) -> bool:
+        """A backup, not the safety copy a restore takes of what it overwrites (part of the restore)."""
+        return job.kind == "backup" and job.trigger != SAFETY_TRIGGER
 
     @staticmethod
     def _trigger(job: Job) -> str:

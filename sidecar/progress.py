@@ -1,12 +1,43 @@
-"""A one-line progress display for CLI jobs on a terminal: namespaces, documents, bytes."""
+"""The one progress type every job reports through, and its one-line display for CLI jobs.
+
+Engines (dump, restore, scan) are handed the job's ``Progress`` and update it in place from their
+worker thread; readers (the API's job view, the terminal line) only look at it.
+"""
 
 from __future__ import annotations
 
 import sys
 import threading
-from typing import TextIO
+from dataclasses import dataclass
+from typing import Any, TextIO
 
-from sidecar.jobs import Job
+
+@dataclass
+class Progress:
+    phase: str = ""  # what the job is doing now: dump, oplog, upload, verify, documents, indexes...
+    namespaces_total: int = 0
+    namespaces_done: int = 0
+    documents: int = 0
+    bytes: int = 0
+    scope: str = ""  # set by a job that runs another's steps: "drill" shows as drill-documents
+
+    def begin(self, phase: str, namespaces_total: int = 0) -> None:
+        """A new pass over the data: the counters start again."""
+        self.phase, self.namespaces_total = phase, namespaces_total
+        self.namespaces_done = self.documents = self.bytes = 0
+
+    @property
+    def shown_phase(self) -> str:
+        return f"{self.scope}-{self.phase}" if self.scope and self.phase else self.phase
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "phase": self.shown_phase or None,
+            "namespacesTotal": self.namespaces_total,
+            "namespacesDone": self.namespaces_done,
+            "documents": self.documents,
+            "bytes": self.bytes,
+        }
 
 
 def _mb(n: int) -> str:
@@ -14,24 +45,30 @@ def _mb(n: int) -> str:
 
 
 class TerminalProgress:
-    """Redraws the job's progress a few times a second while the job runs; silent when not a TTY."""
+    """Redraws a progress line a few times a second while the job runs; silent when not a TTY."""
 
     def __init__(
-        self, job: Job, *, enabled: bool = True, stream: TextIO | None = None, interval: float = 0.25
+        self,
+        progress: Progress,
+        *,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        interval: float = 0.25,
     ):
-        self.job, self.stream, self.interval = job, stream or sys.stderr, interval
+        self.progress, self.stream, self.interval = progress, stream or sys.stderr, interval
         self.enabled = enabled and self.stream.isatty()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _line(self) -> str:
-        p = self.job.progress
-        total, done = p.get("namespacesTotal", 0), p.get("namespacesDone", 0)
+        p = self.progress
+        total, done = p.namespaces_total, p.namespaces_done
         width = 24
         filled = int(width * done / total) if total else 0
+        phase = f"  {p.shown_phase:<16}" if p.shown_phase else ""  # padded: a shorter one overwrites
         return (
             f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} namespaces  "
-            f"{p.get('documents', 0):,} documents  {_mb(p.get('bytes', 0))}"
+            f"{p.documents:,} documents  {_mb(p.bytes)}{phase}"
         )
 
     def _run(self) -> None:

@@ -1,9 +1,5 @@
-"""Running jobs from the event loop (``JobRunner``) and on a clock (``SidecarScheduler``, APScheduler 3).
-
-Both the HTTP API and the scheduler start jobs through ``JobRunner``, which hands the blocking work of
-``BackupService`` to a worker thread, keeps one job at a time (the service's lock is the final word,
-also across processes), and stops taking jobs on shutdown. A scheduled backup and a manual one are the
-same code path.
+"""The cron and interval jobs of a long-running sidecar (APScheduler 3); they start service jobs
+through the same ``JobRunner`` as the HTTP API, so a scheduled backup and a manual one are one path.
 
 Schedule (all times in ``SIDECAR_TIMEZONE``): backups on ``SIDECAR_SCHEDULE``, each followed by an
 integrity test at ``SIDECAR_VERIFY_AFTER_BACKUP`` (retention runs inside the backup job); a restore
@@ -17,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -25,176 +20,11 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from sidecar.config import Settings
 from sidecar.cron import cron_trigger
-from sidecar.jobs import Job, JobBusy
-from sidecar.logs import JOB_ID
-from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import full_backups, iso_utc
+from sidecar.jobs import JobBusy
+from sidecar.service import JobFailed, JobRunner, ShuttingDown
+from sidecar.store.catalog import iso_utc
 
 log = logging.getLogger("sidecar.scheduler")
-
-
-class ShuttingDown(RuntimeError):
-    """The sidecar is stopping and takes no new jobs."""
-
-
-class JobRunner:
-    """Starts service jobs in worker threads; one at a time; drains and cancels on shutdown."""
-
-    def __init__(self, service: BackupService, settings: Settings):
-        self.service, self.settings = service, settings
-        self.accepting = True
-        self.tasks: dict[str, asyncio.Task[Any]] = {}
-        self._task_job: Job | None = None  # the job whose task owns the runner, queued or running
-        self._started: dict[str, asyncio.Event] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        service.listeners.append(self)
-
-    # -- JobListener: learn from the worker thread when a job holds the lock -----------------------
-
-    def job_started(self, job: Job) -> None:
-        event = self._started.get(job.id)
-        if event is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(event.set)
-
-    def job_finished(self, job: Job) -> None:
-        pass
-
-    # -- state -----------------------------------------------------------------------------------
-
-    def running_job(self) -> Job | None:
-        """The job that keeps others out: the service's current one, else the one about to start."""
-        current = self.service.current
-        if current is not None:
-            return current
-        task_job = self._task_job
-        return task_job if task_job is not None and task_job.state in ("queued", "running") else None
-
-    @property
-    def busy(self) -> bool:
-        return self._task_job is not None or self.service.current is not None
-
-    # -- starting jobs ---------------------------------------------------------------------------
-
-    async def submit(
-        self, kind: str, trigger: str, work: Callable[[Job], Any], **params: Any
-    ) -> tuple[Job, asyncio.Task[Any]]:
-        """Start ``work(job)`` in a thread; return once it holds the lock or has already ended.
-
-        Raises ShuttingDown when stopping, JobBusy (with the holder) when another job runs here or in
-        another process sharing the backup directory.
-        """
-        if not self.accepting:
-            raise ShuttingDown("the sidecar is shutting down and takes no new jobs")
-        if self.busy:
-            holder = self.running_job() or self._task_job
-            raise JobBusy(_holder(holder) if holder else {})
-        self._loop = asyncio.get_running_loop()
-        job = self.service.new_job(kind, trigger, **params)
-        self._task_job = job
-        self.service.cancel.clear()  # a cancel aimed at an earlier job must not stop this one
-        started = self._started[job.id] = asyncio.Event()
-        task = asyncio.create_task(self._run(job, work), name=f"{kind}-{job.id}")
-        self.tasks[job.id] = task
-        task.add_done_callback(self._done)
-        waiter = asyncio.create_task(started.wait())
-        try:
-            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-        if task.done() and not task.cancelled() and isinstance(task.exception(), JobBusy):
-            raise task.exception()  # type: ignore[misc]
-        return job, task
-
-    async def _run(self, job: Job, work: Callable[[Job], Any]) -> Any:
-        token = JOB_ID.set(job.id)
-        try:
-            return await asyncio.to_thread(work, job)
-        except JobBusy:
-            # Refused before it started (another process holds the lock): not a job that ran.
-            self.service.jobs.pop(job.id, None)
-            raise
-        except BaseException as exc:
-            if job.state in ("queued", "running"):  # failed before the service recorded an outcome
-                job.state, job.error = "failed", str(exc) or type(exc).__name__
-                job.stage = getattr(exc, "stage", job.stage)
-                job.finished_at = iso_utc(dt.datetime.now(dt.UTC))
-            raise
-        finally:
-            JOB_ID.reset(token)
-            self._started.pop(job.id, None)
-            if self._task_job is job:
-                self._task_job = None
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        for job_id, known in list(self.tasks.items()):
-            if known is task:
-                del self.tasks[job_id]
-        if not task.cancelled():
-            task.exception()  # retrieved here; the job record holds the outcome
-
-    # -- the job bodies (run in worker threads) --------------------------------------------------
-
-    def backup_then_verify(self, job: Job) -> dict[str, Any]:
-        """A backup (with retention), then the configured integrity test of the new archive."""
-        entry = self.service.run_backup(job)
-        level = self.settings.verify_after_backup
-        if level == "off" or not self.accepting:
-            return entry
-        verify_job = self.service.new_job("verify", job.trigger, level=level, fileName=entry["fileName"])
-        if job.result is not None:
-            job.result["verifyJobId"] = verify_job.id
-        try:
-            self.service.run_verify(verify_job, file_name=entry["fileName"], level=level)
-        except (JobFailed, JobBusy) as exc:
-            log.error(
-                "integrity test of %s after the backup did not pass: %s",
-                entry["fileName"],
-                exc,
-                extra={"job_id": verify_job.id},
-            )
-        return entry
-
-    def drill(self, job: Job) -> Any:
-        file_name = job.params.get("fileName") or latest_completed(self.service)
-        if file_name is None:
-            raise JobFailed("no completed backup to drill", "verify")
-        job.params["fileName"] = file_name
-        return self.service.run_verify(job, file_name=file_name, level="drill")
-
-    # -- shutdown --------------------------------------------------------------------------------
-
-    async def drain(self, grace: float) -> bool:
-        """Stop taking jobs; let running ones finish within ``grace`` seconds, then cancel them.
-
-        Returns True when every job ended by itself, False when the cancel Event had to be set.
-        """
-        self.accepting = False
-        pending = [t for t in self.tasks.values() if not t.done()]
-        if not pending:
-            return True
-        running = self.running_job()
-        log.warning(
-            "shutdown: waiting up to %gs for %s to finish",
-            grace,
-            f"{running.kind} job {running.id}" if running else "the running job",
-        )
-        _, still = await asyncio.wait(pending, timeout=grace)
-        if not still:
-            return True
-        log.warning("shutdown: grace period over, cancelling the running job")
-        self.service.cancel.set()
-        await asyncio.wait(still)
-        return False
-
-
-def _holder(job: Job) -> dict[str, Any]:
-    return {"id": job.id, "kind": job.kind, "startedAt": job.started_at, "state": job.state}
-
-
-def latest_completed(service: BackupService) -> str | None:
-    """The newest completed backup, not counting the safety copies taken before restores."""
-    good = full_backups(service.list_backups())
-    return good[-1]["fileName"] if good else None
 
 
 class SidecarScheduler:
@@ -286,7 +116,7 @@ class SidecarScheduler:
 
     async def scheduled_backup(self) -> None:
         try:
-            _, task = await self.runner.submit("backup", "schedule", self.runner.backup_then_verify)
+            _, task = await self.runner.submit("backup", "schedule", self.runner.service.run_backup)
             await asyncio.shield(task)
         except JobBusy as exc:
             log.warning("scheduled backup skipped: %s", exc)
@@ -299,7 +129,8 @@ class SidecarScheduler:
 
     async def scheduled_drill(self) -> None:
         try:
-            _, task = await self.runner.submit("verify", "schedule", self.runner.drill, level="drill")
+            drill = self.runner.service.run_drill
+            _, task = await self.runner.submit("verify", "schedule", drill, level="drill")
             await asyncio.shield(task)
         except JobBusy as exc:
             log.warning("scheduled restore drill skipped: %s", exc)

@@ -41,6 +41,7 @@ from sidecar.archive.format import MAGIC
 from sidecar.archive.reader import ArchiveStreamError, Prelude
 from sidecar.engine.encryption import AGE_MAGIC
 from sidecar.jobs import utc_now
+from sidecar.progress import Progress
 from sidecar.store.backends import StoreError, open_stored
 from sidecar.store.catalog import iso_utc
 
@@ -219,14 +220,6 @@ class NamespaceFacts:
 
 
 @dataclass
-class ScanProgress:
-    bytes: int = 0
-    documents: int = 0
-    namespaces_done: int = 0
-    namespaces_total: int = 0
-
-
-@dataclass
 class ArchiveScan:
     path: Path
     compressed: bool = True
@@ -351,7 +344,7 @@ def scan_archive(
     hash_contents: bool = False,
     manifest: Mapping[str, Any] | None = None,
     on_chunk: Callable[[DocumentChunk], None] | None = None,
-    progress: Callable[[ScanProgress], None] | None = None,
+    progress: Progress | None = None,
     cancel: threading.Event | None = None,
     identities: Identities | None = None,
 ) -> ArchiveScan:
@@ -364,18 +357,17 @@ def scan_archive(
     """
     t0 = time.monotonic()
     scan = ArchiveScan(Path(path), parsed=parse)
-    state = ScanProgress()
-    report = progress or (lambda p: None)
+    state = progress or Progress()
     cancel = cancel or threading.Event()
     with open_archive(path, identities) as (stream, hashing, compressed):
         scan.compressed = compressed
         try:
             if parse:
                 try:
-                    _parse(stream, scan, state, decode, hash_contents, manifest, on_chunk, report, cancel)
+                    _parse(stream, scan, state, decode, hash_contents, manifest, on_chunk, cancel)
                 except VerifyFailed as exc:
                     scan.failure = exc
-            _drain(stream, scan, state, report, cancel)
+            _drain(stream, scan, state, cancel)
         except ArchiveStreamError as exc:
             raise VerifyFailed(
                 f"{describe_stream_error(exc.cause)} (the readable data ends at offset {exc.offset}"
@@ -391,7 +383,7 @@ def scan_archive(
     return scan
 
 
-def _drain(stream: BinaryIO, scan: ArchiveScan, state: ScanProgress, report, cancel) -> None:
+def _drain(stream: BinaryIO, scan: ArchiveScan, state: Progress, cancel) -> None:
     """Read what the parser left (all of it for a quick check): gzip's own checks run at the end."""
     while True:
         try:
@@ -404,7 +396,6 @@ def _drain(stream: BinaryIO, scan: ArchiveScan, state: ScanProgress, report, can
             raise VerifyFailed("verification was cancelled", check="file")
         scan.uncompressed_bytes += len(block)
         state.bytes = scan.uncompressed_bytes
-        report(state)
 
 
 class _DecodeBatch:
@@ -431,7 +422,7 @@ class _DecodeBatch:
             _check_decodes_many(chunks)
 
 
-def _parse(stream, scan, state, decode, hash_contents, manifest, on_chunk, report, cancel) -> None:
+def _parse(stream, scan, state, decode, hash_contents, manifest, on_chunk, cancel) -> None:
     reader = ArchiveReader(stream, check_crc=False)  # CRCs are checked here, against the catalog too
     batch = _DecodeBatch(decode)
     try:
@@ -445,7 +436,6 @@ def _parse(stream, scan, state, decode, hash_contents, manifest, on_chunk, repor
             else:
                 scan.namespaces[str(meta.namespace)] = facts[str(meta.namespace)]
         state.namespaces_total = len(facts)
-        report(state)
         for event in reader.events():
             if cancel.is_set():
                 raise VerifyFailed("verification was cancelled", check="file")
@@ -469,7 +459,6 @@ def _parse(stream, scan, state, decode, hash_contents, manifest, on_chunk, repor
                 f.crc = computed
                 state.namespaces_done += 1
             state.bytes = reader.offset
-            report(state)
         batch.flush()
     except ArchiveFormatError as exc:
         batch.flush()  # a damaged document before the broken spot is the first problem
@@ -562,7 +551,7 @@ def verify_archive(
     *,
     job_id: str = "adhoc",
     drill_client: Callable[[], pymongo.MongoClient] | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | None = None,
     cancel: threading.Event | None = None,
     identities: Identities | None = None,
 ) -> VerifyReport:
@@ -570,19 +559,8 @@ def verify_archive(
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     report = VerifyReport(level)
-    emit = progress or (lambda p: None)
-
-    def scan_progress(state: ScanProgress) -> None:
-        emit(
-            {
-                "phase": "scan",
-                "bytes": state.bytes,
-                "documents": state.documents,
-                "namespacesDone": state.namespaces_done,
-                "namespacesTotal": state.namespaces_total,
-            }
-        )
-
+    progress = progress or Progress()
+    progress.begin("verify")
     parse = level != "quick"
     try:
         scan = scan_archive(
@@ -590,7 +568,7 @@ def verify_archive(
             parse=parse,
             hash_contents=level == "drill",
             manifest=(entry or {}).get("namespaces"),
-            progress=scan_progress,
+            progress=progress,
             cancel=cancel,
             identities=identities,
         )
@@ -650,7 +628,7 @@ def verify_archive(
         with client:
             from sidecar.drill import Drill  # the drill builds on this module's scan
 
-            drill = Drill(client, path, scan, job_id, progress=emit, cancel=cancel, identities=identities)
+            drill = Drill(client, path, scan, job_id, progress=progress, cancel=cancel, identities=identities)
             details = drill.run()
         report.records["drill"] = _record(True, None, time.monotonic() - t1, **details)
     except VerifyFailed as exc:

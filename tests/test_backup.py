@@ -22,10 +22,25 @@ from sidecar.embedded import EmbeddedServer
 from sidecar.engine.compression import gzip_reader
 from sidecar.engine.dump import DumpError, DumpOptions, NativeDump
 from sidecar.jobs import JobBusy
+from sidecar.progress import Progress
 from sidecar.sampledata import load_bulk_data, load_sample_data
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import STATUS_COMPLETED, STATUS_FAILED
 from tests.test_restore_support import raw_documents
+
+
+class NamespaceHook(Progress):
+    """The dump's progress, calling ``hook`` as each namespace is done: a place to act mid-dump."""
+
+    def __init__(self, hook) -> None:
+        super().__init__()
+        self.hook = hook
+
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, value)
+        if name == "namespaces_done" and value:
+            self.hook(self)
+
 
 SAMPLE_NS = "maekcord.*,maekcord_files.*,analytics.*"
 
@@ -115,7 +130,9 @@ def test_oplog_captures_writes_made_during_the_dump(own_server):
             probe_ids.append(client.maekcord.during_dump.insert_one({"written": "mid-dump"}).inserted_id)
 
     out = io.BytesIO()
-    result = NativeDump(client, DumpOptions(parallel_collections=1), write_during_dump).run(out)
+    result = NativeDump(client, DumpOptions(parallel_collections=1), NamespaceHook(write_during_dump)).run(
+        out
+    )
     assert probe_ids and result.oplog is not None and result.oplog.entries >= 2
     out.seek(0)
     reader = ArchiveReader(out)
@@ -143,7 +160,7 @@ def test_oplog_overflow_is_a_clear_failure(tmp_path):
                 client.admin.command({"secantusAdmin.pruneOplog": 1})
 
         with pytest.raises(DumpError, match="oplog overflow"):
-            NativeDump(client, DumpOptions(parallel_collections=1), flood).run(io.BytesIO())
+            NativeDump(client, DumpOptions(parallel_collections=1), NamespaceHook(flood)).run(io.BytesIO())
     finally:
         server.stop()
 
@@ -314,6 +331,6 @@ def test_a_dump_that_stops_early_leaves_the_callers_cancel_flag_alone(mongo_clie
 
     options = DumpOptions(ns_include=("maekcord.*",), parallel_collections=2)
     with pytest.raises(RuntimeError, match="simulated writer failure"):
-        NativeDump(mongo_client, options, fail_after_first_namespace, cancel).run(io.BytesIO())
+        NativeDump(mongo_client, options, NamespaceHook(fail_after_first_namespace), cancel).run(io.BytesIO())
     assert not cancel.is_set()
     assert NativeDump(mongo_client, options, cancel=cancel).run(io.BytesIO()).namespaces

@@ -15,8 +15,7 @@ from sidecar.api.app import Sidecar
 from sidecar.config import Settings
 from sidecar.cron import _cron_days, cron_trigger
 from sidecar.jobs import Job, JobBusy, JobLock
-from sidecar.scheduler import ShuttingDown
-from sidecar.service import BackupService
+from sidecar.service import BackupService, ShuttingDown
 
 
 @pytest.fixture
@@ -143,7 +142,7 @@ async def test_single_flight(sidecar: Sidecar) -> None:
     release = threading.Event()
     job, task = await sidecar.runner.submit("backup", "manual", blocking_work(sidecar, release))
     with pytest.raises(JobBusy) as busy:
-        await sidecar.runner.submit("backup", "schedule", sidecar.runner.backup_then_verify)
+        await sidecar.runner.submit("backup", "schedule", sidecar.service.run_backup)
     assert busy.value.holder["id"] == job.id
     release.set()
     assert await task == "finished"
@@ -157,7 +156,7 @@ async def test_drain_lets_a_short_job_finish(sidecar: Sidecar) -> None:
     assert await sidecar.runner.drain(grace=10) is True
     assert task.result() == "finished" and not sidecar.service.cancel.is_set()
     with pytest.raises(ShuttingDown):
-        await sidecar.runner.submit("backup", "manual", sidecar.runner.backup_then_verify)
+        await sidecar.runner.submit("backup", "manual", sidecar.service.run_backup)
 
 
 async def test_drain_cancels_after_the_grace_period(sidecar: Sidecar) -> None:
@@ -172,7 +171,7 @@ async def test_drain_cancels_after_the_grace_period(sidecar: Sidecar) -> None:
 
 async def test_an_earlier_cancel_does_not_stop_the_next_job(sidecar: Sidecar) -> None:
     sidecar.service.cancel.set()  # e.g. left set by a dump that stopped early
-    _, task = await sidecar.runner.submit("backup", "manual", sidecar.runner.backup_then_verify)
+    _, task = await sidecar.runner.submit("backup", "manual", sidecar.service.run_backup)
     entry: Any = await task
     assert entry["status"] == "completed"
 

@@ -183,7 +183,7 @@ def test_a_drill_that_loses_its_server_midway_leaves_nothing_behind_or_says_what
     def stop_mid_restore() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and job.state != "failed" and job.state != "succeeded":
-            progress = dict(job.progress)
+            progress = job.progress.as_json()
             if progress.get("phase") == "drill-documents" and progress.get("documents", 0) > 1000:
                 own_server.stop()
                 stopped.set()

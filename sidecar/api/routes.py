@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -21,22 +21,18 @@ from sidecar.alerts import evaluate, fetch_alertmanager
 from sidecar.api import validation as v
 from sidecar.api.auth import ADMIN, OPEN, READ, requires
 from sidecar.api.errors import ApiError
+from sidecar.api.state import SIDECAR_KEY, Sidecar
 from sidecar.engine.restore_plan import TargetsInUse
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import LEVELS
-from sidecar.scheduler import ShuttingDown, latest_completed
-from sidecar.service import JobFailed
+from sidecar.service import JobFailed, ShuttingDown
+from sidecar.service.verify import newest_backup_name
 from sidecar.store.catalog import STATUS_COMPLETED, CatalogError, find_entry
-
-if TYPE_CHECKING:
-    from sidecar.api.app import Sidecar
 
 JOBS_PATH = "/api/backup/jobs"
 
 
 def _sidecar(request: web.Request) -> Sidecar:
-    from sidecar.api.app import SIDECAR_KEY
-
     return request.app[SIDECAR_KEY]
 
 
@@ -175,7 +171,7 @@ async def backup_create(request: web.Request) -> web.Response:
     def respond(job: Job, entry: Any) -> dict[str, Any]:
         return {"backup": entry}
 
-    return await _start_job(request, "backup", sidecar.runner.backup_then_verify, wait, respond)
+    return await _start_job(request, "backup", sidecar.service.run_backup, wait, respond)
 
 
 TEST_FIELDS = {
@@ -187,7 +183,7 @@ TEST_FIELDS = {
 async def _usable_archive(sidecar: Sidecar, name: str | None) -> str:
     """The named catalog entry (must be completed) or the newest completed one."""
     if name is None:
-        latest = await asyncio.to_thread(latest_completed, sidecar.service)
+        latest = await asyncio.to_thread(newest_backup_name, sidecar.service)
         if latest is None:
             raise ApiError(
                 404,

@@ -12,7 +12,7 @@ import contextlib
 import fnmatch
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -24,6 +24,7 @@ from sidecar import __version__
 from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata, Namespace
 from sidecar.archive.format import OPLOG_NAMESPACE, count_documents
 from sidecar.archive.metadata import build_metadata_json
+from sidecar.progress import Progress
 
 SYSTEM_DATABASES = frozenset({"admin", "local", "config"})
 TOOL_VERSION = f"mongo-backup-sidecar/{__version__}"
@@ -80,14 +81,6 @@ class OplogRange:
 
 
 @dataclass
-class DumpProgress:
-    namespaces_total: int = 0
-    namespaces_done: int = 0
-    documents: int = 0
-    bytes: int = 0
-
-
-@dataclass
 class DumpResult:
     server_version: str
     namespaces: dict[str, NamespaceStats] = field(default_factory=dict)
@@ -96,9 +89,6 @@ class DumpResult:
     @property
     def uncompressed_bytes(self) -> int:
         return sum(s.bytes for s in self.namespaces.values())
-
-
-ProgressCallback = Callable[[DumpProgress], None]
 
 
 def namespace_matches(name: str, include: Iterable[str], exclude: Iterable[str]) -> bool:
@@ -160,15 +150,14 @@ class NativeDump:
         self,
         client: pymongo.MongoClient,
         options: DumpOptions,
-        progress: ProgressCallback | None = None,
+        progress: Progress | None = None,
         cancel: threading.Event | None = None,
     ):
         self.client = client
         self.options = options
-        self.progress = progress or (lambda p: None)
         self.cancel = cancel or threading.Event()  # the caller's: set from outside to abort
         self._stop = threading.Event()  # ours: set when the writer gives up, to stop the readers
-        self.state = DumpProgress()
+        self.state = progress or Progress()
 
     def use_oplog(self) -> bool:
         wanted = self.options.oplog
@@ -198,10 +187,10 @@ class NativeDump:
         result = DumpResult(server_version)
         for meta in plan:
             result.namespaces[str(meta.namespace)] = NamespaceStats(type=meta.type)
-        self.state.namespaces_total = len(prelude)
-        self.progress(self.state)
+        self.state.begin("dump", len(prelude))
         self._dump_collections(plan, writer, result)
         if with_oplog:
+            self.state.phase = "oplog"
             result.oplog = self._dump_oplog(oplog_start, writer)
         return result
 
@@ -231,7 +220,6 @@ class NativeDump:
                     stats.crc = writer.end_namespace(item.ns)
                     remaining -= 1
                     self.state.namespaces_done += 1
-                    self.progress(self.state)
                     continue
                 ns, data, count = item
                 writer.write_documents(ns, data)
@@ -240,7 +228,6 @@ class NativeDump:
                 stats.bytes += len(data)
                 self.state.documents += count
                 self.state.bytes += len(data)
-                self.progress(self.state)
         finally:
             if remaining:  # stopped early: tell the workers to stop reading
                 self._stop.set()
@@ -289,7 +276,6 @@ class NativeDump:
             raise DumpError("oplog overflow: no oplog entries found since the dump started", stage="dump")
         writer.end_namespace(ns)
         self.state.namespaces_done += 1
-        self.progress(self.state)
         return result
 
 

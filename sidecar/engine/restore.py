@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -35,17 +35,9 @@ from sidecar.engine.restore_errors import (
     error_text,
 )
 from sidecar.engine.restore_plan import NamespacePlan, RestoreOptions, RestorePlan, _clean_index
+from sidecar.progress import Progress
 
 # -- the restore ---------------------------------------------------------------------------------
-
-
-@dataclass
-class RestoreProgress:
-    phase: str = "restore"
-    namespaces_total: int = 0
-    namespaces_done: int = 0
-    documents: int = 0
-    bytes: int = 0
 
 
 @dataclass
@@ -85,50 +77,42 @@ class RestoreResult:
         }
 
 
-ProgressCallback = Callable[[RestoreProgress], None]
-
-
 class NativeRestore:
     def __init__(
         self,
         client: pymongo.MongoClient,
         plan: RestorePlan,
         options: RestoreOptions,
-        progress: ProgressCallback | None = None,
+        progress: Progress | None = None,
         cancel: threading.Event | None = None,
     ):
         self.client = client
         self.plan = plan
         self.options = options
-        self.progress = progress or (lambda p: None)
         self.cancel = cancel or threading.Event()
-        self.state = RestoreProgress(namespaces_total=len(plan.namespaces))
+        self.state = progress or Progress()
         self.result = RestoreResult()
 
     def run(self, stream: BinaryIO) -> RestoreResult:
         """Write the plan's namespaces from the uncompressed archive ``stream``."""
         for p in self.plan.namespaces:
             self.result.namespaces[p.target] = NamespaceOutcome()
-        self.state.phase = "prepare"
-        self.progress(self.state)
+        self.state.begin("prepare", len(self.plan.namespaces))
         self._prepare_collections()
         spool = _OplogSpool() if self.plan.replay_oplog else None
         try:
             self.state.phase = "documents"
             self._copy_documents(stream, spool)
             self.state.phase = "indexes"
-            self.progress(self.state)
             self._build_indexes()
             self._create_views()
             if spool is not None:
                 self.state.phase = "oplog"
-                self.progress(self.state)
                 self.result.oplog = OplogReplay(self.client, self.cancel).run(spool.raw_entries())
         finally:
             if spool is not None:
                 spool.close()
         self.state.phase = "done"
-        self.progress(self.state)
         return self.result
 
     # documents
@@ -167,7 +151,6 @@ class NativeRestore:
                         self._insert(batch_plan, batch, batch_bytes)
                         batch, batch_bytes = [], 0
                     self.state.namespaces_done += 1
-                    self.progress(self.state)
                 continue
             if event.namespace.is_oplog:
                 if spool is not None:
@@ -213,7 +196,6 @@ class NativeRestore:
         self.result.bytes += written
         self.state.documents += len(batch)
         self.state.bytes += size
-        self.progress(self.state)
 
     # indexes and views
 
@@ -264,7 +246,6 @@ class NativeRestore:
                     }
                 )
             self.state.namespaces_done += 1
-            self.progress(self.state)
 
 
 def _write_error_sample(ns: str, err: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,29 @@
-"""The one place that runs a backup, verify, restore or prune job (see core.py)."""
+"""The one place that runs a job: backup, verify, restore, prune.
 
-from sidecar.service.base import JobFailed, JobListener, connect
-from sidecar.service.core import BackupService
+Each job kind is a module of functions of one ``JobContext`` (context.py); ``BackupService`` is that
+context with the job kinds as methods, and ``JobRunner`` (runner.py) runs them in worker threads for
+the event loop. The scheduler, the HTTP API, the CLI and the CronJob mode all call these, so every
+path takes the same lock, leaves the same records and is counted the same.
+"""
 
-__all__ = ["BackupService", "JobFailed", "JobListener", "connect"]
+from sidecar.service import backup, prune, restore, verify
+from sidecar.service.context import JobContext, JobFailed, JobListener, connect
+from sidecar.service.runner import JobRunner, ShuttingDown
+from sidecar.store.catalog import Entry
+
+
+class BackupService(JobContext):
+    run_backup = backup.run_backup
+    recover = backup.recover
+    run_verify = verify.run_verify
+    run_drill = verify.run_drill
+    resolve_archive = verify.resolve_archive
+    run_restore = restore.run_restore
+    run_prune = prune.run_prune
+    plan_prune = prune.plan_prune
+
+    def list_backups(self) -> list[Entry]:
+        return self.catalog.load()
+
+
+__all__ = ["BackupService", "JobContext", "JobFailed", "JobListener", "JobRunner", "ShuttingDown", "connect"]

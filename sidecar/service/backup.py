@@ -1,0 +1,258 @@
+"""The backup job: dump to a new archive, copy it off-site, apply retention, then the integrity test
+that ``SIDECAR_VERIFY_AFTER_BACKUP`` asks for. The same for the scheduler, the API, ``sidecar backup``
+and the CronJob's ``sidecar backup --once``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pymongo
+
+from sidecar.engine.compression import gzip_writer
+from sidecar.engine.dump import DumpOptions, DumpResult, NativeDump
+from sidecar.engine.mongodump import find_tool, run_mongodump
+from sidecar.jobs import Job, JobBusy, utc_now
+from sidecar.service.context import JobContext, JobFailed, as_failure, connect, log
+from sidecar.service.prune import prune
+from sidecar.service.verify import run_verify
+from sidecar.store.catalog import (
+    PARTIAL_SUFFIX,
+    STATUS_COMPLETED,
+    STATUS_FAILED,
+    STATUS_RUNNING,
+    Entry,
+    archive_name,
+    fsync_dir,
+    human_size,
+    iso_utc,
+)
+
+
+def run_backup(ctx: JobContext, job: Job | None = None, *, prune_after: bool = True) -> Entry:
+    """A backup job, then (as its own verify job) the integrity test the settings ask for.
+
+    A failed integrity test is logged and recorded in the catalog and the metrics; it does not turn
+    the backup into a failed one (the archive is there; the test's verdict says whether it is good).
+    """
+    job = job or ctx.new_job("backup")
+    with ctx.running(job, precheck=False):
+        recover(ctx)
+        entry, upload_error = backup_and_copy(ctx, job, dump_options(ctx))
+        if prune_after:
+            removed = prune(ctx, dry_run=False)
+            job.result["pruned"] = [r.file_name for r in removed]
+            job.result["removed"] = [r.__dict__ for r in removed]
+        if upload_error:
+            raise JobFailed(upload_error, "upload")
+        entry = ctx.catalog.get(entry["fileName"]) or entry
+    if verify_after(ctx, job, entry):
+        entry = ctx.catalog.get(entry["fileName"]) or entry  # with the test's verdict
+    return entry
+
+
+def backup_and_copy(ctx: JobContext, job: Job, options: DumpOptions) -> tuple[Entry, str | None]:
+    """The archive taken and copied off-site; returns its entry and the upload's error, if any."""
+    entry = take_backup(ctx, job, options)
+    result = {key: entry[key] for key in ("fileName", "sizeBytes", "durationSeconds", "sha256")}
+    job.result = result
+    if ctx.offsite.enabled:
+        job.stage = "upload"
+        job.progress.begin("upload")
+    upload_error = ctx.offsite.copy(result, entry)  # fills result["uploads"]
+    return entry, upload_error
+
+
+def verify_after(ctx: JobContext, job: Job, entry: Entry) -> bool:
+    """The integrity test ``SIDECAR_VERIFY_AFTER_BACKUP`` asks for; False when none ran."""
+    level = ctx.settings.verify_after_backup
+    if level == "off" or ctx.draining or ctx.cancel.is_set():
+        return False
+    verify_job = ctx.new_job("verify", job.trigger, level=level, fileName=entry["fileName"])
+    verify_job.progress = job.progress  # one line on the terminal: the backup's, now in its verify phase
+    job.result = {**(job.result or {}), "verifyJobId": verify_job.id}
+    try:
+        run_verify(ctx, verify_job, file_name=entry["fileName"], level=level)
+    except (JobFailed, JobBusy) as exc:
+        log.error(
+            "integrity test of %s after the backup did not pass: %s",
+            entry["fileName"],
+            exc,
+            extra={"job_id": verify_job.id},
+        )
+    return True
+
+
+def take_backup(ctx: JobContext, job: Job, options: DumpOptions) -> Entry:
+    """Dump into a new archive under the caller's ``running`` block: catalog entry first (running),
+    then the partial file, fsync, rename, and only then ``completed``. Any failure leaves a failed
+    entry and no file, the older archives untouched."""
+    settings = ctx.settings
+    started, t0 = utc_now(), time.monotonic()
+    name = free_name(ctx, started)
+    job.result = {"fileName": name}
+    ctx.catalog.add(
+        {
+            "fileName": name,
+            "fileSize": "0B",
+            "createdAt": iso_utc(started),
+            "status": STATUS_RUNNING,
+            "trigger": job.trigger,
+            "engine": settings.engine,
+            "jobId": job.id,
+            "locations": ["local"],
+        }
+    )
+    final = settings.backup_dir / name
+    partial = settings.backup_dir / f".{name}{PARTIAL_SUFFIX}"
+    try:
+        job.stage = "write"
+        ctx.check_backup_dir()
+        job.stage = "connect"
+        client = connect(settings)
+        with client:
+            job.stage = "dump"
+            result, size, digest = dump(ctx, client, options, partial, job)
+        os.replace(partial, final)
+        fsync_dir(settings.backup_dir)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        ctx.offsite.discard(name)
+        failure = as_failure(exc, job.stage or "dump", name)
+        ctx.catalog.patch(
+            name,
+            status=STATUS_FAILED,
+            error=str(failure),
+            failedStage=failure.stage,
+            durationSeconds=round(time.monotonic() - t0, 3),
+            finishedAt=iso_utc(utc_now()),
+        )
+        if isinstance(exc, Exception):
+            raise failure from None
+        raise
+    return ctx.catalog.patch(
+        name,
+        status=STATUS_COMPLETED,
+        fileSize=human_size(size),
+        sizeBytes=size,
+        sha256=digest,
+        durationSeconds=round(time.monotonic() - t0, 3),
+        finishedAt=iso_utc(utc_now()),
+        serverVersion=result.server_version,
+        uncompressedBytes=result.uncompressed_bytes,
+        namespaces={
+            ns: {"documents": s.documents, "bytes": s.bytes, "crc": s.crc, "type": s.type}
+            for ns, s in result.namespaces.items()
+        },
+        oplog=result.oplog.as_json() if result.oplog else None,
+    )
+
+
+def free_name(ctx: JobContext, moment: Any) -> str:
+    """Names have one-second resolution: wait out a collision rather than overwrite."""
+    while True:
+        name = archive_name(ctx.settings.file_prefix, moment) + ctx.offsite.suffix  # .age: encrypted
+        if not (ctx.settings.backup_dir / name).exists() and ctx.catalog.get(name) is None:
+            return name
+        time.sleep(0.2)
+        moment = utc_now()
+
+
+def dump_options(ctx: JobContext) -> DumpOptions:
+    s = ctx.settings
+    return DumpOptions(
+        database=s.database,
+        ns_include=s.ns_include,
+        ns_exclude=s.ns_exclude,
+        parallel_collections=s.parallel_collections,
+        oplog=s.oplog,
+    )
+
+
+class HashingWriter:
+    """Counts and hashes the compressed bytes on their way to the file."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw, self.sha256, self.size = raw, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+def dump(
+    ctx: JobContext, client: pymongo.MongoClient, options: DumpOptions, partial: Path, job: Job
+) -> tuple[DumpResult, int, str]:
+    settings = ctx.settings
+    if settings.engine == "mongodump":
+        return dump_with_tool(ctx, client, options, partial, job)
+    with open(partial, "xb") as raw:
+        hashing = HashingWriter(raw)
+        with ctx.offsite.sink(hashing, partial.name[1:].removesuffix(PARTIAL_SUFFIX)) as sink:
+            gz = gzip_writer(sink, settings.compression, settings.compression_level)
+            try:
+                result = NativeDump(client, options, job.progress, ctx.cancel).run(gz)
+                job.stage = "write"
+            finally:
+                gz.close()
+        raw.flush()
+        os.fsync(raw.fileno())
+    return result, hashing.size, hashing.sha256.hexdigest()
+
+
+def dump_with_tool(
+    ctx: JobContext, client: pymongo.MongoClient, options: DumpOptions, partial: Path, job: Job
+) -> tuple[DumpResult, int, str]:
+    tool = find_tool(ctx.settings.mongodump_path)
+    if tool is None:
+        raise JobFailed(
+            f"SIDECAR_ENGINE=mongodump but {ctx.settings.mongodump_path!r} is not on PATH", "dump"
+        )
+    oplog = NativeDump(client, options).use_oplog()
+    target = ctx.offsite.tool_target(partial)  # a plaintext temporary when encrypting
+    job.progress.begin("dump")
+    result = run_mongodump(tool, ctx.settings.mongodb_uri, target, options, oplog=oplog, cancel=ctx.cancel)
+    job.stage = "write"
+    if target != partial:
+        ctx.offsite.encrypt_file(target, partial)
+    digest, size = hashlib.sha256(), 0
+    with open(partial, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+            size += len(block)
+        os.fsync(handle.fileno())
+    return result, size, digest.hexdigest()
+
+
+def recover(ctx: JobContext) -> list[str]:
+    """Under the job lock: entries left 'running' by a killed process become failed; partials go."""
+    fixed: list[str] = []
+
+    def mark(entries: list[Entry]) -> None:
+        for entry in entries:
+            if entry.get("status") == STATUS_RUNNING:
+                entry.update(
+                    status=STATUS_FAILED,
+                    failedStage="dump",
+                    error="interrupted: the process stopped before the backup finished",
+                )
+                fixed.append(entry["fileName"])
+
+    ctx.catalog.update(mark)
+    for leftover in ctx.settings.backup_dir.glob(f".*{PARTIAL_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
+        fixed.append(leftover.name)
+    fixed += ctx.offsite.recover()  # unfinished multipart uploads in the bucket
+    if fixed:
+        log.warning("recovered after an interrupted job: %s", ", ".join(fixed))
+    return fixed

@@ -1,0 +1,183 @@
+"""What every job runs in: one ``JobContext`` (the lock, the job records, the listeners, the catalog),
+the failure type and the connection.
+
+Each job kind (backup.py, verify.py, restore.py, prune.py) is a function of the context, so a
+scheduled, an API and a CLI job take the same lock, leave the same records and tell the same
+listeners (metrics, logs), whatever fails and wherever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import pymongo
+from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
+
+from sidecar.config import ConfigError, Settings, check_backup_dir, uri_hosts
+from sidecar.engine.dump import DumpError
+from sidecar.jobs import Job, JobLock, utc_now
+from sidecar.store.catalog import Catalog, iso_utc
+from sidecar.store.offsite import Offsite
+
+log = logging.getLogger("sidecar.service")
+
+
+class JobFailed(RuntimeError):
+    """A job failed; ``stage`` is one of connect, dump, write, verify, upload (for metrics)."""
+
+    def __init__(self, message: str, stage: str):
+        super().__init__(message)
+        self.stage = stage
+
+
+class JobListener(Protocol):
+    def job_started(self, job: Job) -> None: ...
+
+    def job_finished(self, job: Job) -> None: ...
+
+
+def connect(settings: Settings) -> pymongo.MongoClient:
+    """A client that has answered a ping, or JobFailed(stage=connect) naming the host, never the password."""
+    timeout_ms = int(settings.connect_timeout_seconds * 1000)
+    try:
+        client = pymongo.MongoClient(
+            settings.mongodb_uri,
+            serverSelectionTimeoutMS=timeout_ms,
+            connectTimeoutMS=timeout_ms,
+            appname="mongo-backup-sidecar",
+        )
+        client.admin.command("ping")
+        return client
+    except OperationFailure as exc:
+        reason = (
+            "authentication failed"
+            if exc.code in (18, 13)
+            else f"server refused: {exc.details.get('errmsg')}"
+        )
+        raise JobFailed(
+            f"cannot use MongoDB at {uri_hosts(settings.mongodb_uri)}: {reason}", "connect"
+        ) from None
+    except (ConfigurationError, PyMongoError) as exc:
+        detail = (
+            f"no answer within {settings.connect_timeout_seconds:g}s"
+            if "Timeout" in type(exc).__name__
+            else str(exc)
+        )
+        raise JobFailed(
+            f"cannot reach MongoDB at {uri_hosts(settings.mongodb_uri)}: {detail}", "connect"
+        ) from None
+
+
+def as_failure(exc: BaseException, stage: str, name: str) -> JobFailed:
+    if isinstance(exc, JobFailed):
+        return exc
+    if isinstance(exc, DumpError):
+        return JobFailed(str(exc), exc.stage)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return JobFailed(
+            f"disk full while writing {name}; the partial file was removed, older archives are intact "
+            f"(free space: df -h, or run sidecar prune)",
+            "write",
+        )
+    if isinstance(exc, OSError):
+        return JobFailed(f"cannot write {name}: {exc.strerror or exc}", "write")
+    if isinstance(exc, PyMongoError):
+        return JobFailed(f"MongoDB error during {stage}: {exc}", "dump" if stage == "write" else stage)
+    return JobFailed(f"{type(exc).__name__}: {exc}", stage)
+
+
+MAX_JOB_RECORDS = 100
+
+
+class JobContext:
+    """The state every job shares, and ``running()``, the one way a job runs."""
+
+    def __init__(self, settings: Settings, listeners: list[JobListener] | None = None):
+        self.settings = settings
+        self.catalog = Catalog(settings.backup_dir)
+        self.offsite = Offsite(settings, self.catalog)  # S3 copies, age encryption, tiered retention
+        self.lock = JobLock(settings.backup_dir)
+        self.listeners: list[JobListener] = list(listeners or [])
+        self.jobs: OrderedDict[str, Job] = OrderedDict()
+        self.current: Job | None = None
+        self.cancel = threading.Event()
+        self.draining = False  # a long-running sidecar is stopping: no follow-up jobs
+
+    def new_job(self, kind: str, trigger: str = "manual", **params: Any) -> Job:
+        job = Job(kind=kind, trigger=trigger, params=params)
+        self.jobs[job.id] = job
+        while len(self.jobs) > MAX_JOB_RECORDS:
+            self.jobs.popitem(last=False)
+        return job
+
+    def check_backup_dir(self) -> None:
+        """The directory precheck, as a job failure (stage write) that is recorded like any other."""
+        try:
+            check_backup_dir(self.settings)
+        except ConfigError as exc:
+            raise JobFailed(str(exc), "write") from None
+
+    @contextlib.contextmanager
+    def running(self, job: Job, *, within: Job | None = None, precheck: bool = True) -> Iterator[Job]:
+        """Run ``job`` under the lock (or inside ``within``, the job that holds it), tell the
+        listeners, and record the outcome whatever happens, a refused precheck included.
+
+        ``precheck=False``: the job checks the backup directory itself (a backup does, once its
+        catalog entry exists, so that the refusal is in the catalog too).
+        """
+        job.started_at = iso_utc(utc_now())
+        locked = within is not None or self._acquire(job)
+        if within is None:
+            self.current = job
+        job.state = "running"
+        log.info("%s job %s started (%s)", job.kind, job.id, job.trigger, extra={"job_id": job.id})
+        self._notify("job_started", job)
+        try:
+            if precheck or not locked:
+                self.check_backup_dir()
+            if not locked:
+                raise JobFailed(f"cannot take the job lock {self.lock.path}", "write")
+            yield job
+            job.state = "succeeded"
+        except JobFailed as exc:
+            job.state, job.error, job.stage = "failed", str(exc), exc.stage
+            raise
+        except Exception as exc:
+            job.state, job.error, job.stage = "failed", f"unexpected error: {exc}", job.stage or "dump"
+            raise JobFailed(job.error, job.stage) from exc
+        except BaseException:  # KeyboardInterrupt, SystemExit: still a failed job in the records
+            job.state, job.error = "failed", "interrupted"
+            raise
+        finally:
+            job.finished_at = iso_utc(utc_now())
+            if within is None:
+                self.current = None
+                self.lock.release()
+            level = logging.INFO if job.state == "succeeded" else logging.ERROR
+            suffix = f": {job.error}" if job.error else ""
+            log.log(level, "%s job %s %s%s", job.kind, job.id, job.state, suffix, extra={"job_id": job.id})
+            self._notify("job_finished", job)
+
+    def _acquire(self, job: Job) -> bool:
+        """The lock, or False when the directory cannot hold it (the job then fails, recorded);
+        JobBusy passes through: another job runs, and this one never started."""
+        with contextlib.suppress(OSError):
+            self.settings.backup_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.lock.acquire(job)
+        except OSError:
+            return False
+        return True
+
+    def _notify(self, event: str, job: Job) -> None:
+        for listener in self.listeners:
+            try:
+                getattr(listener, event)(job)
+            except Exception:  # a broken listener must not fail the job
+                log.exception("listener %r failed on %s", listener, event)

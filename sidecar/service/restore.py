@@ -1,0 +1,398 @@
+"""The restore job: an archive (all of it, or some namespaces, renamed or not) verified in full before
+the first write, a safety backup of what it overwrites, the writes, and the runbook's count check.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pymongo
+from pymongo.errors import PyMongoError
+
+from sidecar.engine.mongodump import find_tool
+from sidecar.engine.mongorestore import MongorestoreResult, run_mongorestore
+from sidecar.engine.oplog_replay import OplogSummary, server_has_apply_ops
+from sidecar.engine.restore import NamespaceOutcome, NativeRestore, RestoreResult, check_counts
+from sidecar.engine.restore_errors import RestoreError, error_text
+from sidecar.engine.restore_plan import (
+    API_WORDING,
+    ArchiveIds,
+    Renamer,
+    RestoreOptions,
+    RestorePlan,
+    TargetsInUse,
+    Wording,
+    conflict_message,
+    find_collisions,
+    inspect_targets,
+    plan_restore,
+)
+from sidecar.jobs import Job
+from sidecar.service.backup import backup_and_copy, dump_options
+from sidecar.service.context import JobContext, JobFailed, connect, log
+from sidecar.service.verify import age_identities, resolve_archive
+from sidecar.store.backends import RemoteArchive
+from sidecar.store.catalog import SAFETY_TRIGGER, Entry
+from sidecar.verify import (
+    ArchiveScan,
+    VerifyFailed,
+    compare_file,
+    compare_manifest,
+    open_archive,
+    scan_archive,
+)
+
+
+@dataclass
+class RestoreRun:
+    """One restore job's inputs, as its steps pass them on."""
+
+    job: Job
+    path: Path
+    entry: Entry | None
+    options: RestoreOptions
+    engine: str
+    tool: str | None
+    result: dict[str, Any]
+    wording: Wording = API_WORDING  # how messages name the options: the API's fields or the CLI's flags
+    ids: ArchiveIds = field(default_factory=ArchiveIds)  # the archive's _ids, kept by the verify pass
+
+    @property
+    def name(self) -> str:
+        return self.entry["fileName"] if self.entry else str(self.path)
+
+
+def run_restore(
+    ctx: JobContext,
+    job: Job | None = None,
+    *,
+    file_name: str | None = None,
+    latest: bool = False,
+    ns_include: Iterable[str] = (),
+    ns_exclude: Iterable[str] = (),
+    ns_from: str | Iterable[str] | None = (),
+    ns_to: str | Iterable[str] | None = (),
+    drop: bool = False,
+    dry_run: bool = False,
+    oplog_replay: bool = True,
+    safety_backup: bool = True,
+    engine: str | None = None,
+    wording: Wording = API_WORDING,
+) -> dict[str, Any]:
+    """Restore an archive after verifying it fully and taking a safety backup of what it overwrites.
+    Returns the restore report."""
+    options = RestoreOptions(
+        ns_include=tuple(ns_include),
+        ns_exclude=tuple(ns_exclude),
+        ns_from=_as_tuple(ns_from),
+        ns_to=_as_tuple(ns_to),
+        drop=drop,
+        dry_run=dry_run,
+        oplog_replay=oplog_replay,
+    )
+    engine = engine or ("mongorestore" if ctx.settings.engine == "mongodump" else "native")
+    if engine not in ("native", "mongorestore"):
+        raise ValueError(f"engine must be native or mongorestore, got {engine!r}")
+    job = job or ctx.new_job(
+        "restore",
+        fileName=file_name or "--latest",
+        engine=engine,
+        safetyBackup=safety_backup,
+        **options.as_json(),
+    )
+    with ctx.running(job):
+        job.stage = "verify"
+        path, entry = resolve_archive(ctx, file_name, latest=latest, stage="restore")
+        result: dict[str, Any] = {"fileName": entry["fileName"] if entry else str(path), "engine": engine}
+        result["dryRun"] = options.dry_run
+        job.result = result
+        run = RestoreRun(job, path, entry, options, engine, _tool(ctx, engine), result, wording)
+        return _restore(ctx, run, safety_backup=safety_backup)
+
+
+def _tool(ctx: JobContext, engine: str) -> str | None:
+    if engine != "mongorestore":
+        return None
+    tool = find_tool(ctx.settings.mongorestore_path)
+    if tool is None:
+        raise JobFailed(f"{ctx.settings.mongorestore_path!r} is not on PATH (restore engine)", "restore")
+    return tool
+
+
+def _restore(ctx: JobContext, run: RestoreRun, *, safety_backup: bool) -> dict[str, Any]:
+    t0 = time.monotonic()
+    result, options = run.result, run.options
+    try:
+        renamer = Renamer(options.ns_from, options.ns_to)
+    except ValueError as exc:
+        raise JobFailed(f"{exc}; nothing was written", "restore") from None
+    # 1. The whole archive verified before the first write.
+    oplog = OplogSummary()
+    scan = _verify_for_restore(ctx, run, oplog)
+    result["verified"] = {
+        "documents": scan.documents,
+        "uncompressedBytes": scan.uncompressed_bytes,
+        "sha256": scan.sha256,
+        "seconds": round(scan.seconds, 3),
+    }
+    plan = _plan(run, scan, renamer)
+    if plan.replay_oplog:
+        result["oplog"] = oplog.as_json()
+    # 2. What is there now, and so what the restore would overwrite.
+    run.job.stage = "connect"
+    client = connect(ctx.settings)
+    with client:
+        run.job.stage = "restore"
+        touched = _inspect(client, run, plan, oplog)
+        if options.dry_run:
+            result["safetyBackup"] = {"wouldBackUp": touched} if safety_backup and touched else None
+            if run.tool is not None:
+                result["mongorestore"] = _mongorestore(ctx, run, plan).as_json()
+            result["durationSeconds"] = round(time.monotonic() - t0, 3)
+            return result
+        # 3. The safety backup of what will be overwritten (the runbook's warning).
+        result["safetyBackup"] = None
+        if touched and safety_backup:
+            safety = _safety_backup(ctx, run.job, touched, run.wording)
+            result.update(safetyBackup=safety["fileName"], safetyBackupJobId=safety["jobId"])
+        elif touched:
+            result["safetyBackupSkipped"] = f"opted out ({run.wording.no_safety_backup})"
+        # 4. The writes, 5. the runbook's post-restore verification.
+        restored = _write_restore(ctx, client, run, plan, oplog)
+        _report_writes(result, restored)
+        check = check_counts(client, plan, restored, oplog.namespaces if plan.replay_oplog else ())
+        result["postRestoreCheck"] = check
+    result["durationSeconds"] = round(time.monotonic() - t0, 3)
+    _raise_for_outcome(run.name, plan, restored, check)
+    return result
+
+
+def _plan(run: RestoreRun, scan: ArchiveScan, renamer: Renamer) -> RestorePlan:
+    try:
+        assert scan.prelude is not None
+        plan = plan_restore(scan.prelude, scan.counts(), run.options, rename=renamer)
+    except RestoreError as exc:
+        raise JobFailed(f"{exc}; nothing was written", "restore") from None
+    if not plan.namespaces:
+        raise JobFailed(
+            f"no namespace of {run.name} matches the given filters; nothing was written", "restore"
+        )
+    return plan
+
+
+def _inspect(
+    client: pymongo.MongoClient, run: RestoreRun, plan: RestorePlan, oplog: OplogSummary
+) -> list[str]:
+    """The target namespaces that exist now (what a safety backup covers); refuses a replay that
+    cannot work before anything is written."""
+    inspect_targets(client, plan, drop=run.options.drop)
+    collisions = find_collisions(client, plan, run.ids, drop=run.options.drop)
+    run.result["collisions"] = [c.as_json() for c in collisions]
+    if any(c.refused for c in collisions) and run.options.dry_run:
+        run.result["warnings"] = [conflict_message(collisions, run.wording, dry_run=True)]
+    elif any(c.refused for c in collisions):
+        refusal = TargetsInUse(collisions, run.wording)
+        raise JobFailed(str(refusal), "restore") from refusal
+    problem = _replay_problem(client, plan, oplog, run.engine)
+    if problem and run.options.dry_run:
+        run.result["oplog"]["problem"] = problem
+    elif problem:
+        raise JobFailed(f"{problem}; nothing was written", "restore")
+    touched = set(plan.existing_targets())
+    if plan.replay_oplog:
+        touched |= _existing(client, oplog.namespaces)
+    run.result.update(
+        namespaces=[p.as_json() for p in plan.namespaces],
+        skipped=plan.skipped,
+        documents=plan.documents,
+        bytes=plan.bytes,
+        overwrites=sorted(touched),
+    )
+    return sorted(touched)
+
+
+def _report_writes(result: dict[str, Any], restored: RestoreResult) -> None:
+    for item in result["namespaces"]:
+        outcome = restored.namespaces.get(item["target"])
+        if outcome is not None:
+            item.update(outcome.as_json())
+    result.update(
+        documentsWritten=restored.documents,
+        bytesWritten=restored.bytes,
+        failedDocuments=restored.failed_documents,
+        errorCount=restored.error_count,
+        errors=restored.errors,
+    )
+    if restored.oplog is not None:
+        result["oplog"] = {**result.get("oplog", {}), "replay": restored.oplog}
+
+
+def _raise_for_outcome(name: str, plan: RestorePlan, restored: RestoreResult, check: dict[str, Any]) -> None:
+    if restored.error_count:
+        first = restored.errors[0] if restored.errors else {}
+        raise JobFailed(
+            f"restore of {name} finished with {restored.error_count} failed write(s) "
+            f"({restored.documents} of {plan.documents} documents written; first: "
+            f"{first.get('namespace')}: {first.get('message')})",
+            "restore",
+        )
+    if not check["ok"]:
+        raise JobFailed(
+            f"restore of {name} finished but document counts differ from the archive: "
+            f"{'; '.join(check['mismatches'][:3])}",
+            "restore",
+        )
+
+
+def _replay_problem(
+    client: pymongo.MongoClient, plan: RestorePlan, oplog: OplogSummary, engine: str
+) -> str | None:
+    """Why the oplog of a full restore could not be replayed, known before the first write."""
+    if not plan.replay_oplog or engine != "native":
+        return None
+    if oplog.unsupported:
+        return (
+            f"the archive's oplog holds entries this engine cannot replay ({oplog.unsupported[0]}); "
+            f"restore with --no-oplog-replay, or with the mongorestore engine"
+        )
+    if oplog.to_apply:
+        available, why = server_has_apply_ops(client)
+        if not available:
+            return (
+                f"the archive's oplog has {oplog.to_apply} operation(s) to replay but {why} "
+                f"(restore with --no-oplog-replay: the data is then as the dump read it, not "
+                f"consistent to one point in time)"
+            )
+    return None
+
+
+def _verify_for_restore(ctx: JobContext, run: RestoreRun, oplog: OplogSummary) -> ArchiveScan:
+    def on_chunk(chunk: Any) -> None:
+        run.ids.feed(chunk)
+        if chunk.namespace.is_oplog:
+            oplog.feed(chunk)
+
+    run.job.progress.begin("verify")
+    try:
+        scan = scan_archive(
+            run.path,
+            manifest=(run.entry or {}).get("namespaces"),
+            on_chunk=on_chunk,
+            progress=run.job.progress,
+            cancel=ctx.cancel,
+            identities=lambda: age_identities(ctx),
+        )
+    except VerifyFailed as exc:
+        raise JobFailed(
+            f"refusing to restore {run.name}: {exc.reason}; nothing was written", "verify"
+        ) from None
+    problems = (
+        [scan.failure.reason]
+        if scan.failure
+        else compare_manifest(scan, run.entry) + compare_file(scan, run.entry)
+    )
+    if problems:
+        raise JobFailed(f"refusing to restore {run.name}: {problems[0]}; nothing was written", "verify")
+    return scan
+
+
+def _existing(client: pymongo.MongoClient, namespaces: Iterable[str]) -> set[str]:
+    found: set[str] = set()
+    by_db: dict[str, set[str]] = {}
+    for ns in namespaces:
+        db, _, coll = ns.partition(".")
+        by_db.setdefault(db, set()).add(coll)
+    for db, colls in by_db.items():
+        names = set(client[db].list_collection_names())
+        found |= {f"{db}.{c}" for c in names if c in colls or "*" in colls}
+    return found
+
+
+def _mongorestore(ctx: JobContext, run: RestoreRun, plan: RestorePlan) -> MongorestoreResult:
+    """The stock tool on the archive, with the same options (its dry run too)."""
+    return run_mongorestore(
+        run.tool,  # type: ignore[arg-type]
+        ctx.settings.mongodb_uri,
+        run.path,
+        run.options,
+        oplog_replay=plan.replay_oplog,
+        cancel=ctx.cancel,
+    )
+
+
+def _write_restore(
+    ctx: JobContext, client: pymongo.MongoClient, run: RestoreRun, plan: RestorePlan, oplog: OplogSummary
+) -> RestoreResult:
+    try:
+        if run.tool is None:
+            with open_archive(run.path, lambda: age_identities(ctx)) as (stream, _, _):
+                return NativeRestore(client, plan, run.options, run.job.progress, ctx.cancel).run(stream)
+        if run.path.name.endswith(".age"):
+            raise RestoreError(
+                "the mongorestore engine cannot read age-encrypted archives; use --engine native"
+            )
+        if isinstance(run.path, RemoteArchive):
+            raise RestoreError(
+                f"the mongorestore engine reads local files only and {run.path.describe()} is only in "
+                f"the bucket; use --engine native"
+            )
+        run.job.progress.begin("mongorestore", len(plan.namespaces))
+        outcome = _mongorestore(ctx, run, plan)
+    except (RestoreError, VerifyFailed) as exc:
+        raise JobFailed(f"restore failed: {exc}", "restore") from None
+    except PyMongoError as exc:
+        raise JobFailed(f"restore failed: MongoDB error: {error_text(exc)}", "restore") from None
+    restored = RestoreResult(oplog={"replayed": plan.replay_oplog} if plan.replay_oplog else None)
+    failed = outcome.failed or 0
+    for p in plan.namespaces:
+        restored.namespaces[p.target] = NamespaceOutcome(inserted=p.documents if not failed else 0)
+    restored.documents = outcome.restored if outcome.restored is not None else plan.documents
+    restored.failed_documents = restored.error_count = failed
+    if failed:
+        restored.errors.append({"namespace": None, "message": "; ".join(outcome.stderr_tail[-3:])})
+    return restored
+
+
+def _safety_backup(ctx: JobContext, job: Job, namespaces: list[str], wording: Wording) -> Entry:
+    """A backup of exactly the namespaces the restore will overwrite: a job of its own (records,
+    listeners, off-site copy) run inside the restore's, which holds the lock."""
+    tool = ctx.settings.engine == "mongodump"
+    options = replace(
+        dump_options(ctx),
+        database="",
+        ns_include=tuple(_exact_pattern(ns, tool) for ns in namespaces),
+        ns_exclude=(),
+        oplog="off",
+    )
+    safety = ctx.new_job("backup", SAFETY_TRIGGER, restoreJobId=job.id, namespaces=namespaces)
+    log.info("restore job %s: safety backup of %s", job.id, ", ".join(namespaces), extra={"job_id": job.id})
+    job.progress.begin("safety-backup")
+    try:
+        with ctx.running(safety, within=job, precheck=False):
+            entry, upload_error = backup_and_copy(ctx, safety, options)
+    except JobFailed as exc:
+        raise JobFailed(
+            f"the safety backup before the restore failed ({exc}); nothing was restored "
+            f"({wording.no_safety_backup} skips it)",
+            "restore",
+        ) from None
+    if upload_error:  # the local copy is what a restore needs; the bucket's comes with the next backup
+        log.warning("safety backup %s: %s", entry["fileName"], upload_error, extra={"job_id": safety.id})
+    return entry
+
+
+def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _exact_pattern(ns: str, tool: bool) -> str:
+    """A namespace as an --nsInclude pattern matching only itself (mongodump escapes with a backslash)."""
+    if tool:
+        return ns.replace("\\", "\\\\").replace("*", "\\*")
+    return "".join(f"[{c}]" if c in "*?[" else c for c in ns)

@@ -1,0 +1,128 @@
+"""The verify job: an integrity test of one archive at a level (quick, full, drill), its verdict
+recorded in the archive's catalog entry; and which archive a verify or restore means."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pymongo
+
+from sidecar.jobs import Job
+from sidecar.service.context import JobContext, JobFailed, connect
+from sidecar.store.backends import archive_source
+from sidecar.store.catalog import STATUS_COMPLETED, Entry, find_entry, full_backups
+from sidecar.verify import LEVELS, VerifyReport, verify_archive
+
+
+def run_verify(
+    ctx: JobContext,
+    job: Job | None = None,
+    *,
+    file_name: str | None = None,
+    latest: bool = False,
+    level: str = "full",
+) -> dict[str, Any]:
+    """Integrity test of one archive at ``level``; the result goes into its catalog entry."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    job = job or ctx.new_job("verify", fileName=file_name or "--latest", level=level)
+    with ctx.running(job):
+        job.stage = "verify"
+        path, entry = resolve_archive(ctx, file_name, latest=latest, stage="verify")
+        name = entry["fileName"] if entry else str(path)
+        result: dict[str, Any] = {"fileName": name, "level": level, "inCatalog": entry is not None}
+        result["location"] = getattr(path, "location", "local")  # s3: read from the bucket
+        job.result = result
+        report = verify_archive(
+            path,
+            entry,
+            level,
+            job_id=job.id,
+            drill_client=lambda: drill_client(ctx),
+            progress=job.progress,
+            cancel=ctx.cancel,
+            identities=lambda: age_identities(ctx),
+        )
+        job.result = {**result, "ok": report.ok, "reason": report.reason, "verification": report.records}
+        if entry is not None:
+            record_verification(ctx, entry["fileName"], report)
+        if not report.ok:
+            raise JobFailed(f"{level} verification of {name} failed: {report.reason}", "verify")
+        return job.result
+
+
+def run_drill(ctx: JobContext, job: Job) -> dict[str, Any]:
+    """The scheduled restore drill: of the archive named in the job, else of the newest backup."""
+    file_name = job.params.get("fileName") or newest_backup_name(ctx)
+    if file_name is None:
+        raise JobFailed("no completed backup to drill", "verify")
+    job.params["fileName"] = file_name
+    return run_verify(ctx, job, file_name=file_name, level="drill")
+
+
+def newest_backup_name(ctx: JobContext) -> str | None:
+    good = full_backups(ctx.catalog.load())
+    return good[-1]["fileName"] if good else None
+
+
+def record_verification(ctx: JobContext, file_name: str, report: VerifyReport) -> None:
+    # Verify jobs hold the job lock, so nothing else changes this entry's verification meanwhile.
+    current = ctx.catalog.get(file_name) or {}
+    verification = {**(current.get("verification") or {}), **report.records}
+    last = report.records[report.level]
+    ctx.catalog.patch(
+        file_name,
+        verification=verification,
+        lastVerification={"level": report.level, "ok": last["ok"], "at": last["at"]},
+    )
+
+
+def drill_client(ctx: JobContext) -> pymongo.MongoClient:
+    uri = ctx.settings.drill_mongodb_uri or ctx.settings.mongodb_uri
+    return connect(ctx.settings.replace(mongodb_uri=uri))
+
+
+def age_identities(ctx: JobContext) -> list[Any]:
+    from sidecar.engine.encryption import EncryptionError, load_identities
+
+    identity_file = ctx.settings.age_identity_file
+    if not identity_file:
+        raise EncryptionError("the archive is age-encrypted: set SIDECAR_AGE_IDENTITY_FILE to decrypt it")
+    return load_identities(identity_file)
+
+
+def resolve_archive(
+    ctx: JobContext, file_name: str | None, *, latest: bool = False, stage: str = "verify"
+) -> tuple[Path, Entry | None]:
+    """FILE is a catalog fileName or a path; without one (or with --latest), the newest completed
+    backup that is not a pre-restore safety copy. A path in the backup directory keeps its entry."""
+    entries = ctx.catalog.load()
+    backup_dir = ctx.settings.backup_dir
+    if latest or not file_name:
+        good = full_backups(entries)
+        if not good:
+            raise JobFailed(f"no completed backup in the catalog of {backup_dir}", stage)
+        # the local file, or a RemoteArchive reading the bucket's copy when the file is gone
+        return archive_source(ctx.settings, backup_dir / good[-1]["fileName"], good[-1]), good[-1]
+    if "/" not in file_name and os.sep not in file_name:
+        entry = find_entry(entries, file_name)
+        if entry is not None:
+            if entry.get("status") != STATUS_COMPLETED:
+                raise JobFailed(
+                    f"{file_name} is not a completed backup (status {entry.get('status')})", stage
+                )
+            return archive_source(ctx.settings, backup_dir / file_name, entry), entry
+        for candidate in (backup_dir / file_name, Path(file_name)):
+            if candidate.is_file():
+                return candidate, None
+        raise JobFailed(f"{file_name} is neither in the catalog of {backup_dir} nor an existing file", stage)
+    path = Path(file_name).expanduser()
+    if not path.is_file():
+        raise JobFailed(f"no such archive file: {file_name}", stage)
+    entry = None
+    if path.resolve().parent == backup_dir.resolve():
+        found = find_entry(entries, path.name)
+        entry = found if found is not None and found.get("status") == STATUS_COMPLETED else None
+    return path, entry
