@@ -22,7 +22,7 @@ from pymongo.errors import OperationFailure
 
 from sidecar.archive import DocumentChunk
 from sidecar.engine.restore_errors import MAX_ERROR_SAMPLES, RestoreCancelled, RestoreError, _errmsg
-from sidecar.engine.restore_plan import SKIPPED_DATABASES, _clean_index
+from sidecar.engine.restore_plan import SKIPPED_DATABASES, clean_index
 
 # Decoding options for oplog entries (the only documents this engine decodes): keep every value
 # re-encodable as it was (dates outside datetime's range, invalid UTF-8 from old drivers).
@@ -271,9 +271,9 @@ class OplogReplay:
         db_name = str(op["ns"]).split(".", 1)[0]
         coll = obj[name]
         if "indexes" in obj:
-            specs = [_clean_index(ix) for ix in obj["indexes"]]
+            specs = [clean_index(ix) for ix in obj["indexes"]]
         else:
-            specs = [_clean_index({k: v for k, v in obj.items() if k != name})]
+            specs = [clean_index({k: v for k, v in obj.items() if k != name})]
         try:
             self.client[db_name].command("createIndexes", coll, indexes=specs)
         except OperationFailure as exc:

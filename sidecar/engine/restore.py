@@ -34,7 +34,7 @@ from sidecar.engine.restore_errors import (
     _short,
     error_text,
 )
-from sidecar.engine.restore_plan import NamespacePlan, RestoreOptions, RestorePlan, _clean_index
+from sidecar.engine.restore_plan import NamespacePlan, RestoreOptions, RestorePlan, clean_index
 from sidecar.progress import Progress
 
 # -- the restore ---------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ class NativeRestore:
                 continue
             if self.cancel.is_set():
                 raise RestoreCancelled()
-            specs = [_clean_index(ix) for ix in p.indexes if ix.get("name") != "_id_"]
+            specs = [clean_index(ix) for ix in p.indexes if ix.get("name") != "_id_"]
             if not specs:
                 continue
             db = self.client[p.target_db]

@@ -1,6 +1,6 @@
 """Planning a restore: mongorestore's options, --nsFrom/--nsTo renaming, target-name checks,
 which namespaces of the archive go where (and what happens to those that exist already), which of
-them a restore without drop would collide with (``find_collisions``), and ``_clean_index``, an
+them a restore without drop would collide with (``find_collisions``), and ``clean_index``, an
 archived index spec as ``createIndexes`` takes it (the restore's and the oplog's).
 
 Nothing here writes to MongoDB; the plan is made, and refused if it must be, before the first write.
@@ -403,5 +403,5 @@ def conflict_message(collisions: list[Collision], wording: Wording, *, dry_run: 
     return f"refusing to restore without drop: {what}. Nothing was written, no safety backup was taken; {how}"
 
 
-def _clean_index(spec: Mapping[str, Any]) -> SON:
+def clean_index(spec: Mapping[str, Any]) -> SON:
     return SON((k, v) for k, v in spec.items() if k not in _INDEX_FIELDS_DROPPED)
