@@ -389,9 +389,10 @@ def find_collisions(
 def conflict_message(collisions: list[Collision], wording: Wording, *, dry_run: bool = False) -> str:
     """Why a restore without drop is (or, for a dry run, would be) refused, and the two ways to go on."""
     refused = [c for c in collisions if c.refused]
+    unproven = " (or too many to compare them all)" if any(not c.all_compared for c in refused) else ""
     what = (
         f"{counted(len(refused), 'target collection')} {'holds' if len(refused) == 1 else 'hold'} "
-        f"documents with the archive's _ids already, "
+        f"documents with the archive's _ids already{unproven}, "
         f"so its inserts would fail with E11000 duplicate key: {', '.join(c.describe() for c in refused)}"
     )
     how = (
