@@ -130,15 +130,20 @@ def test_ids_past_the_limit_are_not_compared_and_the_restore_is_refused_saying_s
 ) -> None:
     service, db, name = live
     path = service.settings.backup_dir / name
-    ids = ArchiveIds(limit=20)
+    only_patients = RestoreOptions(ns_include=(f"{db}.patients",))
+    ids = ArchiveIds(only_patients, limit=20)
     scan = scan_archive(path, on_chunk=ids.feed)
     assert ids.kept == 20 and not ids.complete(f"{db}.patients")
+    assert list(ids.ids) == [f"{db}.patients"]  # the notes are not restored: none of their _ids kept
     assert scan.prelude is not None
-    plan = plan_restore(scan.prelude, scan.counts(), RestoreOptions(ns_include=(f"{db}.patients",)))
+    plan = plan_restore(scan.prelude, scan.counts(), only_patients)
     inspect_targets(mongo_client, plan, drop=False)
     (collision,) = find_collisions(mongo_client, plan, ids, drop=False)
     assert collision.refused and not collision.all_compared
-    assert collision.describe().endswith("of the archive's 50 _ids; the rest not compared)")
+    assert (
+        collision.describe()
+        == f"{db}.patients (20 of the first 20 of the archive's 50 _ids; the rest not compared)"
+    )
     # with the default limit every document of this archive is compared
     everything = ArchiveIds()
     scan_archive(path, on_chunk=everything.feed)

@@ -284,9 +284,11 @@ CLI_WORDING = Wording("--drop", "--ns-from/--ns-to", "--no-safety-backup")
 
 class ArchiveIds:
     """The ``_id`` of each document of the archive, by source namespace, ``limit`` of them in all: fed
-    the scan's document chunks, so that comparing them with the target collections needs no second read."""
+    the scan's document chunks, so that comparing them with the target collections needs no second read.
+    Only the namespaces the restore takes (``options``' --nsInclude/--nsExclude) are kept."""
 
-    def __init__(self, limit: int = MAX_COMPARED_IDS):
+    def __init__(self, options: RestoreOptions | None = None, limit: int = MAX_COMPARED_IDS):
+        self.options = options or RestoreOptions()
         self.limit = limit
         self.ids: dict[str, list[Any]] = {}
         self.seen: dict[str, int] = {}  # documents of each namespace that went by
@@ -294,9 +296,11 @@ class ArchiveIds:
         self.kept = 0
 
     def feed(self, chunk: DocumentChunk) -> None:
-        if chunk.namespace.is_oplog:
-            return
         ns = str(chunk.namespace)
+        if chunk.namespace.is_oplog or not namespace_matches(
+            ns, self.options.ns_include, self.options.ns_exclude
+        ):
+            return
         self.seen[ns] = self.seen.get(ns, 0) + chunk.count
         ids = self.ids.setdefault(ns, [])
         for raw in chunk.documents():

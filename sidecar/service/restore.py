@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,8 @@ class RestoreRun:
     engine: str
     tool: str | None
     result: dict[str, Any]
-    wording: Wording = API_WORDING  # how messages name the options: the API's fields or the CLI's flags
-    ids: ArchiveIds = field(default_factory=ArchiveIds)  # the archive's _ids, kept by the verify pass
+    wording: Wording  # how messages name the options: the API's fields or the CLI's flags
+    ids: ArchiveIds  # the archive's _ids, kept by the verify pass for the collision check
 
     @property
     def name(self) -> str:
@@ -110,7 +110,8 @@ def run_restore(
         result: dict[str, Any] = {"fileName": entry["fileName"] if entry else str(path), "engine": engine}
         result["dryRun"] = options.dry_run
         job.result = result
-        run = RestoreRun(job, path, entry, options, engine, _tool(ctx, engine), result, wording)
+        tool, ids = _tool(ctx, engine), ArchiveIds(options)
+        run = RestoreRun(job, path, entry, options, engine, tool, result, wording, ids)
         return _restore(ctx, run, safety_backup=safety_backup)
 
 
