@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pymongo
+from bson.errors import BSONError
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 
@@ -306,7 +307,10 @@ class ArchiveIds:
         for raw in chunk.documents():
             if self.kept >= self.limit:
                 return
-            doc_id = RawBSONDocument(bytes(raw)).get("_id")
+            try:
+                doc_id = RawBSONDocument(bytes(raw)).get("_id")
+            except BSONError:  # a damaged document: the scan feeding these refuses the archive
+                return
             if doc_id is not None:
                 ids.append(doc_id)
                 self.kept += 1
