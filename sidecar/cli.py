@@ -12,10 +12,12 @@ import sys
 from collections.abc import Callable, Sequence
 
 from sidecar.config import ConfigError, Settings, load_settings
+from sidecar.engine.restore_plan import CLI_WORDING
 from sidecar.jobs import JobBusy
 from sidecar.progress import TerminalProgress
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import CatalogError, Entry, Reconciliation, Status
+from sidecar.text import counted
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 1, 2, 3
 
@@ -32,7 +34,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
             push()
     print(
         f"backup completed: {settings.backup_dir / entry['fileName']} ({entry['fileSize']}, "
-        f"{sum(ns['documents'] for ns in entry['namespaces'].values())} documents, "
+        f"{counted(sum(ns['documents'] for ns in entry['namespaces'].values()), 'document')}, "
         f"{entry['durationSeconds']}s)"
     )
     verdict = entry.get("lastVerification")
@@ -117,7 +119,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     verb = "would remove" if args.dry_run else "removed"
     for r in removals:
         print(f"{verb} {r.file_name} ({r.destination}): {r.reason}")
-    print(f"{verb} {len(removals)} archive(s)")
+    print(f"{verb} {counted(len(removals), 'archive')}")
     return 0
 
 
@@ -135,7 +137,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     else:
         full = result["verification"]["full"]
         detail = (
-            f"{full.get('documents', 0):,} documents in {full.get('namespaces', 0)} namespaces, "
+            f"{counted(full.get('documents', 0), 'document')} in "
+            f"{counted(full.get('namespaces', 0), 'namespace')}, "
             f"{full.get('uncompressedBytes', 0) / 1e6:,.1f} MB at {full.get('throughputMBps', 0)} MB/s"
         )
         if args.level == "drill":
@@ -161,7 +164,9 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     }
     job = service.new_job("restore", fileName=args.file or "--latest", **options)
     with TerminalProgress(job.progress, enabled=not (args.quiet or args.json)):
-        result = service.run_restore(job, file_name=args.file, latest=args.latest, **options)
+        result = service.run_restore(
+            job, file_name=args.file, latest=args.latest, wording=CLI_WORDING, **options
+        )
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
@@ -169,11 +174,13 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     for ns in result["namespaces"]:
         print(
             f"{verb} {ns['source']} -> {ns['target']} ({ns['type']}, {ns['action']}): "
-            f"{ns['documents']:,} documents, indexes: {', '.join(ns['indexes']) or 'none'}"
+            f"{counted(ns['documents'], 'document')}, indexes: {', '.join(ns['indexes']) or 'none'}"
         )
     for skipped in result.get("skipped", []):
         print(f"skipped {skipped['namespace']}: {skipped['reason']}")
     if args.dry_run:
+        for warning in result.get("warnings", []):
+            print(f"warning: {warning}")
         backup = result.get("safetyBackup")
         if backup:
             print(f"would first take a safety backup of {', '.join(backup['wouldBackUp'])}")
@@ -184,12 +191,12 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     replay = (result.get("oplog") or {}).get("replay")
     if replay:
         print(
-            f"oplog replayed: {replay['applied']} operation(s) applied, {replay['indexBuilds']} index "
-            f"build(s), {replay['skipped']} skipped"
+            f"oplog replayed: {counted(replay['applied'], 'operation')} applied, "
+            f"{counted(replay['indexBuilds'], 'index build')}, {replay['skipped']} skipped"
         )
     print(
-        f"restore completed: {result['fileName']} ({result['documentsWritten']:,} documents; counts checked "
-        f"against the archive: {'ok' if result['postRestoreCheck']['ok'] else 'MISMATCH'}; "
+        f"restore completed: {result['fileName']} ({counted(result['documentsWritten'], 'document')}; "
+        f"counts checked against the archive: {'ok' if result['postRestoreCheck']['ok'] else 'MISMATCH'}; "
         f"{result['durationSeconds']}s)"
     )
     return 0
@@ -216,7 +223,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sidecar", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="sidecar",
+        description="mongo-backup-sidecar: back up MongoDB, test and restore the backups, serve the API.",
+        epilog="Exit codes: 0 success; 1 a failed job; 2 bad usage or configuration; 3 another job holds "
+        "the lock. 'sidecar COMMAND --help' describes each command.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     backup = sub.add_parser(

@@ -22,6 +22,7 @@ from sidecar.api import validation as v
 from sidecar.api.auth import ADMIN, OPEN, READ, requires
 from sidecar.api.errors import ApiError
 from sidecar.api.state import SIDECAR_KEY, Sidecar
+from sidecar.engine.restore_plan import TargetsInUse
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import LEVELS
 from sidecar.service import JobFailed, ShuttingDown
@@ -98,6 +99,9 @@ def _job_failure(job: Job, exc: JobFailed) -> ApiError:
         return ApiError(503, "mongodb_unavailable", str(exc), stage=exc.stage, job=job.as_json())
     if exc.stage == "verify":
         return ApiError(422, "verification_failed", str(exc), stage=exc.stage, job=job.as_json())
+    if isinstance(exc.__cause__, TargetsInUse):  # a restore without drop into collections in use
+        collisions = [c.as_json() for c in exc.__cause__.collisions]
+        return ApiError(409, "restore_conflict", str(exc), collisions=collisions, job=job.as_json())
     if exc.stage == "restore":  # refused or partly failed by the data: nothing the server did wrong
         return ApiError(422, "restore_failed", str(exc), stage=exc.stage, job=job.as_json())
     return ApiError(500, "job_failed", str(exc), stage=exc.stage, job=job.as_json())
