@@ -28,7 +28,7 @@ from sidecar.engine.encryption import (
     parse_recipients,
 )
 from sidecar.store.objects import StoreError
-from sidecar.store.source import ArchiveReadError, ArchiveSource, identity_loader, source_for
+from sidecar.store.source import ArchiveReadError, ArchiveSource, source_for
 
 
 @pytest.fixture
@@ -201,7 +201,7 @@ def test_the_source_decrypts_with_the_identity_file_and_hashes_the_stored_bytes(
         assert opened.finish().hexdigest() == entry["sha256"]  # the stored (encrypted) bytes
     assert counts == {ns: v["documents"] for ns, v in entry["namespaces"].items()}
     # a file given by path: an age file is recognised by its header
-    with ArchiveSource(path, identities=identity_loader(str(key_file))).open() as opened:
+    with ArchiveSource(path, identity_file=str(key_file)).open() as opened:
         assert count_documents(opened.data) == counts
     with source.open_stored() as raw:
         assert raw.read(len(AGE_MAGIC)) == AGE_MAGIC

@@ -8,11 +8,10 @@ mongodump at once. The URI stays off the command line (``tools.py``).
 
 from __future__ import annotations
 
-import contextlib
-import os
+import io
 import subprocess
 import threading
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import bson
 
@@ -76,61 +75,44 @@ def run_mongodump(
     cancel: threading.Event | None = None,
 ) -> DumpResult:
     """Run mongodump, writing its gzip archive into ``into``; what it dumped, read on the way."""
-    cancel = cancel or threading.Event()
-    summary = _Summary()
-    try:
-        args = mongodump_arguments(options, oplog)
-        with tool_process(tool, uri, args, stdout=subprocess.PIPE, cancel=cancel, timeout=timeout) as run:
-            assert run.proc.stdout is not None
-            while block := run.proc.stdout.read1(1 << 20):
-                into.write(block)
-                summary.feed(block)
-            code = run.wait()
-    finally:
-        summary.close()
+    args = mongodump_arguments(options, oplog)
+    with tool_process(tool, uri, args, stdout=subprocess.PIPE, cancel=cancel, timeout=timeout) as run:
+        try:
+            tee = _Tee(run.proc.stdout, into)  # type: ignore[arg-type]
+            with gzip_reader(tee) as stream:  # type: ignore[arg-type]
+                result = summarize(stream)
+                while stream.read(1 << 20):  # the gzip trailer's checks run at its end
+                    pass
+            while tee.read(1 << 20):  # whatever follows, as mongodump wrote it
+                pass
+        except Exception as exc:
+            result, error = None, exc
+        code = run.wait()
     if run.killed_for == "cancel":
         raise DumpCancelled()
     if run.killed_for == "timeout":
         raise DumpError(f"mongodump did not finish within {timeout}s")
     if code != 0:
         raise DumpError(f"mongodump failed: {run.last_line()}")
-    return summary.result()
+    if result is None:
+        raise DumpError(f"mongodump's output is not a readable archive: {error}")
+    return result
 
 
-class _Summary:
-    """Our reader over mongodump's output, in a thread fed through a pipe as the bytes pass."""
+class _Tee(io.RawIOBase):
+    """mongodump's stdout as our reader reads it; every byte read also goes into the archive sink."""
 
-    def __init__(self) -> None:
-        read, write = os.pipe()
-        self._pipe = open(write, "wb")  # noqa: SIM115 - closed by close()
-        self._result: DumpResult | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(read,), name="mongodump-summary", daemon=True)
-        self._thread.start()
+    def __init__(self, raw: BinaryIO, into: BinaryIO):
+        self.raw, self.into = raw, into
 
-    def _run(self, read: int) -> None:
-        try:
-            with open(read, "rb") as raw, gzip_reader(raw) as stream:
-                self._result = summarize(stream)
-                while stream.read(1 << 20):  # what follows the archive must still be read through
-                    pass
-        except BaseException as exc:
-            self._error = exc
+    def readable(self) -> bool:
+        return True
 
-    def feed(self, block: bytes) -> None:
-        if self._error is None:
-            with contextlib.suppress(BrokenPipeError):  # the reader stopped: result() reports why
-                self._pipe.write(block)
-
-    def close(self) -> None:
-        with contextlib.suppress(BrokenPipeError):
-            self._pipe.close()
-        self._thread.join()
-
-    def result(self) -> DumpResult:
-        if self._error is not None or self._result is None:
-            raise DumpError(f"mongodump's output is not a readable archive: {self._error}")
-        return self._result
+    def readinto(self, buffer: Any) -> int:
+        data = self.raw.read1(len(memoryview(buffer)))  # type: ignore[attr-defined]
+        self.into.write(data)
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
 
 
 def summarize(stream: BinaryIO) -> DumpResult:

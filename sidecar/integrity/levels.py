@@ -12,7 +12,6 @@ offset in the uncompressed archive stream and the namespace.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -136,7 +135,8 @@ def _scan_levels(
 
 
 def _unreadable(report: VerifyReport, source: ArchiveSource, exc: VerifyFailed) -> VerifyReport:
-    failed = record(False, exc.reason, 0.0, sizeBytes=_size(source.path), **exc.as_json())
+    size = source.path.stat().st_size if source.path.is_file() else None
+    failed = record(False, exc.reason, 0.0, sizeBytes=size, **exc.as_json())
     for name in LEVELS[: LEVELS.index(report.level) + 1]:
         report.records[name] = dict(failed)
     if report.level == "drill":
@@ -167,9 +167,3 @@ def _drill(
     except VerifyFailed as exc:
         return record(False, exc.reason, time.monotonic() - t1, **exc.as_json())
 
-
-def _size(path: Path) -> int | None:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return None

@@ -26,10 +26,6 @@ from sidecar.store.objects import Digest, StoreError, Upload
 log = logging.getLogger("sidecar.store.sink")
 
 
-def partial_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}{PARTIAL_SUFFIX}")
-
-
 class _Stored:
     """The bottom layer: hashes and writes the stored bytes; copies them to the tee until it fails."""
 
@@ -66,7 +62,8 @@ class ArchiveSink:
         level: int = 1,
         tee: Upload | None = None,
     ):
-        self.final, self.partial = Path(final), partial_path(Path(final))
+        self.final = Path(final)
+        self.partial = self.final.with_name(f".{self.final.name}{PARTIAL_SUFFIX}")
         self._compression, self._level = compression, level
         self._file = open(self.partial, "xb")  # noqa: SIM115 - closed by commit/abort
         self._stored = _Stored(self._file, tee)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 GZIP_MAGIC = b"\x1f\x8b"
 IDENTITY_SETTING = "SIDECAR_AGE_IDENTITY_FILE"
-Identities = Callable[[], list[Any]]
 _BLOCK = 1 << 20
 
 
@@ -60,19 +59,6 @@ def read_failure(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno is not None:
         return f"cannot read the file: {exc.strerror or exc}"
     return f"the compressed data is damaged ({type(exc).__name__}: {exc})"
-
-
-def identity_loader(identity_file: str, what: str = "the archive") -> Identities:
-    """The one loader of age identities from ``SIDECAR_AGE_IDENTITY_FILE`` (called when needed)."""
-
-    def load() -> list[Any]:
-        if not identity_file:
-            raise EncryptionError(
-                f"{what} is age-encrypted: set {IDENTITY_SETTING} to an identity that can decrypt it"
-            )
-        return load_identities(identity_file)
-
-    return load
 
 
 def sniff(head: bytes) -> str:
@@ -179,16 +165,8 @@ class ArchiveSource:
 
     location = LOCAL
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        identities: Identities | None = None,
-        keys: str = IDENTITY_SETTING,
-    ):
-        self.path = Path(path)
-        self.identities = identities or identity_loader("", self.path.name)
-        self.keys = keys  # names the identities in messages, never their content
+    def __init__(self, path: Path, *, identity_file: str = ""):
+        self.path, self.identity_file = Path(path), identity_file  # SIDECAR_AGE_IDENTITY_FILE
         self._pin: _Pin | None = None
 
     @property
@@ -256,11 +234,18 @@ class ArchiveSource:
             raw.close()
 
     def _decrypting(self, counted: _Counted) -> BinaryIO:
+        """The one place age identities are loaded for reading: named in messages, never shown."""
+        if not self.identity_file:
+            raise ArchiveReadError(
+                f"{self.name} is age-encrypted: set {IDENTITY_SETTING} to an identity that can decrypt it",
+                "file",
+            )
         try:
-            keys = self.identities()
+            keys = load_identities(self.identity_file)
         except EncryptionError as exc:
             raise ArchiveReadError(str(exc), "file") from None
-        return decrypt_reader(counted, keys, source=self.describe(), keys=self.keys)  # type: ignore[arg-type]
+        label = f"{IDENTITY_SETTING} ({self.identity_file})"
+        return decrypt_reader(counted, keys, source=self.describe(), keys=label)  # type: ignore[arg-type]
 
 
 class BucketSource(ArchiveSource):
@@ -268,8 +253,8 @@ class BucketSource(ArchiveSource):
 
     location = S3
 
-    def __init__(self, path: Path, bucket: S3Backend, **options: Any):
-        super().__init__(path, **options)
+    def __init__(self, path: Path, bucket: S3Backend, *, identity_file: str = ""):
+        super().__init__(path, identity_file=identity_file)
         self.bucket = bucket
 
     def describe(self) -> str:
@@ -287,14 +272,10 @@ def source_for(settings: Settings, path: Path, entry: Entry | None = None) -> Ar
     """The copy verify, drills and restores read: the local file when it is there (or the entry is
     not in the bucket), else the bucket's copy; decrypted with ``SIDECAR_AGE_IDENTITY_FILE``. The
     sha256 of what is read is compared with the catalog's by the integrity checks, not here."""
-    path = Path(path)
-    options: dict[str, Any] = {
-        "identities": identity_loader(settings.age_identity_file, path.name),
-        "keys": f"{IDENTITY_SETTING} ({settings.age_identity_file})",
-    }
+    path, keys = Path(path), settings.age_identity_file
     in_bucket = entry is not None and S3 in (entry.get("locations") or [LOCAL]) and settings.s3_bucket
     if path.is_file() or not in_bucket:
-        return ArchiveSource(path, **options)
+        return ArchiveSource(path, identity_file=keys)
     from sidecar.store.s3 import S3Backend
 
-    return BucketSource(path, S3Backend.from_settings(settings), **options)
+    return BucketSource(path, S3Backend.from_settings(settings), identity_file=keys)
