@@ -21,9 +21,9 @@ from sidecar.config import ConfigError, load_settings
 from sidecar.engine.compression import gzip_reader
 from sidecar.engine.encryption import (
     AGE_MAGIC,
+    AgeWriter,
     EncryptionError,
     decrypt_reader,
-    encrypt_writer,
     load_identities,
     parse_recipients,
 )
@@ -47,7 +47,7 @@ def key_file(tmp_path: Path, identity) -> Path:
 
 def encrypt(data: bytes, recipients, write_sizes=(1, 7, 4096, 65536, 300_000)) -> bytes:
     out = io.BytesIO()
-    writer = encrypt_writer(out, recipients)
+    writer = AgeWriter(out, recipients)
     rng, pos = random.Random(1), 0
     while pos < len(data):
         step = rng.choice(write_sizes)
@@ -113,7 +113,7 @@ def test_errors_of_the_underlying_streams_come_through_unchanged(identity):
         def write(self, data):
             raise OSError(28, "No space left on device")
 
-    writer = encrypt_writer(Full(), [identity.to_public()])
+    writer = AgeWriter(Full(), [identity.to_public()])
     with pytest.raises(OSError) as caught:
         for _ in range(50):
             writer.write(b"x" * 100_000)

@@ -52,15 +52,11 @@ class NamespaceFacts:
     crc: int = 0
     content_hash: int = 0
 
-    def as_json(self) -> dict[str, Any]:
-        return {"documents": self.documents, "bytes": self.bytes, "crc": self.crc, "type": self.type}
-
 
 @dataclass
 class ArchiveScan:
     path: Path
     compressed: bool = True
-    parsed: bool = False
     size_bytes: int = 0
     sha256: str = ""
     uncompressed_bytes: int = 0
@@ -287,7 +283,7 @@ def scan_archive(
     """
     t0 = time.monotonic()
     source = as_source(archive)
-    scan = ArchiveScan(source.path, parsed=parse)
+    scan = ArchiveScan(source.path)
     state, cancel = progress or Progress(), cancel or threading.Event()
     work = _Pass(scan, decode, hash_contents, manifest, on_chunk, state, cancel)
     try:

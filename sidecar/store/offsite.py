@@ -104,9 +104,7 @@ class Offsite:
     # -- writing ---------------------------------------------------------------------------------
 
     def sink(self, final: Path) -> ArchiveSink:
-        """The sink a new archive is written through: age-encrypted when SIDECAR_AGE_RECIPIENTS is
-        set, and in ``streaming`` upload mode teed into a multipart upload that waits for ``copy()``
-        (a failing upload never fails the local backup: the tee drops it, ``copy()`` uploads the file)."""
+        """The sink a new archive is written through (see the module's note)."""
         settings = self.settings
         recipients = None
         if self.encrypting:

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from sidecar.config import Settings
     from sidecar.store.s3 import S3Backend
 
-GZIP_MAGIC = b"\x1f\x8b"
 IDENTITY_SETTING = "SIDECAR_AGE_IDENTITY_FILE"
 _BLOCK = 1 << 20
 
@@ -65,7 +64,7 @@ def sniff(head: bytes) -> str:
     """gzip, archive (uncompressed) or age (encrypted); ArchiveReadError for anything else."""
     if not head:
         raise ArchiveReadError("the file is empty (0 bytes)", "file", 0)
-    if head[:2] == GZIP_MAGIC:
+    if head[:2] == b"\x1f\x8b":
         return "gzip"
     if head[:4] == MAGIC:
         return "archive"
@@ -172,9 +171,6 @@ class ArchiveSource:
     @property
     def name(self) -> str:
         return self.path.name
-
-    def __fspath__(self) -> str:
-        return str(self.path)
 
     def __str__(self) -> str:
         return str(self.path)
