@@ -36,8 +36,8 @@ from tests.test_restore_support import (  # noqa: F401 - fixtures
 MONGORESTORE = shutil.which("mongorestore")
 MONGODUMP = shutil.which("mongodump")
 NO_TOOLS = (
-    "{} is not installed here (the MongoDB Database Tools are in neither Debian nor PyPI); "
-    "the wrapper is tested with a fake tool instead"
+    "{} is not on PATH (the MongoDB Database Tools are in neither Debian nor PyPI; `bash deploy/local.sh "
+    "test` adds ../shared/tools/mongodb-database-tools/bin where it exists)"
 )
 
 FAKE = """\

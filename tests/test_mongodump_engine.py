@@ -22,6 +22,7 @@ import pytest
 
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import STATUS_COMPLETED
+from tests.test_interop_tools import NO_TOOLS
 
 FAKE = textwrap.dedent("""\
     #!{python}
@@ -146,7 +147,7 @@ def _catch(outcome: list[BaseException], call) -> None:
         outcome.append(exc)
 
 
-@pytest.mark.skipif(shutil.which("mongodump") is None, reason="the stock mongodump is not on PATH")
+@pytest.mark.skipif(shutil.which("mongodump") is None, reason=NO_TOOLS.format("mongodump"))
 def test_an_encrypted_mongodump_backup_never_puts_plaintext_on_disk(make_settings, sample_counts, tmp_path):
     identity = pyrage.x25519.Identity.generate()
     key = tmp_path / "key.txt"
