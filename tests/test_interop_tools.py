@@ -292,3 +292,11 @@ def test_the_mongodump_engine_backs_up_and_the_mongorestore_engine_restores(
     restored = service.run_restore(file_name=entry["fileName"], engine="mongorestore", **renames(targets))
     assert restored["engine"] == "mongorestore" and restored["postRestoreCheck"]["ok"] is True
     assert_same_databases(mongo_client, targets)
+    # again over the restored copy: the safety backup of every namespace it overwrites comes first
+    again = service.run_restore(
+        file_name=entry["fileName"], engine="mongorestore", drop=True, **renames(targets)
+    )
+    safety = service.catalog.get(again["safetyBackup"])
+    assert safety["trigger"] == "pre-restore" and safety["engine"] == "native"  # exact namespaces: native
+    assert set(safety["namespaces"]) == {ns for ns in again["overwrites"]}
+    assert_same_databases(mongo_client, targets)

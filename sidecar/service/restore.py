@@ -344,11 +344,10 @@ def _write_restore(
 def _safety_backup(ctx: JobContext, job: Job, namespaces: list[str], wording: Wording) -> Entry:
     """A backup of exactly the namespaces the restore will overwrite: a job of its own (records,
     listeners, off-site copy) run inside the restore's, which holds the lock."""
-    tool = ctx.settings.engine == "mongodump"
     options = replace(
         dump_options(ctx),
         database="",
-        ns_include=tuple(_exact_pattern(ns, tool) for ns in namespaces),
+        ns_include=tuple(_exact_pattern(ns) for ns in namespaces),
         ns_exclude=(),
         oplog="off",
     )
@@ -375,8 +374,6 @@ def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-def _exact_pattern(ns: str, tool: bool) -> str:
-    """A namespace as an --nsInclude pattern matching only itself (mongodump escapes with a backslash)."""
-    if tool:
-        return ns.replace("\\", "\\\\").replace("*", "\\*")
+def _exact_pattern(ns: str) -> str:
+    """A namespace as a pattern of the native engine's ``ns_include`` that matches only itself."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in ns)
