@@ -152,6 +152,7 @@ def _restore(ctx: JobContext, run: RestoreRun, *, safety_backup: bool) -> dict[s
             result["durationSeconds"] = round(time.monotonic() - t0, 3)
             return result
         # 3. The safety backup of what will be overwritten (the runbook's warning).
+        ctx.writing(run.job)
         result["safetyBackup"] = None
         if touched and safety_backup:
             safety = _safety_backup(ctx, run.job, touched, run.wording)
