@@ -29,7 +29,7 @@ from sidecar.engine.restore_plan import (
     inspect_targets,
     plan_restore,
 )
-from sidecar.integrity import scan_archive
+from sidecar.integrity.scan import scan_archive
 from sidecar.service import BackupService, JobFailed
 from tests.helpers import settings_for
 from tests.test_restore_support import scratch_db_fixture  # noqa: F401 - fixture

@@ -17,7 +17,7 @@ import pyrage
 import pytest
 
 from sidecar.archive import ArchiveReader, NamespaceEnd
-from sidecar.integrity import verify_archive
+from sidecar.integrity.levels import verify_archive
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import iso_utc
 from sidecar.store.retention import Policy, keep_reasons

@@ -13,7 +13,8 @@ import pytest
 
 from sidecar.cli import main as cli_main
 from sidecar.embedded import EmbeddedServer
-from sidecar.integrity import DRILL_PREFIX, drill_database_name, verify_archive
+from sidecar.integrity.drill import DRILL_PREFIX, drill_database_name
+from sidecar.integrity.levels import verify_archive
 from sidecar.jobs import Job, JobLock
 from sidecar.progress import Progress
 from sidecar.sampledata import load_bulk_data

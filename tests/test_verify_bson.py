@@ -14,7 +14,7 @@ from bson.binary import UuidRepresentation
 
 from sidecar.archive import DocumentChunk, Namespace
 from sidecar.archive.bsoncheck import suspect_documents
-from sidecar.integrity import VerifyFailed
+from sidecar.integrity.failure import VerifyFailed
 from sidecar.integrity.scan import DECODE_OPTIONS, check_decodes
 from sidecar.sampledata import _edge_cases, _patient
 
@@ -108,7 +108,7 @@ def test_a_scan_without_a_progress_or_a_cancel_of_its_callers_own(tmp_path):
     """``scan_archive(path)`` alone, as the benchmarks call it: a progress and a cancel of its own."""
     from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata
     from sidecar.engine.compression import gzip_writer
-    from sidecar.integrity import scan_archive
+    from sidecar.integrity.scan import scan_archive
 
     path = tmp_path / "a.gz"
     with open(path, "wb") as raw, gzip_writer(raw) as gz:

@@ -33,27 +33,24 @@ def mongodump_arguments(options: DumpOptions, oplog: bool) -> list[str]:
 
 
 def _scope(options: DumpOptions) -> list[str]:
-    """mongodump selects one database (--db), or one collection of it (--collection), and excludes
-    collections by name or prefix; include patterns beyond ``db.*`` and ``db.coll`` need the native engine."""
-    db, collection = options.database, ""
+    """mongodump dumps everything, one database or one collection of it, minus collections of that
+    database by name or prefix: one ``db.*`` or ``db.coll`` include, ``db.coll`` or ``db.prefix*``
+    excludes. Other patterns need the native engine."""
+    db, coll = options.database, ""
     if len(options.ns_include) > 1:
         raise DumpError(_unsupported("SIDECAR_NS_INCLUDE with more than one pattern"))
     for pattern in options.ns_include:
-        db, _, collection = pattern.partition(".")
-        collection = "" if collection == "*" else collection
-        if (not collection and pattern != f"{db}.*") or "*" in db + collection or "?" in pattern:
+        db, _, coll = pattern.partition(".")
+        coll = "" if coll == "*" else coll
+        if (not coll and not pattern.endswith(".*")) or any(c in db + coll for c in "*?["):
             raise DumpError(_unsupported(f"SIDECAR_NS_INCLUDE={pattern}"))
-    args = [f"--db={db}"] if db else []
-    args += [f"--collection={collection}"] if collection else []
+    args = [f"--db={db}"] * bool(db) + [f"--collection={coll}"] * bool(coll)
     for pattern in options.ns_exclude:
-        excluded_db, _, name = pattern.partition(".")
-        if excluded_db != db or not name or "*" in name[:-1] or "?" in name:
+        name = pattern.removeprefix(f"{db}.")
+        if not db or name == pattern or any(c in name.rstrip("*") for c in "*?["):
             raise DumpError(_unsupported(f"SIDECAR_NS_EXCLUDE={pattern}"))
-        args.append(
-            f"--excludeCollectionsWithPrefix={name[:-1]}"
-            if name.endswith("*")
-            else f"--excludeCollection={name}"
-        )
+        flag = "--excludeCollectionsWithPrefix" if name.endswith("*") else "--excludeCollection"
+        args.append(f"{flag}={name.rstrip('*')}")
     return args
 
 

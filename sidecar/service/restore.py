@@ -30,7 +30,9 @@ from sidecar.engine.restore_plan import (
     inspect_targets,
     plan_restore,
 )
-from sidecar.integrity import ArchiveScan, VerifyFailed, restore_problems, scan_archive
+from sidecar.integrity.checks import restore_problems
+from sidecar.integrity.failure import VerifyFailed
+from sidecar.integrity.scan import ArchiveScan, scan_archive
 from sidecar.jobs import Job
 from sidecar.service.backup import backup_and_copy, dump_options
 from sidecar.service.context import JobContext, JobFailed, connect, log

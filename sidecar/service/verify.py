@@ -9,7 +9,8 @@ from typing import Any
 
 import pymongo
 
-from sidecar.integrity import LEVELS, VerifyReport, verify_archive
+from sidecar.integrity.failure import LEVELS
+from sidecar.integrity.levels import VerifyReport, verify_archive
 from sidecar.jobs import Job
 from sidecar.service.context import JobContext, JobFailed, connect
 from sidecar.store.catalog import STATUS_COMPLETED, Entry, find_entry, newest_usable
