@@ -1,0 +1,189 @@
+"""Units of oplog operations into actions (``Translator``), and the two ways of applying them.
+
+``Translator.actions`` turns a unit into ``Write``s (``oplog_crud``) and ``Command``s
+(``oplog_commands``) on the target namespaces, or raises ``ReplayError`` (with the entry's ts and
+namespace) for anything it does not understand; it does no I/O, so a plan pass finds those first.
+
+``NativeApplier`` applies writes as ordered ``bulk_write`` batches per namespace (validation
+bypassed, as oplog application does), reading the document first for a mongod ``$v: 2`` diff, and
+runs commands between batches. ``ApplyOpsApplier`` sends the CRUD operations, renamed and without
+their UUIDs, through ``applyOps`` in batches, a transaction's in one call (what
+``mongorestore --oplogReplay`` does), and runs commands as the native applier does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pymongo
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from bson.son import SON
+from pymongo.errors import BulkWriteError, OperationFailure
+
+from sidecar.engine.bson_raw import document, element, elements
+from sidecar.engine.oplog_commands import Command, CommandTranslator
+from sidecar.engine.oplog_crud import UnsupportedEntry, Write, WriteModel, crud_write
+from sidecar.engine.oplog_scope import ReplayScope, split_namespace
+from sidecar.engine.oplog_units import OplogOp, ReplayError, Unit
+from sidecar.engine.restore_errors import server_message
+
+Action = Write | Command
+IGNORED_OPS = frozenset({"n", "cd", "ci", "cu", "km"})  # no-ops and container ops (mongorestore's list)
+_RAW = CodecOptions(document_class=RawBSONDocument)
+
+
+def action_kind(action: Action) -> str:
+    """insert | update | delete, or the command's name: what the counts are kept by."""
+    return action.kind if isinstance(action, Write) else action.name
+
+
+@dataclass
+class Translator:
+    scope: ReplayScope
+    commands: CommandTranslator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.commands = CommandTranslator(self.scope)
+
+    def actions(self, unit: Unit) -> list[Action]:
+        out: list[Action] = []
+        for op in unit.ops:
+            try:
+                out.extend(self._actions(op))
+            except UnsupportedEntry as exc:
+                raise ReplayError(op.ts, op.ns, str(exc)) from None
+        return out
+
+    def _actions(self, op: OplogOp) -> list[Action]:
+        kind = op.op
+        if kind in IGNORED_OPS:
+            return []
+        if kind in ("i", "u", "d"):
+            target = self.scope.target(op.ns)
+            if target is None:
+                return []
+            self.commands.written.add(op.ns)
+            return [crud_write(op, target)]
+        if kind == "c":
+            if op.command in ("commitTransaction", "applyOps"):  # only reach here malformed
+                raise UnsupportedEntry(f"a {op.command} entry out of place")
+            return list(self.commands.commands(op))
+        raise UnsupportedEntry(f"unknown oplog op {kind!r}")
+
+
+def run_command(client: pymongo.MongoClient, command: Command, op: OplogOp) -> None:
+    try:
+        client[command.db].command(command.body)
+    except OperationFailure as exc:
+        if exc.code not in command.accepted:
+            raise ReplayError(op.ts, op.ns, f"{command.name} failed: {server_message(exc)}") from None
+
+
+@dataclass
+class NativeApplier:
+    """Writes in ordered batches (one namespace each), commands between them."""
+
+    client: pymongo.MongoClient
+    batch_ops: int = 1000
+    batch_bytes: int = 8 * 1024 * 1024
+    target: str = ""
+    models: list[WriteModel] = field(default_factory=list)
+    sources: list[OplogOp] = field(default_factory=list)  # the entry of each model, for errors
+    size: int = 0
+
+    def apply(self, unit: Unit, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Command):
+                self.flush()
+                run_command(self.client, action, unit.ops[0])
+                continue
+            if action.target != self.target:
+                self.flush()
+                self.target = action.target
+            current = None
+            if action.needs_current:
+                self.flush()
+                current = self._current(action)
+            for model in action.models(current):
+                self.models.append(model)
+                self.sources.append(action.op)
+            self.size += len(action.op.doc.raw)
+            if len(self.models) >= self.batch_ops or self.size >= self.batch_bytes:
+                self.flush()
+
+    def _current(self, write: Write) -> bytes | None:
+        db, coll = split_namespace(write.target)
+        found = self.client[db].get_collection(coll, codec_options=_RAW).find_one(write.id_filter())
+        return bytes(found.raw) if found is not None else None
+
+    def flush(self) -> None:
+        if not self.models:
+            return
+        db, coll = split_namespace(self.target)
+        models, sources = self.models, self.sources
+        self.models, self.sources, self.size = [], [], 0
+        try:
+            self.client[db][coll].bulk_write(models, ordered=True, bypass_document_validation=True)
+        except BulkWriteError as exc:
+            error = (exc.details.get("writeErrors") or [{}])[0]
+            op = sources[min(int(error.get("index", 0)), len(sources) - 1)]
+            raise ReplayError(op.ts, op.ns, f"write to {self.target} failed: {error.get('errmsg')}") from None
+        except OperationFailure as exc:
+            raise ReplayError(
+                sources[0].ts, sources[0].ns, f"write to {self.target} failed: {server_message(exc)}"
+            ) from None
+
+
+def apply_ops_entry(write: Write) -> RawBSONDocument:
+    """The operation as ``applyOps`` takes it: under its target namespace, without its UUID."""
+    items = [e for e in elements(write.op.doc.raw) if e.name not in ("ui", "ns")]
+    items.append(element(0x02, "ns", _bson_string(write.target)))
+    return RawBSONDocument(document(items))
+
+
+def _bson_string(text: str) -> bytes:
+    data = text.encode("utf-8", "surrogateescape") + b"\0"
+    return len(data).to_bytes(4, "little") + data
+
+
+@dataclass
+class ApplyOpsApplier:
+    """CRUD operations through ``applyOps`` batches (a transaction's in one), commands natively."""
+
+    client: pymongo.MongoClient
+    batch_ops: int = 500
+    batch_bytes: int = 8 * 1024 * 1024
+    ops: list[RawBSONDocument] = field(default_factory=list)
+    sources: list[OplogOp] = field(default_factory=list)
+    size: int = 0
+
+    def apply(self, unit: Unit, actions: list[Action]) -> None:
+        if unit.transaction:
+            self.flush()
+        for action in actions:
+            if isinstance(action, Command):
+                self.flush()
+                run_command(self.client, action, unit.ops[0])
+                continue
+            self.ops.append(apply_ops_entry(action))
+            self.sources.append(action.op)
+            self.size += len(action.op.doc.raw)
+            full = len(self.ops) >= self.batch_ops or self.size >= self.batch_bytes
+            if full and not unit.transaction:
+                self.flush()
+        if unit.transaction:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.ops:
+            return
+        ops, sources = self.ops, self.sources
+        self.ops, self.sources, self.size = [], [], 0
+        try:
+            self.client.admin.command(SON([("applyOps", ops)]))
+        except OperationFailure as exc:
+            first = sources[0]
+            raise ReplayError(
+                first.ts, first.ns, f"applyOps of the batch starting here failed: {server_message(exc)}"
+            ) from None
