@@ -74,7 +74,7 @@ class Translator:
 
 def run_command(client: pymongo.MongoClient, command: Command, op: OplogOp) -> None:
     try:
-        client[command.db].command(command.body)
+        client[command.db].command(SON(command.body))  # the driver adds fields to what it sends
     except OperationFailure as exc:
         if exc.code not in command.accepted:
             raise ReplayError(op.ts, op.ns, f"{command.name} failed: {server_message(exc)}") from None

@@ -13,8 +13,9 @@ earlier replay did:
 - ``createIndexes`` (an ``indexes`` list, or one spec inline as mongod 4.2 wrote it) and
   ``commitIndexBuild`` as ``createIndexes``; ``startIndexBuild``/``abortIndexBuild`` skipped;
 - ``dropIndexes``/``deleteIndexes`` (and the singular forms);
-- ``renameCollection``: between two replayed namespaces, a rename of the targets; out of them, a
-  drop; into them from a namespace not replayed, refused (its documents are not in the restore);
+- ``renameCollection``: between two replayed namespaces, a rename of the targets (over an existing
+  target: that is a later state being re-applied); out of them, a drop; into them from a namespace
+  not replayed, refused (its documents are not in the restore);
 - ``collMod``, ``convertToCapped``; ``dbCheck``, ``setMultikeyMetadata`` skipped.
 """
 
@@ -126,8 +127,9 @@ class CommandTranslator:
                 "in the restore"
             )
         self.written.update((source, dest))
-        body = SON([("renameCollection", from_target), ("to", to_target)])
-        body["dropTarget"] = bool(obj.get("dropTarget"))
+        # Always over the target: in the source's history it did not exist then (or dropTarget was
+        # given), so one there now is a later state that the entries after this one rebuild.
+        body = SON([("renameCollection", from_target), ("to", to_target), ("dropTarget", True)])
         return [Command("renameCollection", to_target, "admin", body, frozenset({NAMESPACE_NOT_FOUND}))]
 
     def _drop_database(self, db: str) -> list[Command]:

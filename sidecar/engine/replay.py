@@ -14,7 +14,8 @@ translation of each entry into ordinary idempotent writes and commands (``oplog_
 ``oplog_commands``). Transactions apply whole or not at all (``oplog_units``).
 
 ``replay`` refuses an entry it does not understand with ``ReplayError`` before writing anything of
-that entry's unit; what was written before it stays, which is why callers plan the range first.
+that entry's unit, leaving the state just before it (every earlier entry applied): callers plan the
+range first so that a refused range writes nothing.
 Both return counts per target namespace and operation (insert, update, delete, command names).
 """
 
@@ -194,6 +195,7 @@ def replay(
     reader, translator = Reader(options.cut), Translator(options.scope)
 
     def refuse(exc: ReplayError) -> None:
+        applier.flush()  # what is left is the state just before the refused entry
         raise exc
 
     for unit, actions in _units_and_actions(reader, entries, translator, refuse):
