@@ -9,8 +9,10 @@ document a fuzzy base dump read later than the entry, and still converge:
   ``replace`` (no ``$`` field: a full replacement), ``modifiers`` (``$set``/``$unset``/... with
   ``$v: 1`` or no ``$v``: sent as the update), ``delta`` (mongod's ``$v: 2`` diff: read the document,
   apply the diff as mongod does (``doc_diff``), replace it), ``fields`` (the embedded server's
-  ``$v: 2`` shape ``{diff: {updatedFields, removedFields, truncatedArrays}}``: ``$set`` of the dotted
-  paths, ``$unset`` of the removed ones, then each truncation as ``$push: {$each: [], $slice: n}``).
+  ``$v: 2`` shape ``{diff: {updatedFields, removedFields, truncatedArrays, disambiguatedPaths}}``:
+  ``$set`` of the dotted paths, ``$unset`` of the removed ones, then each truncation as
+  ``$push: {$each: [], $slice: n}``; a path whose ``disambiguatedPaths`` parts hold a field name
+  with a dot (or a ``$``) cannot be written as a dotted path and is refused).
 
 Documents and values go to the server as the raw bytes of the entry: nothing is decoded.
 """
@@ -35,7 +37,7 @@ UPDATE_OPERATORS = frozenset(
         "$push", "$pull", "$pullAll", "$addToSet", "$pop", "$bit",
     }
 )  # fmt: skip
-_FIELDS_DIFF = frozenset({"updatedFields", "removedFields", "truncatedArrays"})
+_FIELDS_DIFF = frozenset({"updatedFields", "removedFields", "truncatedArrays", "disambiguatedPaths"})
 _KINDS = {"i": "insert", "u": "update", "d": "delete"}
 
 
@@ -91,6 +93,13 @@ def _check_fields_diff(diff: RawBSONDocument) -> None:
         raise UnsupportedEntry("removedFields is not a list of field paths")
     if not isinstance(truncated, list) or not all(_is_truncation(t) for t in truncated):
         raise UnsupportedEntry("truncatedArrays is not a list of {field, newSize}")
+    for path, parts in (diff.get("disambiguatedPaths") or {}).items():
+        # Numeric parts address the same thing (index or field) as at the source: the document has the
+        # same shape when the entry is replayed. A field name with a dot cannot be a path part.
+        if not isinstance(parts, list) or any(
+            isinstance(p, str) and ("." in p or p.startswith("$")) for p in parts
+        ):
+            raise UnsupportedEntry(f"the path {path!r} has a field name that a dotted path cannot address")
 
 
 def _is_truncation(item: object) -> bool:
