@@ -20,10 +20,11 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 from pymongo.errors import BulkWriteError, OperationFailure
+from pymongo.operations import InsertOne
 
 from sidecar.engine.bson_raw import document, element, elements
 from sidecar.engine.oplog_commands import Command, CommandTranslator
-from sidecar.engine.oplog_crud import UnsupportedEntry, Write, WriteModel, crud_write
+from sidecar.engine.oplog_crud import DUPLICATE_KEY, UnsupportedEntry, Write, WriteModel, crud_write
 from sidecar.engine.oplog_scope import ReplayScope, split_namespace
 from sidecar.engine.oplog_units import OplogOp, ReplayError, Unit
 from sidecar.engine.restore_errors import server_message
@@ -89,7 +90,7 @@ class NativeApplier:
     batch_bytes: int = 8 * 1024 * 1024
     target: str = ""
     models: list[WriteModel] = field(default_factory=list)
-    sources: list[OplogOp] = field(default_factory=list)  # the entry of each model, for errors
+    sources: list[Write] = field(default_factory=list)  # the write of each model
     size: int = 0
 
     def apply(self, unit: Unit, actions: list[Action]) -> None:
@@ -107,7 +108,7 @@ class NativeApplier:
                 current = self._current(action)
             for model in action.models(current):
                 self.models.append(model)
-                self.sources.append(action.op)
+                self.sources.append(action)
             self.size += len(action.op.doc.raw)
             if len(self.models) >= self.batch_ops or self.size >= self.batch_bytes:
                 self.flush()
@@ -120,19 +121,32 @@ class NativeApplier:
     def flush(self) -> None:
         if not self.models:
             return
-        db, coll = split_namespace(self.target)
         models, sources = self.models, self.sources
         self.models, self.sources, self.size = [], [], 0
+        while models:
+            failed = self._write(models, sources)
+            if failed is None:
+                return
+            # an insert whose _id is there: the rest of the batch goes on from its upsert
+            models = sources[failed].upsert() + models[failed + 1 :]
+            sources = sources[failed:]
+
+    def _write(self, models: list[WriteModel], sources: list[Write]) -> int | None:
+        """Write the batch; the index of an insert refused for a duplicate key, else None."""
+        db, coll = split_namespace(self.target)
         try:
             self.client[db][coll].bulk_write(models, ordered=True, bypass_document_validation=True)
+            return None
         except BulkWriteError as exc:
             error = (exc.details.get("writeErrors") or [{}])[0]
-            op = sources[min(int(error.get("index", 0)), len(sources) - 1)]
+            index = min(int(error.get("index", 0)), len(sources) - 1)
+            if error.get("code") == DUPLICATE_KEY and isinstance(models[index], InsertOne):
+                return index
+            op = sources[index].op
             raise ReplayError(op.ts, op.ns, f"write to {self.target} failed: {error.get('errmsg')}") from None
         except OperationFailure as exc:
-            raise ReplayError(
-                sources[0].ts, sources[0].ns, f"write to {self.target} failed: {server_message(exc)}"
-            ) from None
+            op = sources[0].op
+            raise ReplayError(op.ts, op.ns, f"write to {self.target} failed: {server_message(exc)}") from None
 
 
 def apply_ops_entry(write: Write) -> RawBSONDocument:

@@ -3,7 +3,8 @@
 Like oplog application (and ``applyOps``, which upserts), each write can be applied again, or over a
 document a fuzzy base dump read later than the entry, and still converge:
 
-- ``i``: replace by ``_id`` with upsert (``o`` is the whole document);
+- ``i``: an insert; where the ``_id`` is there already, a replacement by ``_id`` (``o`` is the whole
+  document) instead, so the batch goes on;
 - ``d``: delete by ``_id``;
 - ``u``, by the shape of ``o`` (``update_shape``), always by ``o2._id`` with upsert:
   ``replace`` (no ``$`` field: a full replacement), ``modifiers`` (``$set``/``$unset``/... with
@@ -23,14 +24,15 @@ from dataclasses import dataclass
 
 import bson
 from bson.raw_bson import RawBSONDocument
-from pymongo.operations import DeleteOne, ReplaceOne, UpdateOne
+from pymongo.operations import DeleteOne, InsertOne, ReplaceOne, UpdateOne
 
 from sidecar.engine.bson_raw import Element, document, elements, find
 from sidecar.engine.doc_diff import DiffError, validate_diff
 from sidecar.engine.doc_diff import apply_diff as apply_delta
 from sidecar.engine.oplog_units import OplogOp
 
-WriteModel = ReplaceOne | UpdateOne | DeleteOne
+WriteModel = InsertOne | ReplaceOne | UpdateOne | DeleteOne
+DUPLICATE_KEY = 11000
 UPDATE_OPERATORS = frozenset(
     {
         "$set", "$unset", "$inc", "$mul", "$rename", "$min", "$max", "$currentDate", "$setOnInsert",
@@ -134,13 +136,19 @@ class Write:
             raise UnsupportedEntry("the entry does not name the document's _id")
         return RawBSONDocument(document([item]))
 
+    def upsert(self) -> list[WriteModel]:
+        """The whole document by ``_id``, whether one is there or not (an insert's idempotent form)."""
+        return [ReplaceOne(self.id_filter(), self.op.o, upsert=True)]
+
     def models(self, current: bytes | None = None) -> list[WriteModel]:
         """The writes; for a ``delta``, ``current`` is the document now (None: there is none)."""
         key, o = self.id_filter(), self.op.o
         if self.shape == "delete":
             return [DeleteOne(key)]
-        if self.shape in ("insert", "replace"):
-            return [ReplaceOne(key, o, upsert=True)]
+        if self.shape == "insert":
+            return [InsertOne(o)]  # on a duplicate _id, ``upsert`` takes over
+        if self.shape == "replace":
+            return self.upsert()
         if self.shape == "modifiers":
             update = document(i for i in elements(o.raw) if i.name != "$v")
             return [UpdateOne(key, RawBSONDocument(update), upsert=True)]
