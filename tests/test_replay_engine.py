@@ -4,6 +4,7 @@ refusals before any write; idempotence; the restore's namespace rules."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pymongo
@@ -12,7 +13,9 @@ from bson.timestamp import Timestamp
 
 from sidecar.engine.oplog_scope import ReplayScope
 from sidecar.engine.replay import ReplayError, ReplayOptions, plan_replay, replay
+from sidecar.engine.restore_errors import RestoreCancelled
 from sidecar.engine.restore_plan import RestoreOptions
+from sidecar.progress import Progress
 from tests.replay_support import decoded, entries_since, entry, newest_ts, renamed, snapshot
 from tests.test_restore_support import scratch_db_fixture  # noqa: F401 - fixture
 
@@ -159,8 +162,10 @@ def test_a_replay_into_a_renamed_database_equals_the_source(history, mongo_clien
     plan = plan_replay(entries, renamed(source, target))
     assert not plan.refused and plan.entries == len(entries)
     assert plan.namespaces[f"{target}.people"]["update"] >= 10
-    result = replay(mongo_client, entries, renamed(source, target))
+    progress = Progress()
+    result = replay(mongo_client, entries, renamed(source, target), progress=progress)
     assert result.method == "native"  # the embedded server has no applyOps
+    assert progress.documents == result.operations and progress.bytes == result.bytes == plan.bytes
     assert result.as_json()["namespaces"] == plan.as_json()["namespaces"]
     assert snapshot(mongo_client, target) == steps[-1][2]
 
@@ -306,3 +311,27 @@ def test_drop_database_under_renaming_drops_what_came_from_it(mongo_client, scra
     replay(mongo_client, [entry(Timestamp(t, 3), "i", f"{plain}.a", {"_id": 1})])
     replay(mongo_client, [entry(Timestamp(t, 4), "c", f"{plain}.$cmd", {"dropDatabase": 1})])
     assert plain not in mongo_client.list_database_names()
+
+
+def test_a_cancelled_replay_stops(history, mongo_client, scratch_db):
+    source, entries, _ = history
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(RestoreCancelled):
+        replay(mongo_client, entries, renamed(source, scratch_db()), cancel=cancel)
+
+
+def test_the_apply_ops_method_sends_the_operations_and_fails_loudly_without_it(mongo_client, scratch_db):
+    db = scratch_db()
+    t = Timestamp(1_800_000_300, 1)
+    with pytest.raises(ReplayError, match=r"applyOps of the batch starting here failed") as info:
+        replay(mongo_client, [entry(t, "i", f"{db}.c", {"_id": 1})], ReplayOptions(method="applyOps"))
+    assert info.value.ts == t and info.value.ns == f"{db}.c"
+
+
+def test_a_time_series_collection_is_refused_like_the_native_restore(scratch_db):
+    db = scratch_db()
+    create = entry(
+        Timestamp(1_800_000_400, 1), "c", f"{db}.$cmd", {"create": "m", "timeseries": {"timeField": "t"}}
+    )
+    assert "time-series" in plan_replay([create]).refused[0].reason

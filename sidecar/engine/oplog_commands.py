@@ -6,7 +6,8 @@ gone, the index is gone) is accepted, since oplog application may repeat what th
 earlier replay did:
 
 - ``create``: with its options; ``idIndex`` is left out (the default one is built); the embedded
-  server's ``viewPipeline`` becomes ``pipeline``;
+  server's ``viewPipeline`` becomes ``pipeline``; a time-series collection is refused (the native
+  restore does not restore those either);
 - ``drop``; ``dropDatabase``: the whole database when nothing is renamed or filtered, else the
   targets of that database's namespaces the replay has written (the entries before it drop the
   others: mongod and the embedded server log a ``drop`` per collection first);
@@ -101,6 +102,8 @@ class CommandTranslator:
         raise UnsupportedEntry(f"unknown oplog command {name!r}")
 
     def _create(self, obj: dict[str, Any], target: str) -> Command:
+        if "timeseries" in obj:  # as the native restore: its buckets are system collections
+            raise UnsupportedEntry("creates a time-series collection, which this engine does not restore")
         tdb, tcoll = split_namespace(target)
         body = _body("create", tcoll, obj, _UNSENT | {"viewPipeline"})
         if "viewPipeline" in obj and "pipeline" not in obj:
