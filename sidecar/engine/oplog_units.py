@@ -4,9 +4,10 @@ A **unit** is what must be applied as a whole or not at all: one plain entry; th
 mongod transaction (one ``applyOps`` command entry, or the ``partialTxn`` chain of a large
 transaction ended by its final ``applyOps`` or, when prepared, by ``commitTransaction``), taken at
 the time of the entry that commits it; or the entries the embedded server writes for one
-transaction (same ``lsid`` and ``txnNumber``, one shared ``ts``). Entries that only begin a
-transaction are held; a transaction whose commit is not reached by the cut is never applied
-(``pending`` tells how many), one aborted is dropped.
+transaction (same ``lsid`` and ``txnNumber``, one shared ``ts``, no ``stmtId``: mongod's retryable
+writes carry one and are plain entries). Entries that only begin a transaction are held; a
+transaction whose commit is not reached by the cut is never applied (``pending`` tells how many),
+one aborted is dropped.
 
 **The cut** (``Cut``): every entry with ``ts <= until`` (inclusive), or every entry before the one
 at ``before``. Since the entries of one embedded transaction share one ``ts`` and a mongod
@@ -135,7 +136,7 @@ class Assembler:
     def feed(self, ts: Timestamp, doc: RawBSONDocument) -> Iterator[Unit]:
         key = _session_key(doc)
         kind = OplogOp(ts, doc)
-        if key is not None and kind.op in ("i", "u", "d"):
+        if key is not None and kind.op in ("i", "u", "d") and "stmtId" not in doc:
             group_key = (*key, ts)
             if self.group is not None and self.group_key == group_key:
                 self.group.ops.append(kind)
@@ -189,7 +190,7 @@ class Assembler:
             if prev_ts is not None and prev_ts != _NULL_TS:
                 raise ReplayError(
                     ts,
-                    "admin.$cmd",
+                    str(doc.get("ns", "")),
                     f"a transaction entry whose previous entry ({ts_text(prev_ts)}) is not in the replayed "
                     "range: the transaction began before it",
                 )
@@ -197,7 +198,7 @@ class Assembler:
         if prev_ts is not None and prev_ts != held.last:
             raise ReplayError(
                 ts,
-                "admin.$cmd",
+                str(doc.get("ns", "")),
                 f"a transaction entry that follows {ts_text(prev_ts)}, but the previous entry of its "
                 f"transaction is {ts_text(held.last)}",
             )
