@@ -1,8 +1,9 @@
 """Units of oplog operations into actions (``Translator``), and the two ways of applying them.
 
 ``Translator.actions`` turns a unit into ``Write``s (``oplog_crud``) and ``Command``s
-(``oplog_commands``) on the target namespaces, or raises ``ReplayError`` (with the entry's ts and
-namespace) for anything it does not understand; it does no I/O, so a plan pass finds those first.
+(``oplog_commands``, ``Issued`` with the entry they come from) on the target namespaces, or raises
+``ReplayError`` (with the entry's ts and namespace) for anything it does not understand; it does no
+I/O, so a plan pass finds those first.
 
 ``NativeApplier`` applies writes as ordered ``bulk_write`` batches per namespace (validation
 bypassed, as oplog application does), reading the document first for a mongod ``$v: 2`` diff, and
@@ -29,14 +30,27 @@ from sidecar.engine.oplog_scope import ReplayScope, split_namespace
 from sidecar.engine.oplog_units import OplogOp, ReplayError, Unit
 from sidecar.engine.restore_errors import server_message
 
-Action = Write | Command
+
+@dataclass(frozen=True)
+class Issued:
+    """A command and the entry it comes from."""
+
+    command: Command
+    op: OplogOp
+
+    @property
+    def target(self) -> str:
+        return self.command.target
+
+
+Action = Write | Issued
 IGNORED_OPS = frozenset({"n", "cd", "ci", "cu", "km"})  # no-ops and container ops (mongorestore's list)
 _RAW = CodecOptions(document_class=RawBSONDocument)
 
 
 def action_kind(action: Action) -> str:
     """insert | update | delete, or the command's name: what the counts are kept by."""
-    return action.kind if isinstance(action, Write) else action.name
+    return action.kind if isinstance(action, Write) else action.command.name
 
 
 @dataclass
@@ -69,11 +83,12 @@ class Translator:
         if kind == "c":
             if op.command in ("commitTransaction", "applyOps"):  # only reach here malformed
                 raise UnsupportedEntry(f"a {op.command} entry out of place")
-            return list(self.commands.commands(op))
+            return [Issued(command, op) for command in self.commands.commands(op)]
         raise UnsupportedEntry(f"unknown oplog op {kind!r}")
 
 
-def run_command(client: pymongo.MongoClient, command: Command, op: OplogOp) -> None:
+def run_command(client: pymongo.MongoClient, issued: Issued) -> None:
+    command, op = issued.command, issued.op
     try:
         client[command.db].command(SON(command.body))  # the driver adds fields to what it sends
     except OperationFailure as exc:
@@ -95,9 +110,9 @@ class NativeApplier:
 
     def apply(self, unit: Unit, actions: list[Action]) -> None:
         for action in actions:
-            if isinstance(action, Command):
+            if isinstance(action, Issued):
                 self.flush()
-                run_command(self.client, action, unit.ops[0])
+                run_command(self.client, action)
                 continue
             if action.target != self.target:
                 self.flush()
@@ -176,9 +191,9 @@ class ApplyOpsApplier:
         if unit.transaction:
             self.flush()
         for action in actions:
-            if isinstance(action, Command):
+            if isinstance(action, Issued):
                 self.flush()
-                run_command(self.client, action, unit.ops[0])
+                run_command(self.client, action)
                 continue
             self.ops.append(apply_ops_entry(action))
             self.sources.append(action.op)

@@ -72,7 +72,7 @@ class CommandTranslator:
         if name in SKIPPED_COMMANDS:
             return []
         obj = dict(op.o.items())
-        db = op.ns.split(".", 1)[0]
+        db = split_namespace(op.ns)[0]
         if name == "renameCollection":
             return self._rename(obj)
         if name == "dropDatabase":
@@ -89,7 +89,7 @@ class CommandTranslator:
         if name == "create":
             return [self._create(obj, target)]
         if name == "drop":
-            return [Command(name, target, tdb, SON([("drop", tcoll)]), frozenset({NAMESPACE_NOT_FOUND}))]
+            return [_drop(target)]
         if name in ("createIndexes", "commitIndexBuild"):
             return [Command("createIndexes", target, tdb, _index_build(obj, name, tcoll))]
         if name in _DROP_INDEX:
@@ -120,10 +120,7 @@ class CommandTranslator:
         if to_target is None:
             assert from_target is not None
             self.written.add(source)
-            tdb, tcoll = split_namespace(from_target)
-            return [
-                Command("drop", from_target, tdb, SON([("drop", tcoll)]), frozenset({NAMESPACE_NOT_FOUND}))
-            ]
+            return [_drop(from_target)]
         if from_target is None:
             raise UnsupportedEntry(
                 f"renames {source}, which is not replayed, into {dest}, which is: its documents are not "
@@ -140,15 +137,13 @@ class CommandTranslator:
             if is_internal(f"{db}.*"):
                 return []
             return [Command("dropDatabase", f"{db}.*", db, SON([("dropDatabase", 1)]))]
-        drops = []
-        for source in sorted(ns for ns in self.written if ns.split(".", 1)[0] == db):
-            target = self.scope.target(source)
-            if target is not None:
-                tdb, tcoll = split_namespace(target)
-                drops.append(
-                    Command("drop", target, tdb, SON([("drop", tcoll)]), frozenset({NAMESPACE_NOT_FOUND}))
-                )
-        return drops
+        sources = sorted(ns for ns in self.written if split_namespace(ns)[0] == db)
+        return [_drop(t) for t in (self.scope.target(ns) for ns in sources) if t is not None]
+
+
+def _drop(target: str) -> Command:
+    db, coll = split_namespace(target)
+    return Command("drop", target, db, SON([("drop", coll)]), frozenset({NAMESPACE_NOT_FOUND}))
 
 
 def _index_build(obj: dict[str, Any], name: str, coll: str) -> SON:
