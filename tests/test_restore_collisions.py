@@ -29,8 +29,8 @@ from sidecar.engine.restore_plan import (
     inspect_targets,
     plan_restore,
 )
+from sidecar.integrity.scan import scan_archive
 from sidecar.service import BackupService, JobFailed
-from sidecar.verify import scan_archive
 from tests.helpers import settings_for
 from tests.test_restore_support import scratch_db_fixture  # noqa: F401 - fixture
 
@@ -202,22 +202,22 @@ async def test_the_runbooks_api_call_is_409_naming_the_collections(
     assert "--drop" not in error["message"]
     assert {c["target"] for c in error["collisions"]} == {f"{db}.patients", f"{db}.notes"}
     assert error["job"]["state"] == "failed" and error["job"]["result"]["collisions"]
-    # the runbook's call as written (no ?wait): 202, and the job fails the same way
+    # the runbook's call as written (no ?wait): the same 409, since 202 comes only once the writes begin
     resp = await api.post("/api/backup/restore", json={"fileName": name}, headers=headers)
-    assert resp.status == 202
+    assert resp.status == 409, await resp.text()
+    assert (await resp.json())["error"]["code"] == "restore_conflict"
+    assert [e["fileName"] for e in service.catalog.load()] == [name]  # no safety backup, twice
+    # the recovery step the docs give, also as the runbook writes it: 202 with the job, which succeeds
+    resp = await api.post("/api/backup/restore", json={"fileName": name, "drop": True}, headers=headers)
+    assert resp.status == 202, await resp.text()
     job_id = (await resp.json())["job"]["id"]
     for _ in range(300):
         job = (await (await api.get(f"/api/backup/jobs/{job_id}", headers=headers)).json())["job"]
         if job["state"] != "running":
             break
         await asyncio.sleep(0.1)
-    assert job["state"] == "failed" and job["error"].startswith("refusing to restore without drop")
-    assert [e["fileName"] for e in service.catalog.load()] == [name]  # no safety backup, twice
-    # the recovery step the docs give
-    body = {"fileName": name, "drop": True}
-    resp = await api.post("/api/backup/restore?wait=true", json=body, headers=headers)
-    assert resp.status == 200, await resp.text()
-    report = (await resp.json())["restore"]
+    assert job["state"] == "succeeded", job
+    report = job["result"]
     assert report["safetyBackup"] and report["documentsWritten"] == 51
     # an opted-out safety backup names the API's field
     body = {"fileName": name, "drop": True, "safetyBackup": False}

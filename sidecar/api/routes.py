@@ -60,11 +60,15 @@ async def _start_job(
     work: Callable[[Job], Any],
     wait: bool,
     respond: Callable[[Job, Any], dict[str, Any]] | None = None,
+    *,
+    until: str = "started",
     **params: Any,
 ) -> web.Response:
+    """Start a job; without ``wait``, answer 202 once it reaches ``until`` (a job that ended before
+    that, refused or done, answers as with ``wait``)."""
     sidecar = _sidecar(request)
     try:
-        job, task = await sidecar.runner.submit(kind, "manual", work, **params)
+        job, task = await sidecar.runner.submit(kind, "manual", work, until=until, **params)
     except ShuttingDown as exc:
         raise ApiError(503, "shutting_down", str(exc), headers={"Retry-After": "30"}) from None
     except JobBusy as exc:
@@ -78,7 +82,7 @@ async def _start_job(
             runningJobKind=holder.get("kind"),
         ) from None
     location = f"{JOBS_PATH}/{job.id}"
-    if not wait:
+    if not wait and not task.done():
         return _json({"job": job.as_json()}, 202, {"Location": location})
     try:
         result = await asyncio.shield(task)  # a client that gives up must not cancel the job
@@ -266,7 +270,9 @@ async def backup_restore(request: web.Request) -> web.Response:
     def respond(job: Job, result: Any) -> dict[str, Any]:
         return {"restore": result}
 
-    return await _start_job(request, "restore", work, wait, respond, **body)
+    # the runbook's call does not wait: a refusal (verification, collisions) still answers 4xx, and 202
+    # means the archive was verified and the writes begin
+    return await _start_job(request, "restore", work, wait, respond, until="writing", **body)
 
 
 # -- /api/v1/monitoring --------------------------------------------------------------------------
