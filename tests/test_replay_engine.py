@@ -335,3 +335,25 @@ def test_a_time_series_collection_is_refused_like_the_native_restore(scratch_db)
         Timestamp(1_800_000_400, 1), "c", f"{db}.$cmd", {"create": "m", "timeseries": {"timeField": "t"}}
     )
     assert "time-series" in plan_replay([create]).refused[0].reason
+
+
+def test_numeric_field_names_and_dotted_names_in_the_embedded_servers_paths(mongo_client, scratch_db):
+    source, target = scratch_db(), scratch_db()
+    start = newest_ts(mongo_client)
+    coll = mongo_client[source].c
+    coll.insert_one({"_id": 1, "o": {"0": 1, "1": [1]}, "arr": [1, {"0": 2}]})
+    coll.update_one(
+        {"_id": 1}, {"$set": {"o.0": 5, "arr.1.0": 3, "o.1.0": 4}}
+    )  # fields named 0 and indexes 0
+    entries = entries_since(mongo_client, start)
+    assert any("disambiguatedPaths" in e["o"].get("diff", {}) for e in decoded(entries) if e["op"] == "u")
+    replay(mongo_client, entries, renamed(source, target))
+    assert snapshot(mongo_client, target) == snapshot(mongo_client, source)
+    dotted = entry(
+        Timestamp(1_800_000_500, 1),
+        "u",
+        f"{source}.c",
+        {"$v": 2, "diff": {"updatedFields": {"o.a.b": 1}, "disambiguatedPaths": {"o.a.b": ["o", "a.b"]}}},
+        o2={"_id": 1},
+    )
+    assert "cannot address" in plan_replay([dotted]).refused[0].reason

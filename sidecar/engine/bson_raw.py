@@ -11,6 +11,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+STRING = 0x02
 DOCUMENT = 0x03
 ARRAY = 0x04
 NULL = 0x0A
@@ -91,6 +92,11 @@ def elements(document: bytes) -> Iterator[Element]:
 def element(kind: int, name: str, value: bytes) -> Element:
     head = bytes([kind]) + name.encode("utf-8", "surrogateescape") + b"\0"
     return Element(kind, name, head + value, len(head))
+
+
+def string(name: str, text: str) -> Element:
+    data = text.encode("utf-8", "surrogateescape") + b"\0"
+    return element(STRING, name, _INT32.pack(len(data)) + data)
 
 
 def document(items: Iterable[Element]) -> bytes:

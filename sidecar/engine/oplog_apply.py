@@ -23,7 +23,7 @@ from bson.son import SON
 from pymongo.errors import BulkWriteError, OperationFailure
 from pymongo.operations import InsertOne
 
-from sidecar.engine.bson_raw import document, element, elements
+from sidecar.engine.bson_raw import document, elements, string
 from sidecar.engine.oplog_commands import Command, CommandTranslator
 from sidecar.engine.oplog_crud import DUPLICATE_KEY, UnsupportedEntry, Write, WriteModel, crud_write
 from sidecar.engine.oplog_scope import ReplayScope, split_namespace
@@ -167,13 +167,8 @@ class NativeApplier:
 def apply_ops_entry(write: Write) -> RawBSONDocument:
     """The operation as ``applyOps`` takes it: under its target namespace, without its UUID."""
     items = [e for e in elements(write.op.doc.raw) if e.name not in ("ui", "ns")]
-    items.append(element(0x02, "ns", _bson_string(write.target)))
+    items.append(string("ns", write.target))
     return RawBSONDocument(document(items))
-
-
-def _bson_string(text: str) -> bytes:
-    data = text.encode("utf-8", "surrogateescape") + b"\0"
-    return len(data).to_bytes(4, "little") + data
 
 
 @dataclass

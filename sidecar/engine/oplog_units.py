@@ -7,7 +7,8 @@ the time of the entry that commits it; or the entries the embedded server writes
 transaction (same ``lsid`` and ``txnNumber``, one shared ``ts``, no ``stmtId``: mongod's retryable
 writes carry one and are plain entries). Entries that only begin a transaction are held; a
 transaction whose commit is not reached by the cut is never applied (``pending`` tells how many),
-one aborted is dropped.
+one aborted is dropped. The input must not end inside the embedded server's group of one
+transaction's entries (PITR slices never do).
 
 **The cut** (``Cut``): every entry with ``ts <= until`` (inclusive), or every entry before the one
 at ``before``. Since the entries of one embedded transaction share one ``ts`` and a mongod

@@ -166,4 +166,3 @@ def _drill(
         return record(True, None, time.monotonic() - t1, **details)
     except VerifyFailed as exc:
         return record(False, exc.reason, time.monotonic() - t1, **exc.as_json())
-
