@@ -45,10 +45,6 @@ class Element:
     def is_document(self) -> bool:
         return self.type == DOCUMENT
 
-    @property
-    def is_array(self) -> bool:
-        return self.type == ARRAY
-
 
 def _value_size(data: bytes, kind: int, at: int) -> int:
     if kind in _FIXED:
