@@ -324,6 +324,13 @@ def test_a_cancelled_replay_stops(history, mongo_client, scratch_db):
 def test_the_apply_ops_method_sends_the_operations_and_fails_loudly_without_it(mongo_client, scratch_db):
     db = scratch_db()
     t = Timestamp(1_800_000_300, 1)
+    # commands and the embedded server's update shape never go through applyOps
+    native_only = [
+        entry(Timestamp(t.time, 0), "c", f"{db}.$cmd", {"create": "c"}),
+        entry(t, "u", f"{db}.c", {"$v": 2, "diff": {"updatedFields": {"a.b": 1}}}, o2={"_id": 1}),
+    ]
+    replay(mongo_client, native_only, ReplayOptions(method="applyOps"))
+    assert mongo_client[db].c.find_one() == {"_id": 1, "a": {"b": 1}}
     with pytest.raises(ReplayError, match=r"applyOps of the batch starting here failed") as info:
         replay(mongo_client, [entry(t, "i", f"{db}.c", {"_id": 1})], ReplayOptions(method="applyOps"))
     assert info.value.ts == t and info.value.ns == f"{db}.c"

@@ -9,7 +9,8 @@ I/O, so a plan pass finds those first.
 bypassed, as oplog application does), reading the document first for a mongod ``$v: 2`` diff, and
 runs commands between batches. ``ApplyOpsApplier`` sends the CRUD operations, renamed and without
 their UUIDs, through ``applyOps`` in batches, a transaction's in one call (what
-``mongorestore --oplogReplay`` does), and runs commands as the native applier does.
+``mongorestore --oplogReplay`` does), and leaves commands, and updates in the embedded server's
+shape (which ``applyOps`` does not know), to a native applier.
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ def apply_ops_entry(write: Write) -> RawBSONDocument:
 
 @dataclass
 class ApplyOpsApplier:
-    """CRUD operations through ``applyOps`` batches (a transaction's in one), commands natively."""
+    """CRUD operations through ``applyOps`` batches (a transaction's in one); commands, and updates in
+    the embedded server's shape (entries it wrote, replayed into mongod), natively."""
 
     client: pymongo.MongoClient
     batch_ops: int = 500
@@ -181,14 +183,20 @@ class ApplyOpsApplier:
     ops: list[RawBSONDocument] = field(default_factory=list)
     sources: list[OplogOp] = field(default_factory=list)
     size: int = 0
+    native: NativeApplier = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.native = NativeApplier(self.client)
 
     def apply(self, unit: Unit, actions: list[Action]) -> None:
         if unit.transaction:
             self.flush()
         for action in actions:
-            if isinstance(action, Issued):
+            if isinstance(action, Issued) or action.shape == "fields":
+                # commands, and the embedded server's update shape that applyOps does not know
                 self.flush()
-                run_command(self.client, action)
+                self.native.apply(unit, [action])
+                self.native.flush()
                 continue
             self.ops.append(apply_ops_entry(action))
             self.sources.append(action.op)
