@@ -12,7 +12,7 @@ import pytest
 from bson.timestamp import Timestamp
 
 from sidecar.engine.oplog_scope import ReplayScope
-from sidecar.engine.replay import ReplayError, ReplayOptions, plan_replay, replay
+from sidecar.engine.replay import ReplayError, ReplayOptions, plan_replay, replay, through_second
 from sidecar.engine.restore_errors import RestoreCancelled
 from sidecar.engine.restore_plan import RestoreOptions
 from sidecar.progress import Progress
@@ -364,3 +364,15 @@ def test_numeric_field_names_and_dotted_names_in_the_embedded_servers_paths(mong
         o2={"_id": 1},
     )
     assert "cannot address" in plan_replay([dotted]).refused[0].reason
+
+
+def test_until_a_second_includes_the_whole_second(mongo_client, scratch_db):
+    db = scratch_db()
+    t = 1_800_000_600
+    entries = [entry(Timestamp(t, i), "i", f"{db}.c", {"_id": i}) for i in (1, 2, 3)]
+    entries.append(entry(Timestamp(t + 1, 1), "i", f"{db}.c", {"_id": 4}))
+    result = replay(mongo_client, entries, ReplayOptions(until=through_second(t)))
+    assert result.last_ts == Timestamp(t, 3) and result.stopped_at == Timestamp(t + 1, 1)
+    assert sorted(d["_id"] for d in mongo_client[db].c.find()) == [1, 2, 3]
+    with pytest.raises(ValueError, match="not both"):
+        ReplayOptions(until=Timestamp(t, 1), before=Timestamp(t, 2))

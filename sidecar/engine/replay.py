@@ -6,12 +6,13 @@ Two calls over the same entries (raw BSON, in oplog order: a slice's stream, an 
     plan.raise_if_refused()                     # ReplayError(ts, ns, reason) of the first refusal
     result = replay(client, entries, options, cancel=..., progress=...)
 
-``ReplayOptions`` says where to stop (``until``: every entry with ``ts <= until``, inclusive;
-``before``: every entry before that one), which namespaces and under which names (the restore's
-``--nsInclude``/``--nsExclude``/``--nsFrom``/``--nsTo``, see ``oplog_scope``) and how: ``applyOps``
-batches where the server has it (``method="auto"``), else (or with ``method="native"``) a
-translation of each entry into ordinary idempotent writes and commands (``oplog_crud``,
-``oplog_commands``). Transactions apply whole or not at all (``oplog_units``).
+``ReplayOptions`` says where to stop (``until``: every entry with ``ts <= until``, inclusive, and
+``through_second(t)`` for all of second ``t``; ``before``: every entry before that one), which
+namespaces and under which names (the restore's ``--nsInclude``/``--nsExclude``/``--nsFrom``/
+``--nsTo``, see ``oplog_scope``) and how: ``applyOps`` batches where the server has it
+(``method="auto"``), else (or with ``method="native"``) a translation of each entry into ordinary
+idempotent writes and commands (``oplog_crud``, ``oplog_commands``). Transactions apply whole or
+not at all (``oplog_units``).
 
 ``replay`` refuses an entry it does not understand with ``ReplayError`` before writing anything of
 that entry's unit, leaving the state just before it (every earlier entry applied): callers plan the
@@ -39,7 +40,23 @@ from sidecar.engine.restore_errors import MAX_ERROR_SAMPLES, RestoreCancelled, s
 from sidecar.progress import Progress
 
 METHODS = ("auto", "applyOps", "native")
-__all__ = ["ReplayError", "ReplayOptions", "ReplayPlan", "ReplayResult", "plan_replay", "replay"]
+__all__ = [
+    "ReplayError",
+    "ReplayOptions",
+    "ReplayPlan",
+    "ReplayResult",
+    "plan_replay",
+    "replay",
+    "through_second",
+]
+
+
+MAX_INC = 0xFFFFFFFF
+
+
+def through_second(seconds: int) -> Timestamp:
+    """The ``until`` that includes every entry of that second (``t:i`` with any ``i``)."""
+    return Timestamp(seconds, MAX_INC)
 
 
 @dataclass(frozen=True)
