@@ -11,6 +11,7 @@ import pymongo
 import pytest
 from bson.timestamp import Timestamp
 
+from sidecar.engine.oplog_replay import OplogReplay, OplogSummary
 from sidecar.engine.oplog_scope import ReplayScope
 from sidecar.engine.replay import ReplayError, ReplayOptions, plan_replay, replay, through_second
 from sidecar.engine.restore_errors import RestoreCancelled
@@ -376,3 +377,30 @@ def test_until_a_second_includes_the_whole_second(mongo_client, scratch_db):
     assert sorted(d["_id"] for d in mongo_client[db].c.find()) == [1, 2, 3]
     with pytest.raises(ValueError, match="not both"):
         ReplayOptions(until=Timestamp(t, 1), before=Timestamp(t, 2))
+
+
+def test_an_archives_oplog_replays_natively_through_the_same_engine(mongo_client, scratch_db):
+    """OplogSummary/OplogReplay (the mongodump archive's oplog) classify and apply with this engine:
+    the first entry (noted by the dump before it read) is in the data, the rest is applied."""
+    db = scratch_db()
+    t = 1_800_000_700
+    entries = [
+        entry(Timestamp(t, 1), "n", "", {"msg": "dump started"}),
+        entry(Timestamp(t, 2), "i", f"{db}.c", {"_id": 3}),
+        entry(Timestamp(t, 3), "u", f"{db}.c", {"$v": 2, "diff": {"updatedFields": {"x": 1}}}, o2={"_id": 3}),
+        entry(
+            Timestamp(t, 4),
+            "c",
+            f"{db}.$cmd",
+            {"createIndexes": "c", "indexes": [{"v": 2, "key": {"x": 1}, "name": "x_1"}]},
+        ),
+        entry(Timestamp(t, 5), "c", f"{db}.$cmd", {"frobnicate": 1}),
+    ]
+    summary = OplogSummary()
+    for raw in entries:
+        summary.add_raw(raw)
+    assert (summary.entries, summary.to_apply, summary.index_builds, summary.skipped) == (5, 2, 1, 1)
+    assert summary.namespaces == {f"{db}.c"} and "frobnicate" in summary.unsupported[0]
+    result = OplogReplay(mongo_client).run(entries[:4])
+    assert result == {"applied": 2, "indexBuilds": 1, "skipped": 1, "method": "native"}
+    assert mongo_client[db].c.find_one() == {"_id": 3, "x": 1}
