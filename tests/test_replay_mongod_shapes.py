@@ -394,3 +394,18 @@ def test_an_apply_ops_entry_is_renamed_without_its_uuid():
     )
     sent = bson.decode(apply_ops_entry(crud_write(op, "x.y")).raw)
     assert sent["ns"] == "x.y" and "ui" not in sent and sent["o"] == {"_id": 1} and sent["op"] == "i"
+
+
+def test_batched_retryable_writes_are_not_a_transaction(mongo_client, scratch_db):
+    """mongod 7.0+ logs a batch of retryable writes as applyOps entries with multiOpType: 1, linked
+    by prevOpTime like a transaction's but each applied on its own."""
+    db = scratch_db()
+    o = {"applyOps": [_inner("i", f"{db}.a", {"_id": 1})]}
+    prev = {"ts": Timestamp(T, 1), "t": 1}
+    first = entry(
+        Timestamp(T, 2), "c", "admin.$cmd", o, lsid=LSID, txnNumber=1, prevOpTime=prev, multiOpType=1
+    )
+    plan = plan_replay([first])
+    assert not plan.refused and plan.transactions == 0
+    replay(mongo_client, [first])
+    assert mongo_client[db].a.find_one() == {"_id": 1}

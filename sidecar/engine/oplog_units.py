@@ -26,6 +26,7 @@ from bson.timestamp import Timestamp
 from sidecar.engine.restore_errors import RestoreError
 
 _NULL_TS = Timestamp(0, 0)
+APPLIED_SEPARATELY = 1  # multiOpType of mongod's applyOps entries of batched retryable writes
 
 
 def ts_text(ts: Timestamp | None) -> str:
@@ -171,7 +172,8 @@ class Assembler:
     def _apply_ops(self, ts: Timestamp, doc: RawBSONDocument, key: tuple[bytes, int] | None) -> Unit | None:
         obj = doc["o"]
         ops = list(_flatten(ts, doc))
-        if key is None:  # applyOps run as a command, not a transaction
+        if key is None or doc.get("multiOpType") == APPLIED_SEPARATELY:
+            # applyOps run as a command, or mongod's batch of retryable writes: not a transaction
             return Unit(ts, ops)
         held = self._chain(ts, doc, key)
         if obj.get("partialTxn") or obj.get("prepare"):
