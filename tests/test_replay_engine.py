@@ -404,3 +404,19 @@ def test_an_archives_oplog_replays_natively_through_the_same_engine(mongo_client
     result = OplogReplay(mongo_client).run(entries[:4])
     assert result == {"applied": 2, "indexBuilds": 1, "skipped": 1, "method": "native"}
     assert mongo_client[db].c.find_one() == {"_id": 3, "x": 1}
+
+
+def test_one_collection_replayed_under_a_new_name_beside_the_live_one(history, mongo_client):
+    """--ns-from db.people --ns-to db.people_restored, --ns-include db.people: the restored copy at a
+    point in time, in the same database as the live collection, which went on changing."""
+    source, entries, steps = history
+    labels = [label for label, _, _ in steps]
+    at = labels.index("update many")
+    options = RestoreOptions(
+        ns_include=(f"{source}.people",), ns_from=(f"{source}.people",), ns_to=(f"{source}.people_restored",)
+    )
+    result = replay(mongo_client, entries, ReplayOptions(until=steps[at][1], scope=ReplayScope.of(options)))
+    assert set(result.namespaces) == {f"{source}.people_restored"}
+    restored = snapshot(mongo_client, source)["people_restored"]
+    assert restored == steps[at][2]["people"]
+    assert snapshot(mongo_client, source)["people"] == steps[-1][2]["people"]  # the live one untouched
