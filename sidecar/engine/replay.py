@@ -1,0 +1,229 @@
+"""The oplog replay engine: archived oplog entries applied to a restored base, up to a cut.
+
+Two calls over the same entries (raw BSON, in oplog order: a slice's stream, an archive's oplog):
+
+    plan = plan_replay(entries, options)        # no writes: counts, the end point, what is refused
+    plan.raise_if_refused()                     # ReplayError(ts, ns, reason) of the first refusal
+    result = replay(client, entries, options, cancel=..., progress=...)
+
+``ReplayOptions`` says where to stop (``until``: every entry with ``ts <= until``, inclusive, and
+``through_second(t)`` for all of second ``t``; ``before``: every entry before that one), which
+namespaces and under which names (the restore's ``--nsInclude``/``--nsExclude``/``--nsFrom``/
+``--nsTo``, see ``oplog_scope``) and how: ``applyOps`` batches where the server has it
+(``method="auto"``), else (or with ``method="native"``) a translation of each entry into ordinary
+idempotent writes and commands (``oplog_crud``, ``oplog_commands``). Transactions apply whole or
+not at all (``oplog_units``).
+
+``replay`` refuses an entry it does not understand with ``ReplayError`` before writing anything of
+that entry's unit, leaving the state just before it (every earlier entry applied): callers plan the
+range first so that a refused range writes nothing.
+Both return counts per target namespace and operation (insert, update, delete, command names).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymongo
+from bson.timestamp import Timestamp
+from pymongo.errors import OperationFailure
+
+from sidecar.engine.oplog_apply import Action, ApplyOpsApplier, NativeApplier, Translator, action_kind
+from sidecar.engine.oplog_scope import ReplayScope
+from sidecar.engine.oplog_units import Cut, Reader, ReplayError, Unit, ts_text
+from sidecar.engine.restore_errors import MAX_ERROR_SAMPLES, RestoreCancelled, server_message
+from sidecar.progress import Progress
+
+METHODS = ("auto", "applyOps", "native")
+__all__ = [
+    "ReplayError",
+    "ReplayOptions",
+    "ReplayPlan",
+    "ReplayResult",
+    "plan_replay",
+    "replay",
+    "through_second",
+]
+
+
+MAX_INC = 0xFFFFFFFF
+
+
+def through_second(seconds: int) -> Timestamp:
+    """The ``until`` that includes every entry of that second (``t:i`` with any ``i``)."""
+    return Timestamp(seconds, MAX_INC)
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    until: Timestamp | None = None  # replay every entry with ts <= until (inclusive)
+    before: Timestamp | None = None  # or every entry before this one
+    scope: ReplayScope = field(default_factory=ReplayScope)
+    method: str = "auto"  # auto (applyOps when the server has it) | applyOps | native
+
+    def __post_init__(self) -> None:
+        Cut(self.until, self.before)  # refuses both at once
+        if self.method not in METHODS:
+            raise ValueError(f"method is one of {', '.join(METHODS)}, not {self.method!r}")
+
+    @property
+    def cut(self) -> Cut:
+        return Cut(self.until, self.before)
+
+
+@dataclass
+class ReplayCounts:
+    """What a pass over the range met; ``namespaces`` maps target namespace -> operation -> count."""
+
+    entries: int = 0  # oplog entries within the cut
+    bytes: int = 0
+    operations: int = 0  # writes and commands (a transaction's inner operations each count)
+    skipped: int = 0  # operations outside the scope, no-ops, index-build bookkeeping
+    transactions: int = 0
+    pending_transactions: int = 0  # begun within the cut, not committed by it: not applied
+    first_ts: Timestamp | None = None
+    last_ts: Timestamp | None = None  # the last entry within the cut
+    stopped_at: Timestamp | None = None  # the first entry the cut left out (None: the input ended)
+    namespaces: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def count(self, unit: Unit, actions: list[Action]) -> None:
+        self.operations += len(actions)
+        self.skipped += max(len(unit.ops) - len(actions), 0)
+        self.transactions += unit.transaction
+        for action in actions:
+            self.namespaces.setdefault(action.target, Counter())[action_kind(action)] += 1
+
+    def close(self, reader: Reader) -> None:
+        self.entries, self.bytes = reader.entries, reader.bytes
+        self.first_ts, self.last_ts, self.stopped_at = reader.first_ts, reader.last_ts, reader.stopped_at
+        self.pending_transactions = reader.assembler.pending
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "entries": self.entries,
+            "bytes": self.bytes,
+            "operations": self.operations,
+            "skipped": self.skipped,
+            "transactions": self.transactions,
+            "pendingTransactions": self.pending_transactions,
+            "firstTs": ts_text(self.first_ts) if self.first_ts else None,
+            "lastTs": ts_text(self.last_ts) if self.last_ts else None,
+            "stoppedAt": ts_text(self.stopped_at) if self.stopped_at else None,
+            "namespaces": {ns: dict(sorted(ops.items())) for ns, ops in sorted(self.namespaces.items())},
+        }
+
+
+@dataclass
+class ReplayPlan(ReplayCounts):
+    refused: list[ReplayError] = field(default_factory=list)  # MAX_ERROR_SAMPLES at most
+    refused_count: int = 0
+
+    def raise_if_refused(self) -> None:
+        if self.refused:
+            first = self.refused[0]
+            more = f" (and {self.refused_count - 1} more)" if self.refused_count > 1 else ""
+            raise ReplayError(first.ts, first.ns, first.reason + more)
+
+    def as_json(self) -> dict[str, Any]:
+        out = super().as_json()
+        out["refused"] = [{"ts": ts_text(e.ts), "ns": e.ns, "reason": e.reason} for e in self.refused]
+        out["refusedCount"] = self.refused_count
+        return out
+
+
+@dataclass
+class ReplayResult(ReplayCounts):
+    method: str = ""
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {**super().as_json(), "method": self.method, "seconds": round(self.seconds, 3)}
+
+
+def _units_and_actions(
+    reader: Reader,
+    entries: Iterable[bytes],
+    translator: Translator,
+    on_refused: Callable[[ReplayError], None],
+) -> Iterator[tuple[Unit, list[Action]]]:
+    for unit in reader.units(entries):
+        try:
+            actions = translator.actions(unit)
+        except ReplayError as exc:
+            on_refused(exc)
+            continue
+        yield unit, actions
+
+
+def plan_replay(entries: Iterable[bytes], options: ReplayOptions | None = None) -> ReplayPlan:
+    """Read the range without writing: its counts, its end, every entry ``replay`` would refuse."""
+    options = options or ReplayOptions()
+    plan, reader, translator = ReplayPlan(), Reader(options.cut), Translator(options.scope)
+
+    def refuse(exc: ReplayError) -> None:
+        plan.refused_count += 1
+        if len(plan.refused) < MAX_ERROR_SAMPLES:
+            plan.refused.append(exc)
+
+    try:
+        for unit, actions in _units_and_actions(reader, entries, translator, refuse):
+            plan.count(unit, actions)
+    except ReplayError as exc:  # the stream itself is unusable past this point
+        refuse(exc)
+    plan.close(reader)
+    return plan
+
+
+def server_has_apply_ops(client: pymongo.MongoClient) -> tuple[bool, str]:
+    """Probe ``applyOps`` with nothing to apply: (available, why not)."""
+    try:
+        client.admin.command("applyOps", [])
+        return True, ""
+    except OperationFailure as exc:
+        if exc.code == 59:
+            return False, "the server has no applyOps command"
+        return False, f"applyOps refused: {server_message(exc)}"
+
+
+def _method(client: pymongo.MongoClient, method: str) -> str:
+    if method != "auto":
+        return method
+    return "applyOps" if server_has_apply_ops(client)[0] else "native"
+
+
+def replay(
+    client: pymongo.MongoClient,
+    entries: Iterable[bytes],
+    options: ReplayOptions | None = None,
+    *,
+    cancel: threading.Event | None = None,
+    progress: Progress | None = None,
+) -> ReplayResult:
+    """Apply the entries within the cut; ``progress.documents``/``bytes`` count operations and entry bytes."""
+    options = options or ReplayOptions()
+    started = time.monotonic()
+    result = ReplayResult(method=_method(client, options.method))
+    applier = ApplyOpsApplier(client) if result.method == "applyOps" else NativeApplier(client)
+    reader, translator = Reader(options.cut), Translator(options.scope)
+
+    def refuse(exc: ReplayError) -> None:
+        applier.flush()  # what is left is the state just before the refused entry
+        raise exc
+
+    for unit, actions in _units_and_actions(reader, entries, translator, refuse):
+        if cancel is not None and cancel.is_set():
+            raise RestoreCancelled()
+        applier.apply(unit, actions)
+        result.count(unit, actions)
+        if progress is not None:
+            progress.documents += len(actions)
+            progress.bytes = reader.bytes
+    applier.flush()
+    result.close(reader)
+    result.seconds = time.monotonic() - started
+    return result
