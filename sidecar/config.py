@@ -1,11 +1,13 @@
 """Settings from SIDECAR_* environment variables and an optional file, validated once at start.
 
-Each setting is declared once in ``SETTINGS``; errors name the variable and say what is accepted.
+Each setting is declared once, as a field of ``Settings`` with its parser and default (``SETTINGS``
+lists them for the loader); errors name the variable and say what is accepted.
 A ``*_FILE`` variant exists for secrets so they can come from a mounted Kubernetes Secret.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -14,7 +16,7 @@ import shutil
 import tempfile
 import zoneinfo
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -119,6 +121,10 @@ def _str(raw: str) -> str:
     return raw
 
 
+def _path(raw: str) -> Path:
+    return Path(raw).expanduser()
+
+
 def _optional_int(lo: int) -> Callable[[str], int | None]:
     """Empty means "not set" (e.g. an S3 retention setting that falls back to the local one)."""
     whole = _int(lo)
@@ -148,162 +154,88 @@ def _storage_class(raw: str) -> str:
     return raw
 
 
-@dataclass(frozen=True)
-class _Spec:
-    attr: str
-    parse: Callable[[str], Any]
-    default: str
-    secret: bool = False
-
-    @property
-    def env(self) -> str:
-        return "SIDECAR_" + self.attr.upper()
-
-
-SETTINGS: tuple[_Spec, ...] = (
-    _Spec("mongodb_uri", _str, "mongodb://127.0.0.1:27017", secret=True),
-    _Spec("backup_dir", _str, "./backups"),
-    _Spec("host", _str, "127.0.0.1"),
-    _Spec("port", _int(1, 65535), "5000"),
-    _Spec("admin_token", _token, "", secret=True),
-    _Spec("read_token", _token, "", secret=True),
-    _Spec("metrics_require_token", _bool, "false"),
-    _Spec("schedule", _cron, "0 2 * * *"),
-    _Spec("timezone", _timezone, "Asia/Seoul"),
-    _Spec("retention_days", _int(1), "30"),
-    _Spec("retention_min_count", _int(1), "7"),
-    _Spec("file_prefix", _prefix, "maekcord-backup"),
-    _Spec("engine", _choice("native", "mongodump"), "native"),
-    _Spec("compression", _choice("isal", "zlib"), "isal"),
-    _Spec("compression_level", _int(0, 9), "1"),
-    _Spec("parallel_collections", _int(1, 32), "4"),
-    _Spec("database", _str, ""),
-    _Spec("ns_include", _patterns, ""),
-    _Spec("ns_exclude", _patterns, ""),
-    _Spec("oplog", _choice("auto", "on", "off"), "auto"),
-    _Spec("connect_timeout_seconds", _float(0.1, 600), "10"),
-    _Spec("min_free_bytes", _int(0), str(64 * 1024 * 1024)),
-    _Spec("log_dir", _str, "./logs"),
-    _Spec("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO"),
-    _Spec("pushgateway_url", _str, ""),
-    _Spec("alertmanager_url", _str, ""),
-    _Spec("mongodump_path", _str, "mongodump"),
-    _Spec("mongorestore_path", _str, "mongorestore"),
-    _Spec("alert_backup_max_age_seconds", _int(60), str(26 * 3600)),
-    _Spec("alert_verify_max_age_seconds", _int(60), str(26 * 3600)),
-    _Spec("alert_drill_max_age_seconds", _int(60), str(8 * 24 * 3600)),
-    _Spec("alert_size_drop_ratio", _float(0.0, 1.0), "0.5"),
-    _Spec("alert_disk_free_min_ratio", _float(0.0, 1.0), "0.10"),
-    _Spec("drill_schedule", _cron, "0 4 * * 0"),
-    _Spec("verify_after_backup", _choice("off", "quick", "full"), "full"),
-    _Spec("schedule_misfire_grace_seconds", _int(1), "3600"),
-    _Spec("health_interval_seconds", _float(0.5, 3600), "5"),
-    _Spec("shutdown_grace_seconds", _float(0, 86400), "30"),
-    _Spec("log_retention_days", _int(1, 3650), "7"),
-    # tiered retention (store/retention.py); SIDECAR_RETENTION_MIN_COUNT is "keep the last N"
-    _Spec("retention_keep_daily", _int(0), "0"),
-    _Spec("retention_keep_weekly", _int(0), "0"),
-    _Spec("retention_keep_monthly", _int(0), "0"),
-    _Spec("retention_max_age_days", _int(0), "0"),
-    # off-site copies (store/s3.py); credentials only from AWS_* variables or a credentials file
-    _Spec("s3_endpoint", _str, ""),
-    _Spec("s3_bucket", _str, ""),
-    _Spec("s3_prefix", _s3_prefix, ""),
-    _Spec("s3_region", _str, "us-east-1"),
-    _Spec("s3_path_style", _bool, "true"),
-    _Spec("s3_storage_class", _storage_class, ""),
-    _Spec("s3_sse", _choice("none", "AES256", "aws:kms"), "none"),
-    _Spec("s3_sse_kms_key_id", _str, ""),
-    _Spec("s3_upload_mode", _choice("after-write", "streaming"), "after-write"),
-    _Spec("s3_part_size_bytes", _int(5 * 1024 * 1024, 5 * 1024**3), str(16 * 1024 * 1024)),
-    # retention in the bucket; empty = the same as the local setting
-    _Spec("s3_retention_days", _optional_int(1), ""),
-    _Spec("s3_retention_min_count", _optional_int(1), ""),
-    _Spec("s3_retention_keep_daily", _optional_int(0), ""),
-    _Spec("s3_retention_keep_weekly", _optional_int(0), ""),
-    _Spec("s3_retention_keep_monthly", _optional_int(0), ""),
-    _Spec("s3_retention_max_age_days", _optional_int(0), ""),
-    # encryption at rest (engine/encryption.py)
-    _Spec("age_recipients", _age_recipients, ""),
-    _Spec("age_identity_file", _str, ""),
-    # restore drills (verify.py): a scratch server for drills; empty = the backed-up server itself
-    _Spec("drill_mongodb_uri", _str, "", secret=True),
-)
+def _setting(parse: Callable[[str], Any], default: str, *, secret: bool = False) -> Any:
+    """A ``Settings`` field read from ``SIDECAR_<NAME>`` by ``parse``; ``default`` is the raw text used
+    when it is unset. A secret also reads ``SIDECAR_<NAME>_FILE`` and never shows in ``repr``."""
+    return field(repr=not secret, metadata={"parse": parse, "default": default, "secret": secret})
 
 
 @dataclass(frozen=True)
 class Settings:
-    mongodb_uri: str
-    backup_dir: Path
-    host: str
-    port: int
-    admin_token: str
-    read_token: str
-    metrics_require_token: bool
-    schedule: str
-    timezone: str
-    retention_days: int
-    retention_min_count: int
-    file_prefix: str
-    engine: str
-    compression: str
-    compression_level: int
-    parallel_collections: int
-    database: str
-    ns_include: tuple[str, ...]
-    ns_exclude: tuple[str, ...]
-    oplog: str
-    connect_timeout_seconds: float
-    min_free_bytes: int
-    log_dir: Path
-    log_level: str
-    pushgateway_url: str
-    alertmanager_url: str
-    mongodump_path: str
-    mongorestore_path: str
-    alert_backup_max_age_seconds: int
-    alert_verify_max_age_seconds: int
-    alert_drill_max_age_seconds: int
-    alert_size_drop_ratio: float
-    alert_disk_free_min_ratio: float
-    drill_schedule: str = "0 4 * * 0"
-    verify_after_backup: str = "full"
-    schedule_misfire_grace_seconds: int = 3600
-    health_interval_seconds: float = 5.0
-    shutdown_grace_seconds: float = 30.0
-    log_retention_days: int = 7
-    retention_keep_daily: int = 0
-    retention_keep_weekly: int = 0
-    retention_keep_monthly: int = 0
-    retention_max_age_days: int = 0
-    s3_endpoint: str = ""
-    s3_bucket: str = ""
-    s3_prefix: str = ""
-    s3_region: str = "us-east-1"
-    s3_path_style: bool = True
-    s3_storage_class: str = ""
-    s3_sse: str = "none"
-    s3_sse_kms_key_id: str = ""
-    s3_upload_mode: str = "after-write"
-    s3_part_size_bytes: int = 16 * 1024 * 1024
-    s3_retention_days: int | None = None
-    s3_retention_min_count: int | None = None
-    s3_retention_keep_daily: int | None = None
-    s3_retention_keep_weekly: int | None = None
-    s3_retention_keep_monthly: int | None = None
-    s3_retention_max_age_days: int | None = None
-    age_recipients: tuple[str, ...] = ()
-    age_identity_file: str = ""
-    drill_mongodb_uri: str = ""
+    mongodb_uri: str = _setting(_str, "mongodb://127.0.0.1:27017", secret=True)
+    backup_dir: Path = _setting(_path, "./backups")  # noqa: RUF009 - not a default, a declaration
+    host: str = _setting(_str, "127.0.0.1")
+    port: int = _setting(_int(1, 65535), "5000")
+    admin_token: str = _setting(_token, "", secret=True)
+    read_token: str = _setting(_token, "", secret=True)
+    metrics_require_token: bool = _setting(_bool, "false")
+    schedule: str = _setting(_cron, "0 2 * * *")
+    timezone: str = _setting(_timezone, "Asia/Seoul")
+    retention_days: int = _setting(_int(1), "30")
+    retention_min_count: int = _setting(_int(1), "7")
+    file_prefix: str = _setting(_prefix, "maekcord-backup")
+    engine: str = _setting(_choice("native", "mongodump"), "native")
+    compression: str = _setting(_choice("isal", "zlib"), "isal")
+    compression_level: int = _setting(_int(0, 9), "1")
+    parallel_collections: int = _setting(_int(1, 32), "4")
+    database: str = _setting(_str, "")
+    ns_include: tuple[str, ...] = _setting(_patterns, "")
+    ns_exclude: tuple[str, ...] = _setting(_patterns, "")
+    oplog: str = _setting(_choice("auto", "on", "off"), "auto")
+    connect_timeout_seconds: float = _setting(_float(0.1, 600), "10")
+    min_free_bytes: int = _setting(_int(0), str(64 * 1024 * 1024))
+    log_dir: Path = _setting(_path, "./logs")  # noqa: RUF009
+    log_level: str = _setting(_choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO")
+    pushgateway_url: str = _setting(_str, "")
+    alertmanager_url: str = _setting(_str, "")
+    mongodump_path: str = _setting(_str, "mongodump")
+    mongorestore_path: str = _setting(_str, "mongorestore")
+    alert_backup_max_age_seconds: int = _setting(_int(60), str(26 * 3600))
+    alert_verify_max_age_seconds: int = _setting(_int(60), str(26 * 3600))
+    alert_drill_max_age_seconds: int = _setting(_int(60), str(8 * 24 * 3600))
+    alert_size_drop_ratio: float = _setting(_float(0.0, 1.0), "0.5")
+    alert_disk_free_min_ratio: float = _setting(_float(0.0, 1.0), "0.10")
+    drill_schedule: str = _setting(_cron, "0 4 * * 0")
+    verify_after_backup: str = _setting(_choice("off", "quick", "full"), "full")
+    schedule_misfire_grace_seconds: int = _setting(_int(1), "3600")
+    health_interval_seconds: float = _setting(_float(0.5, 3600), "5")
+    shutdown_grace_seconds: float = _setting(_float(0, 86400), "30")
+    log_retention_days: int = _setting(_int(1, 3650), "7")
+    # tiered retention (store/retention.py); SIDECAR_RETENTION_MIN_COUNT is "keep the last N"
+    retention_keep_daily: int = _setting(_int(0), "0")
+    retention_keep_weekly: int = _setting(_int(0), "0")
+    retention_keep_monthly: int = _setting(_int(0), "0")
+    retention_max_age_days: int = _setting(_int(0), "0")
+    # off-site copies (store/s3.py); credentials only from AWS_* variables or a credentials file
+    s3_endpoint: str = _setting(_str, "")
+    s3_bucket: str = _setting(_str, "")
+    s3_prefix: str = _setting(_s3_prefix, "")
+    s3_region: str = _setting(_str, "us-east-1")
+    s3_path_style: bool = _setting(_bool, "true")
+    s3_storage_class: str = _setting(_storage_class, "")
+    s3_sse: str = _setting(_choice("none", "AES256", "aws:kms"), "none")
+    s3_sse_kms_key_id: str = _setting(_str, "")
+    s3_upload_mode: str = _setting(_choice("after-write", "streaming"), "after-write")
+    s3_part_size_bytes: int = _setting(_int(5 * 1024 * 1024, 5 * 1024**3), str(16 * 1024 * 1024))
+    # retention in the bucket; empty = the same as the local setting
+    s3_retention_days: int | None = _setting(_optional_int(1), "")
+    s3_retention_min_count: int | None = _setting(_optional_int(1), "")
+    s3_retention_keep_daily: int | None = _setting(_optional_int(0), "")
+    s3_retention_keep_weekly: int | None = _setting(_optional_int(0), "")
+    s3_retention_keep_monthly: int | None = _setting(_optional_int(0), "")
+    s3_retention_max_age_days: int | None = _setting(_optional_int(0), "")
+    # encryption at rest (engine/encryption.py)
+    age_recipients: tuple[str, ...] = _setting(_age_recipients, "")
+    age_identity_file: str = _setting(_str, "")
+    # restore drills (verify.py): a scratch server for drills; empty = the backed-up server itself
+    drill_mongodb_uri: str = _setting(_str, "", secret=True)
 
     @property
     def redacted_uri(self) -> str:
         return redact_uri(self.mongodb_uri)
 
     def replace(self, **changes: Any) -> Settings:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return Settings(**values)
+        return dataclasses.replace(self, **changes)
 
     def public_view(self) -> dict[str, Any]:
         """Settings safe to show in status output: secrets masked, URI redacted."""
@@ -320,6 +252,21 @@ class Settings:
                 value = list(value)
             view[spec.env] = value
         return view
+
+
+@dataclass(frozen=True)
+class _Spec:
+    attr: str
+    parse: Callable[[str], Any]
+    default: str
+    secret: bool
+
+    @property
+    def env(self) -> str:
+        return "SIDECAR_" + self.attr.upper()
+
+
+SETTINGS: tuple[_Spec, ...] = tuple(_Spec(f.name, **f.metadata) for f in dataclasses.fields(Settings))
 
 
 def redact_uri(uri: str) -> str:
@@ -411,8 +358,6 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             values[spec.attr] = spec.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{spec.env}: {exc}") from None
-    values["backup_dir"] = Path(values["backup_dir"]).expanduser()
-    values["log_dir"] = Path(values["log_dir"]).expanduser()
     values.update(overrides)
     settings = Settings(**values)
     _check_consistency(settings)

@@ -3,8 +3,10 @@
 Files are ``combined-YYYY-MM-DD.log`` (every record) and ``error-YYYY-MM-DD.log`` (ERROR and above)
 under ``SIDECAR_LOG_DIR``, dated in ``SIDECAR_TIMEZONE``, removed after ``SIDECAR_LOG_RETENTION_DAYS``
 (7 by default), so ``tail -f logs/combined-*.log`` and ``grep -i backup logs/combined-*.log`` work as
-the runbook says. Every line carries the job id when it was logged on behalf of a job. Tokens and the
-MongoDB password are replaced by ``***`` before a record reaches any handler's output.
+the runbook says. A thread of their own writes them (``FileQueue``), never the event loop; records
+still queued at exit are written by ``teardown_logging`` or ``logging.shutdown``. Every line carries
+the job id when it was logged on behalf of a job. Tokens and the MongoDB passwords (of the backed-up
+server and of the drill server) are replaced by ``***`` before a record reaches any handler's output.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import contextvars
 import datetime as dt
 import json
 import logging
+import logging.handlers
+import queue
 import re
 import sys
 import threading
@@ -45,9 +49,10 @@ class Redactor:
     @classmethod
     def for_settings(cls, settings: Settings) -> Redactor:
         secrets = [settings.admin_token, settings.read_token]
-        password = urlsplit(settings.mongodb_uri).password if "@" in settings.mongodb_uri else None
-        if password:
-            secrets += [password, unquote(password)]
+        for uri in (settings.mongodb_uri, settings.drill_mongodb_uri):
+            password = urlsplit(uri).password if "@" in uri else None
+            if password:
+                secrets += [password, unquote(password)]
         return cls(s for s in secrets if len(s) >= 4)
 
     def __call__(self, text: str) -> str:
@@ -156,6 +161,39 @@ class DailyFileHandler(logging.Handler):
         super().close()
 
 
+class FileQueue(logging.handlers.QueueHandler):
+    """Formats on the caller's thread (the event loop, often) and hands the line to a thread that owns
+    the file handlers, so opening, writing, flushing and the midnight cleanup never block the loop.
+    ``flush`` waits until every line queued so far is written; ``close`` drains, then closes the files.
+    """
+
+    def __init__(self, handlers: Iterable[logging.Handler], redact: Redactor) -> None:
+        super().__init__(queue.Queue())
+        self.setFormatter(JsonFormatter(redact))
+        self.listener: logging.handlers.QueueListener | None = logging.handlers.QueueListener(
+            self.queue, *handlers, respect_handler_level=True
+        )
+        self.listener.start()
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """The finished JSON line with the level and time the file handlers choose by; nothing else."""
+        line = self.format(record)
+        return logging.makeLogRecord({"msg": line, "levelno": record.levelno, "created": record.created})
+
+    def flush(self) -> None:
+        if self.listener is not None:
+            self.queue.join()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            listener, self.listener = self.listener, None
+        if listener is not None:
+            listener.stop()
+            for handler in listener.handlers:
+                handler.close()
+        super().close()
+
+
 class LogTail(logging.Handler):
     """The newest records in memory, for ``GET /api/v1/monitoring/logs``."""
 
@@ -234,10 +272,11 @@ def setup_logging(
         handlers.append(to_console)
     if files:
         common = {"retention_days": settings.log_retention_days, "timezone": settings.timezone}
-        for name, level in (("combined", logging.DEBUG), ("error", logging.ERROR)):
-            handler = DailyFileHandler(settings.log_dir, name, level=level, **common)
-            handler.setFormatter(JsonFormatter(redact))
-            handlers.append(handler)
+        daily = [
+            DailyFileHandler(settings.log_dir, name, level=level, **common)
+            for name, level in (("combined", logging.DEBUG), ("error", logging.ERROR))
+        ]
+        handlers.append(FileQueue(daily, redact))
     for handler in handlers:
         handler.addFilter(context)
         root.addHandler(handler)
@@ -250,6 +289,8 @@ def setup_logging(
 
 
 def teardown_logging() -> None:
+    """Remove our handlers, writing out every queued line first (``logging.shutdown`` does the same at
+    exit, so a one-shot command that never calls this loses nothing either)."""
     root = logging.getLogger()
     for handler in _installed:
         root.removeHandler(handler)

@@ -139,6 +139,17 @@ async def test_malformed_authorization_is_401(client: TestClient, header: str) -
     assert (await resp.json())["error"]["code"] in ("unauthorized", "invalid_token")
 
 
+@pytest.mark.parametrize("token", [ADMIN + "x", READ + "x", ADMIN + READ])
+@pytest.mark.parametrize(("method", "path"), [READ_ROUTES[0], ADMIN_ROUTES[0]])
+async def test_a_token_with_characters_appended_is_401(
+    client: TestClient, method: str, path: str, token: str
+) -> None:
+    """A valid token is the whole credential: one that merely starts with it is not valid."""
+    resp = await client.request(method, path, headers=auth(token))
+    assert resp.status == 401, await resp.text()
+    assert_error(await resp.json(), "invalid_token")
+
+
 async def test_admin_token_also_reads(client: TestClient) -> None:
     resp = await client.get("/api/backup/list", headers=auth(ADMIN))
     assert resp.status == 200
@@ -459,6 +470,8 @@ async def test_tokens_and_passwords_never_reach_the_logs(client: TestClient, sid
     )
     await client.get("/api/backup/status", headers=auth(WRONG))
     body = await (await client.get("/api/v1/monitoring/logs?limit=5000", headers=auth(READ))).text()
+    for handler in logging.getLogger().handlers:
+        handler.flush()  # the files are written by their own thread
     files = "".join(p.read_text() for p in sidecar_app.settings.log_dir.glob("*.log"))
     for text in (body, files, sidecar_app.stdout.getvalue()):  # type: ignore[attr-defined]
         assert "leak attempt" in text

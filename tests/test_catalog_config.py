@@ -89,6 +89,22 @@ def test_secret_files_and_redaction(tmp_path):
     assert redact_uri("mongodb://db:27017") == "mongodb://db:27017"
 
 
+def test_repr_and_str_hide_the_secrets():
+    """D8: a Settings in a traceback, a debugger or an f-string must not carry passwords or tokens."""
+    s = load_settings(
+        {
+            "SIDECAR_MONGODB_URI": "mongodb://backup:main-pa55word@db:27017/admin",
+            "SIDECAR_DRILL_MONGODB_URI": "mongodb://drill:drill-pa55word@scratch:27017/admin",
+            "SIDECAR_ADMIN_TOKEN": "admin-token-0123456789",
+            "SIDECAR_READ_TOKEN": "read-token-0123456789",
+        }
+    )
+    for text in (repr(s), str(s), f"{s}"):
+        for secret in ("main-pa55word", "drill-pa55word", "admin-token-0123456789", "read-token-0123456789"):
+            assert secret not in text
+    assert "retention_days=30" in repr(s) and s.admin_token == "admin-token-0123456789"
+
+
 def test_config_file_keys_and_env_precedence(tmp_path):
     (tmp_path / "sidecar.yaml").write_text("SIDECAR_RETENTION_DAYS: 14\nSIDECAR_PORT: 6000\n")
     s = load_settings({"SIDECAR_CONFIG_FILE": str(tmp_path / "sidecar.yaml"), "SIDECAR_PORT": "7000"})

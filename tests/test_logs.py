@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import json
 import logging
+import logging.handlers
+import threading
 import time
 import zoneinfo
 from collections.abc import Iterator
@@ -46,6 +49,12 @@ def lines(stream: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
+def flush() -> None:
+    """The files are written by a thread of their own: wait for it."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
 def test_json_lines_with_job_ids(logged: tuple[io.StringIO, LogTail]) -> None:
     stream, _ = logged
     log = logging.getLogger("sidecar.service")
@@ -69,6 +78,7 @@ def test_daily_files_split_by_level(logged: tuple[io.StringIO, LogTail], setting
         raise ValueError("boom")
     except ValueError:
         logging.getLogger("sidecar.api").exception("handler crashed")
+    flush()
     today = dt.datetime.now(dt.timezone(dt.timedelta(hours=9))).date().isoformat()  # Asia/Seoul
     combined = settings.log_dir / f"combined-{today}.log"
     error = settings.log_dir / f"error-{today}.log"
@@ -132,6 +142,38 @@ def test_file_switches_at_local_midnight(tmp_path: Path) -> None:
     assert (tmp_path / f"combined-{midnight.date().isoformat()}.log").read_text() == "early\n"
 
 
+def test_files_are_written_off_the_event_loop_and_teardown_writes_them_all(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D9: the loop only queues a formatted line; a thread of its own opens, writes and cleans up."""
+    writers: set[threading.Thread] = set()
+    emit = DailyFileHandler.emit
+
+    def spied(self: DailyFileHandler, record: logging.LogRecord) -> None:
+        writers.add(threading.current_thread())
+        emit(self, record)
+
+    monkeypatch.setattr(DailyFileHandler, "emit", spied)
+
+    async def on_the_loop() -> list[logging.Handler]:
+        for i in range(500):
+            logging.getLogger("sidecar.service").error("backup job %d failed", i)
+        return logging.getLogger().handlers
+
+    setup_logging(settings, stream=io.StringIO())
+    try:
+        handlers = asyncio.run(on_the_loop())
+        assert not [h for h in handlers if isinstance(h, DailyFileHandler)]
+        assert [h for h in handlers if isinstance(h, logging.handlers.QueueHandler)]
+    finally:
+        teardown_logging()
+    assert writers and threading.main_thread() not in writers
+    for name in ("combined", "error"):
+        (path,) = settings.log_dir.glob(f"{name}-*.log")
+        messages = [json.loads(line)["message"] for line in path.read_text().splitlines()]
+        assert messages == [f"backup job {i} failed" for i in range(500)]
+
+
 def test_secrets_are_redacted_everywhere(logged: tuple[io.StringIO, LogTail], settings: Settings) -> None:
     stream, tail = logged
     log = logging.getLogger("sidecar.test")
@@ -141,11 +183,21 @@ def test_secrets_are_redacted_everywhere(logged: tuple[io.StringIO, LogTail], se
         raise RuntimeError(f"connect failed with {settings.mongodb_uri}")
     except RuntimeError:
         log.exception("failure")
+    flush()
     texts = [stream.getvalue(), json.dumps(tail.query(limit=10))]
     texts += [p.read_text() for p in settings.log_dir.glob("*.log")]
     for text in texts:
         assert ADMIN not in text and "pa55word" not in text and "p%40ss" not in text and "xyz.abc" not in text
         assert "mongodb://backup:***@db.example:27017/admin" in text
+
+
+def test_the_drill_servers_password_is_redacted(settings: Settings) -> None:
+    """D8: the drill server's credentials show up in its connection errors like the main server's."""
+    drill = settings.replace(drill_mongodb_uri="mongodb://drill:dr1ll%2Fpass@scratch:27017/admin")
+    redact = Redactor.for_settings(drill)
+    assert redact("auth failed for drill with dr1ll%2Fpass") == "auth failed for drill with ***"
+    assert redact("decoded: dr1ll/pass") == "decoded: ***"
+    assert redact("main: pa55word") == "main: ***"
 
 
 def test_redactor_alone() -> None:

@@ -1,4 +1,4 @@
-"""The aiohttp app factory, the long-running ``Sidecar`` it serves, and ``sidecar serve`` itself.
+"""The aiohttp app factory and ``sidecar serve`` itself; the ``Sidecar`` it serves is in ``api/state.py``.
 
 Shutdown (SIGTERM/SIGINT): stop taking jobs, give the running job ``SIDECAR_SHUTDOWN_GRACE_SECONDS``
 to finish, then set the service's cancel Event so the backup aborts cleanly (its partial file removed,
@@ -26,66 +26,15 @@ from sidecar import __version__
 from sidecar.api import routes
 from sidecar.api.auth import OPEN, TokenAuth, requires
 from sidecar.api.errors import Handler, error_middleware
+from sidecar.api.state import SIDECAR_KEY, Sidecar
 from sidecar.api.validation import MAX_BODY_BYTES
-from sidecar.config import ConfigError, Settings, check_backup_dir
-from sidecar.logs import LogTail, Redactor
-from sidecar.scheduler import SidecarScheduler
-from sidecar.service import BackupService, JobRunner
+from sidecar.config import ConfigError, Settings
+from sidecar.logs import LogTail
 
 log = logging.getLogger("sidecar.api")
 DOCS_PATH = "/api-docs"
 SPEC_JSON_PATH = "/api-docs/openapi.json"
 SPEC_YAML_PATH = "/api-docs/openapi.yaml"
-
-
-class Sidecar:
-    """Everything a running sidecar holds: service, health cache, metrics, job runner, scheduler, logs."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        log_tail: LogTail | None = None,
-        service: BackupService | None = None,
-        health: Any = None,
-        metrics: Any = None,
-    ):
-        from sidecar.health import HealthMonitor
-        from sidecar.metrics import SidecarMetrics
-
-        self.settings = settings
-        self.service = service or BackupService(settings)
-        self.health = health or HealthMonitor(settings)
-        self.metrics = metrics or SidecarMetrics(settings, self.service, self.health)
-        self.runner = JobRunner(self.service)
-        self.scheduler = SidecarScheduler(settings, self.runner, self.health, self.metrics)
-        self.log_tail = log_tail or LogTail(Redactor.for_settings(settings))
-        self.started_at = time.time()
-        self.stopping = False
-        self._stopped = False
-
-    def _prepare(self) -> None:
-        check_backup_dir(self.settings)
-        self.metrics.refresh_catalog()
-        self.health.probe()
-
-    async def start(self) -> None:
-        await asyncio.to_thread(self._prepare)
-        self.scheduler.start()
-
-    async def stop(self, grace: float | None = None) -> bool:
-        """Drain jobs (see the module doc); True when nothing had to be cancelled."""
-        if self._stopped:
-            return True
-        self.stopping = True
-        self.scheduler.shutdown()
-        clean = await self.runner.drain(self.settings.shutdown_grace_seconds if grace is None else grace)
-        await asyncio.to_thread(self.health.close)
-        self._stopped = True
-        return clean
-
-
-SIDECAR_KEY = web.AppKey("sidecar", Sidecar)
 
 
 @functools.cache

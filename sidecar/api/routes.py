@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
@@ -21,21 +21,17 @@ from sidecar.alerts import evaluate, fetch_alertmanager
 from sidecar.api import validation as v
 from sidecar.api.auth import ADMIN, OPEN, READ, requires
 from sidecar.api.errors import ApiError
+from sidecar.api.state import SIDECAR_KEY, Sidecar
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import LEVELS
 from sidecar.service import JobFailed, ShuttingDown
 from sidecar.service.verify import newest_backup_name
 from sidecar.store.catalog import STATUS_COMPLETED, CatalogError, find_entry
 
-if TYPE_CHECKING:
-    from sidecar.api.app import Sidecar
-
 JOBS_PATH = "/api/backup/jobs"
 
 
 def _sidecar(request: web.Request) -> Sidecar:
-    from sidecar.api.app import SIDECAR_KEY
-
     return request.app[SIDECAR_KEY]
 
 
