@@ -1,0 +1,146 @@
+"""The archiver: takes entries from the tail and cuts them into slices.
+
+A slice is cut when the next entry has another timestamp than the newest buffered one and the buffer
+is ``SIDECAR_PITR_SLICE_SECONDS`` old or would pass ``SIDECAR_PITR_SLICE_MAX_BYTES``; or when the tail
+is idle (every visible entry given out, so the newest timestamp group is complete) and either limit is
+reached; or at stop. At a stop in the middle of a stream the newest timestamp group may be incomplete:
+it is left for the next start, which reads it again (resume is "after the newest stored entry").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import pymongo
+from bson.raw_bson import RawBSONDocument
+
+from sidecar.config import Settings
+from sidecar.pitr import optime
+from sidecar.pitr.catalog import SliceCatalog
+from sidecar.pitr.slices import SliceBuffer, oplog_dir, write_slice
+from sidecar.pitr.state import PitrState
+from sidecar.pitr.tailer import OplogTail, Rollover, oplog_window
+from sidecar.store.catalog import PARTIAL_SUFFIX, iso_utc
+
+log = logging.getLogger("sidecar.pitr")
+
+WINDOW_PROBE_SECONDS = 15.0  # how often the server's own oplog window is read while idle
+
+
+class OplogArchiver:
+    """``run(stop)`` archives until ``stop`` is set, then stores what it holds and returns."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: pymongo.MongoClient,
+        state: PitrState | None = None,
+        on_slice: Callable[[], None] | None = None,
+    ):
+        self.settings, self.client = settings, client
+        self.catalog = SliceCatalog(oplog_dir(settings))
+        self.state = state or PitrState(enabled=True)
+        self.on_slice = on_slice or (lambda: None)  # e.g. refresh the chain summary for the metrics
+        self.buffer = SliceBuffer(prev=None)
+        self._complete = True  # the newest buffered timestamp group is known to be complete
+        self._probed = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        with self.catalog.archiver_lock():
+            self._remove_partials()
+            last = self.catalog.last_position()
+            self.buffer = SliceBuffer(prev=last)
+            self.state.last_position = last
+            self._probe_window()
+            self.state.running = True
+            log.info("oplog archiver started, after %s", optime.label(last) if last else "nothing (new)")
+            try:
+                for event in OplogTail(self.client, last).events(stop):
+                    if event is None:
+                        self._idle()
+                    elif isinstance(event, Rollover):
+                        self._rollover(event)
+                    else:
+                        self._take(event)
+                self._flush()
+            finally:
+                self.state.running = False
+
+    def _take(self, entry: RawBSONDocument) -> None:
+        ts = entry["ts"]
+        buffer = self.buffer
+        if len(buffer) and ts != buffer.last and self._due(extra=len(entry.raw)):
+            self._cut()
+        self.buffer.add(entry, ts)
+        self._complete = False
+
+    def _idle(self) -> None:
+        self._complete = True
+        if len(self.buffer) and self._due():
+            self._cut()
+        if time.monotonic() - self._probed > WINDOW_PROBE_SECONDS:
+            self._probe_window()
+
+    def _due(self, extra: int = 0) -> bool:
+        s = self.settings
+        return (
+            self.buffer.age() >= s.pitr_slice_seconds
+            or self.buffer.raw_bytes + extra > s.pitr_slice_max_bytes
+        )
+
+    def _rollover(self, event: Rollover) -> None:
+        """The oplog rolled past the newest stored entry: record the gap, go on from the oldest one."""
+        if len(self.buffer):
+            self._cut()
+        gap = {
+            "from": optime.as_json(event.after),
+            "to": optime.as_json(event.first),
+            "cause": "oplog-rollover",
+            "detectedAt": iso_utc(dt.datetime.now(dt.UTC)),
+            "detail": f"the server's oplog no longer holds {optime.label(event.after)}; its oldest "
+            f"entry is {optime.label(event.first)}: the entries between are lost",
+        }
+        self.catalog.add_gap(gap)
+        with self.state.lock:
+            self.state.rollovers += 1
+        log.error("oplog archive gap: %s", gap["detail"])
+        self.buffer = SliceBuffer(prev=None)  # the next slice does not join the previous one
+
+    def _cut(self) -> None:
+        buffer = self.buffer
+        try:
+            entry = write_slice(self.settings, buffer)
+            self.catalog.add_slice(entry)
+        except Exception:
+            with self.state.lock:
+                self.state.slices["failed"] += 1
+            raise
+        with self.state.lock:
+            self.state.slices["ok"] += 1
+            self.state.last_position = buffer.last
+        log.info("oplog slice %s: %d entries, %d bytes", entry["fileName"], len(buffer), entry["sizeBytes"])
+        self.buffer = SliceBuffer(prev=buffer.last)
+        self.on_slice()
+
+    def _flush(self) -> None:
+        """At stop: store what is held, except a timestamp group that may still be incomplete."""
+        if not self._complete:
+            self.buffer = self.buffer.without_last_group()
+        if len(self.buffer):
+            self._cut()
+
+    def _probe_window(self) -> None:
+        self._probed = time.monotonic()
+        try:
+            self.state.server_window = oplog_window(self.client)
+        except pymongo.errors.PyMongoError as exc:
+            log.warning("cannot read the server's oplog window: %s", exc)
+
+    def _remove_partials(self) -> None:
+        """Leftovers of a slice write a crash interrupted (the entries are read again)."""
+        for path in self.catalog.directory.glob(f".*{PARTIAL_SUFFIX}"):
+            path.unlink(missing_ok=True)
