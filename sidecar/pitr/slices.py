@@ -190,3 +190,12 @@ def bson_stream(stream: BinaryIO) -> Iterator[bytes]:
         if length < 5 or len(body) != length - 4 or body[-1:] != b"\x00":
             raise SliceError(f"a document of {length} bytes is cut short or malformed")
         yield head + body
+
+
+def stored_digest(path: Path) -> str:
+    """The sha256 of the stored bytes of a slice file, as its catalog entry records it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
