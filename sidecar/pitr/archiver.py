@@ -1,5 +1,7 @@
 """The archiver: takes entries from the tail and cuts them into slices.
 
+The first start (no slice yet) begins after the consistent point of the newest base backup when the
+server's oplog still holds it, so that backup opens a window at once; otherwise after the newest entry.
 A slice is cut when the next entry has another timestamp than the newest buffered one and the buffer
 is ``SIDECAR_PITR_SLICE_SECONDS`` old or would pass ``SIDECAR_PITR_SLICE_MAX_BYTES``; or when the tail
 is idle (every visible entry given out, so the newest timestamp group is complete) and either limit is
@@ -17,9 +19,11 @@ from collections.abc import Callable
 
 import pymongo
 from bson.raw_bson import RawBSONDocument
+from bson.timestamp import Timestamp
 
 from sidecar.config import Settings
 from sidecar.pitr import optime
+from sidecar.pitr.bases import base_backups
 from sidecar.pitr.catalog import SliceCatalog
 from sidecar.pitr.slices import SliceBuffer, oplog_dir, write_slice
 from sidecar.pitr.state import PitrState
@@ -53,13 +57,15 @@ class OplogArchiver:
         with self.catalog.archiver_lock():
             self._remove_partials()
             last = self.catalog.last_position()
-            self.buffer = SliceBuffer(prev=last)
             self.state.last_position = last
-            self._probe_window()
+            self.state.server_window = oplog_window(self.client)
+            self._probed = time.monotonic()
+            start = last if last is not None else self._first_start()
+            self.buffer = SliceBuffer(prev=start)
             self.state.running = True
-            log.info("oplog archiver started, after %s", optime.label(last) if last else "nothing (new)")
+            log.info("oplog archiver started after %s", optime.label(start) if start else "nothing")
             try:
-                for event in OplogTail(self.client, last).events(stop):
+                for event in OplogTail(self.client, start).events(stop):
                     if event is None:
                         self._idle()
                     elif isinstance(event, Rollover):
@@ -69,6 +75,13 @@ class OplogArchiver:
                 self._flush()
             finally:
                 self.state.running = False
+
+    def _first_start(self) -> Timestamp | None:
+        window = self.state.server_window
+        if window.first is None or window.last is None:
+            return None
+        held = [p for _, p in base_backups(self.settings) if window.first <= p <= window.last]
+        return max(held, default=window.last)
 
     def _take(self, entry: RawBSONDocument) -> None:
         ts = entry["ts"]

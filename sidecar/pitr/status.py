@@ -10,16 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pymongo
-from bson.timestamp import Timestamp
 
 from sidecar.config import Settings
 from sidecar.pitr import optime
+from sidecar.pitr.bases import base_backups
 from sidecar.pitr.catalog import SliceCatalog
 from sidecar.pitr.chain import DAMAGED, MISSING, Chain, analyse
 from sidecar.pitr.slices import SliceEntry, oplog_dir, stored_digest
 from sidecar.pitr.state import PitrState
 from sidecar.pitr.tailer import OplogWindow, oplog_window
-from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, Catalog, parse_iso
+from sidecar.store.catalog import parse_iso
 
 
 def slice_problems(directory: Path, slices: list[SliceEntry], deep: bool = False) -> dict[str, str]:
@@ -37,18 +37,6 @@ def slice_problems(directory: Path, slices: list[SliceEntry], deep: bool = False
         elif deep and stored_digest(path) != entry["sha256"]:
             problems[entry["fileName"]] = f"{DAMAGED}: its sha256 differs from the catalog's"
     return problems
-
-
-def base_backups(settings: Settings) -> list[tuple[str, Timestamp]]:
-    """(file name, consistent point) of the completed full backups that recorded their oplog cut."""
-    points = []
-    for entry in Catalog(settings.backup_dir).load():
-        end = (entry.get("oplog") or {}).get("end")
-        failed = (entry.get("lastVerification") or {}).get("ok") is False  # its newest test failed
-        full = entry.get("status") == STATUS_COMPLETED and entry.get("trigger") != SAFETY_TRIGGER
-        if full and end and not failed:
-            points.append((entry["fileName"], optime.from_json(end)))
-    return points
 
 
 def chain_of(settings: Settings, deep: bool = False) -> tuple[dict[str, Any], Chain]:
