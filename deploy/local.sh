@@ -12,6 +12,10 @@ TEST_TOOLS="prometheus:prometheus promtool:prometheus prometheus-alertmanager:pr
 amtool:prometheus-alertmanager prometheus-pushgateway:prometheus-pushgateway age:age git:git
 setpriv:util-linux mount:mount chromium:chromium"
 
+# The stock mongodump/mongorestore/bsondump for the interop tests, where the shared folder has them
+# (its README says how they were built); elsewhere those tests skip and say why.
+STOCK_TOOLS=../shared/tools/mongodb-database-tools/bin
+
 say() { printf '==> %s\n' "$*" >&2; }
 
 apt_install() {
@@ -59,6 +63,10 @@ case "${1:-}" in
         shift
         ensure_tools "$TEST_TOOLS"
         ensure_venv test
+        if [ -d "$STOCK_TOOLS" ]; then
+            PATH="$(cd "$STOCK_TOOLS" && pwd):$PATH"
+            export PATH
+        fi
         "$VENV/bin/ruff" check .
         exec "$VENV/bin/pytest" "$@"
         ;;

@@ -208,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sidecar", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    backup = sub.add_parser("backup", help="take one backup now, then apply retention")
+    backup = sub.add_parser(
+        "backup",
+        help="take one backup now, apply retention, then its integrity test (SIDECAR_VERIFY_AFTER_BACKUP)",
+    )
     backup.add_argument(
         "--once",
         action="store_true",

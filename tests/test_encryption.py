@@ -27,7 +27,8 @@ from sidecar.engine.encryption import (
     load_identities,
     parse_recipients,
 )
-from sidecar.store.backends import StoreError, open_archive, open_archive_path
+from sidecar.store.objects import StoreError
+from sidecar.store.source import ArchiveReadError, ArchiveSource, identity_loader, source_for
 
 
 @pytest.fixture
@@ -190,56 +191,46 @@ def test_stock_age_cli_decrypts_our_backup_into_an_archive_our_reader_accepts(en
     assert sum(counts.values()) > 0
 
 
-def test_open_archive_decrypts_with_the_identity_file_and_checks_the_sha256(encrypted_backup):
+def test_the_source_decrypts_with_the_identity_file_and_hashes_the_stored_bytes(encrypted_backup, key_file):
     settings, entry = encrypted_backup
-    with open_archive(settings, entry) as stream:
-        counts = count_documents(gzip_reader(stream))
-        assert stream.location == "local" and stream.encrypted
-        stream.read()
-        assert stream.verified and stream.sha256 == entry["sha256"]
+    path = settings.backup_dir / entry["fileName"]
+    source = source_for(settings, path, entry)
+    with source.open() as opened:
+        counts = count_documents(opened.data)
+        assert source.location == "local" and opened.encrypted and opened.compressed
+        assert opened.finish().hexdigest() == entry["sha256"]  # the stored (encrypted) bytes
     assert counts == {ns: v["documents"] for ns, v in entry["namespaces"].items()}
-    with open_archive_path(settings, settings.backup_dir / entry["fileName"]) as stream:
-        assert count_documents(gzip_reader(stream)) == counts
-    with open_archive(settings, entry["fileName"], decrypt=False) as stream:
-        assert stream.read(len(AGE_MAGIC)) == AGE_MAGIC
+    # a file given by path: an age file is recognised by its header
+    with ArchiveSource(path, identities=identity_loader(str(key_file))).open() as opened:
+        assert count_documents(opened.data) == counts
+    with source.open_stored() as raw:
+        assert raw.read(len(AGE_MAGIC)) == AGE_MAGIC
 
 
-def test_open_archive_without_or_with_a_wrong_identity(encrypted_backup, tmp_path):
+def test_the_source_without_or_with_a_wrong_identity(encrypted_backup, tmp_path):
     settings, entry = encrypted_backup
-    with pytest.raises(EncryptionError, match="set SIDECAR_AGE_IDENTITY_FILE"):
-        open_archive(settings.replace(age_identity_file=""), entry)
+    path = settings.backup_dir / entry["fileName"]
+    with (
+        pytest.raises(ArchiveReadError, match="age-encrypted: set SIDECAR_AGE_IDENTITY_FILE"),
+        source_for(settings.replace(age_identity_file=""), path, entry).open(),
+    ):
+        pass
     wrong = tmp_path / "wrong.txt"
     wrong.write_text(f"{pyrage.x25519.Identity.generate()}\n")
     with (
-        open_archive(settings.replace(age_identity_file=str(wrong)), entry) as stream,
+        source_for(settings.replace(age_identity_file=str(wrong)), path, entry).open() as opened,
         pytest.raises(EncryptionError) as caught,
     ):
-        stream.read()
+        opened.data.read()
     assert entry["fileName"] in str(caught.value) and str(wrong) in str(caught.value)
 
 
-def test_tampered_archive_fails_the_checksum_before_anything_trusts_it(encrypted_backup):
+def test_tampered_archive_fails_before_anything_trusts_it(encrypted_backup):
     settings, entry = encrypted_backup
     path = settings.backup_dir / entry["fileName"]
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF
     path.write_bytes(bytes(data))
-    with open_archive(settings, entry) as stream, pytest.raises((StoreError, EncryptionError)):
-        while stream.read(1 << 16):
+    with source_for(settings, path, entry).open() as opened, pytest.raises(EncryptionError):
+        while opened.data.read(1 << 16):
             pass
-
-
-def test_encrypt_file_for_the_mongodump_engine_leaves_no_plaintext(tmp_path, identity, make_settings):
-    from sidecar.store.catalog import Catalog
-    from sidecar.store.offsite import Offsite
-
-    settings = make_settings(age_recipients=str(identity.to_public()))
-    offsite = Offsite(settings, Catalog(tmp_path))
-    partial = tmp_path / ".b.gz.age.partial"
-    target = offsite.tool_target(partial)
-    assert target != partial and target.name.endswith(".partial")  # recover() sweeps it after a crash
-    target.write_bytes(b"gzip bytes from mongodump")
-    offsite.encrypt_file(target, partial)
-    assert not target.exists()
-    with open(partial, "rb") as raw:
-        assert decrypt_reader(raw, [identity]).read() == b"gzip bytes from mongodump"

@@ -4,20 +4,24 @@ wrapper itself, tested with a fake ``mongorestore`` that records how it was call
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import pyrage
 import pytest
 
-from sidecar.engine.dump import DumpOptions
-from sidecar.engine.mongodump import run_mongodump
 from sidecar.engine.mongorestore import mongorestore_arguments, run_mongorestore
 from sidecar.engine.restore_errors import RestoreError
 from sidecar.engine.restore_plan import RestoreOptions
+from sidecar.engine.tools import write_tool_config
+from sidecar.integrity.drill import index_signature
 from sidecar.service import BackupService, JobFailed
 from tests.helpers import settings_for
 from tests.test_restore_support import (  # noqa: F401 - fixtures
@@ -82,12 +86,9 @@ def test_every_option_maps_onto_mongorestore():
         drop=True,
         dry_run=True,
     )
-    args = mongorestore_arguments("mongorestore", "/tmp/c.yaml", Path("/b/x.gz"), options, oplog_replay=True)
+    args = mongorestore_arguments(options, oplog_replay=True)
     assert args == [
-        "mongorestore",
-        "--config=/tmp/c.yaml",
-        "--archive=/b/x.gz",
-        "--gzip",
+        "--archive",  # the verified archive comes on stdin, uncompressed
         "--nsInclude=maekcord.patients",
         "--nsInclude=maekcord.appointments",
         "--nsExclude=maekcord.audit_log",
@@ -104,15 +105,15 @@ def test_every_option_maps_onto_mongorestore():
 def test_the_password_is_only_in_a_0600_config_file(fake_mongorestore, tmp_path):
     tool, record = fake_mongorestore
     uri = "mongodb://backup:S3cr3t-pw@127.0.0.1:27017/?authSource=admin"
-    archive = tmp_path / "x.gz"
-    archive.write_bytes(b"")
-    result = run_mongorestore(tool, uri, archive, RestoreOptions(drop=True), oplog_replay=False)
+    result = run_mongorestore(
+        tool, uri, io.BytesIO(b"archive bytes"), RestoreOptions(drop=True), oplog_replay=False
+    )
     seen = json.loads(record.read_text())
     assert not any("S3cr3t" in arg for arg in seen["argv"])
     assert seen["mode"] == "0o600"
     assert "S3cr3t-pw" in seen["config"] and "uri:" in seen["config"]
     assert not Path(seen["config_path"]).exists()  # removed after the run
-    assert seen["argv"][1:] == [f"--archive={archive}", "--gzip", "--drop"]
+    assert seen["argv"][1:] == ["--archive", "--drop"]  # the archive comes on stdin
     assert (result.restored, result.failed) == (767, 0)
 
 
@@ -120,7 +121,7 @@ def test_a_failing_mongorestore_is_one_line(fake_mongorestore, tmp_path, monkeyp
     tool, _ = fake_mongorestore
     monkeypatch.setenv("FAKE_TOOL_EXIT", "1")
     with pytest.raises(RestoreError, match=r"^mongorestore failed: .*Failed: error connecting to db server"):
-        run_mongorestore(tool, "mongodb://h", tmp_path / "x.gz", RestoreOptions(), oplog_replay=False)
+        run_mongorestore(tool, "mongodb://h", io.BytesIO(b""), RestoreOptions(), oplog_replay=False)
 
 
 def test_the_service_verifies_then_runs_the_tool_with_the_same_options(
@@ -135,8 +136,7 @@ def test_the_service_verifies_then_runs_the_tool_with_the_same_options(
     assert dry["mongorestore"]["restored"] == 767
     argv = json.loads(record.read_text())["argv"]
     assert argv[1:] == [
-        f"--archive={path}",
-        "--gzip",
+        "--archive",
         "--nsInclude=maekcord.patients",
         "--nsFrom=maekcord.*",
         f"--nsTo={target}.*",
@@ -157,15 +157,53 @@ def test_a_missing_mongorestore_is_named(sample_archive, tmp_path, mongo_uri):
         service.run_restore(file_name=path.name, engine="mongorestore", dry_run=True)
 
 
-def assert_renamed_copies_equal(mongo_client, entry: dict, targets: dict[str, str]) -> None:
-    """Every collection of the archive's manifest, restored under ``targets`` names, byte-identical."""
-    for ns, info in entry["namespaces"].items():
-        if info["type"] == "view":
+# -- the stock tools themselves --------------------------------------------------------------------
+
+
+def stock(tool: str, uri: str, *args: str, stdin=None) -> str:
+    """Run a stock tool as an operator would (the URI in a --config file); its stderr."""
+    with tempfile.TemporaryDirectory() as tmp:
+        config = write_tool_config(tmp, uri)
+        done = subprocess.run(
+            [tool, f"--config={config}", *args], input=stdin, capture_output=True, timeout=300
+        )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    return done.stderr.decode()
+
+
+def collection_facts(client, db: str) -> dict[str, dict]:
+    """What a restore must reproduce, by collection: options, indexes, documents (raw, sorted)."""
+    facts = {}
+    for info in client[db].list_collections():
+        name = info["name"]
+        if name.startswith("system."):
             continue
-        db, coll = ns.split(".", 1)
-        assert sorted(raw_documents(mongo_client, f"{targets[db]}.{coll}")) == sorted(
-            raw_documents(mongo_client, ns)
-        ), ns
+        fact = {"type": info.get("type"), "options": dict(info.get("options", {}))}
+        if info.get("type") != "view":
+            fact["indexes"] = sorted(
+                (str(ix["name"]), index_signature(ix)) for ix in client[db][name].list_indexes()
+            )
+            fact["documents"] = sorted(raw_documents(client, f"{db}.{name}"))
+        facts[name] = fact
+    return facts
+
+
+def assert_same_databases(client, targets: dict[str, str]) -> None:
+    """Each source database and its restored copy: the same collections, options, indexes, views and
+    byte-identical documents."""
+    for source, target in targets.items():
+        want, got = collection_facts(client, source), collection_facts(client, target)
+        assert sorted(got) == sorted(want), (source, target)
+        for name in want:
+            assert got[name] == want[name], f"{source}.{name}"
+
+
+def renames(targets: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    return {"ns_from": tuple(f"{db}.*" for db in targets), "ns_to": tuple(f"{t}.*" for t in targets.values())}
+
+
+def rename_args(targets: dict[str, str]) -> list[str]:
+    return [arg for db, t in targets.items() for arg in (f"--nsFrom={db}.*", f"--nsTo={t}.*")]
 
 
 @pytest.mark.skipif(MONGORESTORE is None, reason=NO_TOOLS.format("mongorestore"))
@@ -173,30 +211,84 @@ def test_our_archive_restores_with_the_stock_mongorestore(
     sample_archive, scratch_db, mongo_client, mongo_uri
 ):
     targets = {db: scratch_db() for db in SAMPLE_DBS}
-    options = RestoreOptions(
-        ns_from=tuple(f"{db}.*" for db in targets), ns_to=tuple(f"{t}.*" for t in targets.values())
+    archive = f"--archive={sample_archive.path}"
+    stock(MONGORESTORE, mongo_uri, archive, "--gzip", "--drop", *rename_args(targets))
+    assert_same_databases(mongo_client, targets)
+    # the runbook's line for one collection: --nsInclude with --nsFrom/--nsTo
+    one = {"maekcord": scratch_db()}
+    stock(
+        MONGORESTORE,
+        mongo_uri,
+        archive,
+        "--gzip",
+        "--drop",
+        "--nsInclude=maekcord.patients",
+        *rename_args(one),
     )
-    run_mongorestore(MONGORESTORE, mongo_uri, sample_archive.path, options, oplog_replay=False)
-    assert_renamed_copies_equal(mongo_client, sample_archive.entry, targets)
+    assert mongo_client[one["maekcord"]].list_collection_names() == ["patients"]
+    assert sorted(raw_documents(mongo_client, f"{one['maekcord']}.patients")) == sorted(
+        raw_documents(mongo_client, "maekcord.patients")
+    )
+
+
+@pytest.mark.skipif(
+    MONGORESTORE is None or shutil.which("age") is None, reason=NO_TOOLS.format("mongorestore or age")
+)
+def test_our_encrypted_archive_restores_with_age_and_the_stock_mongorestore(
+    make_settings, sample_counts, scratch_db, mongo_client, mongo_uri, tmp_path
+):
+    identity = pyrage.x25519.Identity.generate()
+    key = tmp_path / "key.txt"
+    key.write_text(f"{identity}\n")
+    settings = make_settings(age_recipients=str(identity.to_public()), database="maekcord")
+    entry = BackupService(settings).run_backup()
+    plain = subprocess.run(
+        ["age", "-d", "-i", str(key), str(settings.backup_dir / entry["fileName"])],
+        capture_output=True,
+        check=True,
+    ).stdout
+    targets = {"maekcord": scratch_db()}
+    stock(MONGORESTORE, mongo_uri, "--archive", "--gzip", "--drop", *rename_args(targets), stdin=plain)
+    assert_same_databases(mongo_client, targets)
 
 
 @pytest.mark.skipif(MONGODUMP is None, reason=NO_TOOLS.format("mongodump"))
+@pytest.mark.parametrize("oplog", [False, True], ids=["plain", "oplog"])
 def test_a_mongodump_archive_verifies_and_restores_with_ours(
-    sample_archive, scratch_db, mongo_client, tmp_path, mongo_uri
+    oplog, sample_counts, scratch_db, mongo_client, tmp_path, mongo_uri
 ):
     archive = tmp_path / "from-mongodump.gz"
-    options = DumpOptions(ns_include=tuple(SAMPLE_NS.split(",")))
-    run_mongodump(MONGODUMP, mongo_uri, archive, options, oplog=False)
+    stock(MONGODUMP, mongo_uri, f"--archive={archive}", "--gzip", *(["--oplog"] if oplog else []))
     service = BackupService(settings_for(mongo_uri, tmp_path))
     result = service.run_verify(file_name=str(archive), level="full")
-    assert result["verification"]["full"]["documents"] == sum(
-        ns["documents"] for ns in sample_archive.entry["namespaces"].values()
+    assert result["ok"], result["reason"]
+    full = result["verification"]["full"]
+    assert (
+        full["documents"] >= sum(sample_counts.values()) and (full.get("oplogEntries") is not None) == oplog
     )
     targets = {db: scratch_db() for db in SAMPLE_DBS}
     restored = service.run_restore(
         file_name=str(archive),
-        ns_from=tuple(f"{db}.*" for db in targets),
-        ns_to=tuple(f"{t}.*" for t in targets.values()),
+        ns_include=tuple(f"{db}.*" for db in SAMPLE_DBS),
+        safety_backup=False,
+        **renames(targets),
     )
     assert restored["postRestoreCheck"]["ok"] is True
-    assert_renamed_copies_equal(mongo_client, sample_archive.entry, targets)
+    assert_same_databases(mongo_client, targets)
+
+
+@pytest.mark.skipif(
+    MONGODUMP is None or MONGORESTORE is None, reason=NO_TOOLS.format("mongodump or mongorestore")
+)
+def test_the_mongodump_engine_backs_up_and_the_mongorestore_engine_restores(
+    make_settings, sample_counts, scratch_db, mongo_client
+):
+    settings = make_settings(engine="mongodump", ns_include="maekcord.*")
+    service = BackupService(settings)
+    entry = service.run_backup()
+    assert entry["engine"] == "mongodump" and entry["namespaces"]["maekcord.patients"]["documents"] > 0
+    assert service.run_verify(file_name=entry["fileName"], level="full")["ok"]
+    targets = {"maekcord": scratch_db()}
+    restored = service.run_restore(file_name=entry["fileName"], engine="mongorestore", **renames(targets))
+    assert restored["engine"] == "mongorestore" and restored["postRestoreCheck"]["ok"] is True
+    assert_same_databases(mongo_client, targets)

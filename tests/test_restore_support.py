@@ -22,6 +22,7 @@ import pymongo
 import pytest
 
 from sidecar.archive.format import MAGIC
+from sidecar.archive.reader import split_documents
 from sidecar.config import Settings
 from sidecar.service import BackupService
 from sidecar.store.catalog import Catalog
@@ -78,11 +79,7 @@ def raw_documents(client: pymongo.MongoClient, ns: str) -> list[bytes]:
     db, coll = ns.split(".", 1)
     out = []
     for batch in client[db][coll].find_raw_batches():
-        pos = 0
-        while pos < len(batch):
-            size = int.from_bytes(batch[pos : pos + 4], "little")
-            out.append(bytes(batch[pos : pos + size]))
-            pos += size
+        out += [bytes(doc) for doc in split_documents(batch)]
     return out
 
 

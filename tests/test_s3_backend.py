@@ -14,7 +14,8 @@ import time
 import pytest
 
 from sidecar.embedded import free_port
-from sidecar.store.backends import StoreError
+from sidecar.store.catalog import archive_name_pattern
+from sidecar.store.objects import StoreError
 from sidecar.store.s3 import S3Backend
 from tests import s3_fixture
 from tests.s3_fixture import SeaweedS3
@@ -65,7 +66,7 @@ def test_multipart_upload_streams_parts_and_reads_back(s3_env):
 
 
 def test_listing_shows_archives_under_the_prefix_only(s3_env, tmp_path):
-    s3 = backend(s3_env)
+    s3 = backend(s3_env, names=archive_name_pattern("a"))  # what from_settings gives for prefix "a"
     client = s3_env.client()
     for key in ("prod/db1/a-2025-01-01T02-00-00.gz", "prod/db1/a-2025-01-02T02-00-00.gz.age"):
         client.put_object(Bucket=s3_env.bucket, Key=key, Body=b"x" * 10)
@@ -76,12 +77,13 @@ def test_listing_shows_archives_under_the_prefix_only(s3_env, tmp_path):
     ):
         client.put_object(Bucket=s3_env.bucket, Key=key, Body=b"x")
     (tmp_path / "c.gz").write_bytes(b"0123456789")
-    s3.put_file("c-2025-01-05T02-00-00.gz", tmp_path / "c.gz")
+    s3.put_file("a-2025-01-05T02-00-00.gz", tmp_path / "c.gz")
+    s3.put_file("c-2025-01-05T02-00-00.gz", tmp_path / "c.gz")  # another deployment's prefix
     listed = {o.name: o.size for o in s3.list()}
     assert listed == {
         "a-2025-01-01T02-00-00.gz": 10,
         "a-2025-01-02T02-00-00.gz.age": 10,
-        "c-2025-01-05T02-00-00.gz": 10,
+        "a-2025-01-05T02-00-00.gz": 10,
     }
 
 

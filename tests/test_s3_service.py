@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import json
 import os
 
+import pymongo
 import pyrage
 import pytest
 
 from sidecar.archive import ArchiveReader, NamespaceEnd
-from sidecar.engine.compression import gzip_reader
+from sidecar.integrity import verify_archive
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.backends import StoreError, open_archive
 from sidecar.store.catalog import iso_utc
 from sidecar.store.retention import Policy, keep_reasons
 from sidecar.store.s3 import S3Backend
+from sidecar.store.source import ArchiveReadError, BucketSource, source_for
 from tests import s3_fixture
 from tests.s3_fixture import SeaweedS3
 
@@ -53,7 +53,7 @@ def object_bytes(server: SeaweedS3, key: str) -> bytes:
 
 
 def counts_of(stream) -> dict[str, int]:
-    reader = ArchiveReader(gzip_reader(stream))
+    reader = ArchiveReader(stream)
     reader.read_prelude()
     return {str(e.namespace): e.documents for e in reader.events() if isinstance(e, NamespaceEnd)}
 
@@ -101,11 +101,11 @@ def test_streaming_encrypted_copy_is_read_back_from_the_bucket_after_the_local_f
     assert object_bytes(s3_env, PREFIX + name) == local  # one stream, two identical copies
     assert entry["remote"]["s3"]["sha256"] == entry["sha256"]
     (settings.backup_dir / name).unlink()
-    with open_archive(settings, name) as stream:
-        assert stream.location == "s3" and stream.encrypted
-        assert counts_of(stream) == manifest(entry)
-        stream.read()
-        assert stream.verified and stream.sha256 == entry["sha256"]
+    source = source_for(settings, settings.backup_dir / name, entry)
+    with source.open() as opened:
+        assert source.location == "s3" and opened.encrypted
+        assert counts_of(opened.data) == manifest(entry)
+        assert opened.finish().hexdigest() == entry["sha256"]
 
 
 def test_restore_source_falls_back_to_the_bucket_and_checks_its_sha256(s3_settings, s3_env):
@@ -113,23 +113,19 @@ def test_restore_source_falls_back_to_the_bucket_and_checks_its_sha256(s3_settin
     entry = BackupService(settings).run_backup()
     name = entry["fileName"]
     (settings.backup_dir / name).unlink()
-    with open_archive(settings, entry) as stream:
-        assert stream.location == "s3"
-        assert counts_of(stream) == manifest(entry)
+    with source_for(settings, settings.backup_dir / name, entry).open() as opened:
+        assert counts_of(opened.data) == manifest(entry)
     # a damaged object is caught by the recorded checksum, not trusted
     data = bytearray(object_bytes(s3_env, PREFIX + name))
     data[len(data) // 2] ^= 0xFF
     s3_env.client().put_object(Bucket=s3_env.bucket, Key=PREFIX + name, Body=bytes(data))
-    with open_archive(settings, entry, decrypt=False) as stream, pytest.raises(StoreError) as caught:
-        stream.read()
-    assert (
-        caught.value.kind == "mismatch" and "(s3://" in str(caught.value) and "damaged" in str(caught.value)
-    )
-    # no copy anywhere: the error says what was tried
+    service = BackupService(settings)
+    with pytest.raises(JobFailed, match=r"quick verification of .* failed: the compressed data is damaged"):
+        service.run_verify(file_name=name, level="quick")
+    # no copy anywhere: the error says where it looked
     s3_env.client().delete_object(Bucket=s3_env.bucket, Key=PREFIX + name)
-    with pytest.raises(StoreError) as caught:
-        open_archive(settings, entry)
-    assert f"no readable copy of {name}" in str(caught.value) and "s3:" in str(caught.value)
+    with pytest.raises(ArchiveReadError, match=rf"object {PREFIX}{name} is not in bucket"):
+        source_for(settings, settings.backup_dir / name, entry).open_stored()
 
 
 def test_tiered_retention_across_disk_and_bucket(s3_settings, s3_env, monkeypatch, capsys):
@@ -341,28 +337,31 @@ def test_without_a_bucket_nothing_changes(make_settings, sample_counts):
     entry = BackupService(settings).run_backup(job)
     assert entry["locations"] == ["local"] and "remote" not in entry
     assert "uploads" not in job.result
-    with open_archive(settings, entry) as stream:
-        assert stream.location == "local" and counts_of(io.BufferedReader(stream)) == manifest(entry)
+    source = source_for(settings, settings.backup_dir / entry["fileName"], entry)
+    with source.open() as opened:
+        assert source.location == "local" and counts_of(opened.data) == manifest(entry)
 
 
-def test_archive_source_stands_for_the_bucket_copy_when_the_local_file_is_gone(s3_settings, s3_env):
-    from sidecar.store.backends import RemoteArchive, archive_source, open_stored
-
+def test_the_source_is_the_bucket_copy_when_the_local_file_is_gone(s3_settings, s3_env):
     settings = s3_settings()
     entry = BackupService(settings).run_backup()
     path = settings.backup_dir / entry["fileName"]
-    assert archive_source(settings, path, entry) == path  # local file present: the file itself
+    assert source_for(settings, path, entry).location == "local"  # local file present: the file itself
     stored = path.read_bytes()
     path.unlink()
-    source = archive_source(settings, path, entry)
-    assert isinstance(source, RemoteArchive) and source.name == path.name and not os.path.exists(source)
+    source = source_for(settings, path, entry)
+    assert isinstance(source, BucketSource) and source.name == path.name and os.fspath(source) == str(path)
     assert s3_env.bucket in source.describe()
-    with open_stored(source) as raw:
-        head = raw.read(4)
-        raw.seek(0)  # sniffing the format and starting over works on a stream from the bucket
-        assert raw.read(4) == head and head[:2] == b"\x1f\x8b"
-        assert head + raw.read() == stored
-    assert archive_source(settings.replace(s3_bucket=""), path, entry) == path  # no bucket configured
+    with source.open_stored() as raw:
+        assert raw.read() == stored
+    with source.pinned():  # the first read is spooled; the second reads the spool, not the bucket
+        with source.open_stored() as raw:
+            assert raw.read() == stored
+        s3_env.client().delete_object(Bucket=s3_env.bucket, Key=PREFIX + path.name)
+        with source.open_stored() as raw:
+            assert raw.read() == stored
+    assert not list(settings.backup_dir.glob(".*.partial"))  # the spool is gone
+    assert source_for(settings.replace(s3_bucket=""), path, entry).location == "local"  # no bucket
 
 
 def test_verify_and_restore_read_the_bucket_when_the_local_file_is_gone(
@@ -401,3 +400,62 @@ def test_verify_and_restore_read_the_bucket_when_the_local_file_is_gone(
     s3_env.client().delete_object(Bucket=s3_env.bucket, Key=PREFIX + entry["fileName"])
     with pytest.raises(JobFailed, match=f"object {PREFIX}{entry['fileName']} is not in bucket"):
         service.run_verify(file_name=entry["fileName"], level="quick")
+
+
+def damage_object(s3_env, key: str) -> None:
+    data = bytearray(object_bytes(s3_env, key))
+    data[len(data) // 2] ^= 0xFF
+    s3_env.client().put_object(Bucket=s3_env.bucket, Key=key, Body=bytes(data))
+
+
+def test_a_drill_restores_the_bytes_its_scan_verified_when_the_bucket_copy_changes(
+    s3_settings, s3_env, mongo_uri
+):
+    """Verified before the first write: the bucket object changes after the scan, before the drill's
+    restore reads it again; the drill restores the spooled bytes that were verified."""
+    settings = s3_settings()
+    entry = BackupService(settings).run_backup()
+    path = settings.backup_dir / entry["fileName"]
+    path.unlink()
+
+    def drill_client():  # called between the scan and the drill's restore
+        damage_object(s3_env, PREFIX + entry["fileName"])
+        return pymongo.MongoClient(mongo_uri)
+
+    report = verify_archive(
+        source_for(settings, path, entry), entry, "drill", job_id="pin", drill_client=drill_client
+    )
+    assert report.ok, report.reason
+    assert report.records["drill"]["documents"] == report.records["full"]["documents"]
+    assert not list(settings.backup_dir.glob(".*.partial"))  # the spool is gone
+
+
+def test_a_restore_writes_the_bytes_it_verified_when_the_bucket_copy_changes(
+    s3_settings, s3_env, mongo_client, monkeypatch
+):
+    """The bucket object changes after the restore's verify pass, before its write pass."""
+    import sidecar.service.restore as restore_job
+
+    settings = s3_settings()
+    service = BackupService(settings)
+    entry = service.run_backup()
+    (settings.backup_dir / entry["fileName"]).unlink()
+    real_connect = restore_job.connect
+
+    def connect_after_changing_the_object(*args, **kwargs):  # the restore connects after verifying
+        damage_object(s3_env, PREFIX + entry["fileName"])
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(restore_job, "connect", connect_after_changing_the_object)
+    target = "pin_restore_" + entry["sha256"][:8]
+    mongo_client.drop_database(target)
+    try:
+        restored = service.run_restore(
+            file_name=entry["fileName"], ns_from="maekcord.*", ns_to=f"{target}.*", safety_backup=False
+        )
+        assert restored["verified"]["sha256"] == entry["sha256"] and restored["postRestoreCheck"]["ok"]
+        for ns, count in manifest(entry).items():
+            if entry["namespaces"][ns]["type"] == "collection":
+                assert mongo_client[target][ns.split(".", 1)[1]].count_documents({}) == count, ns
+    finally:
+        mongo_client.drop_database(target)

@@ -12,13 +12,13 @@ import pyrage
 import pytest
 
 from sidecar.cli import main as cli_main
-from sidecar.drill import drill_database_name
 from sidecar.embedded import EmbeddedServer
+from sidecar.integrity import DRILL_PREFIX, drill_database_name, verify_archive
 from sidecar.jobs import Job, JobLock
+from sidecar.progress import Progress
 from sidecar.sampledata import load_bulk_data
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import parse_iso
-from sidecar.verify import DRILL_PREFIX
 from tests.helpers import settings_for
 from tests.test_restore_support import sample_archive_fixture  # noqa: F401
 
@@ -253,3 +253,44 @@ def test_a_drill_can_use_a_separate_scratch_server(
     assert seen["backed-up"] == set()
     with pymongo.MongoClient(own_server.uri) as scratch:
         assert drill_databases(scratch) == []
+
+
+def test_full_fails_when_the_archive_lacks_a_namespace_the_catalog_lists(sample_archive, tmp_path, mongo_uri):
+    service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
+    name = sample_archive.entry["fileName"]
+    manifest = dict(sample_archive.entry["namespaces"])
+    manifest["maekcord.discharged"] = {"documents": 12, "bytes": 3400, "crc": 77, "type": "collection"}
+    service.catalog.patch(name, namespaces=manifest)
+    with pytest.raises(
+        JobFailed, match=r"namespaces in the catalog but not in the archive: maekcord\.discharged"
+    ):
+        service.run_verify(file_name=name, level="full")
+    assert service.catalog.get(name)["verification"]["full"]["ok"] is False
+
+
+def test_a_drill_fails_when_the_restored_data_differs_from_the_archive(
+    sample_archive, tmp_path, mongo_uri, mongo_client
+):
+    """The restore of the drill succeeds, then a restored document changes before the comparison."""
+    entry = sample_archive.entry
+    scratch = drill_database_name("tamper", "maekcord")
+
+    class Tamper(Progress):
+        def __setattr__(self, name, value):
+            super().__setattr__(name, value)
+            if name == "phase" and self.shown_phase == "drill-done":  # restored, not yet compared
+                mongo_client[scratch].patients.update_one({}, {"$set": {"ward": "changed after the restore"}})
+
+    report = verify_archive(
+        sample_archive.path,
+        entry,
+        "drill",
+        job_id="tamper",
+        drill_client=lambda: pymongo.MongoClient(mongo_uri),
+        progress=Tamper(),
+    )
+    assert report.records["full"]["ok"] is True
+    drill = report.records["drill"]
+    assert drill["ok"] is False and drill["failedCheck"] == "drill"
+    assert "maekcord.patients: the content hash of the restored documents differs" in drill["reason"]
+    assert drill_databases(mongo_client) == []

@@ -14,8 +14,9 @@ from bson.binary import UuidRepresentation
 
 from sidecar.archive import DocumentChunk, Namespace
 from sidecar.archive.bsoncheck import suspect_documents
+from sidecar.integrity import VerifyFailed
+from sidecar.integrity.scan import DECODE_OPTIONS, check_decodes
 from sidecar.sampledata import _edge_cases, _patient
-from sidecar.verify import _DECODE, VerifyFailed, _check_decodes
 
 NS = Namespace("db", "c")
 
@@ -53,7 +54,7 @@ def _chunk(docs: list[bytes]) -> DocumentChunk:
 
 def _pymongo_accepts(doc: bytes) -> bool:
     try:
-        bson.decode(doc, _DECODE)
+        bson.decode(doc, DECODE_OPTIONS)
         return True
     except Exception:
         return False
@@ -62,8 +63,8 @@ def _pymongo_accepts(doc: bytes) -> bool:
 def test_valid_documents_of_every_type_pass():
     docs = _documents()
     assert all(_pymongo_accepts(d) for d in docs)
-    _check_decodes(_chunk(docs))
-    _check_decodes(DocumentChunk(NS, memoryview(b"".join(docs)), len(docs), 0))  # without starts
+    check_decodes(_chunk(docs))
+    check_decodes(DocumentChunk(NS, memoryview(b"".join(docs)), len(docs), 0))  # without starts
 
 
 def test_the_walker_clears_plain_documents_itself():
@@ -92,7 +93,7 @@ def test_every_damaged_document_gets_pymongos_verdict():
         chunk = _chunk(docs)
         expected_ok = _pymongo_accepts(docs[victim])
         try:
-            _check_decodes(chunk)
+            check_decodes(chunk)
             got_ok = True
         except VerifyFailed as exc:
             got_ok = False

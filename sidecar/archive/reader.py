@@ -44,6 +44,15 @@ class ArchiveStreamError(ArchiveFormatError):
         )
 
 
+def split_documents(data: memoryview | bytes) -> Iterator[memoryview]:
+    """The documents of concatenated raw BSON (as a chunk or a server batch holds them)."""
+    view, pos = memoryview(data), 0
+    while pos < len(view):
+        size = _INT32.unpack_from(view, pos)[0]
+        yield view[pos : pos + size]
+        pos += size
+
+
 @dataclass
 class DocumentChunk:
     """Consecutive whole documents of one namespace: ``data`` is their raw BSON, concatenated."""
@@ -61,11 +70,7 @@ class DocumentChunk:
             for start, end in zip(self.starts, ends, strict=True):
                 yield data[start:end]
             return
-        pos = 0
-        while pos < len(data):
-            size = _INT32.unpack_from(data, pos)[0]
-            yield data[pos : pos + size]
-            pos += size
+        yield from split_documents(data)
 
 
 @dataclass

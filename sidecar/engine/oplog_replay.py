@@ -1,7 +1,7 @@
 """Replaying a mongodump archive's oplog, the way ``mongorestore --oplogReplay`` does it.
 
 ``OplogSummary`` says what a replay would do before the first write, ``server_has_apply_ops`` whether
-the server can do it, ``_OplogSpool`` keeps the entries aside while the collections are restored, and
+the server can do it, ``OplogSpool`` keeps the entries aside while the collections are restored, and
 ``OplogReplay`` applies them with ``applyOps``.
 """
 
@@ -21,8 +21,8 @@ from bson.timestamp import Timestamp
 from pymongo.errors import OperationFailure
 
 from sidecar.archive import DocumentChunk
-from sidecar.engine.restore_errors import MAX_ERROR_SAMPLES, RestoreCancelled, RestoreError, _errmsg
-from sidecar.engine.restore_plan import SKIPPED_DATABASES, _clean_index
+from sidecar.engine.restore_errors import MAX_ERROR_SAMPLES, RestoreCancelled, RestoreError, server_message
+from sidecar.engine.restore_plan import SKIPPED_DATABASES, clean_index
 
 # Decoding options for oplog entries (the only documents this engine decodes): keep every value
 # re-encodable as it was (dates outside datetime's range, invalid UTF-8 from old drivers).
@@ -178,10 +178,10 @@ def server_has_apply_ops(client: pymongo.MongoClient) -> tuple[bool, str]:
     except OperationFailure as exc:
         if exc.code == 59:
             return False, "the server has no applyOps command"
-        return False, f"applyOps refused: {_errmsg(exc)}"
+        return False, f"applyOps refused: {server_message(exc)}"
 
 
-class _OplogSpool:
+class OplogSpool:
     """Oplog entries kept aside (memory up to 16 MiB, then a temp file) until the collections are in."""
 
     def __init__(self) -> None:
@@ -261,7 +261,7 @@ class OplogReplay:
             first = ops[0]
             raise RestoreError(
                 f"oplog replay failed in the batch starting at {_ts_text(first.get('ts'))} "
-                f"({first.get('op')} on {first.get('ns')}): {_errmsg(exc)}"
+                f"({first.get('op')} on {first.get('ns')}): {server_message(exc)}"
             ) from None
         self.applied += int(reply.get("applied", len(ops)))
 
@@ -271,9 +271,9 @@ class OplogReplay:
         db_name = str(op["ns"]).split(".", 1)[0]
         coll = obj[name]
         if "indexes" in obj:
-            specs = [_clean_index(ix) for ix in obj["indexes"]]
+            specs = [clean_index(ix) for ix in obj["indexes"]]
         else:
-            specs = [_clean_index({k: v for k, v in obj.items() if k != name})]
+            specs = [clean_index({k: v for k, v in obj.items() if k != name})]
         try:
             self.client[db_name].command("createIndexes", coll, indexes=specs)
         except OperationFailure as exc:

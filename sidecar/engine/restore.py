@@ -25,16 +25,16 @@ from bson.son import SON
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from sidecar.archive import ArchiveReader, DocumentChunk
-from sidecar.engine.oplog_replay import OplogReplay, _OplogSpool
+from sidecar.engine.oplog_replay import OplogReplay, OplogSpool
 from sidecar.engine.restore_errors import (
     MAX_ERROR_SAMPLES,
     RestoreCancelled,
     RestoreError,
-    _errmsg,
-    _short,
     error_text,
+    server_message,
+    shorten,
 )
-from sidecar.engine.restore_plan import NamespacePlan, RestoreOptions, RestorePlan, _clean_index
+from sidecar.engine.restore_plan import NamespacePlan, RestoreOptions, RestorePlan, clean_index
 from sidecar.progress import Progress
 
 # -- the restore ---------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ class NativeRestore:
             self.result.namespaces[p.target] = NamespaceOutcome()
         self.state.begin("prepare", len(self.plan.namespaces))
         self._prepare_collections()
-        spool = _OplogSpool() if self.plan.replay_oplog else None
+        spool = OplogSpool() if self.plan.replay_oplog else None
         try:
             self.state.phase = "documents"
             self._copy_documents(stream, spool)
@@ -129,9 +129,9 @@ class NativeRestore:
             try:
                 db.command(command)
             except OperationFailure as exc:
-                raise RestoreError(f"cannot create {p.target}: {_errmsg(exc)}") from None
+                raise RestoreError(f"cannot create {p.target}: {server_message(exc)}") from None
 
-    def _copy_documents(self, stream: BinaryIO, spool: _OplogSpool | None) -> None:
+    def _copy_documents(self, stream: BinaryIO, spool: OplogSpool | None) -> None:
         plans = {p.source: p for p in self.plan.namespaces if not p.is_view}
         reader = ArchiveReader(stream)
         reader.read_prelude()
@@ -202,7 +202,7 @@ class NativeRestore:
                 continue
             if self.cancel.is_set():
                 raise RestoreCancelled()
-            specs = [_clean_index(ix) for ix in p.indexes if ix.get("name") != "_id_"]
+            specs = [clean_index(ix) for ix in p.indexes if ix.get("name") != "_id_"]
             if not specs:
                 continue
             db = self.client[p.target_db]
@@ -222,7 +222,7 @@ class NativeRestore:
                                 "namespace": p.target,
                                 "index": spec.get("name"),
                                 "code": exc.code,
-                                "message": _errmsg(exc),
+                                "message": server_message(exc),
                             }
                         )
 
@@ -239,18 +239,18 @@ class NativeRestore:
                     {
                         "namespace": p.target,
                         "code": exc.code,
-                        "message": _errmsg(exc),
+                        "message": server_message(exc),
                     }
                 )
             self.state.namespaces_done += 1
 
 
 def _write_error_sample(ns: str, err: Mapping[str, Any]) -> dict[str, Any]:
-    sample: dict[str, Any] = {"namespace": ns, "code": err.get("code"), "message": _short(err.get("errmsg"))}
+    sample: dict[str, Any] = {"namespace": ns, "code": err.get("code"), "message": shorten(err.get("errmsg"))}
     op = err.get("op")
     with contextlib.suppress(Exception):  # the failed document's _id, if it has a readable one
         if op is not None and "_id" in op:
-            sample["_id"] = _short(repr(op["_id"]), 120)
+            sample["_id"] = shorten(repr(op["_id"]), 120)
     return sample
 
 

@@ -25,7 +25,8 @@ class RestoreCancelled(RestoreError):
         super().__init__("restore was cancelled", "restore")
 
 
-def _short(text: Any, limit: int = 300) -> str:
+def shorten(text: Any, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters, for error samples."""
     text = str(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -35,8 +36,9 @@ def error_text(exc: BaseException, limit: int = 200) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     for cut in (" (configured timeouts", ", Timeout: ", ", full error: "):
         text = text.split(cut, 1)[0]
-    return _short(text, limit)
+    return shorten(text, limit)
 
 
-def _errmsg(exc: OperationFailure) -> str:
-    return _short((exc.details or {}).get("errmsg") or exc)
+def server_message(exc: OperationFailure) -> str:
+    """The server's own errmsg of a refused operation, shortened."""
+    return shorten((exc.details or {}).get("errmsg") or exc)

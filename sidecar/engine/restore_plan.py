@@ -1,6 +1,6 @@
 """Planning a restore: mongorestore's options, --nsFrom/--nsTo renaming, target-name checks, and
 which namespaces of the archive go where (and what happens to those that exist already), and
-``_clean_index``, an archived index spec as ``createIndexes`` takes it (the restore's and the oplog's).
+``clean_index``, an archived index spec as ``createIndexes`` takes it (the restore's and the oplog's).
 
 Nothing here writes to MongoDB; the plan is made, and refused if it must be, before the first write.
 """
@@ -261,5 +261,5 @@ def inspect_targets(client: pymongo.MongoClient, plan: RestorePlan, *, drop: boo
         p.action = "create" if not p.exists else ("replace" if drop else "append")
 
 
-def _clean_index(spec: Mapping[str, Any]) -> SON:
+def clean_index(spec: Mapping[str, Any]) -> SON:
     return SON((k, v) for k, v in spec.items() if k not in _INDEX_FIELDS_DROPPED)

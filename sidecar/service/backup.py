@@ -5,16 +5,11 @@ and the CronJob's ``sidecar backup --once``.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import os
 import time
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pymongo
 
-from sidecar.engine.compression import gzip_writer
 from sidecar.engine.dump import DumpOptions, DumpResult, NativeDump
 from sidecar.engine.mongodump import find_tool, run_mongodump
 from sidecar.jobs import Job, JobBusy, utc_now
@@ -28,10 +23,10 @@ from sidecar.store.catalog import (
     STATUS_RUNNING,
     Entry,
     archive_name,
-    fsync_dir,
     human_size,
     iso_utc,
 )
+from sidecar.store.sink import ArchiveSink
 
 
 def run_backup(ctx: JobContext, job: Job | None = None, *, prune_after: bool = True) -> Entry:
@@ -90,8 +85,8 @@ def verify_after(ctx: JobContext, job: Job, entry: Entry) -> bool:
 
 def take_backup(ctx: JobContext, job: Job, options: DumpOptions) -> Entry:
     """Dump into a new archive under the caller's ``running`` block: catalog entry first (running),
-    then the partial file, fsync, rename, and only then ``completed``. Any failure leaves a failed
-    entry and no file, the older archives untouched."""
+    then the archive sink (partial file, fsync, rename), and only then ``completed``. Any failure
+    leaves a failed entry and no file, the older archives untouched."""
     settings = ctx.settings
     started, t0 = utc_now(), time.monotonic()
     name = free_name(ctx, started)
@@ -108,21 +103,17 @@ def take_backup(ctx: JobContext, job: Job, options: DumpOptions) -> Entry:
             "locations": ["local"],
         }
     )
-    final = settings.backup_dir / name
-    partial = settings.backup_dir / f".{name}{PARTIAL_SUFFIX}"
     try:
         job.stage = "write"
         ctx.check_backup_dir()
         job.stage = "connect"
         client = connect(settings)
-        with client:
+        with client, ctx.offsite.sink(settings.backup_dir / name) as sink:
             job.stage = "dump"
-            result, size, digest = dump(ctx, client, options, partial, job)
-        os.replace(partial, final)
-        fsync_dir(settings.backup_dir)
+            result = dump(ctx, client, options, sink, job)
+            job.stage = "write"
+            stored = sink.commit()  # fsync, rename: only now does the archive have its name
     except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            partial.unlink()
         ctx.offsite.discard(name)
         failure = as_failure(exc, job.stage or "dump", name)
         ctx.catalog.patch(
@@ -139,9 +130,9 @@ def take_backup(ctx: JobContext, job: Job, options: DumpOptions) -> Entry:
     return ctx.catalog.patch(
         name,
         status=STATUS_COMPLETED,
-        fileSize=human_size(size),
-        sizeBytes=size,
-        sha256=digest,
+        fileSize=human_size(stored.size),
+        sizeBytes=stored.size,
+        sha256=stored.hexdigest(),
         durationSeconds=round(time.monotonic() - t0, 3),
         finishedAt=iso_utc(utc_now()),
         serverVersion=result.server_version,
@@ -175,63 +166,28 @@ def dump_options(ctx: JobContext) -> DumpOptions:
     )
 
 
-class HashingWriter:
-    """Counts and hashes the compressed bytes on their way to the file."""
-
-    def __init__(self, raw: BinaryIO):
-        self.raw, self.sha256, self.size = raw, hashlib.sha256(), 0
-
-    def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        return self.raw.write(data)
-
-    def flush(self) -> None:
-        self.raw.flush()
-
-
 def dump(
-    ctx: JobContext, client: pymongo.MongoClient, options: DumpOptions, partial: Path, job: Job
-) -> tuple[DumpResult, int, str]:
-    settings = ctx.settings
-    if settings.engine == "mongodump":
-        return dump_with_tool(ctx, client, options, partial, job)
-    with open(partial, "xb") as raw:
-        hashing = HashingWriter(raw)
-        with ctx.offsite.sink(hashing, partial.name[1:].removesuffix(PARTIAL_SUFFIX)) as sink:
-            gz = gzip_writer(sink, settings.compression, settings.compression_level)
-            try:
-                result = NativeDump(client, options, job.progress, ctx.cancel).run(gz)
-                job.stage = "write"
-            finally:
-                gz.close()
-        raw.flush()
-        os.fsync(raw.fileno())
-    return result, hashing.size, hashing.sha256.hexdigest()
+    ctx: JobContext, client: pymongo.MongoClient, options: DumpOptions, sink: ArchiveSink, job: Job
+) -> DumpResult:
+    """The engine's dump into the sink: the native one writes the archive, mongodump its gzip bytes."""
+    if ctx.settings.engine == "mongodump":
+        return dump_with_tool(ctx, client, options, sink, job)
+    return NativeDump(client, options, job.progress, ctx.cancel).run(sink.archive)
 
 
 def dump_with_tool(
-    ctx: JobContext, client: pymongo.MongoClient, options: DumpOptions, partial: Path, job: Job
-) -> tuple[DumpResult, int, str]:
+    ctx: JobContext, client: pymongo.MongoClient, options: DumpOptions, sink: ArchiveSink, job: Job
+) -> DumpResult:
     tool = find_tool(ctx.settings.mongodump_path)
     if tool is None:
         raise JobFailed(
             f"SIDECAR_ENGINE=mongodump but {ctx.settings.mongodump_path!r} is not on PATH", "dump"
         )
     oplog = NativeDump(client, options).use_oplog()
-    target = ctx.offsite.tool_target(partial)  # a plaintext temporary when encrypting
     job.progress.begin("dump")
-    result = run_mongodump(tool, ctx.settings.mongodb_uri, target, options, oplog=oplog, cancel=ctx.cancel)
-    job.stage = "write"
-    if target != partial:
-        ctx.offsite.encrypt_file(target, partial)
-    digest, size = hashlib.sha256(), 0
-    with open(partial, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-            size += len(block)
-        os.fsync(handle.fileno())
-    return result, size, digest.hexdigest()
+    return run_mongodump(
+        tool, ctx.settings.mongodb_uri, sink.gzipped, options, oplog=oplog, cancel=ctx.cancel
+    )
 
 
 def recover(ctx: JobContext) -> list[str]:

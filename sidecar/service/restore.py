@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pymongo
@@ -19,20 +18,13 @@ from sidecar.engine.oplog_replay import OplogSummary, server_has_apply_ops
 from sidecar.engine.restore import NamespaceOutcome, NativeRestore, RestoreResult, check_counts
 from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import Renamer, RestoreOptions, RestorePlan, inspect_targets, plan_restore
+from sidecar.integrity import ArchiveScan, VerifyFailed, restore_problems, scan_archive
 from sidecar.jobs import Job
 from sidecar.service.backup import backup_and_copy, dump_options
 from sidecar.service.context import JobContext, JobFailed, connect, log
-from sidecar.service.verify import age_identities, resolve_archive
-from sidecar.store.backends import RemoteArchive
+from sidecar.service.verify import resolve_archive
 from sidecar.store.catalog import SAFETY_TRIGGER, Entry
-from sidecar.verify import (
-    ArchiveScan,
-    VerifyFailed,
-    compare_file,
-    compare_manifest,
-    open_archive,
-    scan_archive,
-)
+from sidecar.store.source import ArchiveReadError, ArchiveSource
 
 
 @dataclass
@@ -40,7 +32,7 @@ class RestoreRun:
     """One restore job's inputs, as its steps pass them on."""
 
     job: Job
-    path: Path
+    path: ArchiveSource  # pinned for the job: every read gets the bytes the verify pass read
     entry: Entry | None
     options: RestoreOptions
     engine: str
@@ -96,7 +88,11 @@ def run_restore(
         result["dryRun"] = options.dry_run
         job.result = result
         run = RestoreRun(job, path, entry, options, engine, _tool(ctx, engine), result)
-        return _restore(ctx, run, safety_backup=safety_backup)
+        try:
+            with path.pinned():  # verified before the first write: the writes read the verified bytes
+                return _restore(ctx, run, safety_backup=safety_backup)
+        except ArchiveReadError as exc:
+            raise JobFailed(f"refusing to restore {run.name}: {exc}; nothing was written", "verify") from None
 
 
 def _tool(ctx: JobContext, engine: str) -> str | None:
@@ -261,17 +257,12 @@ def _verify_for_restore(ctx: JobContext, run: RestoreRun, oplog: OplogSummary) -
             on_chunk=on_chunk,
             progress=run.job.progress,
             cancel=ctx.cancel,
-            identities=lambda: age_identities(ctx),
         )
     except VerifyFailed as exc:
         raise JobFailed(
             f"refusing to restore {run.name}: {exc.reason}; nothing was written", "verify"
         ) from None
-    problems = (
-        [scan.failure.reason]
-        if scan.failure
-        else compare_manifest(scan, run.entry) + compare_file(scan, run.entry)
-    )
+    problems = restore_problems(scan, run.entry)
     if problems:
         raise JobFailed(f"refusing to restore {run.name}: {problems[0]}; nothing was written", "verify")
     return scan
@@ -290,15 +281,16 @@ def _existing(client: pymongo.MongoClient, namespaces: Iterable[str]) -> set[str
 
 
 def _mongorestore(ctx: JobContext, run: RestoreRun, plan: RestorePlan) -> MongorestoreResult:
-    """The stock tool on the archive, with the same options (its dry run too)."""
-    return run_mongorestore(
-        run.tool,  # type: ignore[arg-type]
-        ctx.settings.mongodb_uri,
-        run.path,
-        run.options,
-        oplog_replay=plan.replay_oplog,
-        cancel=ctx.cancel,
-    )
+    """The stock tool on the verified archive stream, with the same options (its dry run too)."""
+    with run.path.open() as opened:
+        return run_mongorestore(
+            run.tool,  # type: ignore[arg-type]
+            ctx.settings.mongodb_uri,
+            opened.data,
+            run.options,
+            oplog_replay=plan.replay_oplog,
+            cancel=ctx.cancel,
+        )
 
 
 def _write_restore(
@@ -306,20 +298,11 @@ def _write_restore(
 ) -> RestoreResult:
     try:
         if run.tool is None:
-            with open_archive(run.path, lambda: age_identities(ctx)) as (stream, _, _):
-                return NativeRestore(client, plan, run.options, run.job.progress, ctx.cancel).run(stream)
-        if run.path.name.endswith(".age"):
-            raise RestoreError(
-                "the mongorestore engine cannot read age-encrypted archives; use --engine native"
-            )
-        if isinstance(run.path, RemoteArchive):
-            raise RestoreError(
-                f"the mongorestore engine reads local files only and {run.path.describe()} is only in "
-                f"the bucket; use --engine native"
-            )
+            with run.path.open() as opened:
+                return NativeRestore(client, plan, run.options, run.job.progress, ctx.cancel).run(opened.data)
         run.job.progress.begin("mongorestore", len(plan.namespaces))
         outcome = _mongorestore(ctx, run, plan)
-    except (RestoreError, VerifyFailed) as exc:
+    except (RestoreError, VerifyFailed, ArchiveReadError) as exc:
         raise JobFailed(f"restore failed: {exc}", "restore") from None
     except PyMongoError as exc:
         raise JobFailed(f"restore failed: MongoDB error: {error_text(exc)}", "restore") from None

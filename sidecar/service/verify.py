@@ -9,11 +9,11 @@ from typing import Any
 
 import pymongo
 
+from sidecar.integrity import LEVELS, VerifyReport, verify_archive
 from sidecar.jobs import Job
 from sidecar.service.context import JobContext, JobFailed, connect
-from sidecar.store.backends import archive_source
 from sidecar.store.catalog import STATUS_COMPLETED, Entry, find_entry, full_backups
-from sidecar.verify import LEVELS, VerifyReport, verify_archive
+from sidecar.store.source import ArchiveSource, source_for
 
 
 def run_verify(
@@ -33,7 +33,7 @@ def run_verify(
         path, entry = resolve_archive(ctx, file_name, latest=latest, stage="verify")
         name = entry["fileName"] if entry else str(path)
         result: dict[str, Any] = {"fileName": name, "level": level, "inCatalog": entry is not None}
-        result["location"] = getattr(path, "location", "local")  # s3: read from the bucket
+        result["location"] = path.location  # s3: read from the bucket
         job.result = result
         report = verify_archive(
             path,
@@ -43,7 +43,6 @@ def run_verify(
             drill_client=lambda: drill_client(ctx),
             progress=job.progress,
             cancel=ctx.cancel,
-            identities=lambda: age_identities(ctx),
         )
         job.result = {**result, "ok": report.ok, "reason": report.reason, "verification": report.records}
         if entry is not None:
@@ -84,28 +83,19 @@ def drill_client(ctx: JobContext) -> pymongo.MongoClient:
     return connect(ctx.settings.replace(mongodb_uri=uri))
 
 
-def age_identities(ctx: JobContext) -> list[Any]:
-    from sidecar.engine.encryption import EncryptionError, load_identities
-
-    identity_file = ctx.settings.age_identity_file
-    if not identity_file:
-        raise EncryptionError("the archive is age-encrypted: set SIDECAR_AGE_IDENTITY_FILE to decrypt it")
-    return load_identities(identity_file)
-
-
 def resolve_archive(
     ctx: JobContext, file_name: str | None, *, latest: bool = False, stage: str = "verify"
-) -> tuple[Path, Entry | None]:
+) -> tuple[ArchiveSource, Entry | None]:
     """FILE is a catalog fileName or a path; without one (or with --latest), the newest completed
-    backup that is not a pre-restore safety copy. A path in the backup directory keeps its entry."""
+    backup that is not a pre-restore safety copy. A path in the backup directory keeps its entry.
+    The source is the local file, or the bucket's copy when the file is gone."""
     entries = ctx.catalog.load()
     backup_dir = ctx.settings.backup_dir
     if latest or not file_name:
         good = full_backups(entries)
         if not good:
             raise JobFailed(f"no completed backup in the catalog of {backup_dir}", stage)
-        # the local file, or a RemoteArchive reading the bucket's copy when the file is gone
-        return archive_source(ctx.settings, backup_dir / good[-1]["fileName"], good[-1]), good[-1]
+        return source_for(ctx.settings, backup_dir / good[-1]["fileName"], good[-1]), good[-1]
     if "/" not in file_name and os.sep not in file_name:
         entry = find_entry(entries, file_name)
         if entry is not None:
@@ -113,10 +103,10 @@ def resolve_archive(
                 raise JobFailed(
                     f"{file_name} is not a completed backup (status {entry.get('status')})", stage
                 )
-            return archive_source(ctx.settings, backup_dir / file_name, entry), entry
+            return source_for(ctx.settings, backup_dir / file_name, entry), entry
         for candidate in (backup_dir / file_name, Path(file_name)):
             if candidate.is_file():
-                return candidate, None
+                return source_for(ctx.settings, candidate), None
         raise JobFailed(f"{file_name} is neither in the catalog of {backup_dir} nor an existing file", stage)
     path = Path(file_name).expanduser()
     if not path.is_file():
@@ -125,4 +115,4 @@ def resolve_archive(
     if path.resolve().parent == backup_dir.resolve():
         found = find_entry(entries, path.name)
         entry = found if found is not None and found.get("status") == STATUS_COMPLETED else None
-    return path, entry
+    return source_for(ctx.settings, path, entry), entry

@@ -1,16 +1,7 @@
-"""Where archives live: catalog, local directory, S3-compatible bucket, retention.
+"""Where bytes live: the catalog, the local directory, S3-compatible storage, retention.
 
-``open_archive(settings, entry)`` is the one way to read an archive back, from whichever copy exists
-(see ``sidecar.store.backends``).
+Archive bytes go one way in and one way out: ``sink.ArchiveSink`` writes every archive (temp name,
+hash, compress, encrypt, fsync, rename, optional bucket tee) and ``source.ArchiveSource`` reads every
+archive back (local file or bucket copy, hash, decrypt, gunzip). ``objects`` holds what the places
+share (StoreError, ObjectInfo, the backend protocol, the sha256 digest).
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-
-def open_archive(settings: Any, entry: Any, **options: Any) -> Any:
-    """The gzip bytes of a catalog entry's archive, local or from the bucket, decrypted and checked."""
-    from sidecar.store.backends import open_archive as _open
-
-    return _open(settings, entry, **options)

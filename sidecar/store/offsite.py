@@ -1,9 +1,9 @@
 """Off-site copies and encryption, as the backup service uses them; the catalog stays the record.
 
-- ``sink()``: what the dump's gzip stream writes into: age encryption when SIDECAR_AGE_RECIPIENTS is
-  set, and in ``streaming`` upload mode a tee that also feeds an S3 multipart upload as bytes are
-  produced. A failing upload never fails the local backup: the tee drops it and the archive is
-  uploaded from the local file later.
+- ``sink()``: the ArchiveSink (store/sink.py) a new archive is written through: age encryption when
+  SIDECAR_AGE_RECIPIENTS is set, and in ``streaming`` upload mode a tee that also feeds an S3
+  multipart upload as bytes are produced. A failing upload never fails the local backup: the tee
+  drops it and the archive is uploaded from the local file later.
 - ``copy()``: after a completed backup, finish its upload (streaming) or upload the file (after-write),
   then retry earlier archives that the bucket's retention wants but lacks; an archive gets the ``s3``
   location only after the object's size and sha256 check out. Also reconciles the catalog with a
@@ -21,25 +21,23 @@ Job result (``job.result["uploads"]["s3"]``): {ok, bytes, at (epoch s), files, r
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
-from sidecar.store.backends import LOCAL, S3, ObjectInfo, StoreError
 from sidecar.store.catalog import (
     STATUS_COMPLETED,
     Catalog,
     Entry,
-    archive_name_pattern,
     find_entry,
     iso_utc,
     parse_iso,
 )
+from sidecar.store.objects import LOCAL, S3, ObjectInfo, StoreError
 from sidecar.store.retention import Policy, Removal, locations, plan, upload_candidates
+from sidecar.store.sink import ArchiveSink
 
 if TYPE_CHECKING:
     from sidecar.config import Settings
@@ -76,33 +74,11 @@ def policies(settings: Settings) -> dict[str, Policy]:
     return found
 
 
-class _Tee:
-    """Writes go to the local file; a copy goes to the upload until the upload fails (then dropped)."""
-
-    def __init__(self, local: BinaryIO, upload: S3Upload):
-        self.local, self.upload = local, upload
-        self.error: StoreError | None = None
-
-    def write(self, data: Any) -> int:
-        written = self.local.write(data)
-        if self.error is None:
-            try:
-                self.upload.write(data)
-            except StoreError as exc:
-                self.error = exc
-                log.warning("streaming upload dropped, the archive is uploaded after it is written: %s", exc)
-                self.upload.abort()
-        return written
-
-    def flush(self) -> None:
-        self.local.flush()
-
-
 class Offsite:
     def __init__(self, settings: Settings, catalog: Catalog):
         self.settings, self.catalog = settings, catalog
         self._s3: S3Backend | None = None
-        self._streaming: dict[str, _Tee] = {}
+        self._streaming: dict[str, S3Upload] = {}  # streaming uploads waiting for copy()
 
     @property
     def enabled(self) -> bool:
@@ -127,68 +103,35 @@ class Offsite:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def _recipients(self) -> list[Any]:
-        from sidecar.engine.encryption import parse_recipients
-
-        return parse_recipients(",".join(self.settings.age_recipients))
-
-    @contextlib.contextmanager
-    def sink(self, stored: BinaryIO, name: str) -> Iterator[BinaryIO]:
-        """Yield the stream the gzip writer writes into; on success the age stream is finished and a
-        streaming upload waits for ``copy()``; on an exception everything is aborted."""
-        tee: _Tee | None = None
-        if self.enabled and self.settings.s3_upload_mode == "streaming":
-            try:
-                tee = _Tee(stored, self.s3.writer(name))
-            except StoreError as exc:
-                log.warning("streaming upload of %s not started: %s", name, exc)
-        target: Any = tee or stored
-        encrypt = None
+    def sink(self, final: Path) -> ArchiveSink:
+        """The sink a new archive is written through: age-encrypted when SIDECAR_AGE_RECIPIENTS is
+        set, and in ``streaming`` upload mode teed into a multipart upload that waits for ``copy()``
+        (a failing upload never fails the local backup: the tee drops it, ``copy()`` uploads the file)."""
+        settings = self.settings
+        recipients = None
         if self.encrypting:
-            from sidecar.engine.encryption import AgeWriter
+            from sidecar.engine.encryption import parse_recipients
 
-            encrypt = AgeWriter(target, self._recipients())
-        try:
-            yield encrypt or target
-            if encrypt is not None:
-                encrypt.close()
-        except BaseException:
-            if encrypt is not None:
-                encrypt.abort()
-            if tee is not None:
-                tee.upload.abort()
-            raise
-        if tee is not None:
-            self._streaming[name] = tee
+            recipients = parse_recipients(",".join(settings.age_recipients))
+        tee = None
+        if self.enabled and settings.s3_upload_mode == "streaming":
+            try:
+                tee = self._streaming[final.name] = self.s3.writer(final.name)
+            except StoreError as exc:
+                log.warning("streaming upload of %s not started: %s", final.name, exc)
+        return ArchiveSink(
+            final,
+            recipients=recipients,
+            compression=settings.compression,
+            level=settings.compression_level,
+            tee=tee,
+        )
 
     def discard(self, name: str) -> None:
         """The backup of ``name`` failed after its dump: drop a waiting streaming upload."""
-        tee = self._streaming.pop(name, None)
-        if tee is not None:
-            tee.upload.abort()
-
-    def tool_target(self, partial: Path) -> Path:
-        """Where an external dump tool writes: the partial itself, or a plaintext temporary when
-        encrypting (``encrypt_file`` turns it into the partial)."""
-        if not self.encrypting:
-            return partial
-        return partial.with_name(partial.name.removesuffix(".partial") + ".plain.partial")
-
-    def encrypt_file(self, plain: Path, partial: Path) -> None:
-        from sidecar.engine.encryption import AgeWriter
-
-        try:
-            with open(plain, "rb") as source, open(partial, "xb") as out:
-                writer = AgeWriter(out, self._recipients())
-                try:
-                    while block := source.read(1 << 20):
-                        writer.write(block)
-                except BaseException:
-                    writer.abort()
-                    raise
-                writer.close()
-        finally:
-            plain.unlink(missing_ok=True)
+        upload = self._streaming.pop(name, None)
+        if upload is not None:
+            upload.abort()
 
     # -- recovery --------------------------------------------------------------------------------
 
@@ -199,7 +142,7 @@ class Offsite:
         if not self.enabled:
             return []
         try:
-            aborted = self.s3.abort_stale_uploads(archive_name_pattern(self.settings.file_prefix))
+            aborted = self.s3.abort_stale_uploads()
         except StoreError as exc:
             log.warning("could not look for unfinished uploads: %s", exc)
             return []
@@ -282,9 +225,9 @@ class Offsite:
 
     def _upload_one(self, entry: Entry) -> ObjectInfo:
         name = entry["fileName"]
-        tee = self._streaming.pop(name, None)
-        if tee is not None and tee.error is None:
-            return tee.upload.commit(
+        upload = self._streaming.pop(name, None)
+        if upload is not None and upload.error is None:
+            return upload.commit(
                 expected_size=entry.get("sizeBytes"), expected_sha256=entry.get("sha256")
             )
         path = self.settings.backup_dir / name
@@ -351,8 +294,7 @@ class Offsite:
             or listing[name].size
             != ((e.get("remote") or {}).get(S3) or {}).get("sizeBytes", listing[name].size)
         )
-        ours = archive_name_pattern(self.settings.file_prefix)
-        stray = sorted(n for n in listing if n not in in_s3 and ours.fullmatch(n))
+        stray = sorted(n for n in listing if n not in in_s3)  # the listing holds our archives only
         if missing or stray:
             log.warning(
                 "catalog and %s disagree: missing %s, stray %s",
@@ -372,11 +314,25 @@ class Offsite:
     # -- retention -------------------------------------------------------------------------------
 
     def plan(self, entries: list[Entry], now: dt.datetime) -> list[Removal]:
-        return plan(entries, now, policies(self.settings), self.settings.timezone)
+        """Tiered retention's removals, and the copies an interrupted deletion left behind."""
+        planned = plan(entries, now, policies(self.settings), self.settings.timezone)
+        seen = {(r.file_name, r.destination) for r in planned}
+        for entry in entries:
+            for d in entry.get("deleting") or []:
+                if (entry["fileName"], d) not in seen:
+                    why = "finishing a deletion that was interrupted"
+                    planned.append(
+                        Removal(entry["fileName"], entry.get("status", ""), entry["createdAt"], why, d)
+                    )
+        return planned
 
     def apply(self, removals: list[Removal]) -> list[Removal]:
-        """Remove the planned copies; update the catalog for those removed. A copy that cannot be
-        removed (store down) stays listed and is retried by the next prune."""
+        """Remove the planned copies: the catalog first (the copies marked as being deleted, no longer
+        listed as locations), the copies second, then the marks of those removed. A copy that cannot
+        be removed (store down) stays marked and is retried by the next prune."""
+        if not removals:
+            return []
+        self.catalog.update(lambda entries: _mark_deleting(entries, removals))
         done: list[Removal] = []
         s3_down = False
         for removal in removals:
@@ -394,41 +350,57 @@ class Offsite:
                 s3_down = s3_down or (isinstance(exc, StoreError) and exc.kind in _STOP_KINDS)
                 continue
             done.append(removal)
-        if not done:
-            return done
         gone = {(r.file_name, r.destination) for r in done}
-
-        def change(entries: list[Entry]) -> None:
-            kept = []
-            for entry in entries:
-                name = entry["fileName"]
-                if entry.get("status") != STATUS_COMPLETED:
-                    if (name, LOCAL) not in gone:
-                        kept.append(entry)
-                    continue
-                where = [d for d in locations(entry) if (name, d) not in gone]
-                if not where:
-                    continue
-                dropped = [d for d in locations(entry) if d not in where]
-                if dropped:
-                    remote = entry.get("remote") or {}
-                    for d in dropped:
-                        remote.pop(d, None)
-                    if remote:
-                        entry["remote"] = remote
-                    else:
-                        entry.pop("remote", None)
-                    entry["locations"] = where
-                kept.append(entry)
-            entries[:] = kept
-
-        self.catalog.update(change)
-        log.info(
-            "retention removed %d archive copies: %s",
-            len(done),
-            ", ".join(f"{r.file_name} ({r.destination})" for r in done),
-        )
+        self.catalog.update(lambda entries: _finish_deleting(entries, gone))
+        if done:
+            log.info(
+                "retention removed %d archive copies: %s",
+                len(done),
+                ", ".join(f"{r.file_name} ({r.destination})" for r in done),
+            )
         return done
+
+
+STATUS_DELETING = "deleting"  # every copy of the archive is being removed: not usable, never restored
+
+
+def _mark_deleting(entries: list[Entry], removals: list[Removal]) -> None:
+    """Before any copy goes: the catalog stops listing it, and says which copies are being deleted."""
+    going: dict[str, set[str]] = {}
+    for r in removals:
+        going.setdefault(r.file_name, set()).add(r.destination)
+    for entry in entries:
+        dropped = going.get(entry["fileName"])
+        if not dropped:
+            continue
+        entry["deleting"] = sorted(set(entry.get("deleting") or []) | dropped)
+        where = [d for d in locations(entry) if d not in dropped]
+        if not where or entry.get("status") != STATUS_COMPLETED:
+            entry["status"] = STATUS_DELETING
+            continue
+        entry["locations"] = where
+        remote = entry.get("remote") or {}
+        for d in dropped:
+            remote.pop(d, None)
+        if remote:
+            entry["remote"] = remote
+        else:
+            entry.pop("remote", None)
+
+
+def _finish_deleting(entries: list[Entry], gone: set[tuple[str, str]]) -> None:
+    """After the copies went: their marks go; an entry whose every copy is gone leaves the catalog."""
+    kept = []
+    for entry in entries:
+        pending = [d for d in entry.get("deleting") or [] if (entry["fileName"], d) not in gone]
+        if pending:
+            entry["deleting"] = pending
+        else:
+            entry.pop("deleting", None)
+            if entry.get("status") == STATUS_DELETING:
+                continue
+        kept.append(entry)
+    entries[:] = kept
 
 
 def _now() -> dt.datetime:

@@ -15,7 +15,6 @@ Errors name the bucket, the endpoint and where the credentials came from; never 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import queue
 import re
@@ -34,10 +33,10 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from sidecar.store.backends import ObjectInfo, StoreError
+from sidecar.store.catalog import archive_name_pattern
+from sidecar.store.objects import S3, Digest, ObjectInfo, StoreError, stream_digest
 
 log = logging.getLogger("sidecar.store.s3")
-_ARCHIVE = re.compile(r"[^/]+\.gz(\.age)?")
 _CREDENTIAL_CODES = {
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
@@ -51,7 +50,7 @@ _CREDENTIAL_CODES = {
 class S3Backend:
     """One bucket and key prefix. Object key = ``prefix + file name``."""
 
-    name = "s3"
+    name = S3
 
     def __init__(
         self,
@@ -65,8 +64,10 @@ class S3Backend:
         sse: str = "none",
         sse_kms_key_id: str = "",
         part_size: int = 16 * 1024 * 1024,
+        names: re.Pattern[str] | None = None,
         client: Any = None,
     ):
+        self.names = names  # the archive names this deployment owns; None: every object under the prefix
         self.bucket, self.prefix, self.endpoint, self.region = bucket, prefix, endpoint, region
         self.storage_class, self.sse, self.sse_kms_key_id = storage_class, sse, sse_kms_key_id
         self.part_size = part_size
@@ -96,6 +97,7 @@ class S3Backend:
             sse=settings.s3_sse,
             sse_kms_key_id=settings.s3_sse_kms_key_id,
             part_size=settings.s3_part_size_bytes,
+            names=archive_name_pattern(settings.file_prefix),
         )
 
     # -- naming and errors -----------------------------------------------------------------------
@@ -109,6 +111,13 @@ class S3Backend:
 
     def key(self, name: str) -> str:
         return self.prefix + name
+
+    def owns(self, key: str) -> bool:
+        """Is ``key`` an archive of ours: directly under the prefix and named like our archives?"""
+        name = key[len(self.prefix) :]
+        if not key.startswith(self.prefix) or "/" in name:
+            return False
+        return self.names is None or self.names.fullmatch(name) is not None
 
     def _credentials_hint(self) -> str:
         try:
@@ -236,11 +245,10 @@ class S3Backend:
             )
             for page in pages:
                 for obj in page.get("Contents", []):
-                    name = obj["Key"][len(self.prefix) :]
-                    if _ARCHIVE.fullmatch(name):
+                    if self.owns(obj["Key"]):
                         found.append(
                             ObjectInfo(
-                                name,
+                                obj["Key"][len(self.prefix) :],
                                 obj["Size"],
                                 modified=obj["LastModified"].timestamp(),
                                 etag=obj.get("ETag", "").strip('"'),
@@ -272,16 +280,12 @@ class S3Backend:
             key=self.key(name),
         )
         if sha256:
-            digest = hashlib.sha256()
             with self.open(name) as body:
-                while block := body.read(1 << 20):
-                    digest.update(block)
-            info.sha256 = digest.hexdigest()
+                info.sha256 = stream_digest(body).hexdigest()  # type: ignore[arg-type]
         return info
 
-    def abort_stale_uploads(self, names: re.Pattern[str] = _ARCHIVE) -> list[str]:
-        """Abort unfinished multipart uploads of archives under the prefix (left by a killed process)
-        whose name matches ``names`` (give the deployment's own file-name pattern).
+    def abort_stale_uploads(self) -> list[str]:
+        """Abort unfinished multipart uploads of our archives under the prefix (left by a killed process).
 
         Call it only while holding the job lock: an upload in progress in this process is not stale.
         """
@@ -289,7 +293,7 @@ class S3Backend:
         try:
             answer = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.prefix)
             for upload in answer.get("Uploads", []):
-                if names.fullmatch(upload["Key"][len(self.prefix) :]):
+                if self.owns(upload["Key"]):
                     self.client.abort_multipart_upload(
                         Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                     )
@@ -339,7 +343,7 @@ class S3Upload:
     def __init__(self, backend: S3Backend, name: str, metadata: dict[str, str] | None = None):
         self.backend, self.name = backend, name
         self.key = backend.key(name)
-        self.sha256, self.size = hashlib.sha256(), 0
+        self.digest = Digest()
         self.error: StoreError | None = None
         self._buffer = bytearray()
         self._parts: list[dict[str, Any]] = []
@@ -389,8 +393,7 @@ class S3Upload:
         if self.error is not None:
             raise self.error
         view = memoryview(data).cast("B")
-        self.sha256.update(view)
-        self.size += len(view)
+        self.digest.update(view)
         self._buffer += view
         part = self.backend.part_size
         while len(self._buffer) >= part:
@@ -419,11 +422,11 @@ class S3Upload:
             self._stop_sender()
             if self.error is not None:
                 raise self.error
-            digest = self.sha256.hexdigest()
+            digest, size = self.digest.hexdigest(), self.digest.size
             where = f"{self.key} in bucket {self.backend.bucket} at {self.backend.where}"
-            if expected_size is not None and expected_size != self.size:
+            if expected_size is not None and expected_size != size:
                 raise StoreError(
-                    f"upload of {where} stopped: {self.size} bytes sent, the archive has {expected_size}",
+                    f"upload of {where} stopped: {size} bytes sent, the archive has {expected_size}",
                     "s3",
                     "mismatch",
                 )
@@ -449,12 +452,12 @@ class S3Upload:
             self.abort()
             raise
         head = backend.stat(self.name)
-        if head is None or head.size != self.size:
+        if head is None or head.size != size:
             with contextlib.suppress(Exception):
                 backend.client.delete_object(Bucket=backend.bucket, Key=self.key)
             raise StoreError(
                 f"upload of {where} did not check out: the store reports "
-                f"{'no object' if head is None else f'{head.size} bytes'}, {self.size} were sent; "
+                f"{'no object' if head is None else f'{head.size} bytes'}, {size} were sent; "
                 f"the object was removed",
                 "s3",
                 "mismatch",

@@ -51,7 +51,7 @@ def _settings(uri: str, directory: Path):
 
 
 def child_verify(archive: str) -> dict:
-    from sidecar.verify import scan_archive
+    from sidecar.integrity import scan_archive
 
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     scan = scan_archive(Path(archive))

@@ -1,8 +1,9 @@
-"""Restore drills: an archive restored into scratch databases, then compared with its manifest.
+"""Restore drills: an archive restored into scratch databases, then compared with its scan.
 
-Counts, an order-independent content hash per collection and the indexes are compared; the scratch
-databases (``sidecar_drill_<job>_<db>``) are dropped even when the drill fails midway, and leftovers of
-crashed drills are dropped before each new one.
+Counts, an order-independent content hash per collection, indexes, collection options and views are
+compared; the scratch databases (``sidecar_drill_<job>_<db>``) are dropped even when the drill fails
+midway, and leftovers of crashed drills are dropped before each new one. The drill reads the same
+source as the scan before it; pinned (``ArchiveSource.pinned``), that is the very bytes scanned.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pymongo
@@ -18,17 +18,13 @@ import pymongo
 from sidecar.engine.restore import NativeRestore
 from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import RestoreOptions, RestorePlan, plan_restore
+from sidecar.integrity.digest import server_content_hash
+from sidecar.integrity.failure import VerifyFailed, first_problem
+from sidecar.integrity.scan import ArchiveScan
 from sidecar.progress import Progress
-from sidecar.verify import (
-    _MOD256,
-    DRILL_PREFIX,
-    ArchiveScan,
-    Identities,
-    VerifyFailed,
-    _first,
-    _split,
-    open_archive,
-)
+from sidecar.store.source import ArchiveReadError, ArchiveSource
+
+DRILL_PREFIX = "sidecar_drill_"
 
 
 def drill_database_name(job_id: str, db: str) -> str:
@@ -59,16 +55,6 @@ def drop_drill_databases(
     return dropped, failed
 
 
-def server_content_hash(coll: pymongo.collection.Collection) -> tuple[int, int]:
-    """(documents, content hash) of a collection as the server returns its raw documents."""
-    total = count = 0
-    for batch in coll.find_raw_batches({}, batch_size=1000):
-        for doc in _split(batch):
-            total += int.from_bytes(hashlib.sha256(doc).digest(), "big")
-            count += 1
-    return count, total % _MOD256
-
-
 def _norm(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _norm(v) for k, v in value.items()}
@@ -94,18 +80,16 @@ class Drill:
     def __init__(
         self,
         client: pymongo.MongoClient,
-        path: Path,
+        source: ArchiveSource,
         scan: ArchiveScan,
         job_id: str,
         *,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
-        identities: Identities | None = None,
     ):
-        self.client, self.path, self.scan, self.job_id = client, path, scan, job_id
+        self.client, self.source, self.scan, self.job_id = client, source, scan, job_id
         self.progress = progress or Progress()
         self.cancel = cancel
-        self.identities = identities
 
     def run(self) -> dict[str, Any]:
         assert self.scan.prelude is not None
@@ -134,7 +118,7 @@ class Drill:
             details.update(checked)
             if mismatches:
                 failure = VerifyFailed(
-                    f"the restored data differs from the archive: {_first(mismatches)}",
+                    f"the restored data differs from the archive: {first_problem(mismatches)}",
                     check="drill",
                     details={"mismatches": mismatches},
                 )
@@ -174,10 +158,12 @@ class Drill:
     def _restore(self, plan: RestorePlan) -> None:
         self.progress.scope = "drill"
         try:
-            with open_archive(self.path, self.identities) as (stream, _, _):
+            with self.source.open() as opened:
                 result = NativeRestore(
                     self.client, plan, RestoreOptions(oplog_replay=False), self.progress, self.cancel
-                ).run(stream)
+                ).run(opened.data)
+        except ArchiveReadError as exc:
+            raise VerifyFailed(f"cannot read the archive again for the drill: {exc}", check="drill") from None
         finally:
             self.progress.scope = ""
         if result.error_count:

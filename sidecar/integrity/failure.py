@@ -1,0 +1,41 @@
+"""The failure of an integrity check, and the levels that can fail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+LEVELS = ("quick", "full", "drill")
+
+
+class VerifyFailed(Exception):
+    """An integrity check failed. ``check`` is file, gzip, archive, manifest or drill."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        check: str,
+        offset: int | None = None,
+        namespace: str | None = None,
+        details: dict[str, Any] | None = None,
+    ):
+        super().__init__(reason)
+        self.reason = reason
+        self.check = check
+        self.offset = offset
+        self.namespace = namespace
+        self.details = details or {}
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"failedCheck": self.check}
+        if self.offset is not None:
+            out["offset"] = self.offset
+        if self.namespace is not None:
+            out["namespace"] = self.namespace
+        out.update(self.details)
+        return out
+
+
+def first_problem(problems: list[str]) -> str:
+    """The first of several problems, saying how many more there are."""
+    return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")

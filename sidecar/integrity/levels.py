@@ -1,0 +1,176 @@
+"""The levels of an integrity test, each including the one before:
+
+- quick: the file exists, its size and sha256 equal the catalog's, the gzip stream is complete;
+- full: every document framed and decoded, every namespace's CRC-64 checked, per-namespace document
+  counts and bytes equal to the catalog's manifest (a file not in the catalog: on its own merits);
+- drill: the archive restored into scratch databases and compared with the scan (``drill.py``).
+
+One streaming pass does quick and full together; a drill reads the pinned source a second time, so
+it restores exactly the bytes the scan checked. Every failure names what broke, and where: the byte
+offset in the uncompressed archive stream and the namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pymongo
+
+from sidecar.integrity.checks import compare_file, compare_manifest, record
+from sidecar.integrity.drill import Drill
+from sidecar.integrity.failure import LEVELS, VerifyFailed, first_problem
+from sidecar.integrity.scan import ArchiveScan, as_source, read_failed, scan_archive
+from sidecar.progress import Progress
+from sidecar.store.source import ArchiveReadError, ArchiveSource, Identities
+
+
+@dataclass
+class VerifyReport:
+    level: str
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # by level, each level that ran
+    scan: ArchiveScan | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(r["ok"] for r in self.records.values())
+
+    @property
+    def reason(self) -> str | None:
+        for level in reversed(LEVELS):
+            found = self.records.get(level)
+            if found and not found["ok"]:
+                return found["reason"]
+        return None
+
+
+def verify_archive(
+    archive: ArchiveSource | Path,
+    entry: Mapping[str, Any] | None,
+    level: str,
+    *,
+    job_id: str = "adhoc",
+    drill_client: Callable[[], pymongo.MongoClient] | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    identities: Identities | None = None,
+) -> VerifyReport:
+    """Run ``level`` (and the levels under it) on ``archive``; ``entry`` is its catalog entry or None."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    source = as_source(archive, identities)
+    report = VerifyReport(level)
+    emit = progress or Progress()
+    emit.begin("verify")
+    try:
+        if level != "drill":
+            return _scan_levels(source, entry, report, emit, cancel)
+        with source.pinned():  # the drill restores the bytes the scan checked
+            if _scan_levels(source, entry, report, emit, cancel).ok:
+                report.records["drill"] = _drill(source, report.scan, job_id, drill_client, emit, cancel)
+            return report
+    except ArchiveReadError as exc:  # the pin found no copy to read
+        return _unreadable(report, source, read_failed(exc))
+
+
+def _scan_levels(
+    source: ArchiveSource,
+    entry: Mapping[str, Any] | None,
+    report: VerifyReport,
+    emit: Progress,
+    cancel: threading.Event | None,
+) -> VerifyReport:
+    level = report.level
+    parse = level != "quick"
+    try:
+        scan = scan_archive(
+            source,
+            parse=parse,
+            hash_contents=level == "drill",
+            manifest=(entry or {}).get("namespaces"),
+            progress=emit,
+            cancel=cancel,
+        )
+    except VerifyFailed as exc:  # the file cannot be read through: no level can pass
+        return _unreadable(report, source, exc)
+    report.scan = scan
+    file_problems = compare_file(scan, entry)
+    report.records["quick"] = record(
+        not file_problems,
+        first_problem(file_problems) if file_problems else None,
+        scan.seconds,
+        sizeBytes=scan.size_bytes,
+        sha256=scan.sha256,
+        compressed=scan.compressed,
+        uncompressedBytes=scan.uncompressed_bytes,
+        problems=file_problems or None,
+    )
+    if not parse:
+        return report
+    if scan.failure is not None:
+        report.records["full"] = record(
+            False, scan.failure.reason, scan.seconds, **scan.failure.as_json(), problems=file_problems or None
+        )
+        if level == "drill":
+            report.records["drill"] = record(False, f"not attempted: {scan.failure.reason}", 0.0)
+        return report
+    problems = compare_manifest(scan, entry) + file_problems
+    report.records["full"] = record(
+        not problems,
+        first_problem(problems) if problems else None,
+        scan.seconds,
+        namespaces=len(scan.namespaces),
+        documents=scan.documents,
+        uncompressedBytes=scan.uncompressed_bytes,
+        oplogEntries=scan.oplog.documents if scan.oplog else None,
+        throughputMBps=scan.throughput_mb_s(),
+        problems=problems or None,
+    )
+    if level == "drill" and problems:
+        report.records["drill"] = record(False, f"not attempted: {first_problem(problems)}", 0.0)
+    return report
+
+
+def _unreadable(report: VerifyReport, source: ArchiveSource, exc: VerifyFailed) -> VerifyReport:
+    failed = record(False, exc.reason, 0.0, sizeBytes=_size(source.path), **exc.as_json())
+    for name in LEVELS[: LEVELS.index(report.level) + 1]:
+        report.records[name] = dict(failed)
+    if report.level == "drill":
+        report.records["drill"]["reason"] = f"not attempted: {exc.reason}"
+    return report
+
+
+def _drill(
+    source: ArchiveSource,
+    scan: ArchiveScan | None,
+    job_id: str,
+    drill_client: Callable[[], pymongo.MongoClient] | None,
+    emit: Progress,
+    cancel: threading.Event | None,
+) -> dict[str, Any]:
+    assert scan is not None
+    t1 = time.monotonic()
+    try:
+        if drill_client is None:
+            raise VerifyFailed("no MongoDB server to drill against", check="drill")
+        try:
+            client = drill_client()
+        except Exception as exc:
+            raise VerifyFailed(f"cannot connect to the drill server: {exc}", check="drill") from None
+        with client:
+            details = Drill(client, source, scan, job_id, progress=emit, cancel=cancel).run()
+        return record(True, None, time.monotonic() - t1, **details)
+    except VerifyFailed as exc:
+        return record(False, exc.reason, time.monotonic() - t1, **exc.as_json())
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None

@@ -1,0 +1,325 @@
+"""Reading an archive back: the one way, for verify, drills, restores and the stock tools.
+
+An ``ArchiveSource`` is one stored copy of an archive: the local file, or the bucket's copy when the
+file is gone. ``open()`` stacks the layers: stored bytes -> sha256 and size -> age decryption (``.age``
+files, recognised by their header) -> gunzip, and yields the uncompressed mongodump archive stream.
+Any failure below the archive comes out as an ``ArchiveReadError`` whose message is built here, from
+the exception's type, once.
+
+``pinned()`` makes every ``open()`` inside it read the very bytes the first one read: the local file
+stays open (a rename or deletion does not change what is read), and a bucket copy is spooled to a
+private temporary file (``.NAME.spool.partial`` in the backup directory) while the first pass reads
+it. A restore verifies in the first pass and writes from the second: the bytes written are the bytes
+verified.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from isal import igzip_threaded
+
+from sidecar.archive.format import MAGIC
+from sidecar.engine.encryption import AGE_MAGIC, EncryptionError, decrypt_reader, load_identities
+from sidecar.store.catalog import PARTIAL_SUFFIX, Entry
+from sidecar.store.objects import LOCAL, S3, Digest, StoreError
+
+if TYPE_CHECKING:
+    from sidecar.config import Settings
+    from sidecar.store.s3 import S3Backend
+
+GZIP_MAGIC = b"\x1f\x8b"
+IDENTITY_SETTING = "SIDECAR_AGE_IDENTITY_FILE"
+Identities = Callable[[], list[Any]]
+_BLOCK = 1 << 20
+
+
+class ArchiveReadError(Exception):
+    """The stored bytes cannot be read through to the archive. ``check`` is ``file`` (no copy, an
+    unreadable or empty file, no key) or ``gzip`` (not an archive, damaged or truncated data)."""
+
+    def __init__(self, message: str, check: str, offset: int | None = None):
+        super().__init__(message)
+        self.check, self.offset = check, offset
+
+
+def read_failure(exc: BaseException) -> str:
+    """What a failure of the layers under the archive (copy, age, gzip) means for the operator."""
+    if isinstance(exc, ArchiveReadError | EncryptionError):
+        return str(exc)
+    if isinstance(exc, StoreError):
+        return f"cannot read the stored copy: {exc}"
+    if isinstance(exc, EOFError):
+        return "the gzip stream is truncated: the file ends before the end of the compressed data"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"cannot read the file: {exc.strerror or exc}"
+    return f"the compressed data is damaged ({type(exc).__name__}: {exc})"
+
+
+def identity_loader(identity_file: str, what: str = "the archive") -> Identities:
+    """The one loader of age identities from ``SIDECAR_AGE_IDENTITY_FILE`` (called when needed)."""
+
+    def load() -> list[Any]:
+        if not identity_file:
+            raise EncryptionError(
+                f"{what} is age-encrypted: set {IDENTITY_SETTING} to an identity that can decrypt it"
+            )
+        return load_identities(identity_file)
+
+    return load
+
+
+def sniff(head: bytes) -> str:
+    """gzip, archive (uncompressed) or age (encrypted); ArchiveReadError for anything else."""
+    if not head:
+        raise ArchiveReadError("the file is empty (0 bytes)", "file", 0)
+    if head[:2] == GZIP_MAGIC:
+        return "gzip"
+    if head[:4] == MAGIC:
+        return "archive"
+    if head.startswith(AGE_MAGIC[: len(head)]):
+        return "age"
+    shown = head[:8].decode("ascii", "replace").translate({c: "." for c in range(32)})
+    raise ArchiveReadError(
+        f"not a gzip-compressed mongodump archive: the file starts with {head[:8].hex()} ({shown!r}); "
+        f"a gzip file starts with 1f8b, an archive with {MAGIC.hex()}",
+        "gzip",
+        0,
+    )
+
+
+class _Counted(io.RawIOBase):
+    """Hashes and counts the stored bytes as the layers above read them; the head comes first."""
+
+    def __init__(self, raw: BinaryIO, head: bytes):
+        self.raw, self.head = raw, memoryview(head)
+        self.digest = Digest()
+        self.digest.update(head)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        if self.head:
+            count = min(len(target), len(self.head))
+            target[:count], self.head = self.head[:count], self.head[count:]
+            return count
+        data = self.raw.read(len(target))
+        target[: len(data)] = data
+        self.digest.update(data)
+        return len(data)
+
+
+@dataclass
+class ArchiveStream:
+    """The uncompressed archive (``data``) of one open source, and what is known about its bytes."""
+
+    data: BinaryIO
+    compressed: bool
+    encrypted: bool
+    _counted: _Counted
+
+    def finish(self) -> Digest:
+        """Read the stored bytes the layers above left (after the gzip end); their sha256 and size."""
+        while self._counted.readinto(bytearray(_BLOCK)):
+            pass
+        return self._counted.digest
+
+
+class _Pin:
+    """The bytes of the first read, for every later one: a kept file descriptor or a spool file."""
+
+    def __init__(self, fd: int, spool: Path | None):
+        self.fd, self.spool, self.complete = fd, spool, spool is None
+
+    def restart(self) -> None:
+        """A new first read (the last one stopped early): the spool starts over."""
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+
+    def reader(self) -> BinaryIO:
+        return _PositionalReader(self.fd)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        if self.spool is not None:
+            self.spool.unlink(missing_ok=True)
+
+
+class _PositionalReader(io.RawIOBase):
+    """Reads a kept file descriptor from its start, leaving the descriptor's own position alone."""
+
+    def __init__(self, fd: int):
+        self.fd, self.pos = fd, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = os.pread(self.fd, len(memoryview(buffer)), self.pos)
+        memoryview(buffer).cast("B")[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+
+class _Spooling(io.RawIOBase):
+    """The first read of a bucket copy: what it returns is also written to the spool."""
+
+    def __init__(self, raw: BinaryIO, pin: _Pin):
+        self.raw, self.pin = raw, pin
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.raw.read(len(memoryview(buffer)))
+        if data:
+            os.write(self.pin.fd, data)
+        else:
+            self.pin.complete = True
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.raw.close()
+        super().close()
+
+
+class ArchiveSource:
+    """The local file of an archive (``path``); ``BucketSource`` is the bucket's copy."""
+
+    location = LOCAL
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        identities: Identities | None = None,
+        keys: str = IDENTITY_SETTING,
+    ):
+        self.path = Path(path)
+        self.identities = identities or identity_loader("", self.path.name)
+        self.keys = keys  # names the identities in messages, never their content
+        self._pin: _Pin | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def _open_raw(self) -> BinaryIO:
+        return open(self.path, "rb")
+
+    def open_stored(self) -> BinaryIO:
+        """The stored bytes (still encrypted for age archives); ArchiveReadError if there are none."""
+        pin = self._pin
+        if pin is not None and pin.complete:
+            return pin.reader()
+        try:
+            raw = self._open_raw()
+        except FileNotFoundError:
+            raise ArchiveReadError(f"{self.path} does not exist", "file") from None
+        except OSError as exc:
+            raise ArchiveReadError(f"cannot open {self.path}: {exc.strerror or exc}", "file") from None
+        except StoreError as exc:
+            raise ArchiveReadError(str(exc), "file") from None
+        if pin is None:
+            return raw
+        pin.restart()
+        return _Spooling(raw, pin)  # type: ignore[return-value]
+
+    def _pin_now(self) -> _Pin:
+        try:
+            return _Pin(os.open(self.path, os.O_RDONLY), None)
+        except OSError as exc:
+            raise ArchiveReadError(f"cannot open {self.path}: {exc.strerror or exc}", "file") from None
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[ArchiveSource]:
+        """Every ``open()`` inside reads the bytes the first one read (see the module's note)."""
+        pin = self._pin = self._pin_now()
+        try:
+            yield self
+        finally:
+            self._pin = None
+            pin.close()
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[ArchiveStream]:
+        """The uncompressed archive stream (gzip, plain, or age-encrypted gzip in the store)."""
+        raw = self.open_stored()
+        try:
+            head = raw.read(len(AGE_MAGIC))
+            kind = sniff(head)
+            counted = _Counted(raw, head)
+            if kind == "archive":
+                yield ArchiveStream(io.BufferedReader(counted, _BLOCK), False, False, counted)
+                return
+            source: Any = counted
+            if kind == "age":
+                source = self._decrypting(counted)
+            # Decompression runs in its own thread (ISA-L releases the GIL) while the caller parses.
+            with igzip_threaded.open(source, "rb", threads=1, block_size=2 << 20) as stream:
+                yield ArchiveStream(stream, True, kind == "age", counted)
+        finally:
+            raw.close()
+
+    def _decrypting(self, counted: _Counted) -> BinaryIO:
+        try:
+            keys = self.identities()
+        except EncryptionError as exc:
+            raise ArchiveReadError(str(exc), "file") from None
+        return decrypt_reader(counted, keys, source=self.describe(), keys=self.keys)  # type: ignore[arg-type]
+
+
+class BucketSource(ArchiveSource):
+    """The bucket's copy of an archive whose local file is gone; pinned, it is spooled to disk."""
+
+    location = S3
+
+    def __init__(self, path: Path, bucket: S3Backend, **options: Any):
+        super().__init__(path, **options)
+        self.bucket = bucket
+
+    def describe(self) -> str:
+        return f"{self.name} (s3://{self.bucket.bucket}/{self.bucket.key(self.name)})"
+
+    def _open_raw(self) -> BinaryIO:
+        return self.bucket.open(self.name)
+
+    def _pin_now(self) -> _Pin:
+        spool = self.path.with_name(f".{self.name}.spool{PARTIAL_SUFFIX}")
+        return _Pin(os.open(spool, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), spool)
+
+
+def source_for(settings: Settings, path: Path, entry: Entry | None = None) -> ArchiveSource:
+    """The copy verify, drills and restores read: the local file when it is there (or the entry is
+    not in the bucket), else the bucket's copy; decrypted with ``SIDECAR_AGE_IDENTITY_FILE``. The
+    sha256 of what is read is compared with the catalog's by the integrity checks, not here."""
+    path = Path(path)
+    options: dict[str, Any] = {
+        "identities": identity_loader(settings.age_identity_file, path.name),
+        "keys": f"{IDENTITY_SETTING} ({settings.age_identity_file})",
+    }
+    in_bucket = entry is not None and S3 in (entry.get("locations") or [LOCAL]) and settings.s3_bucket
+    if path.is_file() or not in_bucket:
+        return ArchiveSource(path, **options)
+    from sidecar.store.s3 import S3Backend
+
+    return BucketSource(path, S3Backend.from_settings(settings), **options)

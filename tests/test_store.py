@@ -1,0 +1,84 @@
+"""The store's data-safety rules: writes atomic (temp name, fsync, rename), deletions catalog first,
+and a pinned source that serves the bytes of its first read to every later one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import os
+import pathlib
+
+import pytest
+
+from sidecar.service import BackupService, JobFailed
+from sidecar.store.catalog import iso_utc
+
+
+class Crash(BaseException):
+    """The process dies here (nothing catches it)."""
+
+
+def completed_without_file(service: BackupService) -> list[str]:
+    return [
+        e["fileName"]
+        for e in service.list_backups()
+        if e.get("status") == "completed"
+        and "local" in (e.get("locations") or ["local"])
+        and not (service.settings.backup_dir / e["fileName"]).exists()
+    ]
+
+
+def test_a_crash_during_pruning_leaves_no_completed_entry_without_its_file(make_settings, monkeypatch):
+    settings = make_settings(retention_days=30, retention_min_count=1)
+    settings.backup_dir.mkdir(parents=True)
+    service = BackupService(settings)
+    now = dt.datetime.now(dt.UTC)
+    for age in (50, 40, 0):
+        name = f"maekcord-backup-{now - dt.timedelta(days=age):%Y-%m-%dT%H-%M-%S}.gz"
+        (settings.backup_dir / name).write_bytes(b"x")
+        service.catalog.add(
+            {"fileName": name, "status": "completed", "createdAt": iso_utc(now - dt.timedelta(days=age))}
+        )
+    real_unlink = pathlib.Path.unlink
+
+    def unlink_then_crash(self, missing_ok=False):
+        real_unlink(self, missing_ok=missing_ok)
+        if self.name.endswith(".gz"):
+            raise Crash()  # the first archive file is gone, the process with it
+
+    monkeypatch.setattr(pathlib.Path, "unlink", unlink_then_crash)
+    with pytest.raises(Crash):
+        service.run_prune()
+    monkeypatch.undo()
+    assert completed_without_file(service) == []
+    # the next prune finishes the interrupted deletion: both old archives and their entries go
+    BackupService(settings).run_prune()
+    assert [e["status"] for e in service.list_backups()] == ["completed"]
+    assert sorted(p.name for p in settings.backup_dir.glob("*.gz")) == [service.list_backups()[0]["fileName"]]
+
+
+def test_a_failed_rename_leaves_no_completed_entry_without_its_file(
+    make_settings, sample_counts, monkeypatch
+):
+    settings = make_settings(database="maekcord")
+    service = BackupService(settings)
+    real_replace = os.replace
+    completed_at_rename: list[list[str]] = []
+
+    def failing_rename(src, dst):
+        if str(dst).endswith(".gz"):  # the archive's rename (the catalog's goes to backup-info.json)
+            completed_at_rename.append(
+                [e["fileName"] for e in service.list_backups() if e["status"] == "completed"]
+            )
+            raise OSError(errno.EIO, "Input/output error")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_rename)
+    with pytest.raises(JobFailed, match=r"cannot write .*Input/output error"):
+        service.run_backup()
+    monkeypatch.undo()
+    assert completed_at_rename == [[]]  # when the archive was renamed, no entry said completed
+    entry = service.list_backups()[-1]
+    assert entry["status"] == "failed" and entry["failedStage"] == "write"
+    assert list(settings.backup_dir.glob("*.gz*")) == [] and list(settings.backup_dir.glob(".*partial")) == []
+    assert completed_without_file(service) == []
