@@ -57,12 +57,12 @@ class SliceCatalog:
         return optime.from_json(slices[-1]["last"]) if slices else None
 
     def add_slice(self, entry: SliceEntry) -> None:
-        """Append a slice; refused unless it joins the newest one (or says it does not, prev=None)."""
+        """Append a slice; refused unless it joins the newest one (or says it does not: prev=None)."""
 
         def change(document: Document) -> None:
             slices = self._valid(document)["slices"]
             newest = slices[-1]["last"] if slices else None
-            if entry["prev"] is not None and entry["prev"] != newest:
+            if slices and entry["prev"] is not None and entry["prev"] != newest:
                 raise CatalogError(
                     f"{entry['fileName']} follows {entry['prev']} but the newest slice ends at {newest}: "
                     f"is a second archiver writing {self.directory}?"

@@ -10,25 +10,23 @@ last stored one is stored" holds after any stop.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import os
-import struct
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
+from sidecar.archive.reader import split_documents
 from sidecar.config import Settings
-from sidecar.engine.compression import gzip_reader, gzip_writer
-from sidecar.engine.encryption import AgeWriter, decrypt_reader, load_identities, parse_recipients
+from sidecar.engine.encryption import parse_recipients
 from sidecar.pitr import optime
-from sidecar.store.catalog import PARTIAL_SUFFIX, iso_utc
-from sidecar.store.jsonfile import fsync_dir
+from sidecar.store.catalog import iso_utc
+from sidecar.store.objects import stream_digest
+from sidecar.store.sink import ArchiveSink
+from sidecar.store.source import IDENTITY_SETTING, ArchiveSource, identity_loader, read_failure
 
 OPLOG_DIR = "oplog"
 SLICE_PREFIX = "oplog-"
@@ -120,82 +118,43 @@ def _utc(moment: dt.datetime) -> dt.datetime:
 
 
 def write_slice(settings: Settings, buffer: SliceBuffer) -> SliceEntry:
-    """Store the buffer's entries as a slice file (atomically) and return its catalog entry."""
+    """Store the buffer's entries as a slice file through the archive sink (gzip, age when recipients
+    are set, sha256, fsync, rename) and return its catalog entry."""
     assert buffer.first is not None and buffer.last is not None
-    directory = oplog_dir(settings)
-    name = slice_name(buffer.first, buffer.last, encrypted=bool(settings.age_recipients))
-    size, sha256 = _store(settings, directory / name, [e.raw for e in buffer.entries])
-    return buffer.entry(name, size, sha256)
+    recipients = parse_recipients(",".join(settings.age_recipients)) if settings.age_recipients else None
+    name = slice_name(buffer.first, buffer.last, encrypted=recipients is not None)
+    final = oplog_dir(settings) / name
+    with ArchiveSink(
+        final, recipients=recipients, compression=settings.compression, level=settings.compression_level
+    ) as sink:
+        sink.archive.write(b"".join(entry.raw for entry in buffer.entries))
+        digest = sink.commit()
+    return buffer.entry(name, digest.size, digest.hexdigest())
 
 
-class _Hashing:
-    def __init__(self, raw: BinaryIO):
-        self.raw, self.sha256, self.size = raw, hashlib.sha256(), 0
-
-    def write(self, data: Any) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        return self.raw.write(data)
-
-    def flush(self) -> None:
-        self.raw.flush()
+def slice_source(settings: Settings, path: Path) -> ArchiveSource:
+    """The slice file as the store reads it (decrypted with SIDECAR_AGE_IDENTITY_FILE when ``.age``)."""
+    return ArchiveSource(
+        path,
+        identities=identity_loader(settings.age_identity_file, path.name),
+        keys=f"{IDENTITY_SETTING} ({settings.age_identity_file})",
+    )
 
 
-def _store(settings: Settings, final: Path, raws: list[bytes]) -> tuple[int, str]:
-    partial = final.with_name(f".{final.name}{PARTIAL_SUFFIX}")
+def read_entries(settings: Settings, path: Path) -> list[bytes]:
+    """The raw entries of a slice file, in order (a slice is at most about SIDECAR_PITR_SLICE_MAX_BYTES)."""
     try:
-        with open(partial, "wb") as raw:
-            hashing = _Hashing(raw)
-            recipients = parse_recipients(settings.age_recipients) if settings.age_recipients else None
-            age = AgeWriter(hashing, recipients) if recipients else None  # type: ignore[arg-type]
-            gz = gzip_writer(age or hashing, settings.compression, settings.compression_level)  # type: ignore[arg-type]
-            for data in raws:
-                gz.write(data)
-            gz.close()
-            if age is not None:
-                age.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(partial, final)
-    finally:
-        partial.unlink(missing_ok=True)
-    fsync_dir(final.parent)
-    return hashing.size, hashing.sha256.hexdigest()
-
-
-def read_entries(settings: Settings, path: Path) -> Iterator[bytes]:
-    """The raw entries of a slice file, in order."""
-    try:
-        raw = open(path, "rb")  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise SliceError(f"cannot open {path}: {exc.strerror}") from None
-    try:
-        source: BinaryIO = raw
-        if path.name.endswith(ENCRYPTED_SUFFIX):
-            source = decrypt_reader(raw, load_identities(settings.age_identity_file), source=path.name)
-        yield from bson_stream(gzip_reader(source))
-    except (OSError, EOFError) as exc:
-        raise SliceError(f"{path.name}: {exc}") from None
-    finally:
-        raw.close()
-
-
-def bson_stream(stream: BinaryIO) -> Iterator[bytes]:
-    """The documents of a ``.bson`` stream (what mongodump writes and bsondump reads)."""
-    while head := stream.read(4):
-        if len(head) < 4:
-            raise SliceError("the BSON stream ends inside a document's length")
-        (length,) = struct.unpack("<i", head)
-        body = stream.read(length - 4) if length >= 5 else b""
-        if length < 5 or len(body) != length - 4 or body[-1:] != b"\x00":
-            raise SliceError(f"a document of {length} bytes is cut short or malformed")
-        yield head + body
+        with slice_source(settings, path).open() as stream:
+            data = stream.data.read()
+    except Exception as exc:
+        raise SliceError(f"{path.name}: {read_failure(exc)}") from None
+    entries = [bytes(doc) for doc in split_documents(data)]
+    if entries and (len(entries[-1]) < 5 or len(entries[-1]) != int.from_bytes(entries[-1][:4], "little")):
+        raise SliceError(f"{path.name}: the BSON stream ends inside an entry")
+    return entries
 
 
 def stored_digest(path: Path) -> str:
     """The sha256 of the stored bytes of a slice file, as its catalog entry records it."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+        return stream_digest(handle).hexdigest()
