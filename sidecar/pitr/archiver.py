@@ -27,12 +27,12 @@ from sidecar.pitr.bases import base_backups
 from sidecar.pitr.catalog import SliceCatalog
 from sidecar.pitr.slices import SliceBuffer, oplog_dir, write_slice
 from sidecar.pitr.state import PitrState
-from sidecar.pitr.tailer import OplogTail, Rollover, oplog_window
+from sidecar.pitr.tailer import OplogTail, OplogWindow, Rollover, oldest_entry, oplog_window
 from sidecar.store.catalog import PARTIAL_SUFFIX, iso_utc
 
 log = logging.getLogger("sidecar.pitr")
 
-WINDOW_PROBE_SECONDS = 15.0  # how often the server's own oplog window is read while idle
+WINDOW_PROBE_SECONDS = 60.0  # how often the server's oldest oplog entry is read again (while idle)
 
 
 class OplogArchiver:
@@ -147,11 +147,16 @@ class OplogArchiver:
             self._cut()
 
     def _probe_window(self) -> None:
+        """The server's window: its oldest entry (a query), its newest (the one the tail just gave out,
+        as the tail is idle)."""
         self._probed = time.monotonic()
         try:
-            self.state.server_window = oplog_window(self.client)
+            first = oldest_entry(self.client)
         except pymongo.errors.PyMongoError as exc:
-            log.warning("cannot read the server's oplog window: %s", exc)
+            log.warning("cannot read the server's oldest oplog entry: %s", exc)
+            return
+        newest = self.buffer.last or self.state.last_position
+        self.state.server_window = OplogWindow(first, newest or self.state.server_window.last)
 
     def _remove_partials(self) -> None:
         """Leftovers of a slice write a crash interrupted (the entries are read again)."""

@@ -6,8 +6,8 @@ waited ``MAX_AWAIT_MS`` without news (the archiver then knows every visible entr
 ``ts >= after`` and expects the first entry returned to be at ``after`` itself (still in the oplog);
 entries at ``after`` that were already given out are skipped (several entries share one ts in a
 transaction). A cursor that dies (a lost connection, a truncated position) is reopened the same way.
-At each new server batch the stretch since the last entry given out is read again with a plain query,
-so an entry a cursor passed over is still given out, in order (see ``_skipped_before``).
+Where a cursor's first getMore batch begins, the stretch since the last entry given out is read again
+with a plain query, so an entry the cursor passed over is still given out, in order (``_skipped_before``).
 """
 
 from __future__ import annotations
@@ -79,12 +79,17 @@ class OplogWindow:
         }
 
 
-def oplog_window(client: pymongo.MongoClient) -> OplogWindow:
-    def end(direction: int) -> Timestamp | None:
-        entry = client.local["oplog.rs"].find_one({}, {"ts": 1}, sort=[("$natural", direction)])
-        return entry["ts"] if entry else None
+def _end(client: pymongo.MongoClient, direction: int) -> Timestamp | None:
+    entry = client.local["oplog.rs"].find_one({}, {"ts": 1}, sort=[("$natural", direction)])
+    return entry["ts"] if entry else None
 
-    return OplogWindow(end(1), end(-1))
+
+def oldest_entry(client: pymongo.MongoClient) -> Timestamp | None:
+    return _end(client, 1)
+
+
+def oplog_window(client: pymongo.MongoClient) -> OplogWindow:
+    return OplogWindow(_end(client, 1), _end(client, -1))
 
 
 @dataclass(frozen=True)
@@ -124,13 +129,13 @@ class OplogTail:
         resume, skip = self.after, self.given_at_after
         checked = resume is None
         with self._open() as cursor:
-            batches = 0  # documents of the server batches seen so far (``retrieved``)
+            retrieved, batches = 0, 0
             while cursor.alive and not stop.is_set():
                 for entry in cursor:
                     ts = entry["ts"]
-                    if cursor.retrieved != batches:  # the first entry of a new batch
-                        batches = cursor.retrieved
-                        if checked:
+                    if cursor.retrieved != retrieved:  # the first entry of a new server batch
+                        retrieved, batches = cursor.retrieved, batches + 1
+                        if batches == 2:  # the first getMore's: see _skipped_before
                             yield from self._skipped_before(ts)
                     if not checked:
                         checked = True
@@ -152,8 +157,10 @@ class OplogTail:
         """Entries between the last one given out and ``ts`` that the cursor passed over.
 
         None on a sound server. The embedded server's tailable cursor skips the entries written
-        between its first batch and its first getMore; they are in the oplog, and a cursor in order
-        never returns an entry older than one it returned, so reading them here doubles nothing.
+        between its first batch and its first getMore (measured: 1-3 entries in most of 15 opens under a
+        steady insert load); they are in the oplog, and a cursor in order never returns an entry older
+        than one it returned, so reading them here doubles nothing. Once per cursor: on that server
+        every oplog query scans the whole oplog.
         """
         if self.after is None:
             return
