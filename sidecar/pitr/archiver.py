@@ -7,6 +7,11 @@ is ``SIDECAR_PITR_SLICE_SECONDS`` old or would pass ``SIDECAR_PITR_SLICE_MAX_BYT
 is idle (every visible entry given out, so the newest timestamp group is complete) and either limit is
 reached; or at stop. At a stop in the middle of a stream the newest timestamp group may be incomplete:
 it is left for the next start, which reads it again (resume is "after the newest stored entry").
+
+Before a slice is stored, the server is asked how many entries its range holds; when the cursor
+passed over some (the embedded server's tailable cursor does, under concurrent writes, where one
+server batch ends and the next begins), the range is read again with a plain query, which does not.
+One count per slice: on that server every oplog query scans the whole oplog.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from sidecar.pitr.bases import base_backups
 from sidecar.pitr.catalog import SliceCatalog
 from sidecar.pitr.slices import SliceBuffer, oplog_dir, write_slice
 from sidecar.pitr.state import PitrState
-from sidecar.pitr.tailer import OplogTail, OplogWindow, Rollover, oldest_entry, oplog_window
+from sidecar.pitr.tailer import OplogTail, OplogWindow, Rollover, oldest_entry, oplog, oplog_window
 from sidecar.store.catalog import PARTIAL_SUFFIX, iso_utc
 
 log = logging.getLogger("sidecar.pitr")
@@ -123,8 +128,26 @@ class OplogArchiver:
         log.error("oplog archive gap: %s", gap["detail"])
         self.buffer = SliceBuffer(prev=None)  # the next slice does not join the previous one
 
+    def _checked(self, buffer: SliceBuffer) -> SliceBuffer:
+        """The buffer, or its range read again from the oplog when the cursor passed over entries."""
+        assert buffer.first is not None and buffer.last is not None
+        low = {"$gt": buffer.prev} if buffer.prev is not None else {"$gte": buffer.first}
+        query = {"ts": {**low, "$lte": buffer.last}}
+        held = oplog(self.client).count_documents(query)
+        if held <= len(buffer):
+            return buffer
+        log.warning(
+            "the oplog cursor passed over %d entries up to %s; reading them again",
+            held - len(buffer),
+            optime.label(buffer.last),
+        )
+        fresh = SliceBuffer(buffer.prev)
+        for entry in oplog(self.client).find(query):
+            fresh.add(entry, entry["ts"])
+        return fresh
+
     def _cut(self) -> None:
-        buffer = self.buffer
+        buffer = self._checked(self.buffer)
         try:
             entry = write_slice(self.settings, buffer)
             self.catalog.add_slice(entry)

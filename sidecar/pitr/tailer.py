@@ -6,8 +6,8 @@ waited ``MAX_AWAIT_MS`` without news (the archiver then knows every visible entr
 ``ts >= after`` and expects the first entry returned to be at ``after`` itself (still in the oplog);
 entries at ``after`` that were already given out are skipped (several entries share one ts in a
 transaction). A cursor that dies (a lost connection, a truncated position) is reopened the same way.
-Where a cursor's first getMore batch begins, the stretch since the last entry given out is read again
-with a plain query, so an entry the cursor passed over is still given out, in order (``_skipped_before``).
+A tailable cursor may pass over entries (the embedded server's does, under concurrent writes, where
+one server batch ends and the next begins): the archiver checks each slice against the oplog.
 """
 
 from __future__ import annotations
@@ -129,14 +129,9 @@ class OplogTail:
         resume, skip = self.after, self.given_at_after
         checked = resume is None
         with self._open() as cursor:
-            retrieved, batches = 0, 0
             while cursor.alive and not stop.is_set():
                 for entry in cursor:
                     ts = entry["ts"]
-                    if cursor.retrieved != retrieved:  # the first entry of a new server batch
-                        retrieved, batches = cursor.retrieved, batches + 1
-                        if batches == 2:  # the first getMore's: see _skipped_before
-                            yield from self._skipped_before(ts)
                     if not checked:
                         checked = True
                         if ts != resume:
@@ -152,22 +147,6 @@ class OplogTail:
                     self._refuse_if_behind()
                     return
                 yield None
-
-    def _skipped_before(self, ts: Timestamp) -> Iterator[RawBSONDocument]:
-        """Entries between the last one given out and ``ts`` that the cursor passed over.
-
-        None on a sound server. The embedded server's tailable cursor skips the entries written
-        between its first batch and its first getMore (measured: 1-3 entries in most of 15 opens under a
-        steady insert load); they are in the oplog, and a cursor in order never returns an entry older
-        than one it returned, so reading them here doubles nothing. Once per cursor: on that server
-        every oplog query scans the whole oplog.
-        """
-        if self.after is None:
-            return
-        for entry in oplog(self.client).find({"ts": {"$gt": self.after, "$lt": ts}}):
-            log.warning("the oplog cursor passed over %s; read it again", optime.label(entry["ts"]))
-            self._given(entry["ts"])
-            yield entry
 
     def _given(self, ts: Timestamp) -> None:
         if ts == self.after and self.given_at_after != ALL:
