@@ -48,12 +48,12 @@ class OplogArchiver:
         settings: Settings,
         client: pymongo.MongoClient,
         state: PitrState | None = None,
-        on_slice: Callable[[], None] | None = None,
+        on_change: Callable[[], None] | None = None,
     ):
         self.settings, self.client = settings, client
         self.catalog = SliceCatalog(oplog_dir(settings))
         self.state = state or PitrState(enabled=True)
-        self.on_slice = on_slice or (lambda: None)  # e.g. refresh the chain summary for the metrics
+        self.on_change = on_change or (lambda: None)  # a slice or a gap: refresh the metrics' summary
         self.buffer = SliceBuffer(prev=None)
         self._complete = True  # the newest buffered timestamp group is known to be complete
         self._probed = 0.0
@@ -67,7 +67,7 @@ class OplogArchiver:
             self._probed = time.monotonic()
             start = last if last is not None else self._first_start()
             self.buffer = SliceBuffer(prev=start)
-            self.state.running = True
+            self.state.running, self.state.error = True, None
             log.info("oplog archiver started after %s", optime.label(start) if start else "nothing")
             try:
                 for event in OplogTail(self.client, start).events(stop):
@@ -127,6 +127,7 @@ class OplogArchiver:
             self.state.rollovers += 1
         log.error("oplog archive gap: %s", gap["detail"])
         self.buffer = SliceBuffer(prev=None)  # the next slice does not join the previous one
+        self.on_change()
 
     def _checked(self, buffer: SliceBuffer) -> SliceBuffer:
         """The buffer, or its range read again from the oplog when the cursor passed over entries."""
@@ -160,7 +161,7 @@ class OplogArchiver:
             self.state.last_position = buffer.last
         log.info("oplog slice %s: %d entries, %d bytes", entry["fileName"], len(buffer), entry["sizeBytes"])
         self.buffer = SliceBuffer(prev=buffer.last)
-        self.on_slice()
+        self.on_change()
 
     def _flush(self) -> None:
         """At stop: store what is held, except a timestamp group that may still be incomplete."""
