@@ -20,7 +20,7 @@ import pyrage
 import pytest
 from bson.timestamp import Timestamp
 
-from sidecar.embedded import EmbeddedServer
+from sidecar.embedded import EmbeddedServer, free_port
 from sidecar.health import HealthMonitor
 from sidecar.metrics import SidecarMetrics
 from sidecar.pitr import optime
@@ -242,7 +242,7 @@ def test_a_rollover_while_stopped_is_a_gap_and_a_later_base_backup_opens_a_new_w
         server.stop()
 
 
-def test_sidecar_pitr_on_refuses_a_standalone_server(tmp_path):
+def test_pitr_on_refuses_a_standalone_server_in_stream_and_serve(tmp_path):
     server = EmbeddedServer(tmp_path / "standalone", extra_args=("--standalone",)).start()
     try:
         env = {
@@ -263,5 +263,13 @@ def test_sidecar_pitr_on_refuses_a_standalone_server(tmp_path):
             )
             assert done.returncode == 2, done.stderr
             assert reason in done.stderr.splitlines()[-1]
+        serve_env = {
+            **env,
+            "SIDECAR_PITR": "on",
+            "SIDECAR_ADMIN_TOKEN": "a" * 20,
+            "SIDECAR_PORT": str(free_port()),
+        }
+        done = subprocess.run([sidecar, "serve"], env=serve_env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "SIDECAR_PITR=on needs a replica set member" in done.stderr
     finally:
         server.stop()

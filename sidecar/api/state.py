@@ -10,7 +10,7 @@ import time
 
 from aiohttp import web
 
-from sidecar.config import Settings, check_backup_dir
+from sidecar.config import ConfigError, Settings, check_backup_dir
 from sidecar.health import HealthMonitor
 from sidecar.logs import LogTail, Redactor
 from sidecar.metrics import SidecarMetrics
@@ -39,6 +39,8 @@ class Sidecar:
         check_backup_dir(self.settings)
         self.metrics.refresh_catalog()
         self.health.probe()
+        if self.settings.pitr == "on" and self.health.snapshot.replset_state == -1:
+            raise ConfigError("SIDECAR_PITR=on needs a replica set member; this server is standalone")
 
     async def start(self) -> None:
         await asyncio.to_thread(self._prepare)
