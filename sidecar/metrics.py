@@ -217,13 +217,15 @@ class _StateCollector(Collector):
 
 
 class _PitrCollector(Collector):
-    """The oplog archive's series from its cached state (only when SIDECAR_PITR is not off)."""
+    """The oplog archive's series from its cached state (registered unless SIDECAR_PITR=off)."""
 
     def __init__(self, state: PitrState):
         self.state = state
 
     def collect(self) -> Iterator[Metric]:
         st = self.state
+        if st.enabled is False:  # SIDECAR_PITR=auto on a standalone server: no archive to describe
+            return
         with st.lock:
             slices, gaps, window_start = dict(st.slices), st.gaps, st.window_start
             last, server = st.last_timestamp, st.server_window

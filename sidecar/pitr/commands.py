@@ -45,7 +45,7 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
     while not stop.wait(0.5) and not runner.wait(0):
         pass
     runner.stop()
-    if runner.fatal or not runner.state.enabled:
+    if runner.fatal or runner.state.enabled is False:
         reason = runner.fatal or "SIDECAR_PITR=auto and the server is standalone: it has no oplog"
         print(f"sidecar: error: {reason}", file=sys.stderr)
         return EXIT_REFUSED

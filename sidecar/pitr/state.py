@@ -12,7 +12,7 @@ from sidecar.pitr.tailer import OplogWindow
 
 @dataclass
 class PitrState:
-    enabled: bool = False  # SIDECAR_PITR resolved against the server
+    enabled: bool | None = None  # SIDECAR_PITR resolved against the server (None: not yet)
     running: bool = False  # an archiver loop is tailing now
     last_position: Timestamp | None = None  # newest entry safely stored
     slices: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
