@@ -12,11 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from sidecar.config import ConfigError, Settings, load_settings
+from sidecar.engine.restore_plan import CLI_WORDING
 from sidecar.jobs import JobBusy
 from sidecar.pitr.commands import add_parser as add_pitr_parser
 from sidecar.progress import TerminalProgress
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import CatalogError, Reconciliation
+from sidecar.store.catalog import CatalogError, Entry, Reconciliation, Status
+from sidecar.text import counted
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 1, 2, 3
 
@@ -33,7 +35,7 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
             push()
     print(
         f"backup completed: {settings.backup_dir / entry['fileName']} ({entry['fileSize']}, "
-        f"{sum(ns['documents'] for ns in entry['namespaces'].values())} documents, "
+        f"{counted(sum(ns['documents'] for ns in entry['namespaces'].values()), 'document')}, "
         f"{entry['durationSeconds']}s)"
     )
     verdict = entry.get("lastVerification")
@@ -71,6 +73,11 @@ def _metrics_pusher(settings: Settings, service: BackupService) -> Callable[[], 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     service = BackupService(settings)
+    if not service.catalog.path.is_file():
+        raise CatalogError(
+            f"no catalog at {service.catalog.path}: no backup was taken there yet, "
+            "or SIDECAR_BACKUP_DIR should name another directory"
+        )
     entries = service.list_backups()
     if args.json:
         print(json.dumps(entries, ensure_ascii=False, indent=2))
@@ -79,12 +86,19 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         print(f"no backups in {settings.backup_dir}")
     for e in entries:
         print(
-            f"{e['createdAt']}  {e['status']:<9}  {e['fileSize']:>8}  {e['fileName']}"
-            + (f"  ({e['error']})" if e.get("error") else "")
+            f"{e['createdAt']}  {e['status']:<9}  {e['fileSize']:>8}  {e.get('trigger', '-'):<11}  "
+            f"{_newest_test(e):<12}  {e['fileName']}" + (f"  ({e['error']})" if e.get("error") else "")
         )
-    if settings.backup_dir.is_dir():
-        _warn_disagreements(service.catalog.reconcile(settings.file_prefix))
+    _warn_disagreements(service.catalog.reconcile(settings.file_prefix))
     return 0
+
+
+def _newest_test(entry: Entry) -> str:
+    """``full passed``, ``quick FAILED`` or ``untested``; ``-`` for an entry without an archive."""
+    last = entry.get("lastVerification")
+    if last is not None:
+        return f"{last['level']} {'passed' if last['ok'] else 'FAILED'}"
+    return "untested" if entry.get("status") == Status.COMPLETED else "-"
 
 
 def _warn_disagreements(report: Reconciliation) -> None:
@@ -106,7 +120,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     verb = "would remove" if args.dry_run else "removed"
     for r in removals:
         print(f"{verb} {r.file_name} ({r.destination}): {r.reason}")
-    print(f"{verb} {len(removals)} archive(s)")
+    print(f"{verb} {counted(len(removals), 'archive')}")
     return 0
 
 
@@ -124,7 +138,8 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     else:
         full = result["verification"]["full"]
         detail = (
-            f"{full.get('documents', 0):,} documents in {full.get('namespaces', 0)} namespaces, "
+            f"{counted(full.get('documents', 0), 'document')} in "
+            f"{counted(full.get('namespaces', 0), 'namespace')}, "
             f"{full.get('uncompressedBytes', 0) / 1e6:,.1f} MB at {full.get('throughputMBps', 0)} MB/s"
         )
         if args.level == "drill":
@@ -150,7 +165,9 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     }
     job = service.new_job("restore", fileName=args.file or "--latest", **options)
     with TerminalProgress(job.progress, enabled=not (args.quiet or args.json)):
-        result = service.run_restore(job, file_name=args.file, latest=args.latest, **options)
+        result = service.run_restore(
+            job, file_name=args.file, latest=args.latest, wording=CLI_WORDING, **options
+        )
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
@@ -158,11 +175,13 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     for ns in result["namespaces"]:
         print(
             f"{verb} {ns['source']} -> {ns['target']} ({ns['type']}, {ns['action']}): "
-            f"{ns['documents']:,} documents, indexes: {', '.join(ns['indexes']) or 'none'}"
+            f"{counted(ns['documents'], 'document')}, indexes: {', '.join(ns['indexes']) or 'none'}"
         )
     for skipped in result.get("skipped", []):
         print(f"skipped {skipped['namespace']}: {skipped['reason']}")
     if args.dry_run:
+        for warning in result.get("warnings", []):
+            print(f"warning: {warning}")
         backup = result.get("safetyBackup")
         if backup:
             print(f"would first take a safety backup of {', '.join(backup['wouldBackUp'])}")
@@ -173,12 +192,12 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     replay = (result.get("oplog") or {}).get("replay")
     if replay:
         print(
-            f"oplog replayed: {replay['applied']} operation(s) applied, {replay['indexBuilds']} index "
-            f"build(s), {replay['skipped']} skipped"
+            f"oplog replayed: {counted(replay['applied'], 'operation')} applied, "
+            f"{counted(replay['indexBuilds'], 'index build')}, {replay['skipped']} skipped"
         )
     print(
-        f"restore completed: {result['fileName']} ({result['documentsWritten']:,} documents; counts checked "
-        f"against the archive: {'ok' if result['postRestoreCheck']['ok'] else 'MISMATCH'}; "
+        f"restore completed: {result['fileName']} ({counted(result['documentsWritten'], 'document')}; "
+        f"counts checked against the archive: {'ok' if result['postRestoreCheck']['ok'] else 'MISMATCH'}; "
         f"{result['durationSeconds']}s)"
     )
     return 0
@@ -205,7 +224,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sidecar", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="sidecar",
+        description="mongo-backup-sidecar: back up MongoDB, test and restore the backups, serve the API.",
+        epilog="Exit codes: 0 success; 1 a failed job; 2 bad usage or configuration; 3 another job holds "
+        "the lock. 'sidecar COMMAND --help' describes each command.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     backup = sub.add_parser(
@@ -230,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="integrity test of a backup: quick, full or a restore drill")
     verify.add_argument("file", nargs="?", help="a catalog file name or a path (default: the newest backup)")
-    verify.add_argument("--latest", action="store_true", help="the newest completed backup (the default)")
+    verify.add_argument("--latest", action="store_true", help="the newest usable backup (the default)")
     verify.add_argument(
         "--level",
         choices=("quick", "full", "drill"),
@@ -247,7 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     which = restore.add_mutually_exclusive_group(required=True)
     which.add_argument("file", nargs="?", help="a catalog file name or a path to an archive")
-    which.add_argument("--latest", action="store_true", help="the newest completed backup")
+    which.add_argument(
+        "--latest",
+        action="store_true",
+        help="the newest usable backup: completed, not a safety copy, newest integrity test not failed",
+    )
     restore.add_argument(
         "--ns-include",
         action="append",

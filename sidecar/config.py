@@ -227,7 +227,7 @@ class Settings:
     # encryption at rest (engine/encryption.py)
     age_recipients: tuple[str, ...] = _setting(_age_recipients, "")
     age_identity_file: str = _setting(_str, "")
-    # restore drills (verify.py): a scratch server for drills; empty = the backed-up server itself
+    # restore drills (integrity/drill.py): a scratch server for drills; empty = the backed-up server itself
     drill_mongodb_uri: str = _setting(_str, "", secret=True)
     # point-in-time recovery (pitr/): the continuous oplog archive; auto = on for a replica set member
     pitr: str = _setting(_choice("auto", "on", "off"), "auto")

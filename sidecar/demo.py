@@ -4,7 +4,10 @@ With no ``SIDECAR_MONGODB_URI``, it starts the embedded MongoDB-compatible serve
 ``./var/demo/mongo`` (kept and reused on the next run) and loads the sample data once. Then it starts the
 sidecar (API, scheduler, metrics) with generated tokens written to ``./var/demo/admin-token`` and
 ``./var/demo/read-token`` (mode 0600; the paths are printed, never the tokens), takes a first backup
-through the same job path as the API, and prints where to look. Ctrl-C stops everything.
+through the same job path as the API, and prints where to look: the URLs, a read and an admin curl
+call, and the ``export SIDECAR_...`` lines that point ``sidecar list/verify/restore`` in a second
+terminal at the same MongoDB and backups. The embedded server keeps its port across runs while it is
+free, so those lines stay good. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shlex
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,13 +25,14 @@ from typing import TextIO
 import pymongo
 
 from sidecar.api.app import Sidecar, run_service
-from sidecar.config import load_settings
+from sidecar.config import Settings, load_settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.jobs import JobBusy
 from sidecar.logs import setup_logging
 from sidecar.sampledata import load_sample_data
 from sidecar.scheduler import ShuttingDown
 from sidecar.service import JobFailed
+from sidecar.text import counted
 
 SAMPLE_MARKER = "sample-data-loaded"
 
@@ -49,6 +55,28 @@ def _show(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def _sidecar_command() -> str:
+    """How another terminal runs this sidecar: ``sidecar`` when on PATH, else this venv's."""
+    if shutil.which("sidecar"):
+        return "sidecar"
+    beside = Path(sys.executable).with_name("sidecar")
+    return shlex.quote(str(beside)) if beside.exists() else f"{shlex.quote(sys.executable)} -m sidecar"
+
+
+def cli_exports(settings: Settings, admin: Path, read: Path, *, embedded: bool) -> list[str]:
+    """The shell lines that make ``sidecar list/verify/restore`` in another terminal use this demo."""
+    values = {
+        "SIDECAR_BACKUP_DIR": settings.backup_dir.absolute(),
+        "SIDECAR_LOG_DIR": settings.log_dir.absolute(),
+        "SIDECAR_ADMIN_TOKEN_FILE": admin,
+        "SIDECAR_READ_TOKEN_FILE": read,
+    }
+    lines = [f"export {name}={shlex.quote(str(value))}" for name, value in values.items()]
+    if embedded:
+        return [f"export SIDECAR_MONGODB_URI={shlex.quote(settings.mongodb_uri)}", *lines]
+    return ["# SIDECAR_MONGODB_URI: keep the one this demo was started with", *lines]
 
 
 def run_demo(directory: Path, environ: Mapping[str, str] | None = None, out: TextIO | None = None) -> int:
@@ -80,7 +108,7 @@ def run_demo(directory: Path, environ: Mapping[str, str] | None = None, out: Tex
                 say("loading the sample data (databases maekcord, maekcord_files, analytics) ...")
                 with pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=10000) as client:
                     counts = load_sample_data(client)
-                marker.write_text(f"{sum(counts.values())} documents\n", encoding="utf-8")
+                marker.write_text(counted(sum(counts.values()), "document") + "\n", encoding="utf-8")
         settings = load_settings(env)
         tail = setup_logging(settings, console_level="WARNING")
         base = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '') else settings.host}:{settings.port}"
@@ -99,9 +127,24 @@ def run_demo(directory: Path, environ: Mapping[str, str] | None = None, out: Tex
             say(f"  Prometheus metrics     {base}/metrics")
             say(f"  health                 {base}/health")
             say(f"  backup status          {base}/api/backup/status  (needs a token)")
+            say(f"  MongoDB                {settings.redacted_uri}")
             say(f"  tokens (mode 0600)     admin: {_show(admin)}  read: {_show(read)}")
-            say(f'  try: curl -H "Authorization: Bearer $(cat {_show(read)})" {base}/api/backup/status')
             say(f"  backups in {_show(settings.backup_dir)}, logs in {_show(settings.log_dir)}")
+            say()
+            say("try (read token):")
+            say(f'  curl -H "Authorization: Bearer $(cat {_show(read)})" {base}/api/backup/status')
+            say("and a backup now (admin token):")
+            say(
+                f'  curl -X POST -H "Authorization: Bearer $(cat {_show(admin)})" '
+                f"'{base}/api/backup/create?wait=true'"
+            )
+            say()
+            say("the CLI on this demo, in another terminal:")
+            for line in cli_exports(settings, admin, read, embedded=server is not None):
+                say(f"  {line}")
+            cmd = _sidecar_command()
+            say(f"  {cmd} list; {cmd} verify --latest; {cmd} restore --latest --dry-run")
+            say()
             say("press Ctrl-C to stop")
 
         asyncio.run(run_service(settings, log_tail=tail, on_ready=first_backup))

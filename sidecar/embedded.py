@@ -1,7 +1,9 @@
 """Runs the embedded MongoDB-compatible server (PyPI ``secantusdb``) as a separate process.
 
 Used by ``sidecar demo`` and by the test suite when no real ``mongod`` is given. Started without
-``--standalone`` it is a one-node replica set with a real oplog.
+``--standalone`` it is a one-node replica set with a real oplog. Without a port given, it listens on
+the port it had the last time it used the same data directory (remembered next to it, in
+``<data dir>.port``) while that port is free, so a URI printed once stays good across restarts.
 """
 
 from __future__ import annotations
@@ -28,6 +30,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    """Nothing listens on ``port`` (connections of a stopped server in TIME_WAIT do not count: the
+    server binds with SO_REUSEADDR, as this check does)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def remembered_port(path: Path) -> int:
+    """The port in ``path`` while it is free, else a new free one, written there for the next start."""
+    try:
+        port = int(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        port = 0
+    if 0 < port < 65536 and port_is_free(port):
+        return port
+    port = free_port()
+    path.write_text(f"{port}\n", encoding="utf-8")
+    return port
+
+
 def _server_command() -> list[str]:
     exe = shutil.which("secantusd-py") or str(Path(sys.executable).with_name("secantusd-py"))
     if not Path(exe).exists():
@@ -50,8 +77,8 @@ class EmbeddedServer:
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
     def start(self, timeout: float = 60.0) -> EmbeddedServer:
-        self.port = self.port or free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or remembered_port(self.data_dir.with_name(self.data_dir.name + ".port"))
         log_path = self.log_path or self.data_dir.with_name(self.data_dir.name + ".log")
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(

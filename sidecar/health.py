@@ -1,20 +1,39 @@
-"""Probes of MongoDB and the backup disk, cached so that /health and /metrics never do I/O."""
+"""Probes of MongoDB and the backup disk, cached so that /health and /metrics never do I/O.
+
+A probe's MongoDB commands share one time budget (``probe_timeout``): the connect timeout, but below
+the probe interval, so that a server that does not answer (or refuses the password, which pymongo
+retries until its server selection times out) never makes probes overlap.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
 from dataclasses import asdict, dataclass
 
 import pymongo
+from pymongo.common import MIN_HEARTBEAT_INTERVAL
 from pymongo.errors import OperationFailure, PyMongoError
 
 from sidecar.config import Settings, uri_hosts
 
 log = logging.getLogger("sidecar.health")
 STANDALONE_STATE = -1
+PROBE_SHARE_OF_INTERVAL = 0.8
+
+
+def probe_timeout(settings: Settings) -> float:
+    """Seconds a probe may spend on MongoDB: the connect timeout, capped at 80% of the probe interval.
+
+    pymongo's server selection looks again every ``MIN_HEARTBEAT_INTERVAL`` (0.5 s), so it overruns a
+    budget that is not a multiple of that by up to as much: the cap is rounded down to one."""
+    cap = settings.health_interval_seconds * PROBE_SHARE_OF_INTERVAL
+    if cap > MIN_HEARTBEAT_INTERVAL:
+        cap = MIN_HEARTBEAT_INTERVAL * math.floor(cap / MIN_HEARTBEAT_INTERVAL)
+    return min(settings.connect_timeout_seconds, cap)
 
 
 @dataclass(frozen=True)
@@ -52,6 +71,7 @@ def _replica_state(client: pymongo.MongoClient) -> tuple[int, float]:
 class HealthMonitor:
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.timeout = probe_timeout(settings)
         self._snapshot = HealthSnapshot()
         self._client: pymongo.MongoClient | None = None
         self._lock = threading.Lock()
@@ -62,7 +82,7 @@ class HealthMonitor:
 
     def _get_client(self) -> pymongo.MongoClient:
         if self._client is None:
-            timeout_ms = int(self.settings.connect_timeout_seconds * 1000)
+            timeout_ms = int(self.timeout * 1000)
             self._client = pymongo.MongoClient(
                 self.settings.mongodb_uri,
                 serverSelectionTimeoutMS=timeout_ms,
@@ -82,11 +102,12 @@ class HealthMonitor:
     def _probe_mongodb(self) -> dict:
         try:
             client = self._get_client()
-            t0 = time.perf_counter()
-            client.admin.command("ping")
-            ping = time.perf_counter() - t0
-            version = self._snapshot.server_version or client.server_info().get("version")
-            state, lag = _replica_state(client)
+            with pymongo.timeout(self.timeout):  # one budget for the whole probe
+                t0 = time.perf_counter()
+                client.admin.command("ping")
+                ping = time.perf_counter() - t0
+                version = self._snapshot.server_version or client.server_info().get("version")
+                state, lag = _replica_state(client)
             return {
                 "mongodb_up": True,
                 "ping_seconds": ping,
@@ -95,15 +116,18 @@ class HealthMonitor:
                 "replication_lag_seconds": lag,
             }
         except PyMongoError as exc:
-            reason = (
-                "authentication failed"
-                if isinstance(exc, OperationFailure) and exc.code == 18
-                else (type(exc).__name__)
-            )
-            error = f"MongoDB at {uri_hosts(self.settings.mongodb_uri)} unreachable: {reason}"
+            error = f"MongoDB at {uri_hosts(self.settings.mongodb_uri)} unreachable: {self._reason(exc)}"
+            self.close()  # the next probe starts afresh: a refused login fails at once, not after the budget
             if self._snapshot.mongodb_up:
                 log.warning(error)
             return {"mongodb_up": False, "error": error, "server_version": self._snapshot.server_version}
+
+    def _reason(self, exc: PyMongoError) -> str:
+        if (isinstance(exc, OperationFailure) and exc.code == 18) or "Authentication failed" in str(exc):
+            return "authentication failed"
+        if "Timeout" in type(exc).__name__:
+            return f"no answer within {self.timeout:g}s"
+        return type(exc).__name__
 
     def _probe_disk(self) -> dict:
         try:

@@ -35,7 +35,7 @@ from sidecar.jobs import Job
 from sidecar.pitr.state import PitrState
 from sidecar.pitr.status import refresh as refresh_pitr
 from sidecar.service import BackupService
-from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, Entry, full_backups, parse_iso
+from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, Entry, is_usable, parse_iso
 
 PREFIX = "mongobackup"
 TRIGGERS = ("schedule", "manual", "cronjob")
@@ -76,7 +76,7 @@ def summarize_catalog(entries: list[Entry], destinations: tuple[str, ...] = DEST
     # the backup series describe regular backups; a restore's partial safety copy is no backup run
     regular = [e for e in entries if e.get("trigger") != SAFETY_TRIGGER]
     finished = [e for e in regular if e.get("status") in (STATUS_COMPLETED, "failed")]
-    good = full_backups(entries)
+    good = [e for e in entries if is_usable(e)]  # the newest of them is newest_usable(entries)
     stored = [e for e in entries if e.get("status") == STATUS_COMPLETED]  # every archive takes space
     if finished:
         newest = max(finished, key=_end_time)

@@ -11,6 +11,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from sidecar.text import counted
+
 
 @dataclass
 class Progress:
@@ -68,7 +70,7 @@ class TerminalProgress:
         phase = f"  {p.shown_phase:<16}" if p.shown_phase else ""  # padded: a shorter one overwrites
         return (
             f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} namespaces  "
-            f"{p.documents:,} documents  {_mb(p.bytes)}{phase}"
+            f"{counted(p.documents, 'document')}  {_mb(p.bytes)}{phase}"
         )
 
     def _run(self) -> None:

@@ -144,9 +144,13 @@ class SidecarScheduler:
         when another process (a CronJob, the CLI) changed backup-info.json."""
         try:
             await asyncio.to_thread(self.health.probe)
+        except asyncio.CancelledError:
+            return  # the scheduler is shutting down: the probe ends in its thread, nothing to report
         except Exception:
             log.exception("health probe failed")
         try:
             await asyncio.to_thread(self.metrics.refresh_catalog_if_changed)
+        except asyncio.CancelledError:
+            return
         except Exception:
             log.exception("catalog refresh for the metrics failed")

@@ -40,7 +40,7 @@ def call(port: int, method: str, path: str, token: str | None = ADMIN) -> tuple[
 
 
 class Serve:
-    def __init__(self, tmp: Path, uri: str, grace: float):
+    def __init__(self, tmp: Path, uri: str, grace: float, **settings: str):
         self.port = free_port()
         self.backups, self.out = tmp / "backups", tmp / f"serve-{self.port}.log"
         env = {
@@ -54,6 +54,7 @@ class Serve:
             "SIDECAR_SCHEDULE": "off",
             "SIDECAR_VERIFY_AFTER_BACKUP": "off",
             "SIDECAR_SHUTDOWN_GRACE_SECONDS": str(grace),
+            **{f"SIDECAR_{name.upper()}": value for name, value in settings.items()},
         }
         with open(self.out, "wb") as out:
             self.process = subprocess.Popen([SIDECAR, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)

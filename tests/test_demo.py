@@ -81,6 +81,28 @@ def get(url: str, token: str | None = None) -> bytes:
         return response.read()
 
 
+def post(url: str, token: str) -> bytes:
+    request = urllib.request.Request(url, method="POST", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        return response.read()
+
+
+def second_terminal(clone: Path, exports: list[str], command: str) -> str:
+    """``command`` in a fresh shell that ran the demo's export lines, with this venv's ``sidecar``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
+    env.update(PYTHONPATH=str(clone), PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
+    script = "\n".join([*exports, command])
+    done = subprocess.run(
+        ["bash", "-c", script], cwd="/", env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, (command, done.stdout, done.stderr)
+    return done.stdout
+
+
+def mongodb_line(output: str) -> str:
+    return next(line for line in output.splitlines() if line.strip().startswith("MongoDB "))
+
+
 def processes_under(path: Path) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
@@ -125,6 +147,25 @@ def test_demo_from_a_fresh_clone(tmp_path: Path) -> None:
         assert time.time() - 600 < last_success <= time.time()
         status = json.loads(get(f"{base}/api/backup/status", tokens["read"].read_text().strip()))
         assert status["lastSuccessfulBackup"]["status"] == "completed"
+        first_backup = status["lastSuccessfulBackup"]["fileName"]
+        assert 'curl -X POST -H "Authorization: Bearer $(cat var/demo/admin-token)" ' in output
+        created = json.loads(
+            post(f"{base}/api/backup/create?wait=true", tokens["admin"].read_text().strip())
+        )  # the admin example
+        assert created["backup"]["status"] == "completed"
+        # the printed export block makes the CLI in another terminal use the demo's server and backups
+        exports = [line.strip() for line in output.splitlines() if line.strip().startswith("export SIDECAR_")]
+        assert {e.split("=", 1)[0] for e in exports} == {
+            f"export SIDECAR_{name}"
+            for name in ("MONGODB_URI", "BACKUP_DIR", "LOG_DIR", "ADMIN_TOKEN_FILE", "READ_TOKEN_FILE")
+        }
+        listing = second_terminal(clone, exports, "sidecar list")
+        assert first_backup in listing and created["backup"]["fileName"] in listing
+        assert "quick verification passed" in second_terminal(clone, exports, "sidecar verify --level quick")
+        dry_run = second_terminal(
+            clone, exports, "sidecar restore --latest --dry-run --ns-include maekcord.sessions"
+        )
+        assert "nothing was written" in dry_run
         assert json.loads(get(f"{base}/health"))["status"] == "ok"
         assert get(f"{base}/api-docs").startswith(b"<!DOCTYPE html>")
     finally:
@@ -132,15 +173,16 @@ def test_demo_from_a_fresh_clone(tmp_path: Path) -> None:
     assert output.rstrip().endswith("demo stopped")
     assert not processes_under(clone), "the embedded server outlived the demo"
 
-    # Run again: the data directory is reused, the sample data not loaded twice.
+    # Run again: the data directory is reused, the sample data not loaded twice, the same MongoDB port.
     demo = Demo(clone, port)
     try:
-        output = demo.wait_for("press Ctrl-C to stop", timeout=240)
-        assert "reusing the embedded MongoDB-compatible server" in output
-        assert "loading the sample data" not in output
+        again = demo.wait_for("press Ctrl-C to stop", timeout=240)
+        assert "reusing the embedded MongoDB-compatible server" in again
+        assert "loading the sample data" not in again
+        assert mongodb_line(again) == mongodb_line(output)
     finally:
         if demo.process.poll() is None:
             demo.stop()
     catalog = json.loads((clone / "var" / "demo" / "backups" / "backup-info.json").read_text())
-    assert [e["status"] for e in catalog] == ["completed", "completed"]
+    assert [e["status"] for e in catalog] == ["completed"] * 3
     assert not processes_under(clone)

@@ -21,14 +21,14 @@ from sidecar.config import ConfigError, load_settings
 from sidecar.engine.compression import gzip_reader
 from sidecar.engine.encryption import (
     AGE_MAGIC,
+    AgeWriter,
     EncryptionError,
     decrypt_reader,
-    encrypt_writer,
     load_identities,
     parse_recipients,
 )
 from sidecar.store.objects import StoreError
-from sidecar.store.source import ArchiveReadError, ArchiveSource, identity_loader, source_for
+from sidecar.store.source import ArchiveReadError, ArchiveSource, source_for
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def key_file(tmp_path: Path, identity) -> Path:
 
 def encrypt(data: bytes, recipients, write_sizes=(1, 7, 4096, 65536, 300_000)) -> bytes:
     out = io.BytesIO()
-    writer = encrypt_writer(out, recipients)
+    writer = AgeWriter(out, recipients)
     rng, pos = random.Random(1), 0
     while pos < len(data):
         step = rng.choice(write_sizes)
@@ -113,7 +113,7 @@ def test_errors_of_the_underlying_streams_come_through_unchanged(identity):
         def write(self, data):
             raise OSError(28, "No space left on device")
 
-    writer = encrypt_writer(Full(), [identity.to_public()])
+    writer = AgeWriter(Full(), [identity.to_public()])
     with pytest.raises(OSError) as caught:
         for _ in range(50):
             writer.write(b"x" * 100_000)
@@ -201,7 +201,7 @@ def test_the_source_decrypts_with_the_identity_file_and_hashes_the_stored_bytes(
         assert opened.finish().hexdigest() == entry["sha256"]  # the stored (encrypted) bytes
     assert counts == {ns: v["documents"] for ns, v in entry["namespaces"].items()}
     # a file given by path: an age file is recognised by its header
-    with ArchiveSource(path, identities=identity_loader(str(key_file))).open() as opened:
+    with ArchiveSource(path, identity_file=str(key_file)).open() as opened:
         assert count_documents(opened.data) == counts
     with source.open_stored() as raw:
         assert raw.read(len(AGE_MAGIC)) == AGE_MAGIC

@@ -36,8 +36,8 @@ from tests.test_restore_support import (  # noqa: F401 - fixtures
 MONGORESTORE = shutil.which("mongorestore")
 MONGODUMP = shutil.which("mongodump")
 NO_TOOLS = (
-    "{} is not installed here (the MongoDB Database Tools are in neither Debian nor PyPI); "
-    "the wrapper is tested with a fake tool instead"
+    "{} is not on PATH (the MongoDB Database Tools are in neither Debian nor PyPI; `bash deploy/local.sh "
+    "test` adds ../shared/tools/mongodb-database-tools/bin where it exists)"
 )
 
 FAKE = """\
@@ -291,4 +291,12 @@ def test_the_mongodump_engine_backs_up_and_the_mongorestore_engine_restores(
     targets = {"maekcord": scratch_db()}
     restored = service.run_restore(file_name=entry["fileName"], engine="mongorestore", **renames(targets))
     assert restored["engine"] == "mongorestore" and restored["postRestoreCheck"]["ok"] is True
+    assert_same_databases(mongo_client, targets)
+    # again over the restored copy: the safety backup of every namespace it overwrites comes first
+    again = service.run_restore(
+        file_name=entry["fileName"], engine="mongorestore", drop=True, **renames(targets)
+    )
+    safety = service.catalog.get(again["safetyBackup"])
+    assert safety["trigger"] == "pre-restore" and safety["engine"] == "native"  # exact namespaces: native
+    assert set(safety["namespaces"]) == {ns for ns in again["overwrites"]}
     assert_same_databases(mongo_client, targets)

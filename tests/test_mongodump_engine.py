@@ -22,6 +22,7 @@ import pytest
 
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import STATUS_COMPLETED
+from tests.test_interop_tools import NO_TOOLS
 
 FAKE = textwrap.dedent("""\
     #!{python}
@@ -146,7 +147,7 @@ def _catch(outcome: list[BaseException], call) -> None:
         outcome.append(exc)
 
 
-@pytest.mark.skipif(shutil.which("mongodump") is None, reason="the stock mongodump is not on PATH")
+@pytest.mark.skipif(shutil.which("mongodump") is None, reason=NO_TOOLS.format("mongodump"))
 def test_an_encrypted_mongodump_backup_never_puts_plaintext_on_disk(make_settings, sample_counts, tmp_path):
     identity = pyrage.x25519.Identity.generate()
     key = tmp_path / "key.txt"
@@ -183,3 +184,29 @@ def test_an_encrypted_mongodump_backup_never_puts_plaintext_on_disk(make_setting
     assert archives and not [n for n in archives if "plain" in n], sorted(archives)
     assert all(head.startswith(b"age-encryption.org/v1") for head in archives.values() if head), archives
     assert service.run_verify(file_name=entry["fileName"], level="full")["ok"]
+
+
+def test_the_scope_maps_onto_what_mongodump_can_select():
+    from sidecar.engine.dump import DumpError, DumpOptions
+    from sidecar.engine.mongodump import mongodump_arguments
+
+    def scope(**values):
+        return mongodump_arguments(DumpOptions(parallel_collections=1, **values), oplog=False)[3:]
+
+    assert scope() == []
+    assert scope(database="maekcord") == scope(ns_include=("maekcord.*",)) == ["--db=maekcord"]
+    assert scope(ns_include=("maekcord.patients",)) == ["--db=maekcord", "--collection=patients"]
+    assert scope(ns_include=("maekcord.*",), ns_exclude=("maekcord.audit_log", "maekcord.tmp_*")) == [
+        "--db=maekcord",
+        "--excludeCollection=audit_log",
+        "--excludeCollectionsWithPrefix=tmp_",
+    ]
+    for values in (
+        {"ns_include": ("maekcord.*", "analytics.*")},
+        {"ns_include": ("*.patients",)},
+        {"ns_include": ("maekcord.pat*",)},
+        {"ns_exclude": ("maekcord.audit_log",)},  # an exclusion needs the one database it applies to
+        {"ns_include": ("maekcord.*",), "ns_exclude": ("analytics.events",)},
+    ):
+        with pytest.raises(DumpError, match=r"mongodump cannot express .*use SIDECAR_ENGINE=native"):
+            scope(**values)

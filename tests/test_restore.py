@@ -179,7 +179,9 @@ def test_write_errors_are_counted_and_reported_never_swallowed(
     service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
     target = scratch_db()
     options = {"ns_include": ("maekcord.prescriptions",), "ns_from": "maekcord.*", "ns_to": f"{target}.*"}
-    service.run_restore(file_name=sample_archive.entry["fileName"], **options)
+    # an existing, empty collection whose validator refuses every document (a colliding restore is
+    # refused before any write, see test_restore_collisions.py)
+    mongo_client[target].create_collection("prescriptions", validator={"$jsonSchema": {"required": ["x!"]}})
     job = service.new_job("restore")
     with pytest.raises(
         JobFailed, match=r"finished with 2 failed write\(s\) \(0 of 2 documents written"
@@ -188,7 +190,8 @@ def test_write_errors_are_counted_and_reported_never_swallowed(
     assert info.value.stage == "restore"
     assert job.state == "failed"
     assert job.result["errorCount"] == 2 and job.result["failedDocuments"] == 2
-    assert {e["code"] for e in job.result["errors"]} == {11000}
+    assert job.result["documentsWritten"] == 0 and job.result["bytesWritten"] == 0
+    assert {e["code"] for e in job.result["errors"]} == {121}
     assert all(e["namespace"] == f"{target}.prescriptions" and "_id" in e for e in job.result["errors"])
 
 
@@ -320,8 +323,8 @@ def test_cli_restore(sample_archive, scratch_db, mongo_client, tmp_path, mongo_u
     assert cli_main([*args, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["documentsWritten"] == 2 and report["postRestoreCheck"]["ok"] is True
-    assert cli_main([*args]) == 1  # again, without --drop: duplicate keys, reported as a failure
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("sidecar: error: restore of")
+    assert cli_main([*args]) == 1  # again, without --drop: the same _ids, refused before any write
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("sidecar: error: refusing to restore")
     with pytest.raises(SystemExit) as info:
         cli_main(["restore", "--ns-include", "x.y"])  # neither FILE nor --latest
     assert info.value.code == 2

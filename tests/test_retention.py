@@ -56,6 +56,63 @@ def test_plan_retention(specs, days, min_count, removed):
         assert f"older than {days} days" in r.reason
 
 
+OUTCOME = {True: "passed", False: "failed", None: "untested"}
+
+
+def with_results(*specs: tuple[int, bool | None]) -> list[dict]:
+    """(age in days, newest integrity test passed: True, False or None for never) -> completed entries."""
+    made = []
+    for age, passed in specs:
+        (entry,) = entries((age, C))
+        entry["fileName"] = f"b-{age}d-{OUTCOME[passed]}.gz"
+        if passed is not None:
+            entry["lastVerification"] = {"level": "full", "ok": passed, "at": entry["createdAt"]}
+        made.append(entry)
+    return made
+
+
+P, X, U = True, False, None  # newest integrity test passed, failed, never run
+
+
+@pytest.mark.parametrize(
+    ("specs", "policy", "removed"),
+    [
+        # issue 10 D4: seven newer archives that failed their test fill the minimum count; the newest
+        # verified one is old but stays
+        (
+            [(40, P), (7, X), (6, X), (5, X), (4, X), (3, X), (2, X), (1, X)],
+            Policy(days=30, keep_last=7),
+            set(),
+        ),
+        # archives whose newest test failed count toward no minimum: the two untested old ones stay
+        ([(50, U), (45, U), (2, X), (1, X)], Policy(days=30, keep_last=2), set()),
+        # ... and past the age limit they go, while the old good one is kept by the minimum count
+        ([(40, P), (38, X), (36, X)], Policy(days=30, keep_last=1), {"b-38d-failed.gz", "b-36d-failed.gz"}),
+        # the newest archive that passed its test stays beyond the minimum count of untested newer ones
+        ([(60, P), (50, U), (40, U)], Policy(days=30, keep_last=2), set()),
+        # only the newest one that passed is protected: an older one that passed goes
+        ([(70, P), (60, P), (1, U)], Policy(days=30, keep_last=1), {"b-70d-passed.gz"}),
+        # the protection outlasts the maximum age, like the minimum count
+        ([(100, P), (2, U)], Policy(days=30, keep_last=1, max_age_days=90), set()),
+        # a failed test does not count toward a tier either: each day's good archive is kept, not it
+        ([(42, U), (41, U), (40, X)], Policy(days=30, keep_last=1, daily=60), {"b-40d-failed.gz"}),
+        # a young archive whose test failed stays for the record, like a failed entry
+        ([(5, X), (1, P)], Policy(days=30, keep_last=1), set()),
+    ],
+)
+@pytest.mark.parametrize("destination", ["local", "s3"])
+def test_plan_retention_by_integrity_result(specs, policy, removed, destination):
+    archives = with_results(*specs)
+    for archive in archives:
+        archive["locations"] = [destination]
+    removals = plan(archives, NOW, {destination: policy})
+    assert {r.file_name for r in removals} == removed
+    assert all(r.destination == destination for r in removals)
+    failed = {e["fileName"] for e in archives if e.get("lastVerification", {}).get("ok") is False}
+    for r in removals:
+        assert ("its newest integrity test failed" in r.reason) == (r.file_name in failed)
+
+
 def test_prune_removes_files_and_entries_and_dry_run_keeps_them(make_settings):
     from sidecar.service import BackupService
 

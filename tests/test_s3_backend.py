@@ -59,8 +59,8 @@ def test_multipart_upload_streams_parts_and_reads_back(s3_env):
     with s3.open("b-2025-01-01T02-00-00.gz") as body:
         back = b"".join(iter(lambda: body.read(1 << 20), b""))
     assert back == data
-    stat = s3.stat("b-2025-01-01T02-00-00.gz", sha256=True)
-    assert stat.size == len(data) and stat.sha256 == digest
+    assert hashlib.sha256(back).hexdigest() == digest
+    assert s3.stat("b-2025-01-01T02-00-00.gz").size == len(data)
     s3.delete("b-2025-01-01T02-00-00.gz")
     assert s3.stat("b-2025-01-01T02-00-00.gz") is None
 

@@ -12,6 +12,7 @@ import pytest
 
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import iso_utc
+from sidecar.store.source import ArchiveSource
 
 
 class Crash(BaseException):
@@ -82,3 +83,20 @@ def test_a_failed_rename_leaves_no_completed_entry_without_its_file(
     assert entry["status"] == "failed" and entry["failedStage"] == "write"
     assert list(settings.backup_dir.glob("*.gz*")) == [] and list(settings.backup_dir.glob(".*partial")) == []
     assert completed_without_file(service) == []
+
+
+def test_a_pinned_local_source_reads_its_first_bytes_after_the_file_is_replaced(tmp_path):
+    path = tmp_path / "b-2025-01-01T02-00-00.gz"
+    path.write_bytes(b"the bytes that were verified")
+    source = ArchiveSource(path)
+    with source.pinned():
+        with source.open_stored() as raw:
+            first = raw.read()
+        replacement = tmp_path / "other"
+        replacement.write_bytes(b"something else")
+        os.replace(replacement, path)  # a new file under the name, between the two passes
+        for _ in range(2):
+            with source.open_stored() as raw:
+                assert raw.read() == first
+    with source.open_stored() as raw:  # unpinned: the file as it is now
+        assert raw.read() == b"something else"

@@ -14,7 +14,7 @@ from bson.binary import UuidRepresentation
 
 from sidecar.archive import DocumentChunk, Namespace
 from sidecar.archive.bsoncheck import suspect_documents
-from sidecar.integrity import VerifyFailed
+from sidecar.integrity.failure import VerifyFailed
 from sidecar.integrity.scan import DECODE_OPTIONS, check_decodes
 from sidecar.sampledata import _edge_cases, _patient
 
@@ -102,3 +102,19 @@ def test_every_damaged_document_gets_pymongos_verdict():
         if got_ok != expected_ok:
             mismatches.append((trial, victim, expected_ok))
     assert mismatches == []
+
+
+def test_a_scan_without_a_progress_or_a_cancel_of_its_callers_own(tmp_path):
+    """``scan_archive(path)`` alone, as the benchmarks call it: a progress and a cancel of its own."""
+    from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata
+    from sidecar.engine.compression import gzip_writer
+    from sidecar.integrity.scan import scan_archive
+
+    path = tmp_path / "a.gz"
+    with open(path, "wb") as raw, gzip_writer(raw) as gz:
+        writer = ArchiveWriter(gz)
+        writer.write_prelude(ArchiveHeader("8.0.4", "100.13.0"), [CollectionMetadata("db", "c", "{}")])
+        writer.write_documents(NS, b"".join(bson.encode({"i": i}) for i in range(5)))
+        writer.end_namespace(NS)
+    scan = scan_archive(path)
+    assert scan.failure is None and scan.documents == 5 and scan.namespaces["db.c"].documents == 5

@@ -26,6 +26,7 @@ from sidecar import __version__
 from sidecar.api import routes
 from sidecar.api.auth import OPEN, TokenAuth, requires
 from sidecar.api.errors import Handler, error_middleware
+from sidecar.api.protocol import ApiRunner
 from sidecar.api.state import SIDECAR_KEY, Sidecar
 from sidecar.api.validation import MAX_BODY_BYTES
 from sidecar.config import ConfigError, Settings
@@ -157,7 +158,7 @@ async def run_service(
     sidecar = sidecar or Sidecar(settings, log_tail=log_tail)
     app = create_app(sidecar)
     app.on_shutdown.clear()  # draining is done below, while the server still answers
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = ApiRunner(app, access_log=None, handle_signals=False)  # JSON errors for unparsable requests
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=5.0)

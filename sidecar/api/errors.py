@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -68,6 +69,8 @@ def error_response(
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        if _missing_static_file(request):  # aiohttp would answer an empty octet-stream 404
+            raise ApiError(404, "not_found", f"no such file: {request.path} (see /api-docs)")
         return await handler(request)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message, exc.headers, **exc.extra)
@@ -82,6 +85,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(
             500, "internal_error", "unexpected error; the sidecar's error log has the details"
         )
+
+
+def _missing_static_file(request: web.Request) -> bool:
+    """A request routed to a static directory (the Swagger UI assets) for a file that is not in it."""
+    resource = request.match_info.route.resource
+    if not isinstance(resource, web.StaticResource):
+        return False
+    directory = Path(resource.get_info()["directory"]).resolve()
+    path = (directory / request.match_info.get("filename", "")).resolve()
+    return not (path.is_file() and path.is_relative_to(directory))
 
 
 def _http_message(request: web.Request, exc: web.HTTPException) -> str:

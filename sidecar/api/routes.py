@@ -22,12 +22,12 @@ from sidecar.api import validation as v
 from sidecar.api.auth import ADMIN, OPEN, READ, requires
 from sidecar.api.errors import ApiError
 from sidecar.api.state import SIDECAR_KEY, Sidecar
+from sidecar.engine.restore_plan import TargetsInUse
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import LEVELS
 from sidecar.pitr.status import pitr_status
 from sidecar.service import JobFailed, ShuttingDown
-from sidecar.service.verify import newest_backup_name
-from sidecar.store.catalog import STATUS_COMPLETED, CatalogError, find_entry
+from sidecar.store.catalog import SAFETY_TRIGGER, CatalogError, Status, find_entry, newest_usable
 
 JOBS_PATH = "/api/backup/jobs"
 
@@ -61,11 +61,15 @@ async def _start_job(
     work: Callable[[Job], Any],
     wait: bool,
     respond: Callable[[Job, Any], dict[str, Any]] | None = None,
+    *,
+    until: str = "started",
     **params: Any,
 ) -> web.Response:
+    """Start a job; without ``wait``, answer 202 once it reaches ``until`` (a job that ended before
+    that, refused or done, answers as with ``wait``)."""
     sidecar = _sidecar(request)
     try:
-        job, task = await sidecar.runner.submit(kind, "manual", work, **params)
+        job, task = await sidecar.runner.submit(kind, "manual", work, until=until, **params)
     except ShuttingDown as exc:
         raise ApiError(503, "shutting_down", str(exc), headers={"Retry-After": "30"}) from None
     except JobBusy as exc:
@@ -79,7 +83,7 @@ async def _start_job(
             runningJobKind=holder.get("kind"),
         ) from None
     location = f"{JOBS_PATH}/{job.id}"
-    if not wait:
+    if not wait and not task.done():
         return _json({"job": job.as_json()}, 202, {"Location": location})
     try:
         result = await asyncio.shield(task)  # a client that gives up must not cancel the job
@@ -100,6 +104,9 @@ def _job_failure(job: Job, exc: JobFailed) -> ApiError:
         return ApiError(503, "mongodb_unavailable", str(exc), stage=exc.stage, job=job.as_json())
     if exc.stage == "verify":
         return ApiError(422, "verification_failed", str(exc), stage=exc.stage, job=job.as_json())
+    if isinstance(exc.__cause__, TargetsInUse):  # a restore without drop into collections in use
+        collisions = [c.as_json() for c in exc.__cause__.collisions]
+        return ApiError(409, "restore_conflict", str(exc), collisions=collisions, job=job.as_json())
     if exc.stage == "restore":  # refused or partly failed by the data: nothing the server did wrong
         return ApiError(422, "restore_failed", str(exc), stage=exc.stage, job=job.as_json())
     return ApiError(500, "job_failed", str(exc), stage=exc.stage, job=job.as_json())
@@ -125,24 +132,25 @@ async def backup_status(request: web.Request) -> web.Response:
     v.query(request, ())
     sidecar = _sidecar(request)
     entries = await _catalog(sidecar)
-    good = [e for e in entries if e.get("status") == STATUS_COMPLETED]
+    archives = [e for e in entries if e.get("status") == Status.COMPLETED]
     running = sidecar.runner.running_job()
     s = sidecar.settings
     return _json(
         {
             "status": "stopping" if sidecar.stopping else ("running" if running else "idle"),
             "currentJob": running.as_json() if running else None,
-            "lastBackup": entries[-1] if entries else None,
-            "lastSuccessfulBackup": good[-1] if good else None,
+            # the newest backup run, whatever its outcome; a restore's safety copy is no backup run
+            "lastBackup": next((e for e in reversed(entries) if e.get("trigger") != SAFETY_TRIGGER), None),
+            "lastSuccessfulBackup": newest_usable(entries),
             "nextBackupAt": sidecar.scheduler.next_run("backup"),
             "schedule": {"cron": s.schedule or None, "timezone": s.timezone},
             "retention": {"days": s.retention_days, "minCount": s.retention_min_count},
             "backupDir": str(s.backup_dir),
             "backups": {
                 "total": len(entries),
-                "completed": len(good),
-                "failed": sum(1 for e in entries if e.get("status") == "failed"),
-                "totalSizeBytes": sum(int(e.get("sizeBytes", 0)) for e in good),
+                "completed": len(archives),
+                "failed": sum(1 for e in entries if e.get("status") == Status.FAILED),
+                "totalSizeBytes": sum(int(e.get("sizeBytes", 0)) for e in archives),
             },
         }
     )
@@ -193,20 +201,22 @@ TEST_FIELDS = {
 
 
 async def _usable_archive(sidecar: Sidecar, name: str | None) -> str:
-    """The named catalog entry (must be completed) or the newest completed one."""
+    """The named catalog entry (must be completed) or the newest usable backup."""
+    entries = await _catalog(sidecar)
     if name is None:
-        latest = await asyncio.to_thread(newest_backup_name, sidecar.service)
+        latest = newest_usable(entries)
         if latest is None:
             raise ApiError(
                 404,
                 "backup_not_found",
-                "no completed backup in the catalog; take one with POST /api/backup/create",
+                "no completed backup in the catalog is usable (not a safety copy, newest integrity "
+                "test passed or not run); take one with POST /api/backup/create",
             )
-        return latest
-    entry = find_entry(await _catalog(sidecar), name)
+        return latest["fileName"]
+    entry = find_entry(entries, name)
     if entry is None:
         raise ApiError(404, "backup_not_found", f"{name} is not in the catalog (see GET /api/backup/list)")
-    if entry.get("status") != STATUS_COMPLETED:
+    if entry.get("status") != Status.COMPLETED:
         raise ApiError(
             409, "backup_not_usable", f"{name} is {entry.get('status')}, not completed: it cannot be used"
         )
@@ -276,7 +286,9 @@ async def backup_restore(request: web.Request) -> web.Response:
     def respond(job: Job, result: Any) -> dict[str, Any]:
         return {"restore": result}
 
-    return await _start_job(request, "restore", work, wait, respond, **body)
+    # the runbook's call does not wait: a refusal (verification, collisions) still answers 4xx, and 202
+    # means the archive was verified and the writes begin
+    return await _start_job(request, "restore", work, wait, respond, until="writing", **body)
 
 
 # -- /api/v1/monitoring --------------------------------------------------------------------------
@@ -289,7 +301,7 @@ async def monitoring_status(request: web.Request) -> web.Response:
     entries = await _catalog(sidecar)
     reconciliation = await asyncio.to_thread(sidecar.service.catalog.reconcile, sidecar.settings.file_prefix)
     running = sidecar.runner.running_job()
-    good = [e for e in entries if e.get("status") == STATUS_COMPLETED]
+    archives = [e for e in entries if e.get("status") == Status.COMPLETED]
     return _json(
         {
             "status": health_state(sidecar)[0],
@@ -302,11 +314,11 @@ async def monitoring_status(request: web.Request) -> web.Response:
             },
             "health": health_body(sidecar),
             "currentJob": running.as_json() if running else None,
-            "lastSuccessfulBackup": good[-1] if good else None,
+            "lastSuccessfulBackup": newest_usable(entries),
             "scheduler": sidecar.scheduler.status(),
             "catalog": {
                 "entries": len(entries),
-                "completed": len(good),
+                "completed": len(archives),
                 "consistent": reconciliation.clean,
                 **reconciliation.as_json(),
             },

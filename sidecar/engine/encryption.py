@@ -21,7 +21,6 @@ from typing import Any, BinaryIO
 
 import pyrage
 
-AGE_SUFFIX = ".age"
 AGE_MAGIC = b"age-encryption.org/v1\n"
 _QUEUE_ITEMS = 8
 _BATCH = 256 * 1024
@@ -327,10 +326,6 @@ class AgeReader(io.RawIOBase):
             with contextlib.suppress(queue.Empty):
                 self._items.get(timeout=0.2)
         self._thread.join()
-
-
-def encrypt_writer(raw: BinaryIO, recipients: list[Any]) -> AgeWriter:
-    return AgeWriter(raw, recipients)
 
 
 def decrypt_reader(

@@ -8,11 +8,10 @@ mongodump at once. The URI stays off the command line (``tools.py``).
 
 from __future__ import annotations
 
-import contextlib
-import os
+import io
 import subprocess
 import threading
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import bson
 
@@ -34,27 +33,24 @@ def mongodump_arguments(options: DumpOptions, oplog: bool) -> list[str]:
 
 
 def _scope(options: DumpOptions) -> list[str]:
-    """mongodump selects one database (--db), or one collection of it (--collection), and excludes
-    collections by name or prefix; include patterns beyond ``db.*`` and ``db.coll`` need the native engine."""
-    db, collection = options.database, ""
+    """mongodump dumps everything, one database or one collection of it, minus collections of that
+    database by name or prefix: one ``db.*`` or ``db.coll`` include, ``db.coll`` or ``db.prefix*``
+    excludes. Other patterns need the native engine."""
+    db, coll = options.database, ""
     if len(options.ns_include) > 1:
         raise DumpError(_unsupported("SIDECAR_NS_INCLUDE with more than one pattern"))
     for pattern in options.ns_include:
-        db, _, collection = pattern.partition(".")
-        collection = "" if collection == "*" else collection
-        if (not collection and pattern != f"{db}.*") or "*" in db + collection or "?" in pattern:
+        db, _, coll = pattern.partition(".")
+        coll = "" if coll == "*" else coll
+        if (not coll and not pattern.endswith(".*")) or any(c in db + coll for c in "*?["):
             raise DumpError(_unsupported(f"SIDECAR_NS_INCLUDE={pattern}"))
-    args = [f"--db={db}"] if db else []
-    args += [f"--collection={collection}"] if collection else []
+    args = [f"--db={db}"] * bool(db) + [f"--collection={coll}"] * bool(coll)
     for pattern in options.ns_exclude:
-        excluded_db, _, name = pattern.partition(".")
-        if excluded_db != db or not name or "*" in name[:-1] or "?" in name:
+        name = pattern.removeprefix(f"{db}.")
+        if not db or name == pattern or any(c in name.rstrip("*") for c in "*?["):
             raise DumpError(_unsupported(f"SIDECAR_NS_EXCLUDE={pattern}"))
-        args.append(
-            f"--excludeCollectionsWithPrefix={name[:-1]}"
-            if name.endswith("*")
-            else f"--excludeCollection={name}"
-        )
+        flag = "--excludeCollectionsWithPrefix" if name.endswith("*") else "--excludeCollection"
+        args.append(f"{flag}={name.rstrip('*')}")
     return args
 
 
@@ -76,67 +72,44 @@ def run_mongodump(
     cancel: threading.Event | None = None,
 ) -> DumpResult:
     """Run mongodump, writing its gzip archive into ``into``; what it dumped, read on the way."""
-    cancel = cancel or threading.Event()
-    summary = _Summary()
-    try:
-        args = mongodump_arguments(options, oplog)
-        with tool_process(tool, uri, args, stdout=subprocess.PIPE, cancel=cancel, timeout=timeout) as run:
-            assert run.proc.stdout is not None
-            while block := run.proc.stdout.read1(1 << 20):
-                into.write(block)
-                summary.feed(block)
-            code = run.wait()
-    finally:
-        summary.close()
+    args = mongodump_arguments(options, oplog)
+    with tool_process(tool, uri, args, stdout=subprocess.PIPE, cancel=cancel, timeout=timeout) as run:
+        try:
+            tee = _Tee(run.proc.stdout, into)  # type: ignore[arg-type]
+            with gzip_reader(tee) as stream:  # type: ignore[arg-type]
+                result = summarize(stream)
+                while stream.read(1 << 20):  # the gzip trailer's checks run at its end
+                    pass
+            while tee.read(1 << 20):  # whatever follows, as mongodump wrote it
+                pass
+        except Exception as exc:
+            result, error = None, exc
+        code = run.wait()
     if run.killed_for == "cancel":
         raise DumpCancelled()
     if run.killed_for == "timeout":
         raise DumpError(f"mongodump did not finish within {timeout}s")
     if code != 0:
         raise DumpError(f"mongodump failed: {run.last_line()}")
-    return summary.result()
+    if result is None:
+        raise DumpError(f"mongodump's output is not a readable archive: {error}")
+    return result
 
 
-class _Summary:
-    """Our reader over mongodump's output, in a thread fed through a pipe as the bytes pass."""
+class _Tee(io.RawIOBase):
+    """mongodump's stdout as our reader reads it; every byte read also goes into the archive sink."""
 
-    def __init__(self) -> None:
-        read, self._write = os.pipe()
-        self._result: DumpResult | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(read,), name="mongodump-summary", daemon=True)
-        self._thread.start()
+    def __init__(self, raw: BinaryIO, into: BinaryIO):
+        self.raw, self.into = raw, into
 
-    def _run(self, read: int) -> None:
-        try:
-            with open(read, "rb") as raw, gzip_reader(raw) as stream:
-                self._result = summarize(stream)
-                while stream.read(1 << 20):  # what follows the archive must still be read through
-                    pass
-        except BaseException as exc:
-            self._error = exc
+    def readable(self) -> bool:
+        return True
 
-    def feed(self, block: bytes) -> None:
-        if self._error is None:
-            with contextlib.suppress(BrokenPipeError):  # the reader stopped: result() reports why
-                _write_all(self._write, block)
-
-    def close(self) -> None:
-        if self._write >= 0:
-            os.close(self._write)
-            self._write = -1
-        self._thread.join()
-
-    def result(self) -> DumpResult:
-        if self._error is not None or self._result is None:
-            raise DumpError(f"mongodump's output is not a readable archive: {self._error}")
-        return self._result
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    def readinto(self, buffer: Any) -> int:
+        data = self.raw.read1(len(memoryview(buffer)))  # type: ignore[attr-defined]
+        self.into.write(data)
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)
 
 
 def summarize(stream: BinaryIO) -> DumpResult:

@@ -175,13 +175,16 @@ class NativeRestore:
     def _insert(self, p: NamespacePlan, batch: list[RawBSONDocument], size: int) -> None:
         outcome = self.result.namespaces[p.target]
         coll = self.client[p.target_db][p.target_collection]
+        written = size
         try:
             coll.insert_many(batch, ordered=False)
             inserted = len(batch)
         except BulkWriteError as exc:
             inserted = exc.details.get("nInserted", 0)
             failed = len(batch) - inserted
-            for err in exc.details.get("writeErrors", [])[:MAX_ERROR_SAMPLES]:
+            errors = exc.details.get("writeErrors", [])
+            written -= sum(len(batch[err["index"]].raw) for err in errors)  # the bytes that went in
+            for err in errors[:MAX_ERROR_SAMPLES]:
                 self.result.note_error(_write_error_sample(p.target, err), count=0)
             self.result.error_count += failed
             outcome.failed += failed
@@ -190,7 +193,7 @@ class NativeRestore:
             raise RestoreError(f"writing {p.target} failed: {error_text(exc)}") from None
         outcome.inserted += inserted
         self.result.documents += inserted
-        self.result.bytes += size
+        self.result.bytes += written
         self.state.documents += len(batch)
         self.state.bytes += size
 

@@ -1,6 +1,7 @@
-"""Planning a restore: mongorestore's options, --nsFrom/--nsTo renaming, target-name checks, and
-which namespaces of the archive go where (and what happens to those that exist already), and
-``clean_index``, an archived index spec as ``createIndexes`` takes it (the restore's and the oplog's).
+"""Planning a restore: mongorestore's options, --nsFrom/--nsTo renaming, target-name checks,
+which namespaces of the archive go where (and what happens to those that exist already), which of
+them a restore without drop would collide with (``find_collisions``), and ``clean_index``, an
+archived index spec as ``createIndexes`` takes it (the restore's and the oplog's).
 
 Nothing here writes to MongoDB; the plan is made, and refused if it must be, before the first write.
 """
@@ -13,16 +14,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pymongo
+from bson.errors import BSONError
+from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 
 from sidecar.archive.metadata import parse_metadata_json
-from sidecar.archive.reader import Prelude
+from sidecar.archive.reader import DocumentChunk, Prelude
 from sidecar.engine.dump import namespace_matches
 from sidecar.engine.restore_errors import RestoreError
+from sidecar.text import counted
 
 SKIPPED_DATABASES = frozenset({"local", "config"})
 MAX_DATABASE_NAME_BYTES = 63
 _INDEX_FIELDS_DROPPED = frozenset({"ns", "entryFormat"})
+MAX_COMPARED_IDS = 200_000  # _ids of the archive kept (in all) to compare with the target collections
+ID_QUERY_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -259,6 +265,151 @@ def inspect_targets(client: pymongo.MongoClient, plan: RestorePlan, *, drop: boo
             # exact when the post-restore check will add to it, the cheap estimate when it is dropped
             p.existing_documents = coll.estimated_document_count() if drop else coll.count_documents({})
         p.action = "create" if not p.exists else ("replace" if drop else "append")
+
+
+# -- collisions ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How the caller names the restore's options in messages: the API's JSON fields or the CLI's flags."""
+
+    drop: str
+    rename: str
+    no_safety_backup: str
+
+
+API_WORDING = Wording('"drop": true', '"nsFrom"/"nsTo"', '"safetyBackup": false')
+CLI_WORDING = Wording("--drop", "--ns-from/--ns-to", "--no-safety-backup")
+
+
+class ArchiveIds:
+    """The ``_id`` of each document of the archive, by source namespace, ``limit`` of them in all: fed
+    the scan's document chunks, so that comparing them with the target collections needs no second read.
+    Only the namespaces the restore takes (``options``' --nsInclude/--nsExclude) are kept."""
+
+    def __init__(self, options: RestoreOptions | None = None, limit: int = MAX_COMPARED_IDS):
+        self.options = options or RestoreOptions()
+        self.limit = limit
+        self.ids: dict[str, list[Any]] = {}
+        self.seen: dict[str, int] = {}  # documents of each namespace that went by
+        self.looked_at: dict[str, int] = {}  # of those, the ones whose _id was kept (or that had none)
+        self.kept = 0
+
+    def feed(self, chunk: DocumentChunk) -> None:
+        ns = str(chunk.namespace)
+        if chunk.namespace.is_oplog or not namespace_matches(
+            ns, self.options.ns_include, self.options.ns_exclude
+        ):
+            return
+        self.seen[ns] = self.seen.get(ns, 0) + chunk.count
+        ids = self.ids.setdefault(ns, [])
+        for raw in chunk.documents():
+            if self.kept >= self.limit:
+                return
+            try:
+                doc_id = RawBSONDocument(bytes(raw)).get("_id")
+            except BSONError:  # a damaged document: the scan feeding these refuses the archive
+                return
+            if doc_id is not None:
+                ids.append(doc_id)
+                self.kept += 1
+            self.looked_at[ns] = self.looked_at.get(ns, 0) + 1
+
+    def complete(self, ns: str) -> bool:
+        return self.looked_at.get(ns, 0) == self.seen.get(ns, 0)
+
+
+@dataclass(frozen=True)
+class Collision:
+    """A target collection that holds documents while a restore without drop would insert into it."""
+
+    target: str
+    existing_documents: int
+    archive_documents: int
+    colliding_ids: int  # of the archive's _ids compared (all of them when ``all_compared``), already there
+    compared_ids: int
+    all_compared: bool
+
+    @property
+    def refused(self) -> bool:
+        """Duplicate keys found, or not ruled out: only a proven disjoint append may go ahead."""
+        return self.colliding_ids > 0 or not self.all_compared
+
+    def describe(self) -> str:
+        if self.all_compared:
+            return f"{self.target} ({self.colliding_ids:,} of the archive's {self.archive_documents:,} _ids)"
+        return (
+            f"{self.target} ({self.colliding_ids:,} of the first {self.compared_ids:,} of the archive's "
+            f"{self.archive_documents:,} _ids; the rest not compared)"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "existingDocuments": self.existing_documents,
+            "archiveDocuments": self.archive_documents,
+            "collidingIds": self.colliding_ids,
+            "comparedIds": self.compared_ids,
+            "allCompared": self.all_compared,
+            "refused": self.refused,
+        }
+
+
+class TargetsInUse(RestoreError):
+    """A restore without drop refused before any write: some target collections hold the same _ids."""
+
+    def __init__(self, collisions: list[Collision], wording: Wording):
+        self.collisions = collisions
+        super().__init__(conflict_message(collisions, wording), "restore")
+
+
+def find_collisions(
+    client: pymongo.MongoClient, plan: RestorePlan, ids: ArchiveIds, *, drop: bool
+) -> list[Collision]:
+    """The target collections a restore without drop would insert into while they hold documents (after
+    ``inspect_targets``), each with how many of the archive's _ids it holds already."""
+    if drop:
+        return []
+    found = []
+    for p in plan.namespaces:
+        if p.action != "append" or p.is_view or not p.existing_documents:
+            continue
+        archive_ids = ids.ids.get(p.source, [])
+        coll = client[p.target_db][p.target_collection]
+        colliding = sum(
+            coll.count_documents({"_id": {"$in": archive_ids[i : i + ID_QUERY_BATCH]}})
+            for i in range(0, len(archive_ids), ID_QUERY_BATCH)
+        )
+        found.append(
+            Collision(
+                target=p.target,
+                existing_documents=p.existing_documents,
+                archive_documents=p.documents,
+                colliding_ids=colliding,
+                compared_ids=len(archive_ids),
+                all_compared=ids.complete(p.source),
+            )
+        )
+    return found
+
+
+def conflict_message(collisions: list[Collision], wording: Wording, *, dry_run: bool = False) -> str:
+    """Why a restore without drop is (or, for a dry run, would be) refused, and the two ways to go on."""
+    refused = [c for c in collisions if c.refused]
+    unproven = " (or too many to compare them all)" if any(not c.all_compared for c in refused) else ""
+    what = (
+        f"{counted(len(refused), 'target collection')} {'holds' if len(refused) == 1 else 'hold'} "
+        f"documents with the archive's _ids already{unproven}, "
+        f"so its inserts would fail with E11000 duplicate key: {', '.join(c.describe() for c in refused)}"
+    )
+    how = (
+        f"to replace them with the archive's copy, restore with {wording.drop} (a safety backup of them "
+        f"is taken first); to restore beside them, rename with {wording.rename} into a new database"
+    )
+    if dry_run:
+        return f"the restore (not a dry run) would be refused: {what}; {how}"
+    return f"refusing to restore without drop: {what}. Nothing was written, no safety backup was taken; {how}"
 
 
 def clean_index(spec: Mapping[str, Any]) -> SON:

@@ -143,13 +143,7 @@ class Drill:
                 if failure is None:
                     details["warnings"] = [cleanup]
                 else:
-                    failure = VerifyFailed(
-                        f"{failure.reason}; {cleanup}",
-                        check=failure.check,
-                        offset=failure.offset,
-                        namespace=failure.namespace,
-                        details={**failure.details, **details},
-                    )
+                    failure.reason = f"{failure.reason}; {cleanup}"
         if failure is not None:
             failure.details = {**details, **failure.details}
             raise failure

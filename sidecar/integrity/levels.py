@@ -12,7 +12,6 @@ offset in the uncompressed archive stream and the namespace.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +26,7 @@ from sidecar.integrity.drill import Drill
 from sidecar.integrity.failure import LEVELS, VerifyFailed, first_problem
 from sidecar.integrity.scan import ArchiveScan, as_source, read_failed, scan_archive
 from sidecar.progress import Progress
-from sidecar.store.source import ArchiveReadError, ArchiveSource, Identities
+from sidecar.store.source import ArchiveReadError, ArchiveSource
 
 
 @dataclass
@@ -58,12 +57,11 @@ def verify_archive(
     drill_client: Callable[[], pymongo.MongoClient] | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
-    identities: Identities | None = None,
 ) -> VerifyReport:
     """Run ``level`` (and the levels under it) on ``archive``; ``entry`` is its catalog entry or None."""
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
-    source = as_source(archive, identities)
+    source = as_source(archive)
     report = VerifyReport(level)
     emit = progress or Progress()
     emit.begin("verify")
@@ -137,7 +135,8 @@ def _scan_levels(
 
 
 def _unreadable(report: VerifyReport, source: ArchiveSource, exc: VerifyFailed) -> VerifyReport:
-    failed = record(False, exc.reason, 0.0, sizeBytes=_size(source.path), **exc.as_json())
+    size = source.path.stat().st_size if source.path.is_file() else None
+    failed = record(False, exc.reason, 0.0, sizeBytes=size, **exc.as_json())
     for name in LEVELS[: LEVELS.index(report.level) + 1]:
         report.records[name] = dict(failed)
     if report.level == "drill":
@@ -168,9 +167,3 @@ def _drill(
     except VerifyFailed as exc:
         return record(False, exc.reason, time.monotonic() - t1, **exc.as_json())
 
-
-def _size(path: Path) -> int | None:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return None

@@ -7,11 +7,10 @@ come through ``sidecar.store.source``, the one reader of archives.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -26,7 +25,7 @@ from sidecar.archive.reader import ArchiveStreamError, Prelude
 from sidecar.integrity.digest import combine, content_hash
 from sidecar.integrity.failure import VerifyFailed
 from sidecar.progress import Progress
-from sidecar.store.source import ArchiveReadError, ArchiveSource, ArchiveStream, Identities, read_failure
+from sidecar.store.source import ArchiveReadError, ArchiveSource, read_failure
 
 # Full decode without false alarms: invalid UTF-8 (old drivers) and dates outside datetime's range
 # are legal BSON that the server stores and mongodump dumps.
@@ -36,11 +35,9 @@ DECODE_OPTIONS = CodecOptions(
 _DECODE_BATCH_BYTES = 4 * 1024 * 1024
 
 
-def as_source(archive: ArchiveSource | Path, identities: Identities | None = None) -> ArchiveSource:
-    """A source for ``archive``: itself, or the local file at that path."""
-    if isinstance(archive, ArchiveSource):
-        return archive
-    return ArchiveSource(Path(archive), identities=identities)
+def as_source(archive: ArchiveSource | Path) -> ArchiveSource:
+    """A source for ``archive``: itself, or the local file at that path (not decryptable)."""
+    return archive if isinstance(archive, ArchiveSource) else ArchiveSource(Path(archive))
 
 
 def read_failed(exc: ArchiveReadError) -> VerifyFailed:
@@ -55,15 +52,11 @@ class NamespaceFacts:
     crc: int = 0
     content_hash: int = 0
 
-    def as_json(self) -> dict[str, Any]:
-        return {"documents": self.documents, "bytes": self.bytes, "crc": self.crc, "type": self.type}
-
 
 @dataclass
 class ArchiveScan:
     path: Path
     compressed: bool = True
-    parsed: bool = False
     size_bytes: int = 0
     sha256: str = ""
     uncompressed_bytes: int = 0
@@ -281,7 +274,6 @@ def scan_archive(
     on_chunk: Callable[[DocumentChunk], None] | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
-    identities: Identities | None = None,
 ) -> ArchiveScan:
     """One streaming pass over ``archive`` (a source, or a local file's path).
 
@@ -290,17 +282,10 @@ def scan_archive(
     facts (sha256, size, gzip completeness) are known as well.
     """
     t0 = time.monotonic()
-    source = as_source(archive, identities)
-    scan = ArchiveScan(source.path, parsed=parse)
-    work = _Pass(
-        scan,
-        decode,
-        hash_contents,
-        manifest,
-        on_chunk,
-        progress or (lambda p: None),
-        cancel or threading.Event(),
-    )
+    source = as_source(archive)
+    scan = ArchiveScan(source.path)
+    state, cancel = progress or Progress(), cancel or threading.Event()
+    work = _Pass(scan, decode, hash_contents, manifest, on_chunk, state, cancel)
     try:
         with source.open() as opened:
             scan.compressed = opened.compressed
@@ -326,14 +311,3 @@ def scan_archive(
     scan.seconds = time.monotonic() - t0
     return scan
 
-
-@contextlib.contextmanager
-def open_archive(
-    archive: ArchiveSource | Path, identities: Identities | None = None
-) -> Iterator[tuple[BinaryIO, ArchiveStream, bool]]:
-    """(uncompressed stream, the open stream, compressed?) of ``archive``; VerifyFailed if unreadable."""
-    try:
-        with as_source(archive, identities).open() as opened:
-            yield opened.data, opened, opened.compressed
-    except ArchiveReadError as exc:
-        raise read_failed(exc) from None

@@ -18,6 +18,7 @@ from sidecar.service.prune import prune
 from sidecar.service.verify import run_verify
 from sidecar.store.catalog import (
     PARTIAL_SUFFIX,
+    SAFETY_TRIGGER,
     STATUS_COMPLETED,
     STATUS_FAILED,
     STATUS_RUNNING,
@@ -91,6 +92,8 @@ def take_backup(ctx: JobContext, job: Job, options: DumpOptions) -> Entry:
     started, t0 = utc_now(), time.monotonic()
     name = free_name(ctx, started)
     job.result = {"fileName": name}
+    # a safety backup names exact namespaces, which only the native engine can select
+    engine = "native" if job.trigger == SAFETY_TRIGGER else settings.engine
     ctx.catalog.add(
         {
             "fileName": name,
@@ -98,7 +101,7 @@ def take_backup(ctx: JobContext, job: Job, options: DumpOptions) -> Entry:
             "createdAt": iso_utc(started),
             "status": STATUS_RUNNING,
             "trigger": job.trigger,
-            "engine": settings.engine,
+            "engine": engine,
             "jobId": job.id,
             "locations": ["local"],
         }
@@ -110,7 +113,7 @@ def take_backup(ctx: JobContext, job: Job, options: DumpOptions) -> Entry:
         client = connect(settings)
         with client, ctx.offsite.sink(settings.backup_dir / name) as sink:
             job.stage = "dump"
-            result = dump(ctx, client, options, sink, job)
+            result = dump(ctx, client, options, sink, job, engine)
             job.stage = "write"
             stored = sink.commit()  # fsync, rename: only now does the archive have its name
     except BaseException as exc:
@@ -167,10 +170,15 @@ def dump_options(ctx: JobContext) -> DumpOptions:
 
 
 def dump(
-    ctx: JobContext, client: pymongo.MongoClient, options: DumpOptions, sink: ArchiveSink, job: Job
+    ctx: JobContext,
+    client: pymongo.MongoClient,
+    options: DumpOptions,
+    sink: ArchiveSink,
+    job: Job,
+    engine: str,
 ) -> DumpResult:
     """The engine's dump into the sink: the native one writes the archive, mongodump its gzip bytes."""
-    if ctx.settings.engine == "mongodump":
+    if engine == "mongodump":
         return dump_with_tool(ctx, client, options, sink, job)
     return NativeDump(client, options, job.progress, ctx.cancel).run(sink.archive)
 

@@ -37,6 +37,9 @@ class JobFailed(RuntimeError):
 
 
 class JobListener(Protocol):
+    """Told from the worker thread as a job starts and ends; a listener may also have
+    ``job_writing(job)``, told when a job has passed its checks and makes its first write."""
+
     def job_started(self, job: Job) -> None: ...
 
     def job_finished(self, job: Job) -> None: ...
@@ -175,9 +178,16 @@ class JobContext:
             return False
         return True
 
+    def writing(self, job: Job) -> None:
+        """``job`` has passed the checks it makes before writing and is about to write."""
+        self._notify("job_writing", job)
+
     def _notify(self, event: str, job: Job) -> None:
         for listener in self.listeners:
+            tell = getattr(listener, event, None)
+            if tell is None:
+                continue
             try:
-                getattr(listener, event)(job)
+                tell(job)
             except Exception:  # a broken listener must not fail the job
                 log.exception("listener %r failed on %s", listener, event)

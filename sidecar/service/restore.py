@@ -17,8 +17,22 @@ from sidecar.engine.mongorestore import MongorestoreResult, run_mongorestore
 from sidecar.engine.oplog_replay import OplogSummary, server_has_apply_ops
 from sidecar.engine.restore import NamespaceOutcome, NativeRestore, RestoreResult, check_counts
 from sidecar.engine.restore_errors import RestoreError, error_text
-from sidecar.engine.restore_plan import Renamer, RestoreOptions, RestorePlan, inspect_targets, plan_restore
-from sidecar.integrity import ArchiveScan, VerifyFailed, restore_problems, scan_archive
+from sidecar.engine.restore_plan import (
+    API_WORDING,
+    ArchiveIds,
+    Renamer,
+    RestoreOptions,
+    RestorePlan,
+    TargetsInUse,
+    Wording,
+    conflict_message,
+    find_collisions,
+    inspect_targets,
+    plan_restore,
+)
+from sidecar.integrity.checks import restore_problems
+from sidecar.integrity.failure import VerifyFailed
+from sidecar.integrity.scan import ArchiveScan, scan_archive
 from sidecar.jobs import Job
 from sidecar.service.backup import backup_and_copy, dump_options
 from sidecar.service.context import JobContext, JobFailed, connect, log
@@ -38,6 +52,8 @@ class RestoreRun:
     engine: str
     tool: str | None
     result: dict[str, Any]
+    wording: Wording  # how messages name the options: the API's fields or the CLI's flags
+    ids: ArchiveIds  # the archive's _ids, kept by the verify pass for the collision check
 
     @property
     def name(self) -> str:
@@ -59,6 +75,7 @@ def run_restore(
     oplog_replay: bool = True,
     safety_backup: bool = True,
     engine: str | None = None,
+    wording: Wording = API_WORDING,
 ) -> dict[str, Any]:
     """Restore an archive after verifying it fully and taking a safety backup of what it overwrites.
     Returns the restore report."""
@@ -87,7 +104,8 @@ def run_restore(
         result: dict[str, Any] = {"fileName": entry["fileName"] if entry else str(path), "engine": engine}
         result["dryRun"] = options.dry_run
         job.result = result
-        run = RestoreRun(job, path, entry, options, engine, _tool(ctx, engine), result)
+        tool, ids = _tool(ctx, engine), ArchiveIds(options)
+        run = RestoreRun(job, path, entry, options, engine, tool, result, wording, ids)
         try:
             with path.pinned():  # verified before the first write: the writes read the verified bytes
                 return _restore(ctx, run, safety_backup=safety_backup)
@@ -136,12 +154,13 @@ def _restore(ctx: JobContext, run: RestoreRun, *, safety_backup: bool) -> dict[s
             result["durationSeconds"] = round(time.monotonic() - t0, 3)
             return result
         # 3. The safety backup of what will be overwritten (the runbook's warning).
+        ctx.writing(run.job)
         result["safetyBackup"] = None
         if touched and safety_backup:
-            safety = _safety_backup(ctx, run.job, touched)
+            safety = _safety_backup(ctx, run.job, touched, run.wording)
             result.update(safetyBackup=safety["fileName"], safetyBackupJobId=safety["jobId"])
         elif touched:
-            result["safetyBackupSkipped"] = "opted out (--no-safety-backup)"
+            result["safetyBackupSkipped"] = f"opted out ({run.wording.no_safety_backup})"
         # 4. The writes, 5. the runbook's post-restore verification.
         restored = _write_restore(ctx, client, run, plan, oplog)
         _report_writes(result, restored)
@@ -171,6 +190,13 @@ def _inspect(
     """The target namespaces that exist now (what a safety backup covers); refuses a replay that
     cannot work before anything is written."""
     inspect_targets(client, plan, drop=run.options.drop)
+    collisions = find_collisions(client, plan, run.ids, drop=run.options.drop)
+    run.result["collisions"] = [c.as_json() for c in collisions]
+    if any(c.refused for c in collisions) and run.options.dry_run:
+        run.result["warnings"] = [conflict_message(collisions, run.wording, dry_run=True)]
+    elif any(c.refused for c in collisions):
+        refusal = TargetsInUse(collisions, run.wording)
+        raise JobFailed(str(refusal), "restore") from refusal
     problem = _replay_problem(client, plan, oplog, run.engine)
     if problem and run.options.dry_run:
         run.result["oplog"]["problem"] = problem
@@ -246,6 +272,7 @@ def _replay_problem(
 
 def _verify_for_restore(ctx: JobContext, run: RestoreRun, oplog: OplogSummary) -> ArchiveScan:
     def on_chunk(chunk: Any) -> None:
+        run.ids.feed(chunk)
         if chunk.namespace.is_oplog:
             oplog.feed(chunk)
 
@@ -317,14 +344,13 @@ def _write_restore(
     return restored
 
 
-def _safety_backup(ctx: JobContext, job: Job, namespaces: list[str]) -> Entry:
+def _safety_backup(ctx: JobContext, job: Job, namespaces: list[str], wording: Wording) -> Entry:
     """A backup of exactly the namespaces the restore will overwrite: a job of its own (records,
     listeners, off-site copy) run inside the restore's, which holds the lock."""
-    tool = ctx.settings.engine == "mongodump"
     options = replace(
         dump_options(ctx),
         database="",
-        ns_include=tuple(_exact_pattern(ns, tool) for ns in namespaces),
+        ns_include=tuple(_exact_pattern(ns) for ns in namespaces),
         ns_exclude=(),
         oplog="off",
     )
@@ -337,7 +363,7 @@ def _safety_backup(ctx: JobContext, job: Job, namespaces: list[str]) -> Entry:
     except JobFailed as exc:
         raise JobFailed(
             f"the safety backup before the restore failed ({exc}); nothing was restored "
-            f"(--no-safety-backup skips it)",
+            f"({wording.no_safety_backup} skips it)",
             "restore",
         ) from None
     if upload_error:  # the local copy is what a restore needs; the bucket's comes with the next backup
@@ -351,8 +377,6 @@ def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-def _exact_pattern(ns: str, tool: bool) -> str:
-    """A namespace as an --nsInclude pattern matching only itself (mongodump escapes with a backslash)."""
-    if tool:
-        return ns.replace("\\", "\\\\").replace("*", "\\*")
+def _exact_pattern(ns: str) -> str:
+    """A namespace as a pattern of the native engine's ``ns_include`` that matches only itself."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in ns)

@@ -33,19 +33,25 @@ class JobRunner:
         self.accepting = True
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         self._task_job: Job | None = None  # the job whose task owns the runner, queued or running
-        self._started: dict[str, asyncio.Event] = {}
+        self._ready: dict[str, tuple[str, asyncio.Event]] = {}  # job id -> the event submit() awaits
         self._loop: asyncio.AbstractEventLoop | None = None
         service.listeners.append(self)
 
-    # -- JobListener: learn from the worker thread when a job holds the lock -----------------------
+    # -- JobListener: learn from the worker thread when a job holds the lock or starts writing --------
 
     def job_started(self, job: Job) -> None:
-        event = self._started.get(job.id)
-        if event is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(event.set)
+        self._reached("job_started", job)
+
+    def job_writing(self, job: Job) -> None:
+        self._reached("job_writing", job)
 
     def job_finished(self, job: Job) -> None:
         pass
+
+    def _reached(self, milestone: str, job: Job) -> None:
+        awaited, event = self._ready.get(job.id, ("", None))
+        if awaited == milestone and event is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(event.set)
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -64,9 +70,10 @@ class JobRunner:
     # -- starting jobs ---------------------------------------------------------------------------
 
     async def submit(
-        self, kind: str, trigger: str, work: Callable[[Job], Any], **params: Any
+        self, kind: str, trigger: str, work: Callable[[Job], Any], *, until: str = "started", **params: Any
     ) -> tuple[Job, asyncio.Task[Any]]:
-        """Start ``work(job)`` in a thread; return once it holds the lock or has already ended.
+        """Start ``work(job)`` in a thread; return once it holds the lock (``until="started"``) or has
+        passed its checks and starts writing (``until="writing"``), or has already ended.
 
         Raises ShuttingDown when stopping, JobBusy (with the holder) when another job runs here or in
         another process sharing the backup directory.
@@ -80,11 +87,12 @@ class JobRunner:
         job = self.service.new_job(kind, trigger, **params)
         self._task_job = job
         self.service.cancel.clear()  # a cancel aimed at an earlier job must not stop this one
-        started = self._started[job.id] = asyncio.Event()
+        ready = asyncio.Event()
+        self._ready[job.id] = (f"job_{until}", ready)
         task = asyncio.create_task(self._run(job, work), name=f"{kind}-{job.id}")
         self.tasks[job.id] = task
         task.add_done_callback(self._done)
-        waiter = asyncio.create_task(started.wait())
+        waiter = asyncio.create_task(ready.wait())
         try:
             await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -109,7 +117,7 @@ class JobRunner:
             raise
         finally:
             JOB_ID.reset(token)
-            self._started.pop(job.id, None)
+            self._ready.pop(job.id, None)
             if self._task_job is job:
                 self._task_job = None
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import pymongo
 
-from sidecar.integrity import LEVELS, VerifyReport, verify_archive
+from sidecar.integrity.failure import LEVELS
+from sidecar.integrity.levels import VerifyReport, verify_archive
 from sidecar.jobs import Job
 from sidecar.service.context import JobContext, JobFailed, connect
-from sidecar.store.catalog import STATUS_COMPLETED, Entry, find_entry, full_backups
+from sidecar.store.catalog import STATUS_COMPLETED, Entry, find_entry, newest_usable
 from sidecar.store.source import ArchiveSource, source_for
 
 
@@ -62,8 +63,8 @@ def run_drill(ctx: JobContext, job: Job) -> dict[str, Any]:
 
 
 def newest_backup_name(ctx: JobContext) -> str | None:
-    good = full_backups(ctx.catalog.load())
-    return good[-1]["fileName"] if good else None
+    newest = newest_usable(ctx.catalog.load())
+    return newest["fileName"] if newest else None
 
 
 def record_verification(ctx: JobContext, file_name: str, report: VerifyReport) -> None:
@@ -86,16 +87,16 @@ def drill_client(ctx: JobContext) -> pymongo.MongoClient:
 def resolve_archive(
     ctx: JobContext, file_name: str | None, *, latest: bool = False, stage: str = "verify"
 ) -> tuple[ArchiveSource, Entry | None]:
-    """FILE is a catalog fileName or a path; without one (or with --latest), the newest completed
-    backup that is not a pre-restore safety copy. A path in the backup directory keeps its entry.
-    The source is the local file, or the bucket's copy when the file is gone."""
+    """FILE is a catalog fileName or a path; without one (or with --latest), the newest usable
+    backup (catalog.newest_usable). A path in the backup directory keeps its entry. The source is
+    the local file, or the bucket's copy when the file is gone."""
     entries = ctx.catalog.load()
     backup_dir = ctx.settings.backup_dir
     if latest or not file_name:
-        good = full_backups(entries)
-        if not good:
-            raise JobFailed(f"no completed backup in the catalog of {backup_dir}", stage)
-        return source_for(ctx.settings, backup_dir / good[-1]["fileName"], good[-1]), good[-1]
+        newest = newest_usable(entries)
+        if newest is None:
+            raise JobFailed(f"no completed backup in the catalog of {backup_dir} is usable", stage)
+        return source_for(ctx.settings, backup_dir / newest["fileName"], newest), newest
     if "/" not in file_name and os.sep not in file_name:
         entry = find_entry(entries, file_name)
         if entry is not None:

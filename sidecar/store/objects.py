@@ -64,7 +64,7 @@ class Backend(Protocol):
 
     def delete(self, name: str) -> None: ...
 
-    def stat(self, name: str, *, sha256: bool = False) -> ObjectInfo | None: ...
+    def stat(self, name: str) -> ObjectInfo | None: ...
 
 
 class Digest:
@@ -80,10 +80,3 @@ class Digest:
     def hexdigest(self) -> str:
         return self._sha256.hexdigest()
 
-
-def stream_digest(stream: BinaryIO) -> Digest:
-    """sha256 and size of what ``stream`` holds from where it is to its end."""
-    digest = Digest()
-    while block := stream.read(1 << 20):
-        digest.update(block)
-    return digest

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sidecar.engine.encryption import parse_recipients
 from sidecar.store.catalog import (
     STATUS_COMPLETED,
     Catalog,
@@ -104,15 +105,9 @@ class Offsite:
     # -- writing ---------------------------------------------------------------------------------
 
     def sink(self, final: Path) -> ArchiveSink:
-        """The sink a new archive is written through: age-encrypted when SIDECAR_AGE_RECIPIENTS is
-        set, and in ``streaming`` upload mode teed into a multipart upload that waits for ``copy()``
-        (a failing upload never fails the local backup: the tee drops it, ``copy()`` uploads the file)."""
+        """The sink a new archive is written through (see the module's note)."""
         settings = self.settings
-        recipients = None
-        if self.encrypting:
-            from sidecar.engine.encryption import parse_recipients
-
-            recipients = parse_recipients(",".join(settings.age_recipients))
+        recipients = parse_recipients(",".join(settings.age_recipients)) if self.encrypting else None
         tee = None
         if self.enabled and settings.s3_upload_mode == "streaming":
             try:
@@ -379,13 +374,9 @@ def _mark_deleting(entries: list[Entry], removals: list[Removal]) -> None:
             entry["status"] = STATUS_DELETING
             continue
         entry["locations"] = where
-        remote = entry.get("remote") or {}
-        for d in dropped:
-            remote.pop(d, None)
+        remote = {d: record for d, record in (entry.pop("remote", None) or {}).items() if d not in dropped}
         if remote:
             entry["remote"] = remote
-        else:
-            entry.pop("remote", None)
 
 
 def _finish_deleting(entries: list[Entry], gone: set[tuple[str, str]]) -> None:

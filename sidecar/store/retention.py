@@ -2,15 +2,21 @@
 
 Pure: catalog entries, a clock and policies in, a plan out.
 
-One ``Policy`` per destination (``local``, ``s3``). Among the good archives a destination holds, it
-keeps the union of:
+A good archive is a usable one (``catalog.is_usable``): completed, a regular backup, and its newest
+integrity test did not fail. Pre-restore safety copies and archives whose newest test failed count toward
+no minimum and no tier: only the age rule keeps them.
+
+One ``Policy`` per destination (``local``, ``s3``). Among the archives a destination holds, it keeps the
+union of:
 
 - every archive younger than ``days`` (``SIDECAR_RETENTION_DAYS``; the pre-tier rule, unchanged);
-- the newest ``keep_last`` (``SIDECAR_RETENTION_MIN_COUNT``), whatever their age;
-- the newest archive of each of the last ``daily`` calendar days, ``weekly`` ISO weeks and ``monthly``
-  months (in the configured time zone, today / this week / this month included);
+- the newest ``keep_last`` good ones (``SIDECAR_RETENTION_MIN_COUNT``), whatever their age;
+- the newest good archive of each of the last ``daily`` calendar days, ``weekly`` ISO weeks and
+  ``monthly`` months (in the configured time zone, today / this week / this month included);
+- the newest good archive whose newest integrity test passed, whatever its age and the other rules;
 
-and then drops anything older than ``max_age_days`` (0 = no cap) unless ``keep_last`` holds it.
+and then drops anything older than ``max_age_days`` (0 = no cap) unless ``keep_last`` or the last rule
+holds it.
 
 Across destinations: a copy is never removed when it is an archive's last copy and another destination
 whose policy wants the archive lacks it (its upload is pending), so a failed upload never costs an
@@ -25,7 +31,7 @@ import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, STATUS_RUNNING, Entry, parse_iso
+from sidecar.store.catalog import Entry, Status, is_usable, newest_test_passed, parse_iso
 
 LOCAL = "local"
 
@@ -64,15 +70,17 @@ def locations(entry: Entry) -> list[str]:
 
 
 def keep_reasons(
-    good: Iterable[Entry], now: dt.datetime, policy: Policy, tz: dt.tzinfo = dt.UTC
+    archives: Iterable[Entry], now: dt.datetime, policy: Policy, tz: dt.tzinfo = dt.UTC
 ) -> dict[str, str]:
-    """File name -> why ``policy`` keeps it, for the good archives ``good`` (any order)."""
-    ordered = sorted(good, key=lambda e: parse_iso(e["createdAt"]), reverse=True)  # newest first
+    """File name -> why ``policy`` keeps it, for the completed archives ``archives`` (any order)."""
+    ordered = sorted(archives, key=lambda e: parse_iso(e["createdAt"]), reverse=True)  # newest first
     kept: dict[str, str] = {}
-    # safety copies taken before restores are partial: only the age rule keeps them
-    regular = [e for e in ordered if e.get("trigger") != SAFETY_TRIGGER]
-    for entry in regular[: max(policy.keep_last, 1)]:
+    good = [e for e in ordered if is_usable(e)]
+    for entry in good[: max(policy.keep_last, 1)]:
         kept[entry["fileName"]] = f"one of the newest {max(policy.keep_last, 1)}"
+    verified = next((e for e in good if newest_test_passed(e)), None)
+    if verified is not None:
+        kept.setdefault(verified["fileName"], "the newest archive that passed its integrity test")
     cutoff = now - dt.timedelta(days=policy.days)
     cap = now - dt.timedelta(days=policy.max_age_days) if policy.max_age_days else None
     today = now.astimezone(tz).date()
@@ -89,7 +97,7 @@ def keep_reasons(
         name = entry["fileName"]
         if created >= cutoff:
             kept.setdefault(name, f"younger than {policy.days} days")
-        if entry.get("trigger") == SAFETY_TRIGGER:
+        if not is_usable(entry):
             continue
         local_day = created.astimezone(tz).date()
         for tier, count, bucket_of, first_excluded in windows:
@@ -113,12 +121,12 @@ def plan(
     """
     if isinstance(tz, str):
         tz = zoneinfo.ZoneInfo(tz)
-    good = [e for e in entries if e.get("status") == STATUS_COMPLETED]
-    present = {d: [e for e in good if d in locations(e)] for d in policies}
+    archives = [e for e in entries if e.get("status") == Status.COMPLETED]
+    present = {d: [e for e in archives if d in locations(e)] for d in policies}
     keep = {d: keep_reasons(present[d], now, p, tz) for d, p in policies.items()}
-    wanted = {d: keep_reasons(good, now, p, tz) for d, p in policies.items()}
+    wanted = {d: keep_reasons(archives, now, p, tz) for d, p in policies.items()}
     removals: list[Removal] = []
-    for entry in good:
+    for entry in archives:
         name, where = entry["fileName"], locations(entry)
         drop = [d for d in where if d in policies and name not in keep[d]]
         if not drop:
@@ -129,13 +137,13 @@ def plan(
             continue  # the last copy, wanted where it is not yet: keep it until it is uploaded there
         for d in drop:
             removals.append(
-                Removal(name, STATUS_COMPLETED, entry["createdAt"], _why(entry, now, policies[d]), d)
+                Removal(name, Status.COMPLETED, entry["createdAt"], _why(entry, now, policies[d]), d)
             )
     local_days = policies[LOCAL].days if LOCAL in policies else Policy().days
     cutoff = now - dt.timedelta(days=local_days)
     for entry in entries:
         status = entry.get("status")
-        if status in (STATUS_COMPLETED, STATUS_RUNNING) or parse_iso(entry["createdAt"]) >= cutoff:
+        if status in (Status.COMPLETED, Status.RUNNING) or parse_iso(entry["createdAt"]) >= cutoff:
             continue
         age = (now - parse_iso(entry["createdAt"])).days
         removals.append(
@@ -153,14 +161,14 @@ def plan(
 def upload_candidates(
     entries: list[Entry], now: dt.datetime, destination: str, policy: Policy, tz: dt.tzinfo | str = dt.UTC
 ) -> list[Entry]:
-    """Good local archives missing from ``destination`` that its policy wants there, oldest first."""
+    """Local archives missing from ``destination`` that its policy wants there, oldest first."""
     if isinstance(tz, str):
         tz = zoneinfo.ZoneInfo(tz)
-    good = [e for e in entries if e.get("status") == STATUS_COMPLETED]
-    wanted = keep_reasons(good, now, policy, tz)
+    archives = [e for e in entries if e.get("status") == Status.COMPLETED]
+    wanted = keep_reasons(archives, now, policy, tz)
     chosen = [
         e
-        for e in good
+        for e in archives
         if e["fileName"] in wanted and destination not in locations(e) and LOCAL in locations(e)
     ]
     return sorted(chosen, key=lambda e: parse_iso(e["createdAt"]))
@@ -168,9 +176,10 @@ def upload_candidates(
 
 def _why(entry: Entry, now: dt.datetime, policy: Policy) -> str:
     age = (now - parse_iso(entry["createdAt"])).days
+    failed = "; its newest integrity test failed" if newest_test_passed(entry) is False else ""
     if policy.max_age_days and age >= policy.max_age_days:
-        return f"older than the maximum age of {policy.max_age_days} days ({age} days)"
-    return f"older than {policy.days} days ({age} days) and not kept by a tier ({policy.describe()})"
+        return f"older than the maximum age of {policy.max_age_days} days ({age} days){failed}"
+    return f"older than {policy.days} days ({age} days) and not kept by a tier ({policy.describe()}){failed}"
 
 
 def _day(day: dt.date) -> int:

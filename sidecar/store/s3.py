@@ -34,7 +34,7 @@ from botocore.exceptions import (
 )
 
 from sidecar.store.catalog import archive_name_pattern
-from sidecar.store.objects import S3, Digest, ObjectInfo, StoreError, stream_digest
+from sidecar.store.objects import S3, Digest, ObjectInfo, StoreError
 
 log = logging.getLogger("sidecar.store.s3")
 _CREDENTIAL_CODES = {
@@ -262,7 +262,8 @@ class S3Backend:
     def delete(self, name: str) -> None:
         self._call("delete", self.client.delete_object, name, Bucket=self.bucket, Key=self.key(name))
 
-    def stat(self, name: str, *, sha256: bool = False) -> ObjectInfo | None:
+    def stat(self, name: str) -> ObjectInfo | None:
+        """Size, etag and the sha256 recorded at upload (object metadata), or None if absent."""
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.key(name))
         except ClientError as exc:
@@ -271,7 +272,7 @@ class S3Backend:
             raise self.error(exc, "stat", name) from None
         except Exception as exc:
             raise self.error(exc, "stat", name) from None
-        info = ObjectInfo(
+        return ObjectInfo(
             name,
             head["ContentLength"],
             modified=head["LastModified"].timestamp(),
@@ -279,10 +280,6 @@ class S3Backend:
             sha256=head.get("Metadata", {}).get("sha256"),
             key=self.key(name),
         )
-        if sha256:
-            with self.open(name) as body:
-                info.sha256 = stream_digest(body).hexdigest()  # type: ignore[arg-type]
-        return info
 
     def abort_stale_uploads(self) -> list[str]:
         """Abort unfinished multipart uploads of our archives under the prefix (left by a killed process).

@@ -26,10 +26,6 @@ from sidecar.store.objects import Digest, StoreError, Upload
 log = logging.getLogger("sidecar.store.sink")
 
 
-def partial_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}{PARTIAL_SUFFIX}")
-
-
 class _Stored:
     """The bottom layer: hashes and writes the stored bytes; copies them to the tee until it fails."""
 
@@ -66,13 +62,14 @@ class ArchiveSink:
         level: int = 1,
         tee: Upload | None = None,
     ):
-        self.final, self.partial = Path(final), partial_path(Path(final))
+        self.final = Path(final)
+        self.partial = self.final.with_name(f".{self.final.name}{PARTIAL_SUFFIX}")
         self._compression, self._level = compression, level
         self._file = open(self.partial, "xb")  # noqa: SIM115 - closed by commit/abort
         self._stored = _Stored(self._file, tee)
         self._age = AgeWriter(self._stored, recipients) if recipients else None  # type: ignore[arg-type]
         self._gzip: BinaryIO | None = None
-        self.committed = False
+        self.finished = False
 
     @property
     def gzipped(self) -> BinaryIO:
@@ -95,7 +92,7 @@ class ArchiveSink:
         return self
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        if exc is not None or not self.committed:
+        if exc is not None or not self.finished:
             self.abort()
 
     def commit(self) -> Digest:
@@ -109,14 +106,14 @@ class ArchiveSink:
         self._file.close()
         os.replace(self.partial, self.final)
         fsync_dir(self.final.parent)
-        self.committed = True
+        self.finished = True
         return self._stored.digest
 
     def abort(self) -> None:
         """Stop every layer without finishing it; the partial file and the tee's upload go."""
-        if self.committed:
+        if self.finished:
             return
-        self.committed = True  # nothing more to do either way
+        self.finished = True  # nothing more to do either way
         if self._age is not None:
             self._age.abort()
         with contextlib.suppress(OSError):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -34,9 +34,7 @@ if TYPE_CHECKING:
     from sidecar.config import Settings
     from sidecar.store.s3 import S3Backend
 
-GZIP_MAGIC = b"\x1f\x8b"
 IDENTITY_SETTING = "SIDECAR_AGE_IDENTITY_FILE"
-Identities = Callable[[], list[Any]]
 _BLOCK = 1 << 20
 
 
@@ -62,24 +60,11 @@ def read_failure(exc: BaseException) -> str:
     return f"the compressed data is damaged ({type(exc).__name__}: {exc})"
 
 
-def identity_loader(identity_file: str, what: str = "the archive") -> Identities:
-    """The one loader of age identities from ``SIDECAR_AGE_IDENTITY_FILE`` (called when needed)."""
-
-    def load() -> list[Any]:
-        if not identity_file:
-            raise EncryptionError(
-                f"{what} is age-encrypted: set {IDENTITY_SETTING} to an identity that can decrypt it"
-            )
-        return load_identities(identity_file)
-
-    return load
-
-
 def sniff(head: bytes) -> str:
     """gzip, archive (uncompressed) or age (encrypted); ArchiveReadError for anything else."""
     if not head:
         raise ArchiveReadError("the file is empty (0 bytes)", "file", 0)
-    if head[:2] == GZIP_MAGIC:
+    if head[:2] == b"\x1f\x8b":
         return "gzip"
     if head[:4] == MAGIC:
         return "archive"
@@ -134,56 +119,37 @@ class ArchiveStream:
 
 
 class _Pin:
-    """The bytes of the first read, for every later one: a kept file descriptor or a spool file."""
+    """The bytes of the first read, for every later one: the file kept open, or a spool file."""
 
-    def __init__(self, fd: int, spool: Path | None):
-        self.fd, self.spool, self.complete = fd, spool, spool is None
-
-    def restart(self) -> None:
-        """A new first read (the last one stopped early): the spool starts over."""
-        os.ftruncate(self.fd, 0)
-        os.lseek(self.fd, 0, os.SEEK_SET)
+    def __init__(self, file: BinaryIO, spool: Path | None):
+        self.file, self.spool, self.complete = file, spool, spool is None
 
     def reader(self) -> BinaryIO:
-        return _PositionalReader(self.fd)
+        """The kept file from its start, with a position of its own (even once renamed or deleted)."""
+        self.file.flush()
+        return open(f"/proc/self/fd/{self.file.fileno()}", "rb")
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.file.close()
         if self.spool is not None:
             self.spool.unlink(missing_ok=True)
 
 
-class _PositionalReader(io.RawIOBase):
-    """Reads a kept file descriptor from its start, leaving the descriptor's own position alone."""
-
-    def __init__(self, fd: int):
-        self.fd, self.pos = fd, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = os.pread(self.fd, len(memoryview(buffer)), self.pos)
-        memoryview(buffer).cast("B")[: len(data)] = data
-        self.pos += len(data)
-        return len(data)
-
-
 class _Spooling(io.RawIOBase):
-    """The first read of a bucket copy: what it returns is also written to the spool."""
+    """The first read of a bucket copy: what it returns also goes to the spool."""
 
     def __init__(self, raw: BinaryIO, pin: _Pin):
         self.raw, self.pin = raw, pin
+        pin.file.seek(0)
+        pin.file.truncate()  # an earlier first read may have stopped early
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
         data = self.raw.read(len(memoryview(buffer)))
-        if data:
-            os.write(self.pin.fd, data)
-        else:
-            self.pin.complete = True
+        self.pin.file.write(data)
+        self.pin.complete = not data
         memoryview(buffer).cast("B")[: len(data)] = data
         return len(data)
 
@@ -198,24 +164,13 @@ class ArchiveSource:
 
     location = LOCAL
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        identities: Identities | None = None,
-        keys: str = IDENTITY_SETTING,
-    ):
-        self.path = Path(path)
-        self.identities = identities or identity_loader("", self.path.name)
-        self.keys = keys  # names the identities in messages, never their content
+    def __init__(self, path: Path, *, identity_file: str = ""):
+        self.path, self.identity_file = Path(path), identity_file  # SIDECAR_AGE_IDENTITY_FILE
         self._pin: _Pin | None = None
 
     @property
     def name(self) -> str:
         return self.path.name
-
-    def __fspath__(self) -> str:
-        return str(self.path)
 
     def __str__(self) -> str:
         return str(self.path)
@@ -239,16 +194,10 @@ class ArchiveSource:
             raise ArchiveReadError(f"cannot open {self.path}: {exc.strerror or exc}", "file") from None
         except StoreError as exc:
             raise ArchiveReadError(str(exc), "file") from None
-        if pin is None:
-            return raw
-        pin.restart()
-        return _Spooling(raw, pin)  # type: ignore[return-value]
+        return raw if pin is None else _Spooling(raw, pin)  # type: ignore[return-value]
 
     def _pin_now(self) -> _Pin:
-        try:
-            return _Pin(os.open(self.path, os.O_RDONLY), None)
-        except OSError as exc:
-            raise ArchiveReadError(f"cannot open {self.path}: {exc.strerror or exc}", "file") from None
+        return _Pin(self.open_stored(), None)
 
     @contextlib.contextmanager
     def pinned(self) -> Iterator[ArchiveSource]:
@@ -281,11 +230,18 @@ class ArchiveSource:
             raw.close()
 
     def _decrypting(self, counted: _Counted) -> BinaryIO:
+        """The one place age identities are loaded for reading: named in messages, never shown."""
+        if not self.identity_file:
+            raise ArchiveReadError(
+                f"{self.name} is age-encrypted: set {IDENTITY_SETTING} to an identity that can decrypt it",
+                "file",
+            )
         try:
-            keys = self.identities()
+            keys = load_identities(self.identity_file)
         except EncryptionError as exc:
             raise ArchiveReadError(str(exc), "file") from None
-        return decrypt_reader(counted, keys, source=self.describe(), keys=self.keys)  # type: ignore[arg-type]
+        label = f"{IDENTITY_SETTING} ({self.identity_file})"
+        return decrypt_reader(counted, keys, source=self.describe(), keys=label)  # type: ignore[arg-type]
 
 
 class BucketSource(ArchiveSource):
@@ -293,8 +249,8 @@ class BucketSource(ArchiveSource):
 
     location = S3
 
-    def __init__(self, path: Path, bucket: S3Backend, **options: Any):
-        super().__init__(path, **options)
+    def __init__(self, path: Path, bucket: S3Backend, *, identity_file: str = ""):
+        super().__init__(path, identity_file=identity_file)
         self.bucket = bucket
 
     def describe(self) -> str:
@@ -305,21 +261,17 @@ class BucketSource(ArchiveSource):
 
     def _pin_now(self) -> _Pin:
         spool = self.path.with_name(f".{self.name}.spool{PARTIAL_SUFFIX}")
-        return _Pin(os.open(spool, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), spool)
+        return _Pin(os.fdopen(os.open(spool, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+b"), spool)
 
 
 def source_for(settings: Settings, path: Path, entry: Entry | None = None) -> ArchiveSource:
     """The copy verify, drills and restores read: the local file when it is there (or the entry is
     not in the bucket), else the bucket's copy; decrypted with ``SIDECAR_AGE_IDENTITY_FILE``. The
     sha256 of what is read is compared with the catalog's by the integrity checks, not here."""
-    path = Path(path)
-    options: dict[str, Any] = {
-        "identities": identity_loader(settings.age_identity_file, path.name),
-        "keys": f"{IDENTITY_SETTING} ({settings.age_identity_file})",
-    }
+    path, keys = Path(path), settings.age_identity_file
     in_bucket = entry is not None and S3 in (entry.get("locations") or [LOCAL]) and settings.s3_bucket
     if path.is_file() or not in_bucket:
-        return ArchiveSource(path, **options)
+        return ArchiveSource(path, identity_file=keys)
     from sidecar.store.s3 import S3Backend
 
-    return BucketSource(path, S3Backend.from_settings(settings), **options)
+    return BucketSource(path, S3Backend.from_settings(settings), identity_file=keys)

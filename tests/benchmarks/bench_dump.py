@@ -57,7 +57,7 @@ DUMP = textwrap.dedent("""
                               "SIDECAR_PARALLEL_COLLECTIONS": parallel, "SIDECAR_COMPRESSION": compression,
                               "SIDECAR_COMPRESSION_LEVEL": level, "SIDECAR_MIN_FREE_BYTES": "0"})
     t0 = time.perf_counter()
-    entry = BackupService(settings).run_backup(prune=False)
+    entry = BackupService(settings).run_backup(prune_after=False)
     print(json.dumps({"seconds": time.perf_counter() - t0, "bytes": entry["uncompressedBytes"],
                       "archive_bytes": entry["sizeBytes"],
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

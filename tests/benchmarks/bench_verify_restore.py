@@ -51,7 +51,7 @@ def _settings(uri: str, directory: Path):
 
 
 def child_verify(archive: str) -> dict:
-    from sidecar.integrity import scan_archive
+    from sidecar.integrity.scan import scan_archive
 
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     scan = scan_archive(Path(archive))
@@ -128,7 +128,7 @@ def main() -> int:
             print(
                 f"loaded {args.size_mb} MB of bench data in {time.perf_counter() - t0:.1f}s", file=sys.stderr
             )
-        entry = BackupService(_settings(uri, work)).run_backup(prune=False)
+        entry = BackupService(_settings(uri, work)).run_backup(prune_after=False)
         archive = str(work / "backups" / entry["fileName"])
         print(f"backup {entry['fileName']}: {entry['fileSize']}", file=sys.stderr)
         runs = range(args.runs)
