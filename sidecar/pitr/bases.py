@@ -11,17 +11,14 @@ from bson.timestamp import Timestamp
 
 from sidecar.config import Settings
 from sidecar.pitr import optime
-from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, Catalog
+from sidecar.store.catalog import Catalog, is_usable
 
 
 def base_backups(settings: Settings) -> list[tuple[str, Timestamp]]:
-    """(file name, consistent point) of the completed full backups that recorded their oplog cut and
-    whose newest integrity test did not fail, in catalog order (oldest first)."""
-    points = []
-    for entry in Catalog(settings.backup_dir).load():
-        end = (entry.get("oplog") or {}).get("end")
-        failed = (entry.get("lastVerification") or {}).get("ok") is False
-        full = entry.get("status") == STATUS_COMPLETED and entry.get("trigger") != SAFETY_TRIGGER
-        if full and end and not failed:
-            points.append((entry["fileName"], optime.from_json(end)))
-    return points
+    """(file name, consistent point) of the usable full backups (``is_usable``) that recorded their
+    oplog cut, in catalog order (oldest first)."""
+    return [
+        (entry["fileName"], optime.from_json(entry["oplog"]["end"]))
+        for entry in Catalog(settings.backup_dir).load()
+        if is_usable(entry) and (entry.get("oplog") or {}).get("end")
+    ]

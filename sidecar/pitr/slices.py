@@ -24,9 +24,9 @@ from sidecar.config import Settings
 from sidecar.engine.encryption import parse_recipients
 from sidecar.pitr import optime
 from sidecar.store.catalog import iso_utc
-from sidecar.store.objects import stream_digest
+from sidecar.store.objects import Digest
 from sidecar.store.sink import ArchiveSink
-from sidecar.store.source import IDENTITY_SETTING, ArchiveSource, identity_loader, read_failure
+from sidecar.store.source import ArchiveSource, read_failure
 
 OPLOG_DIR = "oplog"
 SLICE_PREFIX = "oplog-"
@@ -134,11 +134,7 @@ def write_slice(settings: Settings, buffer: SliceBuffer) -> SliceEntry:
 
 def slice_source(settings: Settings, path: Path) -> ArchiveSource:
     """The slice file as the store reads it (decrypted with SIDECAR_AGE_IDENTITY_FILE when ``.age``)."""
-    return ArchiveSource(
-        path,
-        identities=identity_loader(settings.age_identity_file, path.name),
-        keys=f"{IDENTITY_SETTING} ({settings.age_identity_file})",
-    )
+    return ArchiveSource(path, identity_file=settings.age_identity_file)
 
 
 def read_entries(settings: Settings, path: Path) -> list[bytes]:
@@ -156,5 +152,8 @@ def read_entries(settings: Settings, path: Path) -> list[bytes]:
 
 def stored_digest(path: Path) -> str:
     """The sha256 of the stored bytes of a slice file, as its catalog entry records it."""
+    digest = Digest()
     with open(path, "rb") as handle:
-        return stream_digest(handle).hexdigest()
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
