@@ -273,3 +273,19 @@ def test_pitr_on_refuses_a_standalone_server_in_stream_and_serve(tmp_path):
         assert done.returncode == 2 and "SIDECAR_PITR=on needs a replica set member" in done.stderr
     finally:
         server.stop()
+
+
+def test_a_second_archiver_on_the_same_directory_stands_by(make_settings, mongo_client):
+    settings = make_settings(pitr="auto", pitr_slice_seconds=0.2)
+    with archiving(settings) as first:
+        wait_running(first)
+        with archiving(settings) as second:
+            deadline = time.monotonic() + 30
+            while "another oplog archiver" not in (second.state.error or ""):
+                assert time.monotonic() < deadline, second.state
+                time.sleep(0.05)
+            assert f"pid {os.getpid()}" in second.state.error and not second.state.running
+            mongo_client.pitrtwo.docs.insert_one({"one": "writer"})
+            wait_until_stored(settings, mongo_client)
+    after, last = archive_span(settings)
+    assert archived(settings) == server_entries(mongo_client, after, last)

@@ -1,7 +1,8 @@
 """Runs the archiver in a thread: inside ``sidecar serve`` (started and stopped with the Sidecar) and as
 ``sidecar pitr stream``. A failure (the server gone, a full disk) is logged and the archiver starts
 again after ``RESTART_SECONDS`` from the newest stored entry, so nothing is lost while the oplog still
-holds it. ``stop()`` lets the archiver store what it holds and waits for it.
+holds it. While another archiver holds the directory this one stands by. ``stop()`` lets the archiver
+store what it holds and waits for it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sidecar.pitr.tailer import PitrError, pitr_enabled
 log = logging.getLogger("sidecar.pitr")
 
 RESTART_SECONDS = 5.0
+STANDBY_SECONDS = 30.0  # how often an archiver that found another one at work tries again
 
 
 class PitrRunner:
@@ -59,9 +61,15 @@ class PitrRunner:
                         return
                     OplogArchiver(self.settings, client, self.state, self._refresh).run(self.stopping)
                     self._refresh()
-            except (PitrError, ArchiverBusy) as exc:
+            except PitrError as exc:
                 self._refuse(str(exc))
                 return
+            except ArchiverBusy as exc:  # stand by: take over when the other archiver stops
+                if self.state.error != str(exc):
+                    log.warning("%s; standing by", exc)
+                self.state.error = str(exc)
+                self.stopping.wait(STANDBY_SECONDS)
+                continue
             except Exception as exc:  # logged, then the archiver starts again from the newest slice
                 self.state.error = f"{type(exc).__name__}: {exc}"
                 log.exception("oplog archiver failed; restarting in %.0fs", RESTART_SECONDS)
