@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import bson
@@ -20,6 +21,7 @@ import pyrage
 import pytest
 from bson.timestamp import Timestamp
 
+from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer, free_port
 from sidecar.health import HealthMonitor
 from sidecar.metrics import SidecarMetrics
@@ -44,6 +46,28 @@ STOCK_TOOLS = Path(__file__).resolve().parents[1].parent / "shared/tools/mongodb
 BSONDUMP = shutil.which("bsondump") or shutil.which("bsondump", path=str(STOCK_TOOLS))
 
 
+@pytest.fixture(scope="module")
+def pitr_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """A fresh server for this module: its oplog stays small (on the embedded server every oplog
+    query scans the whole oplog, and the session server's grows with the whole suite)."""
+    server = EmbeddedServer(tmp_path_factory.mktemp("pitr") / "data").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pitr_client(pitr_server: EmbeddedServer) -> Iterator[pymongo.MongoClient]:
+    with pymongo.MongoClient(pitr_server.uri) as client:
+        yield client
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, pitr_server: EmbeddedServer) -> Callable[..., Settings]:
+    return lambda **values: settings_for(pitr_server.uri, tmp_path, **values)
+
+
 def wait_running(runner, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not runner.state.running:
@@ -56,15 +80,15 @@ def pos(data: dict[str, int]) -> Timestamp:
     return optime.from_json(data)
 
 
-def test_the_archive_is_the_servers_oplog_byte_for_byte_under_a_write_load(make_settings, mongo_client):
+def test_the_archive_is_the_servers_oplog_byte_for_byte_under_a_write_load(make_settings, pitr_client):
     settings = make_settings(pitr="auto", pitr_slice_seconds=0.3, pitr_slice_max_bytes=4096)
     with archiving(settings) as runner:
         wait_running(runner)
-        write_load(mongo_client)
-        wait_until_stored(settings, mongo_client)
+        write_load(pitr_client)
+        wait_until_stored(settings, pitr_client)
     after, last = archive_span(settings)
     stored = archived(settings)
-    assert stored == server_entries(mongo_client, after, last)
+    assert stored == server_entries(pitr_client, after, last)
     entries = [bson.decode(raw) for raw in stored]
     assert {e["op"] for e in entries} >= {"i", "u", "d", "c"}
     assert any(e["op"] == "u" and e["o"].get("$v") == 2 for e in entries)  # the diff format
@@ -102,12 +126,12 @@ def test_the_archive_is_the_servers_oplog_byte_for_byte_under_a_write_load(make_
 
 
 @pytest.mark.skipif(BSONDUMP is None, reason="bsondump (mongodb-database-tools) not found")
-def test_bsondump_reads_a_slice(make_settings, mongo_client, tmp_path):
+def test_bsondump_reads_a_slice(make_settings, pitr_client, tmp_path):
     settings = make_settings(pitr="auto", pitr_slice_seconds=0.2)
     with archiving(settings) as runner:
         wait_running(runner)
-        write_load(mongo_client, db="pitrdump", rounds=1)
-        wait_until_stored(settings, mongo_client)
+        write_load(pitr_client, db="pitrdump", rounds=1)
+        wait_until_stored(settings, pitr_client)
     entry = SliceCatalog(oplog_dir(settings)).slices()[0]
     plain = tmp_path / "slice.bson"
     plain.write_bytes(gzip.decompress((oplog_dir(settings) / entry["fileName"]).read_bytes()))
@@ -117,7 +141,7 @@ def test_bsondump_reads_a_slice(make_settings, mongo_client, tmp_path):
     assert json.loads(lines[0])["ts"] == {"$timestamp": {"t": entry["first"]["t"], "i": entry["first"]["i"]}}
 
 
-def test_slices_are_age_encrypted_when_recipients_are_set(make_settings, mongo_client, tmp_path):
+def test_slices_are_age_encrypted_when_recipients_are_set(make_settings, pitr_client, tmp_path):
     identity = pyrage.x25519.Identity.generate()
     key = tmp_path / "key.txt"
     key.write_text(str(identity) + "\n")
@@ -126,22 +150,22 @@ def test_slices_are_age_encrypted_when_recipients_are_set(make_settings, mongo_c
     )
     with archiving(settings) as runner:
         wait_running(runner)
-        mongo_client.pitrage.docs.insert_many([{"secret": n} for n in range(10)])
-        wait_until_stored(settings, mongo_client)
+        pitr_client.pitrage.docs.insert_many([{"secret": n} for n in range(10)])
+        wait_until_stored(settings, pitr_client)
     slices = SliceCatalog(oplog_dir(settings)).slices()
     assert all(s["fileName"].endswith(".bson.gz.age") and s["encrypted"] for s in slices)
     raw = (oplog_dir(settings) / slices[0]["fileName"]).read_bytes()
     assert raw.startswith(b"age-encryption.org/v1") and b"secret" not in raw
     after, last = archive_span(settings)
-    assert archived(settings) == server_entries(mongo_client, after, last)
+    assert archived(settings) == server_entries(pitr_client, after, last)
 
 
-def test_a_missing_or_damaged_slice_is_a_gap_naming_the_file(make_settings, mongo_client):
+def test_a_missing_or_damaged_slice_is_a_gap_naming_the_file(make_settings, pitr_client):
     settings = make_settings(pitr="auto", pitr_slice_seconds=0.1)
     with archiving(settings) as runner:
         wait_running(runner)
         for k in range(6):
-            mongo_client.pitrgap.docs.insert_one({"k": k})
+            pitr_client.pitrgap.docs.insert_one({"k": k})
             wait_for_slices(settings, k + 1)
     directory = oplog_dir(settings)
     slices = SliceCatalog(directory).slices()
@@ -275,7 +299,7 @@ def test_pitr_on_refuses_a_standalone_server_in_stream_and_serve(tmp_path):
         server.stop()
 
 
-def test_a_second_archiver_on_the_same_directory_stands_by(make_settings, mongo_client):
+def test_a_second_archiver_on_the_same_directory_stands_by(make_settings, pitr_client):
     settings = make_settings(pitr="auto", pitr_slice_seconds=0.2)
     with archiving(settings) as first:
         wait_running(first)
@@ -285,7 +309,7 @@ def test_a_second_archiver_on_the_same_directory_stands_by(make_settings, mongo_
                 assert time.monotonic() < deadline, second.state
                 time.sleep(0.05)
             assert f"pid {os.getpid()}" in second.state.error and not second.state.running
-            mongo_client.pitrtwo.docs.insert_one({"one": "writer"})
-            wait_until_stored(settings, mongo_client)
+            pitr_client.pitrtwo.docs.insert_one({"one": "writer"})
+            wait_until_stored(settings, pitr_client)
     after, last = archive_span(settings)
-    assert archived(settings) == server_entries(mongo_client, after, last)
+    assert archived(settings) == server_entries(pitr_client, after, last)

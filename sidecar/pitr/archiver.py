@@ -63,8 +63,6 @@ class OplogArchiver:
             self._remove_partials()
             last = self.catalog.last_position()
             self.state.last_position = last
-            self.state.server_window = oplog_window(self.client)
-            self._probed = time.monotonic()
             start = last if last is not None else self._first_start()
             self.buffer = SliceBuffer(prev=start)
             self.state.running, self.state.error = True, None
@@ -82,7 +80,8 @@ class OplogArchiver:
                 self.state.running = False
 
     def _first_start(self) -> Timestamp | None:
-        window = self.state.server_window
+        window = self.state.server_window = oplog_window(self.client)
+        self._probed = time.monotonic()
         if window.first is None or window.last is None:
             return None
         held = [p for _, p in base_backups(self.settings) if window.first <= p <= window.last]

@@ -11,6 +11,7 @@ import logging
 import threading
 
 import pymongo
+from pymongo.errors import PyMongoError
 
 from sidecar.config import Settings
 from sidecar.pitr.archiver import OplogArchiver
@@ -21,7 +22,7 @@ from sidecar.pitr.tailer import PitrError, pitr_enabled
 
 log = logging.getLogger("sidecar.pitr")
 
-RESTART_SECONDS = 5.0
+RESTART_SECONDS = 5
 STANDBY_SECONDS = 30.0  # how often an archiver that found another one at work tries again
 
 
@@ -72,7 +73,11 @@ class PitrRunner:
                 continue
             except Exception as exc:  # logged, then the archiver starts again from the newest slice
                 self.state.error = f"{type(exc).__name__}: {exc}"
-                log.exception("oplog archiver failed; restarting in %.0fs", RESTART_SECONDS)
+                # the server out of reach or refusing us is the health probe's to report as an error
+                level = logging.WARNING if isinstance(exc, PyMongoError) else logging.ERROR
+                log.log(
+                    level, "oplog archiver stopped (%s); restarting in %ds", self.state.error, RESTART_SECONDS
+                )
             self.stopping.wait(RESTART_SECONDS)
 
     def _client(self) -> pymongo.MongoClient:
@@ -95,5 +100,5 @@ class PitrRunner:
     def _refresh(self) -> None:
         try:
             refresh(self.settings, self.state)
-        except Exception:  # the gauges keep their last values; the next slice tries again
-            log.exception("cannot refresh the oplog archive summary")
+        except Exception as exc:  # the gauges keep their last values; the next slice tries again
+            log.error("cannot refresh the oplog archive summary: %s: %s", type(exc).__name__, exc)
