@@ -386,6 +386,7 @@ def test_mongodb_down_reaches_alertmanager(
             f"mongobackup_backup_failures_total{sel(sidecar, trigger='manual', stage='connect')} == 1"
         )
         assert prometheus.value(f"mongobackup_backup_last_success{s}") == 0
+
         def last_failed_inhibited() -> dict | None:
             # Alertmanager shows a new alert as active until its inhibitor has looked at it
             alert = am_alert("MongoBackupLastFailed")

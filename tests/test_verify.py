@@ -19,7 +19,7 @@ from sidecar.jobs import Job, JobLock
 from sidecar.progress import Progress
 from sidecar.sampledata import load_bulk_data
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import parse_iso
+from sidecar.store.catalog import newest_usable, parse_iso
 from tests.helpers import settings_for
 from tests.test_restore_support import sample_archive_fixture  # noqa: F401
 
@@ -199,8 +199,12 @@ def test_a_drill_that_loses_its_server_midway_leaves_nothing_behind_or_says_what
     assert stopped.is_set(), "the drill finished before the server could be stopped"
     message = str(info.value)
     assert "restore into the scratch databases failed" in message
-    record = service.catalog.get(service.catalog.load()[-1]["fileName"])["verification"]["drill"]
-    assert record["ok"] is False
+    entry = service.catalog.get(name)
+    record = entry["verification"]["drill"]
+    assert record["ok"] is False and record["failedCheck"] == "drill-server"
+    # the lost server proved nothing about the archive: its verdict is still the full test's pass
+    assert entry["lastVerification"]["level"] == "full" and entry["lastVerification"]["ok"]
+    assert newest_usable(service.catalog.load())["fileName"] == name
     reported = {n["name"] for n in record.get("scratchNotDropped", [])}
     assert reported, "the failure must say which scratch databases it could not drop"
     assert all(name in message for name in reported)
@@ -211,8 +215,7 @@ def test_a_drill_that_loses_its_server_midway_leaves_nothing_behind_or_says_what
         with pymongo.MongoClient(restarted.uri) as client:
             left = set(drill_databases(client))
             assert left <= reported  # nothing left that the failure did not name
-            # by name: the failed drill made the archive unusable, so it is no longer the --latest one
-            again = service.run_verify(file_name=name, level="drill")["verification"]["drill"]
+            again = service.run_verify(level="drill")["verification"]["drill"]
             assert set(again.get("leftoversDropped") or []) == left
             assert drill_databases(client) == []
     finally:

@@ -19,7 +19,7 @@ from sidecar.engine.restore import NativeRestore
 from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import RestoreOptions, RestorePlan, plan_restore
 from sidecar.integrity.digest import server_content_hash
-from sidecar.integrity.failure import VerifyFailed, first_problem
+from sidecar.integrity.failure import SERVER_CHECK, VerifyFailed, first_problem
 from sidecar.integrity.scan import ArchiveScan
 from sidecar.progress import Progress
 from sidecar.store.source import ArchiveReadError, ArchiveSource
@@ -125,8 +125,11 @@ class Drill:
         except VerifyFailed as exc:
             failure = exc
         except (RestoreError, pymongo.errors.PyMongoError) as exc:
+            # the server's failure (gone, unreachable), not the data's; the engine's error wraps the driver's
+            lost = any(isinstance(e, pymongo.errors.ConnectionFailure) for e in (exc, exc.__context__))
             failure = VerifyFailed(
-                f"restore into the scratch databases failed: {error_text(exc)}", check="drill"
+                f"restore into the scratch databases failed: {error_text(exc)}",
+                check=SERVER_CHECK if lost else "drill",
             )
         finally:
             dropped, not_dropped = drop_drill_databases(

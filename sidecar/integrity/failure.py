@@ -5,10 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 LEVELS = ("quick", "full", "drill")
+# A drill that could not reach or lost its server proved nothing either way about the archive.
+SERVER_CHECK = "drill-server"
 
 
 class VerifyFailed(Exception):
-    """An integrity check failed. ``check`` is file, gzip, archive, manifest or drill."""
+    """An integrity check failed. ``check`` is file, gzip, archive, manifest, drill, or SERVER_CHECK
+    when the drill's server failed rather than the archive."""
 
     def __init__(
         self,

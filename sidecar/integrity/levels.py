@@ -23,7 +23,7 @@ import pymongo
 
 from sidecar.integrity.checks import compare_file, compare_manifest, record
 from sidecar.integrity.drill import Drill
-from sidecar.integrity.failure import LEVELS, VerifyFailed, first_problem
+from sidecar.integrity.failure import LEVELS, SERVER_CHECK, VerifyFailed, first_problem
 from sidecar.integrity.scan import ArchiveScan, as_source, read_failed, scan_archive
 from sidecar.progress import Progress
 from sidecar.store.source import ArchiveReadError, ArchiveSource
@@ -156,14 +156,13 @@ def _drill(
     t1 = time.monotonic()
     try:
         if drill_client is None:
-            raise VerifyFailed("no MongoDB server to drill against", check="drill")
+            raise VerifyFailed("no MongoDB server to drill against", check=SERVER_CHECK)
         try:
             client = drill_client()
         except Exception as exc:
-            raise VerifyFailed(f"cannot connect to the drill server: {exc}", check="drill") from None
+            raise VerifyFailed(f"cannot connect to the drill server: {exc}", check=SERVER_CHECK) from None
         with client:
             details = Drill(client, source, scan, job_id, progress=emit, cancel=cancel).run()
         return record(True, None, time.monotonic() - t1, **details)
     except VerifyFailed as exc:
         return record(False, exc.reason, time.monotonic() - t1, **exc.as_json())
-

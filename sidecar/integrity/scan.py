@@ -310,4 +310,3 @@ def scan_archive(
     scan.size_bytes, scan.sha256 = digest.size, digest.hexdigest()
     scan.seconds = time.monotonic() - t0
     return scan
-

@@ -9,7 +9,7 @@ from typing import Any
 
 import pymongo
 
-from sidecar.integrity.failure import LEVELS
+from sidecar.integrity.failure import LEVELS, SERVER_CHECK
 from sidecar.integrity.levels import VerifyReport, verify_archive
 from sidecar.jobs import Job
 from sidecar.service.context import JobContext, JobFailed, connect
@@ -68,15 +68,15 @@ def newest_backup_name(ctx: JobContext) -> str | None:
 
 
 def record_verification(ctx: JobContext, file_name: str, report: VerifyReport) -> None:
+    """Every level's record goes into the entry; the archive's verdict (``lastVerification``) only
+    when the test said something about the archive, not when the drill's server failed."""
     # Verify jobs hold the job lock, so nothing else changes this entry's verification meanwhile.
     current = ctx.catalog.get(file_name) or {}
-    verification = {**(current.get("verification") or {}), **report.records}
     last = report.records[report.level]
-    ctx.catalog.patch(
-        file_name,
-        verification=verification,
-        lastVerification={"level": report.level, "ok": last["ok"], "at": last["at"]},
-    )
+    fields: dict[str, Any] = {"verification": {**(current.get("verification") or {}), **report.records}}
+    if last.get("failedCheck") != SERVER_CHECK:
+        fields["lastVerification"] = {"level": report.level, "ok": last["ok"], "at": last["at"]}
+    ctx.catalog.patch(file_name, **fields)
 
 
 def drill_client(ctx: JobContext) -> pymongo.MongoClient:

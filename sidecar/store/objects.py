@@ -79,4 +79,3 @@ class Digest:
 
     def hexdigest(self) -> str:
         return self._sha256.hexdigest()
-

@@ -222,9 +222,7 @@ class Offsite:
         name = entry["fileName"]
         upload = self._streaming.pop(name, None)
         if upload is not None and upload.error is None:
-            return upload.commit(
-                expected_size=entry.get("sizeBytes"), expected_sha256=entry.get("sha256")
-            )
+            return upload.commit(expected_size=entry.get("sizeBytes"), expected_sha256=entry.get("sha256"))
         path = self.settings.backup_dir / name
         if not path.is_file():
             raise StoreError(f"the local file {path} is gone, nothing to upload", LOCAL, "missing")
