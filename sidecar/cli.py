@@ -1,4 +1,4 @@
-"""``sidecar``: serve | backup | verify | restore | list | prune | demo.
+"""``sidecar``: serve | backup | verify | restore | list | prune | pitr | demo.
 
 Exit 0 on success; otherwise one line ``sidecar: error: <reason>`` on stderr and a non-zero code:
 2 for bad usage or configuration, 1 for a failed job, 3 when another job holds the lock.
@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from sidecar.config import ConfigError, Settings, load_settings
 from sidecar.engine.restore_plan import CLI_WORDING
 from sidecar.jobs import JobBusy
+from sidecar.pitr.commands import add_parser as add_pitr_parser
 from sidecar.progress import TerminalProgress
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import CatalogError, Entry, Reconciliation, Status
@@ -318,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=cmd_serve)
 
+    add_pitr_parser(sub)
+
     demo = sub.add_parser(
         "demo",
         help="try it here: embedded MongoDB with sample data, the sidecar, a first backup (Ctrl-C stops)",
@@ -331,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
-        if args.command not in ("serve", "demo"):
+        if args.command not in ("serve", "demo") and getattr(args, "pitr_command", None) != "stream":
             _log_to_files_only(settings)
         return args.func(args, settings)
     except ConfigError as exc:

@@ -229,6 +229,10 @@ class Settings:
     age_identity_file: str = _setting(_str, "")
     # restore drills (integrity/drill.py): a scratch server for drills; empty = the backed-up server itself
     drill_mongodb_uri: str = _setting(_str, "", secret=True)
+    # point-in-time recovery (pitr/): the continuous oplog archive; auto = on for a replica set member
+    pitr: str = _setting(_choice("auto", "on", "off"), "auto")
+    pitr_slice_seconds: float = _setting(_float(0.1, 86400), "60")
+    pitr_slice_max_bytes: int = _setting(_int(1024, 1024**3), str(16 * 1024 * 1024))
 
     @property
     def redacted_uri(self) -> str:

@@ -24,7 +24,7 @@ from prometheus_client import (
     generate_latest,
     pushadd_to_gateway,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -32,6 +32,8 @@ from sidecar import __version__
 from sidecar.config import Settings
 from sidecar.health import HealthMonitor
 from sidecar.jobs import Job
+from sidecar.pitr.state import PitrState
+from sidecar.pitr.status import refresh as refresh_pitr
 from sidecar.service import BackupService
 from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, Entry, is_usable, parse_iso
 
@@ -214,6 +216,43 @@ class _StateCollector(Collector):
             )
 
 
+class _PitrCollector(Collector):
+    """The oplog archive's series from its cached state (registered unless SIDECAR_PITR=off)."""
+
+    def __init__(self, state: PitrState):
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        st = self.state
+        if st.enabled is False:  # SIDECAR_PITR=auto on a standalone server: no archive to describe
+            return
+        with st.lock:
+            slices, gaps, window_start = dict(st.slices), st.gaps, st.window_start
+            last, server = st.last_timestamp, st.server_window
+        yield _gauge(
+            "pitr_last_timestamp_seconds",
+            "Newest oplog entry safely stored (time() - it = the RPO now).",
+            last,
+        )
+        yield _gauge(
+            "pitr_window_start_timestamp_seconds",
+            "Start of the restorable window that reaches the newest stored entry (0 = none).",
+            window_start,
+        )
+        yield _gauge("pitr_gaps", "Gaps in the oplog archive (missing entries between stored ones).", gaps)
+        family = CounterMetricFamily(
+            f"{PREFIX}_pitr_slices", "Oplog slices written, by result.", labels=["result"]
+        )
+        for result in ("ok", "failed"):
+            family.add_metric([result], slices.get(result, 0))
+        yield family
+        yield _gauge(
+            "oplog_window_seconds",
+            "The server's own oplog, first to last entry (0 = unknown).",
+            server.seconds,
+        )
+
+
 class SidecarMetrics:
     """The sidecar's registry; a JobListener, so every job path (API, scheduler, CLI) updates it."""
 
@@ -223,8 +262,10 @@ class SidecarMetrics:
         service: BackupService,
         health: HealthMonitor,
         registry: CollectorRegistry | None = None,
+        pitr: PitrState | None = None,
     ):
         self.settings, self.service, self.health = settings, service, health
+        self.pitr = pitr if settings.pitr != "off" else None
         # with off-site copies configured, their series exist from start-up like the local ones
         self.destinations = DESTINATIONS + (OFFSITE if settings.s3_bucket else ())
         self.registry = registry or CollectorRegistry()
@@ -269,6 +310,8 @@ class SidecarMetrics:
         )
         self._touch_label_sets()
         r.register(_StateCollector(self))
+        if self.pitr is not None:
+            r.register(_PitrCollector(self.pitr))
         ProcessCollector(registry=r)  # process_start_time_seconds feeds MongoBackupNoSuccessSinceStart
         service.listeners.append(self)
 
@@ -350,6 +393,8 @@ class SidecarMetrics:
         summary = summarize_catalog(self.service.catalog.load(), self.destinations)
         with self._lock:
             self.catalog_summary = summary
+        if self.pitr is not None:  # a new base backup may open a window
+            refresh_pitr(self.settings, self.pitr)
 
     def refresh_catalog_if_changed(self) -> bool:
         """Re-read the catalog when another process (a CronJob sharing the directory) changed it."""

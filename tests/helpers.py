@@ -15,6 +15,7 @@ def settings_for(mongo_uri: str, directory: Path, **values: object) -> Settings:
         "SIDECAR_LOG_DIR": str(directory / "logs"),
         "SIDECAR_MIN_FREE_BYTES": "0",
         "SIDECAR_CONNECT_TIMEOUT_SECONDS": "5",
+        "SIDECAR_PITR": "off",  # the oplog archiver runs in the tests that ask for it (pitr="auto")
     }
     env.update({f"SIDECAR_{k.upper()}": str(v) for k, v in values.items()})
     return load_settings(env)

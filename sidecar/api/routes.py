@@ -25,6 +25,7 @@ from sidecar.api.state import SIDECAR_KEY, Sidecar
 from sidecar.engine.restore_plan import TargetsInUse
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import LEVELS
+from sidecar.pitr.status import pitr_status
 from sidecar.service import JobFailed, ShuttingDown
 from sidecar.store.catalog import SAFETY_TRIGGER, CatalogError, Status, find_entry, newest_usable
 
@@ -163,6 +164,21 @@ async def backup_list(request: web.Request) -> web.Response:
     entries = await _catalog(_sidecar(request))
     newest_first = [e for e in reversed(entries) if status is None or e.get("status") == status][:limit]
     return _json({"backups": newest_first, "count": len(newest_first), "order": "newest-first"})
+
+
+@requires(READ)
+async def backup_pitr(request: web.Request) -> web.Response:
+    """The oplog archive: windows, gaps, lag, the server's oplog window (cached while archiving)."""
+    params = v.query(request, ("verify",))
+    deep = v.flag(params, "verify")
+    sidecar = _sidecar(request)
+    state = sidecar.pitr.state
+    server = state.server_window if state.running else None
+    try:
+        status = await asyncio.to_thread(pitr_status, sidecar.settings, deep=deep, state=state, server=server)
+    except CatalogError as exc:
+        raise ApiError(500, "catalog_unreadable", str(exc)) from None
+    return _json(status)
 
 
 @requires(ADMIN)

@@ -10,17 +10,17 @@ can share the directory, and a crash leaves the previous catalog intact.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
-import json
-import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Required, TypedDict
+
+from sidecar.store.jsonfile import LockedJsonFile, fsync_dir
+
+__all__ = ["fsync_dir"]  # imported from here by the archive writers
 
 CATALOG_NAME = "backup-info.json"
 PARTIAL_SUFFIX = ".partial"
@@ -139,45 +139,20 @@ class Catalog:
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self.path = self.directory / CATALOG_NAME
-        self._lock_path = self.directory / f".{CATALOG_NAME}.lock"
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self._lock_path, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        self._file = LockedJsonFile(self.path, CatalogError)
 
     def load(self) -> list[Entry]:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise CatalogError(f"cannot read {self.path}: {exc.strerror}") from None
-        try:
-            data = json.loads(text) if text.strip() else []
-        except ValueError as exc:
-            raise CatalogError(f"{self.path} is not valid JSON ({exc}); fix or move it aside") from None
+        data = self._file.read([])
         if not isinstance(data, list) or not all(isinstance(e, dict) and "fileName" in e for e in data):
             raise CatalogError(f"{self.path} must be a JSON array of entries with a fileName")
         return data
 
     def _save(self, entries: list[Entry]) -> None:
-        tmp = self.path.with_name(f".{CATALOG_NAME}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(entries, handle, ensure_ascii=False, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.directory)
+        self._file.write(entries)
 
     def update(self, change: Callable[[list[Entry]], Any]) -> Any:
         """Load, apply ``change`` to the list in place, save atomically; all under the file lock."""
-        with self._locked():
+        with self._file.locked():
             entries = self.load()
             result = change(entries)
             self._save(entries)
@@ -244,10 +219,3 @@ def newest_usable(entries: Sequence[Entry]) -> Entry | None:
     """
     return next((e for e in reversed(entries) if is_usable(e)), None)
 
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

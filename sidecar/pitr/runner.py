@@ -1,0 +1,104 @@
+"""Runs the archiver in a thread: inside ``sidecar serve`` (started and stopped with the Sidecar) and as
+``sidecar pitr stream``. A failure (the server gone, a full disk) is logged and the archiver starts
+again after ``RESTART_SECONDS`` from the newest stored entry, so nothing is lost while the oplog still
+holds it. While another archiver holds the directory this one stands by. ``stop()`` lets the archiver
+store what it holds and waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pymongo
+from pymongo.errors import PyMongoError
+
+from sidecar.config import Settings
+from sidecar.pitr.archiver import OplogArchiver
+from sidecar.pitr.catalog import ArchiverBusy
+from sidecar.pitr.state import PitrState
+from sidecar.pitr.status import refresh
+from sidecar.pitr.tailer import PitrError, pitr_enabled
+
+log = logging.getLogger("sidecar.pitr")
+
+RESTART_SECONDS = 5
+STANDBY_SECONDS = 30.0  # how often an archiver that found another one at work tries again
+
+
+class PitrRunner:
+    def __init__(self, settings: Settings, state: PitrState | None = None):
+        self.settings = settings
+        self.state = state or PitrState()
+        self.stopping = threading.Event()
+        self.fatal: str | None = None  # why the archiver will not run (SIDECAR_PITR=on, no oplog)
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.settings.pitr == "off" or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="pitr-archiver", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop and wait (``timeout`` seconds at most); True when the archiver has finished."""
+        self.stopping.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """True once the archiver thread has ended (stopped, or refused to run)."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self._thread is None or not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                with self._client() as client:
+                    if not self._resolve(client):
+                        return
+                    OplogArchiver(self.settings, client, self.state, self._refresh).run(self.stopping)
+                    self._refresh()
+            except PitrError as exc:
+                self._refuse(str(exc))
+                return
+            except ArchiverBusy as exc:  # stand by: take over when the other archiver stops
+                if self.state.error != str(exc):
+                    log.warning("%s; standing by", exc)
+                self.state.error = str(exc)
+                self.stopping.wait(STANDBY_SECONDS)
+                continue
+            except Exception as exc:  # logged, then the archiver starts again from the newest slice
+                self.state.error = f"{type(exc).__name__}: {exc}"
+                # the server out of reach or refusing us is the health probe's to report as an error
+                level = logging.WARNING if isinstance(exc, PyMongoError) else logging.ERROR
+                log.log(
+                    level, "oplog archiver stopped (%s); restarting in %ds", self.state.error, RESTART_SECONDS
+                )
+            self.stopping.wait(RESTART_SECONDS)
+
+    def _client(self) -> pymongo.MongoClient:
+        timeout = int(self.settings.connect_timeout_seconds * 1000)
+        return pymongo.MongoClient(
+            self.settings.mongodb_uri, serverSelectionTimeoutMS=timeout, connectTimeoutMS=timeout
+        )
+
+    def _resolve(self, client: pymongo.MongoClient) -> bool:
+        enabled = pitr_enabled(self.settings, client)
+        self.state.enabled = enabled
+        if not enabled:
+            log.info("SIDECAR_PITR=auto and the server is standalone (no oplog): no oplog archive")
+        return enabled
+
+    def _refuse(self, reason: str) -> None:
+        self.fatal = self.state.error = reason
+        log.error("oplog archiver not running: %s", reason)
+
+    def _refresh(self) -> None:
+        try:
+            refresh(self.settings, self.state)
+        except Exception as exc:  # the gauges keep their last values; the next slice tries again
+            log.error("cannot refresh the oplog archive summary: %s: %s", type(exc).__name__, exc)

@@ -1,0 +1,28 @@
+"""What the archiver and the last chain check know, kept in memory for metrics and status (no I/O)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from bson.timestamp import Timestamp
+
+from sidecar.pitr.tailer import OplogWindow
+
+
+@dataclass
+class PitrState:
+    enabled: bool | None = None  # SIDECAR_PITR resolved against the server (None: not yet)
+    running: bool = False  # an archiver loop is tailing now
+    last_position: Timestamp | None = None  # newest entry safely stored
+    slices: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
+    rollovers: int = 0  # gaps this process found on resume
+    gaps: int = 0  # gaps in the archive, from the last chain check
+    window_start: float = 0.0  # start (epoch s) of the window that reaches the newest entry; 0 = none
+    server_window: OplogWindow = field(default_factory=OplogWindow)
+    error: str | None = None  # why the archiver last stopped or failed
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def last_timestamp(self) -> float:
+        return float(self.last_position.time) if self.last_position else 0.0

@@ -1,0 +1,123 @@
+"""The state of the oplog archive for people and machines: ``sidecar pitr status``, ``GET
+/api/backup/pitr`` and the gauges. Reads the two catalogs and checks the slice files (their size; with
+``deep``, their sha256 too), then lets ``chain`` find the gaps and windows.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pymongo
+
+from sidecar.config import Settings
+from sidecar.pitr import optime
+from sidecar.pitr.bases import base_backups
+from sidecar.pitr.catalog import SliceCatalog
+from sidecar.pitr.chain import DAMAGED, MISSING, Chain, analyse
+from sidecar.pitr.slices import SliceEntry, oplog_dir, stored_digest
+from sidecar.pitr.state import PitrState
+from sidecar.pitr.tailer import OplogWindow, oplog_window
+from sidecar.store.catalog import parse_iso
+
+
+def slice_problems(directory: Path, slices: list[SliceEntry], deep: bool = False) -> dict[str, str]:
+    """Slice file name -> what is wrong with it (``slice-missing``, or how it is damaged)."""
+    problems = {}
+    for entry in slices:
+        path = directory / entry["fileName"]
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            problems[entry["fileName"]] = MISSING
+            continue
+        if size != entry["sizeBytes"]:
+            problems[entry["fileName"]] = f"{DAMAGED}: {size} bytes, the catalog says {entry['sizeBytes']}"
+        elif deep and stored_digest(path) != entry["sha256"]:
+            problems[entry["fileName"]] = f"{DAMAGED}: its sha256 differs from the catalog's"
+    return problems
+
+
+def chain_of(settings: Settings, deep: bool = False) -> tuple[dict[str, Any], Chain]:
+    directory = oplog_dir(settings)
+    document = SliceCatalog(directory).load()
+    problems = slice_problems(directory, document["slices"], deep)
+    return document, analyse(document, problems, base_backups(settings))
+
+
+def _newest_time(slices: list[SliceEntry]) -> float | None:
+    if not slices:
+        return None
+    wall = slices[-1].get("lastWall")
+    return parse_iso(wall).timestamp() if wall else float(slices[-1]["last"]["t"])
+
+
+def refresh(settings: Settings, state: PitrState) -> Chain:
+    """Recompute the gauges' chain facts (blocking: a worker thread, never a scrape)."""
+    document, chain = chain_of(settings)
+    newest = chain.segments[-1] if chain.segments else None
+    current = [w for w in chain.windows if newest is not None and w.end == newest.last]
+    with state.lock:
+        state.gaps = len(chain.gaps)
+        state.window_start = float(current[0].start.time) if current else 0.0
+        if document["slices"] and state.last_position is None:
+            state.last_position = optime.from_json(document["slices"][-1]["last"])
+    return chain
+
+
+def server_window(settings: Settings) -> OplogWindow | str:
+    """The server's own oplog window, or why it cannot be read."""
+    timeout = int(settings.connect_timeout_seconds * 1000)
+    try:
+        with pymongo.MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=timeout) as client:
+            return oplog_window(client)
+    except pymongo.errors.PyMongoError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def pitr_status(
+    settings: Settings,
+    *,
+    deep: bool = False,
+    state: PitrState | None = None,
+    server: OplogWindow | str | None = None,
+) -> dict[str, Any]:
+    """Everything about the archive; ``server`` defaults to a fresh read of the server's window."""
+    document, chain = chain_of(settings, deep)
+    slices = document["slices"]
+    newest = _newest_time(slices)
+    server = server_window(settings) if server is None else server
+    return {
+        "mode": settings.pitr,
+        "directory": str(oplog_dir(settings)),
+        "archiver": _archiver(state),
+        "slices": {
+            "count": len(slices),
+            "entries": sum(s["entries"] for s in slices),
+            "sizeBytes": sum(s["sizeBytes"] for s in slices),
+            "rawBytes": sum(s["rawBytes"] for s in slices),
+            "first": slices[0]["first"] if slices else None,
+            "last": slices[-1]["last"] if slices else None,
+            "firstTime": slices[0].get("firstWall") if slices else None,
+            "lastTime": slices[-1].get("lastWall") if slices else None,
+            "checked": "sha256" if deep else "size",
+        },
+        "lagSeconds": round(time.time() - newest, 3) if newest is not None else None,
+        "windows": [w.as_json() for w in chain.windows],
+        "gaps": [g.as_json() for g in chain.gaps],
+        "serverOplog": server.as_json() if isinstance(server, OplogWindow) else {"error": server},
+    }
+
+
+def _archiver(state: PitrState | None) -> dict[str, Any] | None:
+    if state is None:  # asked from another process than the archiver's
+        return None
+    with state.lock:
+        return {
+            "enabled": state.enabled,
+            "running": state.running,
+            "slices": dict(state.slices),
+            "rollovers": state.rollovers,
+            "error": state.error,
+        }
