@@ -1125,6 +1125,30 @@ RUNBOOK_TERMS = [
 ]
 
 
+PITR_TERMS = [
+    "SIDECAR_PITR",
+    "--replSet rs0",
+    "rs.initiate",
+    "directConnection=true",
+    "mongobackup-pitr",
+    "sidecar pitr stream",
+    "sidecar pitr probe",
+    "--ready",
+    "strategy: Recreate",
+    "terminationGracePeriodSeconds",
+    "stop_grace_period",
+    "mongo-backup-sidecar-pitr.service",
+    "Conflicts=mongo-backup-sidecar.service",
+    "SIDECAR_SHUTDOWN_GRACE_SECONDS",
+]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_deployment_guide_covers_pitr_in_each_mode(path):
+    text = path.read_text(encoding="utf-8")
+    assert not [term for term in PITR_TERMS if term not in text]
+
+
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
 def test_deployment_guide_maps_the_runbook(path):
     text = path.read_text(encoding="utf-8")
