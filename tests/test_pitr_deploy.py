@@ -15,6 +15,9 @@ import pymongo
 import pytest
 
 from sidecar.embedded import EmbeddedServer
+from sidecar.logs import Redactor
+from sidecar.pitr.probe import health_problem, write_health
+from sidecar.pitr.state import PitrState
 from tests.helpers import settings_for
 from tests.pitr_support import wait_for_slices
 from tests.test_api_sigterm import Serve, call
@@ -92,19 +95,41 @@ def test_stream_health_file_probes_and_a_second_archiver_standing_by(server, tmp
                 process.wait(15)
 
 
-def test_probe_refuses_a_stale_or_not_tailing_archiver(tmp_path, mongo_uri):
-    env = stream_env(mongo_uri, tmp_path)
+def test_probe_refuses_a_stale_or_not_tailing_archiver(tmp_path):
     health = tmp_path / "pitr-health.json"
     health.write_text(json.dumps({"time": time.time() - 120, "running": True}), encoding="utf-8")
-    stale = probe(env, health)
-    assert stale.returncode == 1 and "s old (over 30s)" in stale.stderr, stale.stderr
-    assert probe(env, health, "--max-age", "300").returncode == 0
+    assert "s old (over 30s): the archiver process hangs" in health_problem(health, 30, ready=False)
+    assert health_problem(health, 300, ready=True) is None
     waiting = {"time": time.time(), "running": False, "error": "AutoReconnect: connection refused"}
     health.write_text(json.dumps(waiting), encoding="utf-8")
-    assert probe(env, health).returncode == 0  # alive: the runner restarts by itself
-    not_ready = probe(env, health, "--ready")
-    assert not_ready.returncode == 1, not_ready.stderr
-    assert "not tailing: AutoReconnect: connection refused" in not_ready.stderr
+    assert health_problem(health, 30, ready=False) is None  # alive: the runner restarts by itself
+    assert (
+        health_problem(health, 30, ready=True)
+        == "oplog archiver not tailing: AutoReconnect: connection refused"
+    )
     health.write_text("{not json", encoding="utf-8")
-    broken = probe(env, health)
-    assert broken.returncode == 1 and "cannot read the health file" in broken.stderr
+    assert health_problem(health, 30, ready=False).startswith("cannot read the health file")
+
+
+def test_health_file_keeps_secrets_out_and_an_unwritable_path_is_refused(tmp_path, mongo_uri):
+    state = PitrState(error="OperationFailure: mongodb://backup:s3cr3t-pw@db:27017/ auth failed")
+    redact = Redactor.for_settings(settings_for("mongodb://backup:s3cr3t-pw@db:27017/", tmp_path))
+    health = tmp_path / "pitr-health.json"
+    write_health(health, state, redact)
+    text = health.read_text(encoding="utf-8")
+    assert "s3cr3t-pw" not in text and "auth failed" in text
+    assert probe(stream_env(mongo_uri, tmp_path), health).returncode == 0
+
+    missing = tmp_path / "no-such-dir" / "pitr-health.json"
+    refused = subprocess.run(
+        [SIDECAR, "pitr", "stream", "--health-file", str(missing)],
+        env=stream_env(mongo_uri, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"sidecar: error: cannot write the health file {missing}: "
+        f"[Errno 2] No such file or directory: '{missing.with_name('.pitr-health.json.tmp')}'"
+    ]

@@ -410,10 +410,11 @@ def pitr_problem(sidecar: Sidecar) -> str | None:
     runner, state = sidecar.pitr, sidecar.pitr.state
     if sidecar.settings.pitr == "off" or state.enabled is False:
         return None
+    redact = sidecar.log_tail.redact
     if runner.fatal:
-        return f"oplog archiver not running: {runner.fatal}"
+        return f"oplog archiver not running: {redact(runner.fatal)}"
     if state.error and not state.running:
-        return f"oplog archiver not tailing: {state.error}"
+        return f"oplog archiver not tailing: {redact(state.error)}"
     return None
 
 

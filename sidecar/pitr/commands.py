@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.config import Settings
-from sidecar.logs import setup_logging
-from sidecar.pitr.probe import BEAT_SECONDS, health_problem, write_health
+from sidecar.logs import Redactor, setup_logging
+from sidecar.pitr.probe import BEAT_SECONDS, beat, health_problem, write_health
 from sidecar.pitr.runner import PitrRunner
 from sidecar.pitr.status import pitr_status
 from sidecar.store.catalog import human_size
@@ -56,13 +56,19 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    runner = PitrRunner(settings)
+    runner, redact = PitrRunner(settings), Redactor.for_settings(settings)
+    if args.health_file:
+        try:  # a path the probe could never read is an error now, not a restart loop later
+            write_health(args.health_file, runner.state, redact)
+        except OSError as exc:
+            print(f"sidecar: error: cannot write the health file {args.health_file}: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
     runner.start()
-    beat = 0.0
+    beaten = time.monotonic()
     while not stop.wait(0.5) and not runner.wait(0):
-        if args.health_file and time.monotonic() - beat >= BEAT_SECONDS:
-            write_health(args.health_file, runner.state)
-            beat = time.monotonic()
+        if args.health_file and time.monotonic() - beaten >= BEAT_SECONDS:
+            beat(args.health_file, runner.state, redact)
+            beaten = time.monotonic()
     runner.stop()
     if args.health_file:
         args.health_file.unlink(missing_ok=True)  # a stopped archiver is never reported alive

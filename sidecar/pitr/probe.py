@@ -9,28 +9,41 @@ another archiver of the same directory nor waits to restart after a failure (rea
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sidecar.pitr.state import PitrState
 
+log = logging.getLogger("sidecar.pitr")
+
 BEAT_SECONDS = 5.0
 
 
-def write_health(path: Path, state: PitrState) -> None:
-    """Replace ``path`` atomically with the archiver's state now."""
+def write_health(path: Path, state: PitrState, redact: Callable[[str], str]) -> None:
+    """Replace ``path`` atomically with the archiver's state now (its error passed through ``redact``)."""
     with state.lock:
         body = {
             "time": time.time(),
             "pid": os.getpid(),
             "running": state.running,
-            "error": state.error,
+            "error": redact(state.error) if state.error else None,
             "lastTimestamp": state.last_timestamp,
         }
     scratch = path.with_name(f".{path.name}.tmp")
     scratch.write_text(json.dumps(body), encoding="utf-8")
     os.replace(scratch, path)
+
+
+def beat(path: Path, state: PitrState, redact: Callable[[str], str]) -> None:
+    """``write_health`` from the running stream: a failed write is logged, the archiver goes on (and the
+    probe, seeing an old file, reports it)."""
+    try:
+        write_health(path, state, redact)
+    except OSError as exc:
+        log.error("cannot write the health file %s: %s", path, exc)
 
 
 def health_problem(path: Path, max_age: float, ready: bool) -> str | None:
