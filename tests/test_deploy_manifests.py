@@ -36,6 +36,14 @@ K8S_VERSION = kubernetes_validate.latest_version()
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
 # Stand-ins for secrets in the settings checks: long enough for the sidecar, distinct.
 TOKENS = {"admin": "a" * 32, "read": "r" * 32}
+# On top of SIDECAR_SHUTDOWN_GRACE_SECONDS before a SIGKILL: the archiver's last slice and the exit.
+STOP_MARGIN_SECONDS = 10
+# The commands that run the oplog archiver (unless SIDECAR_PITR=off); one per backup directory.
+ARCHIVER_COMMANDS = (["serve"], ["pitr", "stream"])
+
+
+def runs_archiver(args: list[str], settings: Settings) -> bool:
+    return settings.pitr != "off" and any(args[: len(c)] == c for c in ARCHIVER_COMMANDS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,19 +129,22 @@ def apply_json_patch(doc: dict, ops: list[dict]) -> dict:
     return doc
 
 
-def configmaps_for(owner: str) -> dict[str, dict]:
-    """ConfigMaps as a workload sees them: the CronJobs come with the component's patches."""
+def configmaps_for(owner: str, cronjob: bool | None = None) -> dict[str, dict]:
+    """ConfigMaps as a workload sees them: with the component's patches in CronJob mode (always for
+    the component's own workloads)."""
     maps = {cm["metadata"]["name"]: cm for cm in objects("ConfigMap")}
-    if "cronjob/" in owner:
+    if "cronjob/" in owner if cronjob is None else cronjob:
         for target, ops in load_component_patches():
             if target.get("kind") == "ConfigMap":
                 maps[target["name"]] = apply_json_patch(maps[target["name"]], ops)
     return maps
 
 
-def container_env(owner: str, container: dict, secret_values: dict[str, str]) -> dict[str, str]:
+def container_env(
+    owner: str, container: dict, secret_values: dict[str, str], cronjob: bool | None = None
+) -> dict[str, str]:
     env: dict[str, str] = {}
-    maps = configmaps_for(owner)
+    maps = configmaps_for(owner, cronjob)
     for source in container.get("envFrom", []):
         env.update(maps[source["configMapRef"]["name"]]["data"])
     secret = secret_example()
@@ -175,7 +186,7 @@ def sidecar_down_job_regex() -> str:
 
 def test_manifests_found():
     kinds = {doc["kind"] for _, doc in DOCUMENTS}
-    expected = {"StatefulSet", "Service", "ConfigMap", "Secret", "NetworkPolicy", "CronJob"}
+    expected = {"StatefulSet", "Service", "ConfigMap", "Secret", "NetworkPolicy", "CronJob", "Deployment"}
     assert expected | {"ServiceMonitor", "PrometheusRule"} <= kinds
 
 
@@ -336,7 +347,7 @@ def check_rendered(docs: list[dict]) -> None:
         for doc in docs
         for c in (
             doc["spec"]["template"]["spec"]["containers"]
-            if doc["kind"] == "StatefulSet"
+            if doc["kind"] in {"StatefulSet", "Deployment"}
             else doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
             if doc["kind"] == "CronJob"
             else []
@@ -405,7 +416,7 @@ def test_cronjobs_have_the_required_fields():
     assert commands == EXPECTED_JOBS
 
 
-def test_cronjobs_share_the_statefulsets_backup_claim():
+def test_cronjobs_and_the_archiver_share_the_statefulsets_backup_claim():
     sts = one("StatefulSet")
     sidecar = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "sidecar")
     backup_dir = one("ConfigMap", "mongo-backup-sidecar")["data"]["SIDECAR_BACKUP_DIR"]
@@ -413,12 +424,13 @@ def test_cronjobs_share_the_statefulsets_backup_claim():
     claim_names = {t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]}
     assert mount["name"] in claim_names, "the backup directory must be on the claim template"
     expected_claim = f"{mount['name']}-{sts['metadata']['name']}-0"
-    for cj in objects("CronJob"):
-        pod = cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    jobs = [(o, p["spec"]) for o, p in pod_templates() if "cronjob/" in o]
+    assert any("Deployment/mongobackup-pitr" in o for o, _ in jobs)
+    for owner, pod in jobs:
         [container] = pod["containers"]
         [job_mount] = [m for m in container["volumeMounts"] if m["mountPath"] == backup_dir]
         [volume] = [v for v in pod["volumes"] if v["name"] == job_mount["name"]]
-        assert volume["persistentVolumeClaim"]["claimName"] == expected_claim, cj["metadata"]["name"]
+        assert volume["persistentVolumeClaim"]["claimName"] == expected_claim, owner
         affinity = pod["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         assert affinity[0]["labelSelector"]["matchLabels"] == {
             "statefulset.kubernetes.io/pod-name": f"{sts['metadata']['name']}-0"
@@ -465,8 +477,68 @@ def test_workload_settings_are_accepted_by_the_sidecar():
     values = {**secret_example()["stringData"], "admin-token": TOKENS["admin"], "read-token": TOKENS["read"]}
     for owner, pod, c in sidecar_containers():
         settings = check_settings(container_env(owner, c, values), owner)
-        # SIGTERM gives a running job this long to finish; Kubernetes must wait longer before SIGKILL.
-        assert pod["spec"]["terminationGracePeriodSeconds"] > settings.shutdown_grace_seconds, owner
+        # SIGTERM gives a running job this long to finish and the archiver its last slice;
+        # Kubernetes must wait longer before SIGKILL.
+        grace = pod["spec"]["terminationGracePeriodSeconds"]
+        assert grace >= settings.shutdown_grace_seconds + STOP_MARGIN_SECONDS, owner
+
+
+def backup_claim(owner: str, pod: dict, container: dict, backup_dir: str) -> str:
+    """The claim a workload's container has at the backup directory."""
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == backup_dir]
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes", [])}
+    if mount["name"] in volumes:
+        return volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
+    sts = one("StatefulSet")
+    assert "StatefulSet/" in owner and mount["name"] in {
+        t["metadata"]["name"] for t in sts["spec"]["volumeClaimTemplates"]
+    }, f"{owner}: {backup_dir} is not on a claim"
+    return f"{mount['name']}-{sts['metadata']['name']}-0"
+
+
+@pytest.mark.parametrize("cronjob", [False, True], ids=["sidecar-mode", "cronjob-mode"])
+def test_one_oplog_archiver_per_backup_volume(cronjob):
+    """The sidecar container archives in sidecar mode; in CronJob mode the component turns that off
+    and the mongobackup-pitr Deployment archives: never two on one volume, never none."""
+    values = {**secret_example()["stringData"], "admin-token": TOKENS["admin"], "read-token": TOKENS["read"]}
+    archivers = []
+    for owner, pod, c in sidecar_containers():
+        if "cronjob/" in owner and not cronjob:
+            continue
+        settings = check_settings(container_env(owner, c, values, cronjob), owner)
+        if runs_archiver(c["args"], settings):
+            archivers.append((backup_claim(owner, pod, c, str(settings.backup_dir)), owner))
+    assert [claim for claim, _ in archivers] == ["backups-mongodb-0"], archivers
+    [(_, owner)] = archivers
+    assert ("Deployment/mongobackup-pitr" in owner) is cronjob, owner
+
+
+def test_cronjob_mode_archiver_deployment():
+    from sidecar.cli import build_parser
+    from sidecar.pitr.probe import BEAT_SECONDS
+
+    deployment = one("Deployment", "mongobackup-pitr")
+    spec = deployment["spec"]
+    # A rolling update would start the new pod while the old one still archives.
+    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
+    pod = spec["template"]["spec"]
+    assert pod.get("restartPolicy", "Always") == "Always"
+    [container] = pod["containers"]
+    args = build_parser().parse_args(container["args"])
+    assert (args.command, args.pitr_command) == ("pitr", "stream") and args.health_file
+    assert str(args.health_file.parent) in {m["mountPath"] for m in container["volumeMounts"]}
+    probes = {}
+    for name in ("livenessProbe", "readinessProbe"):
+        command = container[name]["exec"]["command"]
+        assert command[0] == "sidecar", name
+        probes[name] = build_parser().parse_args(command[1:])
+        assert probes[name].pitr_command == "probe" and probes[name].health_file == args.health_file
+        assert probes[name].max_age >= 3 * BEAT_SECONDS, f"{name}: a slow beat must not restart it"
+        assert container[name]["timeoutSeconds"] >= 5, f"{name}: the probe starts a Python process"
+    assert not probes["livenessProbe"].ready, "standing by is alive: a restart would not help"
+    assert probes["readinessProbe"].ready
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SIDECAR_PITR"] == "auto", "the component's ConfigMap has it off for everyone else"
 
 
 def test_secret_example_placeholders_cannot_go_live():
@@ -646,6 +718,41 @@ def test_compose_sidecar_settings_are_accepted_by_the_sidecar():
         environment = compose()["services"][name]["environment"]
         env = {**dockerfile_env(), **{k: interpolate(str(v), variables) for k, v in environment.items()}}
         check_settings(env, f"compose service {name}")
+
+
+def duration_seconds(value: str) -> float:
+    """A Compose duration such as 1m30s or 60s."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", value)
+    assert parts and value, f"not a duration: {value!r}"
+    h, m, sec = (float(x or 0) for x in parts.groups())
+    return h * 3600 + m * 60 + sec
+
+
+@pytest.mark.parametrize("profiles", [set(), {"cronjob"}], ids=["default", "cronjob-profile"])
+def test_compose_runs_one_archiver_that_stops_in_time(profiles):
+    variables = {**env_file(COMPOSE_ENV, include_commented=True)}
+    variables.update(SIDECAR_ADMIN_TOKEN=TOKENS["admin"], SIDECAR_READ_TOKEN=TOKENS["read"])
+    archivers = []
+    for name, service in compose()["services"].items():
+        if not service.get("image", "").startswith("mongo-backup-sidecar"):
+            continue
+        if set(service.get("profiles", [])) - profiles:
+            continue
+        environment = service["environment"]
+        env = {**dockerfile_env(), **{k: interpolate(str(v), variables) for k, v in environment.items()}}
+        settings = check_settings(env, f"compose service {name}")
+        args = service.get("command", json.loads(dict(final_stage())["CMD"]))
+        grace = duration_seconds(service.get("stop_grace_period", "10s"))  # Compose's default: 10s
+        assert grace >= settings.shutdown_grace_seconds + STOP_MARGIN_SECONDS, f"{name}: stop_grace_period"
+        if runs_archiver(args, settings):
+            mounts = dict(v.split(":")[:2] for v in service["volumes"])
+            archivers += [src for src, dst in mounts.items() if dst == env["SIDECAR_BACKUP_DIR"]]
+    assert archivers == ["backups"]
+    mongo = compose()["services"]["mongo"]
+    assert "--replSet" in mongo["command"], "a standalone mongod has no oplog to archive"
+    assert "rs.initiate" in " ".join(mongo["healthcheck"]["test"])
+    # Started before the replica set exists, SIDECAR_PITR=auto would decide there is nothing to archive.
+    assert compose()["services"]["sidecar"]["depends_on"]["mongo"]["condition"] == "service_healthy"
 
 
 def test_compose_placeholders_cannot_go_live():
@@ -858,6 +965,8 @@ def values(sections: dict, section: str, key: str) -> list[str]:
 SERVICE = SYSTEMD / "mongo-backup-sidecar.service"
 BACKUP_SERVICE = SYSTEMD / "mongo-backup-sidecar-backup.service"
 TIMER = SYSTEMD / "mongo-backup-sidecar-backup.timer"
+PITR_SERVICE = SYSTEMD / "mongo-backup-sidecar-pitr.service"
+UNITS = (SERVICE, BACKUP_SERVICE, PITR_SERVICE, TIMER)
 HARDENING = {
     "NoNewPrivileges": "yes",
     "ProtectSystem": "strict",
@@ -871,7 +980,9 @@ HARDENING = {
 
 
 @pytest.mark.parametrize(
-    "path,command", [(SERVICE, "serve"), (BACKUP_SERVICE, "backup --once")], ids=["serve", "backup"]
+    "path,command",
+    [(SERVICE, "serve"), (BACKUP_SERVICE, "backup --once"), (PITR_SERVICE, "pitr stream")],
+    ids=["serve", "backup", "pitr"],
 )
 def test_systemd_service_keys(path, command):
     sections = unit(path)
@@ -890,6 +1001,12 @@ def test_systemd_service_keys(path, command):
     if command == "serve":
         assert {"admin-token", "read-token"} <= credentials.keys()
         assert values(sections, "Install", "WantedBy") == ["multi-user.target"]
+    elif command == "pitr stream":
+        assert values(sections, "Service", "Restart") == ["on-failure"]
+        assert values(sections, "Service", "KillSignal") == ["SIGTERM"], "SIGTERM stores the last slice"
+        assert values(sections, "Install", "WantedBy") == ["multi-user.target"]
+        # The serve unit archives itself: never both on one backup directory.
+        assert SERVICE.name in " ".join(values(sections, "Unit", "Conflicts")).split()
     else:
         assert values(sections, "Service", "Type") == ["oneshot"]
 
@@ -902,7 +1019,7 @@ def test_systemd_timer_keys():
     assert values(sections, "Install", "WantedBy") == ["timers.target"]
 
 
-@pytest.mark.parametrize("path", [SERVICE, BACKUP_SERVICE], ids=["serve", "backup"])
+@pytest.mark.parametrize("path", [SERVICE, BACKUP_SERVICE, PITR_SERVICE], ids=["serve", "backup", "pitr"])
 def test_systemd_settings_are_accepted_by_the_sidecar(path, tmp_path):
     sections = unit(path)
     credentials = dict(v.split(":", 1) for v in values(sections, "Service", "LoadCredential"))
@@ -921,9 +1038,13 @@ def test_systemd_settings_are_accepted_by_the_sidecar(path, tmp_path):
     check_settings(
         {**env, **env_file(SYSTEMD / "env.example", include_commented=True)}, "env.example, timer mode"
     )
-    if path == SERVICE:
+    if path != BACKUP_SERVICE:
         [stop] = values(sections, "Service", "TimeoutStopSec")
-        assert int(stop.removesuffix("s")) > settings.shutdown_grace_seconds, "SIGKILL before the job's grace"
+        assert int(stop.removesuffix("s")) >= settings.shutdown_grace_seconds + STOP_MARGIN_SECONDS, (
+            "SIGKILL before the job's grace and the archiver's last slice"
+        )
+        [exec_start] = values(sections, "Service", "ExecStart")
+        assert runs_archiver(shlex.split(exec_start)[1:], settings), f"{path.name} does not archive"
 
 
 def test_systemd_analyze_verify(tmp_path):
@@ -931,13 +1052,13 @@ def test_systemd_analyze_verify(tmp_path):
         pytest.skip("systemd-analyze is not on PATH")
     # verify insists that ExecStart= exists; the sidecar is not installed at /opt here, so the copies
     # point at this interpreter instead. Everything else is verified as written.
-    for path in (SERVICE, BACKUP_SERVICE, TIMER):
+    for path in UNITS:
         text = re.sub(
             r"^ExecStart=\S+", f"ExecStart={sys.executable}", path.read_text(encoding="utf-8"), flags=re.M
         )
         (tmp_path / path.name).write_text(text, encoding="utf-8")
     result = subprocess.run(
-        ["systemd-analyze", "verify", *(str(tmp_path / p.name) for p in (SERVICE, BACKUP_SERVICE, TIMER))],
+        ["systemd-analyze", "verify", *(str(tmp_path / p.name) for p in UNITS)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -960,7 +1081,7 @@ def deployed_commands() -> list[tuple[str, list[str]]]:
         if service.get("image", "").startswith("mongo-backup-sidecar") and "command" in service:
             commands.append((f"compose service {name}", service["command"]))
     commands.append(("Dockerfile CMD", json.loads(dict(final_stage())["CMD"])))
-    for path in (SERVICE, BACKUP_SERVICE):
+    for path in (SERVICE, BACKUP_SERVICE, PITR_SERVICE):
         [exec_start] = values(unit(path), "Service", "ExecStart")
         commands.append((path.name, shlex.split(exec_start)[1:]))
     return commands
@@ -1002,6 +1123,30 @@ RUNBOOK_TERMS = [
     "combined-",
     "error-",
 ]
+
+
+PITR_TERMS = [
+    "SIDECAR_PITR",
+    "--replSet rs0",
+    "rs.initiate",
+    "directConnection=true",
+    "mongobackup-pitr",
+    "sidecar pitr stream",
+    "sidecar pitr probe",
+    "--ready",
+    "strategy: Recreate",
+    "terminationGracePeriodSeconds",
+    "stop_grace_period",
+    "mongo-backup-sidecar-pitr.service",
+    "Conflicts=mongo-backup-sidecar.service",
+    "SIDECAR_SHUTDOWN_GRACE_SECONDS",
+]
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_deployment_guide_covers_pitr_in_each_mode(path):
+    text = path.read_text(encoding="utf-8")
+    assert not [term for term in PITR_TERMS if term not in text]
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)

@@ -45,9 +45,10 @@ def stream_env(uri: str, tmp: Path) -> dict[str, str]:
     }
 
 
-def start_stream(env: dict[str, str], log: Path) -> subprocess.Popen:
+def start_stream(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:
     with open(log, "ab") as out:
-        return subprocess.Popen([SIDECAR, "pitr", "stream"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        command = [SIDECAR, "pitr", "stream", *args]
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 @pytest.fixture

@@ -399,7 +399,23 @@ def health_state(sidecar: Sidecar) -> tuple[str, list[str]]:
             )
     elif snap.error:
         problems.append(snap.error)
+    archiver = pitr_problem(sidecar)
+    if archiver:
+        problems.append(archiver)
     return ("degraded" if problems else "ok"), problems
+
+
+def pitr_problem(sidecar: Sidecar) -> str | None:
+    """The oplog archiver refused to run, stands by behind another one, or waits to restart."""
+    runner, state = sidecar.pitr, sidecar.pitr.state
+    if sidecar.settings.pitr == "off" or state.enabled is False:
+        return None
+    redact = sidecar.log_tail.redact
+    if runner.fatal:
+        return f"oplog archiver not running: {redact(runner.fatal)}"
+    if state.error and not state.running:
+        return f"oplog archiver not tailing: {redact(state.error)}"
+    return None
 
 
 def health_body(sidecar: Sidecar) -> dict[str, Any]:

@@ -7,10 +7,13 @@ import json
 import signal
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from sidecar.config import Settings
-from sidecar.logs import setup_logging
+from sidecar.logs import Redactor, setup_logging
+from sidecar.pitr.probe import BEAT_SECONDS, beat, health_problem, write_health
 from sidecar.pitr.runner import PitrRunner
 from sidecar.pitr.status import pitr_status
 from sidecar.store.catalog import human_size
@@ -25,7 +28,20 @@ def add_parser(sub: Any) -> None:
     stream = commands.add_parser(
         "stream", help="archive the oplog into slices until SIGTERM/SIGINT (which store the last one)"
     )
+    stream.add_argument(
+        "--health-file",
+        type=Path,
+        metavar="PATH",
+        help=f"rewrite PATH every {BEAT_SECONDS:g}s with the archiver's state, for `sidecar pitr probe`",
+    )
     stream.set_defaults(func=cmd_stream)
+    probe = commands.add_parser(
+        "probe", help="exit 0 when `pitr stream --health-file` is alive (an exec probe), else 1 and why"
+    )
+    probe.add_argument("--health-file", type=Path, metavar="PATH", required=True)
+    probe.add_argument("--max-age", type=float, default=30.0, metavar="SECONDS", help="default 30")
+    probe.add_argument("--ready", action="store_true", help="also require the archiver to be tailing")
+    probe.set_defaults(func=cmd_probe)
     status = commands.add_parser("status", help="slices, windows, gaps, lag and the server's oplog window")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.add_argument("--verify", action="store_true", help="also check every slice's sha256")
@@ -40,16 +56,33 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    runner = PitrRunner(settings)
+    runner, redact = PitrRunner(settings), Redactor.for_settings(settings)
+    if args.health_file:
+        try:  # a path the probe could never read is an error now, not a restart loop later
+            write_health(args.health_file, runner.state, redact)
+        except OSError as exc:
+            print(f"sidecar: error: cannot write the health file {args.health_file}: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
     runner.start()
+    beaten = time.monotonic()
     while not stop.wait(0.5) and not runner.wait(0):
-        pass
+        if args.health_file and time.monotonic() - beaten >= BEAT_SECONDS:
+            beat(args.health_file, runner.state, redact)
+            beaten = time.monotonic()
     runner.stop()
+    if args.health_file:
+        args.health_file.unlink(missing_ok=True)  # a stopped archiver is never reported alive
     if runner.fatal or runner.state.enabled is False:
         reason = runner.fatal or "SIDECAR_PITR=auto and the server is standalone: it has no oplog"
         print(f"sidecar: error: {reason}", file=sys.stderr)
         return EXIT_REFUSED
     return 0
+
+
+def cmd_probe(args: argparse.Namespace, settings: Settings) -> int:
+    problem = health_problem(args.health_file, args.max_age, args.ready)
+    print(f"sidecar: {problem}" if problem else "ok", file=sys.stderr if problem else sys.stdout)
+    return 1 if problem else 0
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
