@@ -37,6 +37,7 @@ DB = "findhist"
 PATIENTS = f"{DB}.patients"
 READ = "read-token-for-find-tests-0123456"
 OID = ObjectId()
+SEOUL = dt.timezone(dt.timedelta(hours=9))
 
 
 def pos(ts: Timestamp) -> str:
@@ -163,7 +164,7 @@ def test_a_time_range_by_position_holds_exactly_the_group(history: History) -> N
 def test_a_time_range_by_wall_time_with_a_zone(history: History) -> None:
     update = find(history, ns=PATIENTS, op="update")["items"][0]
     wall = dt.datetime.fromisoformat(update["wall"].replace("Z", "+00:00"))
-    seoul = wall.astimezone(dt.timezone(dt.timedelta(hours=9))).isoformat(timespec="milliseconds")
+    seoul = wall.astimezone(SEOUL).isoformat(timespec="milliseconds")
     listing = find(history, ns=PATIENTS, since=seoul, until=update["wall"])
     assert update in listing["items"]
     assert all(i.get("wall") in (None, update["wall"]) for i in listing["items"] if i["kind"] == "operation")
@@ -252,6 +253,14 @@ async def test_the_api_answers_what_the_cli_prints_as_json(history: History, aio
     cli = _cli(history, "--ns", PATIENTS, "--op", "delete", "--since", first, "--limit", "10", "--json")
     assert cli.returncode == 0, cli.stderr
     assert await resp.json() == json.loads(cli.stdout)
+    # a zone offset typed into a URL unencoded: its '+' arrives as a space, and is read as '+'
+    wall = (await resp.json())["items"][0]["firstWall"]
+    seoul = dt.datetime.fromisoformat(wall.replace("Z", "+00:00")).astimezone(
+        dt.timezone(dt.timedelta(hours=9))
+    )
+    raw = f"/api/backup/oplog?ns={PATIENTS}&op=delete&since={seoul.isoformat(timespec='milliseconds')}"
+    typed = await client.get(raw, headers={"Authorization": f"Bearer {READ}"})
+    assert typed.status == 200 and (await typed.json())["items"][0]["firstWall"] == wall
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,7 @@ _ISO = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?([Zz]|
 def parse_point(text: str) -> Point:
     """``t:i`` (or ``t.i``): an oplog position; or an ISO-8601 time with its zone
     (``2024-12-01T14:31:07+09:00``, ``2024-12-01T05:31:07.120Z``): a moment."""
-    raw = text.strip()
+    raw = re.sub(r"(:\d{2}(\.\d+)?) (\d{2}:?\d{2})$", r"\1+\3", text.strip())  # '+' read from a URL as ' '
     if re.fullmatch(r"\d{1,10}[.:]\d{1,10}", raw):
         try:
             return parse(raw)
