@@ -22,6 +22,7 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 from sidecar.config import Settings
+from sidecar.engine.oplog_units import ReplayError
 from sidecar.pitr.catalog import SliceCatalog
 from sidecar.pitr.find_ops import Operation, position
 from sidecar.pitr.find_ops import operations as entry_operations
@@ -209,6 +210,6 @@ def _read(settings: Settings, entry: SliceEntry, finder: Finder, scan: _Scan) ->
                 finder.feed(op)
             if finder.done:
                 break
-    except SliceError as exc:
+    except (SliceError, ReplayError) as exc:  # ReplayError: an entry that is no oplog entry
         scan.unreadable.append({"fileName": entry["fileName"], "error": str(exc)})
     return True
