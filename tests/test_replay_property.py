@@ -130,7 +130,7 @@ def _server_and_replay(client: pymongo.MongoClient, sequence: list) -> tuple[byt
     return want, got
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequence=st.lists(updates(paths_per_update=1), min_size=1, max_size=8))
 def test_random_updates_replay_to_the_servers_document(mongo_client, sequence):
     want, got = _server_and_replay(mongo_client, sequence)
@@ -145,7 +145,7 @@ def _canonical(value: object) -> object:
     return (type(value).__name__, value)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequence=st.lists(updates(paths_per_update=3), min_size=1, max_size=8))
 def test_updates_of_several_paths_replay_to_the_same_values(mongo_client, sequence):
     """Several new fields in one update: the embedded server's updatedFields may list them in another
