@@ -1,4 +1,4 @@
-"""``sidecar``: serve | backup | verify | restore | list | prune | pitr | demo.
+"""``sidecar``: serve | backup | verify | restore | list | prune | pitr | oplog | demo.
 
 Exit 0 on success; otherwise one line ``sidecar: error: <reason>`` on stderr and a non-zero code:
 2 for bad usage or configuration, 1 for a failed job, 3 when another job holds the lock.
@@ -15,6 +15,7 @@ from sidecar.config import ConfigError, Settings, load_settings
 from sidecar.engine.restore_plan import CLI_WORDING
 from sidecar.jobs import JobBusy
 from sidecar.pitr.commands import add_parser as add_pitr_parser
+from sidecar.pitr.find_cli import add_parser as add_oplog_parser
 from sidecar.progress import TerminalProgress
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import CatalogError, Entry, Reconciliation, Status
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     add_pitr_parser(sub)
+    add_oplog_parser(sub)
 
     demo = sub.add_parser(
         "demo",

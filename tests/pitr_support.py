@@ -75,6 +75,15 @@ def wait_until_stored(settings: Settings, client: pymongo.MongoClient, timeout: 
     return newest
 
 
+def wait_running(runner: PitrRunner, timeout: float = 30) -> None:
+    """Until the archiver tails the oplog (writes from then on are archived)."""
+    deadline = time.monotonic() + timeout
+    while not runner.state.running:
+        assert runner.fatal is None, runner.fatal
+        assert time.monotonic() < deadline, "the archiver did not start"
+        time.sleep(0.05)
+
+
 def wait_for_slices(settings: Settings, count: int, timeout: float = 60) -> None:
     catalog = SliceCatalog(oplog_dir(settings))
     deadline = time.monotonic() + timeout

@@ -84,6 +84,7 @@ READ_ROUTES = [
     ("GET", "/api/backup/list"),
     ("GET", "/api/backup/jobs/000000000000"),
     ("GET", "/api/backup/pitr"),
+    ("GET", "/api/backup/oplog"),
     ("GET", "/api/v1/monitoring/status"),
     ("GET", "/api/v1/monitoring/metrics"),
     ("GET", "/api/v1/monitoring/logs"),

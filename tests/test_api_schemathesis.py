@@ -83,7 +83,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         serve.process.wait(60)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-8000:]
-    assert "15 selected / 15 total" in output and "Tested: 15" in output
+    assert "16 selected / 16 total" in output and "Tested: 16" in output
     summary = json.loads(report.read_text())
     assert summary["complete"] and not summary["failures"] and not summary["errors"]
     assert summary["test_cases"]["generated"] > 300

@@ -38,6 +38,7 @@ from tests.pitr_support import (
     archiving,
     server_entries,
     wait_for_slices,
+    wait_running,
     wait_until_stored,
     write_load,
 )
@@ -66,14 +67,6 @@ def pitr_client(pitr_server: EmbeddedServer) -> Iterator[pymongo.MongoClient]:
 @pytest.fixture
 def make_settings(tmp_path: Path, pitr_server: EmbeddedServer) -> Callable[..., Settings]:
     return lambda **values: settings_for(pitr_server.uri, tmp_path, **values)
-
-
-def wait_running(runner, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not runner.state.running:
-        assert runner.fatal is None, runner.fatal
-        assert time.monotonic() < deadline, "the archiver did not start"
-        time.sleep(0.05)
 
 
 def pos(data: dict[str, int]) -> Timestamp:

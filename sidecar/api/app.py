@@ -99,6 +99,7 @@ def create_app(sidecar: Sidecar) -> web.Application:
     r.add_post("/api/backup/restore", routes.backup_restore)
     r.add_get("/api/backup/jobs/{id}", routes.get_job)
     r.add_get("/api/backup/pitr", routes.backup_pitr)
+    r.add_get("/api/backup/oplog", routes.backup_oplog)
     r.add_get("/api/v1/monitoring/status", routes.monitoring_status)
     r.add_get("/api/v1/monitoring/metrics", routes.monitoring_metrics)
     r.add_get("/api/v1/monitoring/logs", routes.monitoring_logs)

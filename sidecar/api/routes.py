@@ -25,6 +25,8 @@ from sidecar.api.state import SIDECAR_KEY, Sidecar
 from sidecar.engine.restore_plan import TargetsInUse
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import LEVELS
+from sidecar.pitr.find import find_operations
+from sidecar.pitr.find_query import DEFAULT_LIMIT, MAX_LIMIT, FindError, FindQuery
 from sidecar.pitr.status import pitr_status
 from sidecar.service import JobFailed, ShuttingDown
 from sidecar.store.catalog import SAFETY_TRIGGER, CatalogError, Status, find_entry, newest_usable
@@ -179,6 +181,30 @@ async def backup_pitr(request: web.Request) -> web.Response:
     except CatalogError as exc:
         raise ApiError(500, "catalog_unreadable", str(exc)) from None
     return _json(status)
+
+
+@requires(READ)
+async def backup_oplog(request: web.Request) -> web.Response:
+    """The archived operations that match (``sidecar oplog find --json``)."""
+    params = v.query(request, ("ns", "op", "since", "until", "id", "limit"))
+    limit = v.integer(params, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    ns = params.get("ns")
+    try:
+        query = FindQuery.parse(
+            [ns] if ns is not None else [],
+            params.get("op"),
+            params.get("since"),
+            params.get("until"),
+            params.get("id"),
+            limit,
+        )
+    except FindError as exc:
+        raise ApiError(400, "invalid_parameter", f"query parameter {exc}") from None
+    try:
+        listing = await asyncio.to_thread(find_operations, _sidecar(request).settings, query)
+    except CatalogError as exc:
+        raise ApiError(500, "catalog_unreadable", str(exc)) from None
+    return _json(listing)
 
 
 @requires(ADMIN)

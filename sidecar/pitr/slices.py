@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
-from sidecar.archive.reader import split_documents
+from sidecar.archive.format import MAX_BSON_SIZE
 from sidecar.config import Settings
 from sidecar.engine.encryption import parse_recipients
 from sidecar.pitr import optime
@@ -33,6 +34,7 @@ SLICE_PREFIX = "oplog-"
 SLICE_SUFFIX = ".bson.gz"
 ENCRYPTED_SUFFIX = ".age"
 
+MAX_ENTRY_BYTES = MAX_BSON_SIZE + 16 * 1024  # an oplog entry may exceed a document's limit a little
 SliceEntry = dict[str, Any]  # one slice in oplog-slices.json (see docs/pitr.md)
 
 
@@ -139,15 +141,25 @@ def slice_source(settings: Settings, path: Path) -> ArchiveSource:
 
 def read_entries(settings: Settings, path: Path) -> list[bytes]:
     """The raw entries of a slice file, in order (a slice is at most about SIDECAR_PITR_SLICE_MAX_BYTES)."""
+    return list(iter_entries(settings, path))
+
+
+def iter_entries(settings: Settings, path: Path) -> Iterator[bytes]:
+    """The raw entries of a slice file one at a time, read as they are decompressed (one entry in
+    memory); SliceError when the file cannot be read through or ends inside an entry."""
     try:
         with slice_source(settings, path).open() as stream:
-            data = stream.data.read()
+            while head := stream.data.read(4):
+                size = int.from_bytes(head, "little")
+                whole = len(head) == 4 and 5 <= size <= MAX_ENTRY_BYTES
+                body = stream.data.read(size - 4) if whole else b""
+                if len(body) != size - 4:
+                    raise SliceError(f"{path.name}: the BSON stream ends inside an entry")
+                yield head + body
+    except SliceError:
+        raise
     except Exception as exc:
         raise SliceError(f"{path.name}: {read_failure(exc)}") from None
-    entries = [bytes(doc) for doc in split_documents(data)]
-    if entries and (len(entries[-1]) < 5 or len(entries[-1]) != int.from_bytes(entries[-1][:4], "little")):
-        raise SliceError(f"{path.name}: the BSON stream ends inside an entry")
-    return entries
 
 
 def stored_digest(path: Path) -> str:

@@ -1,0 +1,110 @@
+"""``sidecar oplog find``: the archived operations that match, for an operator looking for the bad one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import zoneinfo
+from typing import Any
+
+from sidecar.config import Settings
+from sidecar.pitr.find import find_operations
+from sidecar.pitr.find_query import DEFAULT_LIMIT, MAX_LIMIT, OP_CHOICES, FindError, FindQuery
+from sidecar.store.catalog import parse_iso
+from sidecar.text import counted
+
+EXIT_USAGE = 2
+
+
+def add_parser(sub: Any) -> None:
+    """The ``oplog`` command and its ``find`` subcommand, on the CLI's subparsers."""
+    oplog = sub.add_parser("oplog", help="search the archived oplog (point-in-time recovery)")
+    commands = oplog.add_subparsers(dest="oplog_command", required=True, metavar="SUBCOMMAND")
+    find = commands.add_parser(
+        "find",
+        help="list the archived operations that match, each with the --before-op that undoes it",
+        description="T is an oplog position t:i (compared with ts) or an ISO-8601 time with a zone "
+        "(compared with the wall time). VALUE is an ObjectId when 24 hex digits, else an integer when a "
+        "whole number, else a string ('\"42\"' is the string 42).",
+    )
+    find.add_argument(
+        "--ns", action="append", default=[], metavar="PATTERN", help="db.coll, db.* or *.coll (repeatable)"
+    )
+    find.add_argument("--op", choices=OP_CHOICES, help="only this kind of operation")
+    find.add_argument("--since", metavar="T", help="at or after T")
+    find.add_argument("--until", metavar="T", help="at or before T")
+    find.add_argument("--id", metavar="VALUE", help="only operations on the document with this _id")
+    find.add_argument(
+        "--limit", type=int, default=DEFAULT_LIMIT, help=f"list at most this many (1-{MAX_LIMIT})"
+    )
+    find.add_argument("--json", action="store_true", help="print the listing as JSON (as the API answers)")
+    find.set_defaults(func=cmd_find)
+
+
+def cmd_find(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        query = FindQuery.parse(args.ns, args.op, args.since, args.until, args.id, args.limit)
+    except FindError as exc:
+        print(f"sidecar: error: --{exc}", file=sys.stderr)
+        return EXIT_USAGE
+    listing = find_operations(settings, query)
+    if args.json:
+        print(json.dumps(listing, ensure_ascii=False, indent=2))
+        return 0
+    for line in describe(listing, zoneinfo.ZoneInfo(settings.timezone)):
+        print(line)
+    return 0
+
+
+def _when(wall: str | None, tz: zoneinfo.ZoneInfo) -> str:
+    """``2024-12-01T05:31:07.120Z (14:31:07.120 Asia/Seoul)``."""
+    if wall is None:
+        return "-"
+    local = parse_iso(wall).astimezone(tz)
+    return f"{wall} ({local:%Y-%m-%d %H:%M:%S}.{local.microsecond // 1000:03d} {tz.key})"
+
+
+def _id_text(value: Any) -> str:
+    """``ObjectId('...')`` for ``{"$oid": ...}``, else the Extended JSON."""
+    if isinstance(value, dict) and list(value) == ["$oid"]:
+        return f"ObjectId('{value['$oid']}')"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _item_lines(item: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
+    if item["kind"] == "group":
+        head = (
+            f"{counted(item['count'], item['operation'])} on {item['namespace']} between "
+            f"{_when(item['firstWall'], tz)} and {_when(item['lastWall'], tz)}, "
+            f"{item['firstPosition']} .. {item['lastPosition']}"
+        )
+        return [head, f"    undo: {item['restoreCommand']}"]
+    what = item["command"] if item["operation"] == "command" else item["operation"]
+    parts = [item["position"], _when(item["wall"], tz), what, item["namespace"]]
+    if item["_id"] is not None:
+        parts.append(f"_id {_id_text(item['_id'])}")
+    if item["detail"]:
+        parts.append(f"({item['detail']})")
+    if item["transaction"]:
+        parts.append("[transaction]")
+    return ["  ".join(parts) + f"  --before-op {item['beforeOp']}"]
+
+
+def describe(listing: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
+    s = listing["slices"]
+    lines = [
+        f"searched {counted(s['total'], 'slice')}: {s['opened']} opened, {s['skipped']} skipped by the "
+        f"catalog, {s['unread']} not read; {listing['entriesRead']:,} entries read"
+    ]
+    lines += [f"WARNING: {u['error']}" for u in s["unreadable"]]
+    if not listing["items"]:
+        lines.append("no matching operation")
+    for item in listing["items"]:
+        lines += _item_lines(item, tz)
+    if listing["truncated"]:
+        more = f"search again with --since {listing['next']}"
+        lines.append(f"... more after the {listing['count']} listed: {more}")
+    if listing["items"]:
+        lines.append("undo one: sidecar restore --before-op T:I (the data as it was just before it)")
+    return lines
