@@ -103,12 +103,12 @@ class Cut:
         return self.before is not None and ts >= self.before
 
 
-def _flatten(ts: Timestamp, doc: RawBSONDocument) -> Iterator[OplogOp]:
+def flatten(ts: Timestamp, doc: RawBSONDocument) -> Iterator[OplogOp]:
     """The operations of an entry: those nested in ``applyOps`` (at any depth), or the entry."""
     op = OplogOp(ts, doc)
     if op.command == "applyOps":
         for inner in op.o["applyOps"]:
-            yield from _flatten(ts, inner)
+            yield from flatten(ts, inner)
     else:
         yield op
 
@@ -171,7 +171,7 @@ class Assembler:
 
     def _apply_ops(self, ts: Timestamp, doc: RawBSONDocument, key: tuple[bytes, int] | None) -> Unit | None:
         obj = doc["o"]
-        ops = list(_flatten(ts, doc))
+        ops = list(flatten(ts, doc))
         if key is None or doc.get("multiOpType") == APPLIED_SEPARATELY:
             # applyOps run as a command, or mongod's batch of retryable writes: not a transaction
             return Unit(ts, ops)
