@@ -17,6 +17,7 @@ import pytest
 from bson.codec_options import CodecOptions
 from bson.son import SON
 
+from sidecar.api.app import Sidecar, create_app
 from sidecar.cli import main as cli_main
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
@@ -218,3 +219,23 @@ def test_without_two_joined_base_backups_the_level_is_skipped_and_says_why(
     assert "the catalog holds none" in BackupService(empty).run_pitr_verify()["skipped"]
     assert cli_main(["verify", "--level", "pitr", "some.gz"]) == 2
     assert "no FILE" in capsys.readouterr().err
+
+
+async def test_post_backup_test_level_pitr_runs_the_check_and_refuses_a_file_name(
+    chain, tmp_path, aiohttp_client
+):
+    settings = _copy(chain, tmp_path).replace(admin_token="admin-token-for-tests-0123456789", pitr="off")
+    sidecar = Sidecar(settings)
+    client = await aiohttp_client(create_app(sidecar))
+    headers = {"Authorization": f"Bearer {settings.admin_token}"}
+    resp = await client.post("/api/backup/test", json={"level": "pitr", "fileName": "x.gz"}, headers=headers)
+    assert resp.status == 400 and "no fileName" in (await resp.json())["error"]["message"]
+    resp = await client.post("/api/backup/test?wait=true", json={"level": "pitr"}, headers=headers)
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    pair = joined_pair(settings)
+    assert body["job"]["params"] == {"level": "pitr", "fileName": pair.newer}
+    assert body["verification"]["ok"] is True and body["verification"]["fileName"] == pair.newer
+    metrics = await (await client.get("/metrics")).text()
+    assert 'mongobackup_verify_last_success{level="pitr"} 1.0' in metrics
+    assert 'mongobackup_verify_runs_total{level="pitr"} 1.0' in metrics
