@@ -239,3 +239,20 @@ async def test_post_backup_test_level_pitr_runs_the_check_and_refuses_a_file_nam
     metrics = await (await client.get("/metrics")).text()
     assert 'mongobackup_verify_last_success{level="pitr"} 1.0' in metrics
     assert 'mongobackup_verify_runs_total{level="pitr"} 1.0' in metrics
+
+
+async def test_the_scheduled_pitr_check_runs_weekly_beside_the_drill_and_records_its_verdict(chain, tmp_path):
+    settings = _copy(chain, tmp_path).replace(admin_token="admin-token-for-tests-0123456789", pitr="off")
+    assert settings.pitr_verify_schedule == "0 5 * * 0"  # Sundays 05:00, an hour after the drill
+    sidecar = Sidecar(settings)
+    await sidecar.start()
+    try:
+        status = sidecar.scheduler.status()["pitrVerify"]
+        assert status["schedule"] == "0 5 * * 0" and status["nextRun"]
+        await sidecar.scheduler.scheduled_pitr_verify()
+    finally:
+        await sidecar.stop(grace=5)
+    (job,) = [j for j in sidecar.service.jobs.values() if j.params.get("level") == "pitr"]
+    assert job.trigger == "schedule" and job.state == "succeeded"
+    entry = next(e for e in sidecar.service.list_backups() if e["fileName"] == job.params["fileName"])
+    assert entry["verification"]["pitr"]["ok"] is True
