@@ -25,6 +25,7 @@ from sidecar.integrity.drill import DRILL_PREFIX
 from sidecar.pitr.catalog import SliceCatalog
 from sidecar.pitr.pair import joined_pair
 from sidecar.pitr.slices import oplog_dir, read_entries
+from sidecar.pitr.status import pitr_status
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import is_usable
 from sidecar.store.objects import Digest
@@ -176,6 +177,8 @@ def test_verify_level_pitr_fails_naming_a_slice_altered_with_a_matching_sha256(
     assert is_usable(entry)  # the slices are bad, not base N
     recorded = SliceCatalog(oplog_dir(settings)).load()["verification"]["pitr"]
     assert recorded["ok"] is False and list(recorded["suspectSlices"]) == [altered]
+    shown = pitr_status(settings, server="not asked")["verification"]["pitr"]
+    assert shown["newer"] == pair.newer and altered in shown["reason"]
     assert _scratch_left(settings) == []
 
 
