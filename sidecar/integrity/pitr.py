@@ -20,6 +20,7 @@ from typing import Any
 
 import pymongo
 from bson.raw_bson import RawBSONDocument
+from bson.timestamp import Timestamp
 
 from sidecar.archive import DocumentChunk
 from sidecar.config import Settings
@@ -103,11 +104,15 @@ class PitrCheck:
             "scratchDatabases": sorted({*self.replayed.databases, *self.restored.databases}),
         }
 
-    def _restore(self, name: str, scratch: ScratchSet, extra: Iterable[bytes], until: Any) -> dict[str, Any]:
+    def _restore(
+        self, name: str, scratch: ScratchSet, extra: Iterable[bytes], until: Timestamp | None
+    ) -> dict[str, Any]:
         """A base restored into ``scratch``, then its own oplog (but its first entry, in the data) and
         ``extra`` replayed through ``until``: the replay's counts."""
-        entry = Catalog(self.settings.backup_dir).get(name) or {}
-        source = source_for(self.settings, self.settings.backup_dir / name, entry)  # type: ignore[arg-type]
+        entry = Catalog(self.settings.backup_dir).get(name)
+        if entry is None:
+            raise VerifyFailed(f"base backup {name} is no longer in the catalog", check="pitr-base")
+        source = source_for(self.settings, self.settings.backup_dir / name, entry)
         spool = OplogSpool()
 
         def keep_oplog(chunk: DocumentChunk) -> None:
@@ -202,5 +207,5 @@ class PitrCheck:
         return out
 
 
-def _ts(raw: bytes) -> Any:
+def _ts(raw: bytes) -> Timestamp:
     return RawBSONDocument(raw)["ts"]
