@@ -259,3 +259,15 @@ async def test_the_scheduled_pitr_check_runs_weekly_beside_the_drill_and_records
     assert job.trigger == "schedule" and job.state == "succeeded"
     entry = next(e for e in sidecar.service.list_backups() if e["fileName"] == job.params["fileName"])
     assert entry["verification"]["pitr"]["ok"] is True
+
+
+def test_a_base_backup_that_cannot_be_read_fails_as_that_base_not_as_the_slices(chain, tmp_path):
+    settings = _copy(chain, tmp_path)
+    pair = joined_pair(settings)
+    assert not isinstance(pair, str)
+    (settings.backup_dir / pair.older).unlink()
+    with pytest.raises(JobFailed, match=f"base backup {pair.older}: .* does not exist"):
+        BackupService(settings).run_pitr_verify()
+    entry = next(e for e in BackupService(settings).list_backups() if e["fileName"] == pair.newer)
+    assert entry["verification"]["pitr"]["failedCheck"] == "pitr-base"
+    assert "suspectSlices" not in entry["verification"]["pitr"]

@@ -13,9 +13,10 @@ drills and checks are dropped first.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pymongo
@@ -33,13 +34,13 @@ from sidecar.engine.restore_plan import RestoreOptions, plan_restore
 from sidecar.integrity.checks import compare_file, compare_manifest
 from sidecar.integrity.drill import DRILL_PREFIX, drop_drill_databases
 from sidecar.integrity.failure import SERVER_CHECK, VerifyFailed, first_problem
-from sidecar.integrity.scan import scan_archive
+from sidecar.integrity.scan import ArchiveScan, scan_archive
 from sidecar.integrity.scratch import ScratchSet, collection_facts, compare_facts, differing_ids, writers
 from sidecar.pitr.pair import BasePair
 from sidecar.pitr.slices import SliceError, oplog_dir, read_entries
 from sidecar.progress import Progress
-from sidecar.store.catalog import Catalog
-from sidecar.store.source import source_for
+from sidecar.store.catalog import Catalog, Entry
+from sidecar.store.source import ArchiveReadError, ArchiveSource, source_for
 
 SCRATCH = f"{DRILL_PREFIX}*"  # the scratch databases of drills and checks: never restored or replayed
 EXPLAINED_NAMESPACES = 3
@@ -120,17 +121,8 @@ class PitrCheck:
                 spool.add(chunk.data)
 
         try:
-            with source.pinned():
-                scan = scan_archive(
-                    source, manifest=entry.get("namespaces"), on_chunk=keep_oplog, cancel=self.cancel
-                )
-                problems = ([scan.failure.reason] if scan.failure else []) + compare_manifest(scan, entry)
-                problems += compare_file(scan, entry)
-                if problems or scan.prelude is None:
-                    raise VerifyFailed(
-                        f"base backup {name} fails its full check: {first_problem(problems)}",
-                        check="pitr-base",
-                    )
+            with _base_readable(name), source.pinned():
+                scan = self._full_check(name, source, entry, keep_oplog)
                 options = RestoreOptions(oplog_replay=False, ns_exclude=(SCRATCH,))
                 plan = plan_restore(scan.prelude, scan.counts(), options, rename=scratch.rename)
                 with source.open() as opened:
@@ -150,6 +142,23 @@ class PitrCheck:
             return result.as_json()
         finally:
             spool.close()
+
+    def _full_check(
+        self, name: str, source: ArchiveSource, entry: Entry, on_chunk: Callable[[DocumentChunk], None]
+    ) -> ArchiveScan:
+        """The base's full-level scan (its oplog handed to ``on_chunk``); VerifyFailed pitr-base if not."""
+        try:
+            scan = scan_archive(
+                source, manifest=entry.get("namespaces"), on_chunk=on_chunk, cancel=self.cancel
+            )
+        except VerifyFailed as exc:  # cannot be read through
+            raise VerifyFailed(f"base backup {name}: {exc.reason}", check="pitr-base") from None
+        problems = ([scan.failure.reason] if scan.failure else []) + compare_manifest(scan, entry)
+        problems += compare_file(scan, entry)
+        if problems or scan.prelude is None:
+            reason = first_problem(problems) if problems else "no prelude"
+            raise VerifyFailed(f"base backup {name} fails its full check: {reason}", check="pitr-base")
+        return scan
 
     def _slices(self) -> Iterator[tuple[str, bytes]]:
         """(slice file name, entry) of every archived entry after N-1's consistent point, checked."""
@@ -205,6 +214,15 @@ class PitrCheck:
             if failed:
                 out.setdefault("scratchNotDropped", []).extend(failed)
         return out
+
+
+@contextlib.contextmanager
+def _base_readable(name: str) -> Iterator[None]:
+    """A base backup with no copy to read (``pinned`` opens it) fails the check as that base's."""
+    try:
+        yield
+    except ArchiveReadError as exc:
+        raise VerifyFailed(f"base backup {name}: {exc}", check="pitr-base") from None
 
 
 def _ts(raw: bytes) -> Timestamp:
