@@ -8,7 +8,7 @@ import gzip
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import bson
@@ -134,9 +134,18 @@ def test_verify_level_pitr_passes_on_a_healthy_chain(chain, tmp_path, monkeypatc
     assert _scratch_left(settings) == []
 
 
-def _alter_insert(settings: Settings) -> str:
-    """Re-compress the slice holding the insert of TAMPERED_ID with that entry's name changed, and
-    update its sha256, size and raw bytes in the slice catalog: only the content can tell."""
+def _rename_patient(document: SON) -> SON:
+    document["name"] = "park"
+    return document
+
+
+def _reorder(document: SON) -> SON:
+    return SON([("_id", document["_id"]), *reversed([(k, v) for k, v in document.items() if k != "_id"])])
+
+
+def _alter_insert(settings: Settings, change: Callable[[SON], SON] = _rename_patient) -> str:
+    """Re-compress the slice holding the insert of TAMPERED_ID with ``change`` made to its document,
+    and update its sha256, size and raw bytes in the slice catalog: only the content can tell."""
     directory = oplog_dir(settings)
     catalog = SliceCatalog(directory)
     document = catalog.load()
@@ -145,7 +154,7 @@ def _alter_insert(settings: Settings) -> str:
         for index, raw in enumerate(entries):
             entry = bson.decode(raw, ORDERED)
             if entry.get("op") == "i" and entry["o"].get("_id") == TAMPERED_ID:
-                entry["o"]["name"] = "park"
+                entry["o"] = change(entry["o"])
                 entries[index] = bson.encode(entry)
                 data = gzip.compress(b"".join(entries))
                 (directory / item["fileName"]).write_bytes(data)
@@ -168,6 +177,7 @@ def test_verify_level_pitr_fails_naming_a_slice_altered_with_a_matching_sha256(
     assert cli_main(["verify", "--level", "pitr", "--quiet"]) == 1
     error = capsys.readouterr().err
     assert altered in error and f"{DB}.patients: the content hash of its documents differs" in error
+    assert "another order" not in error
     entry = next(e for e in BackupService(settings).list_backups() if e["fileName"] == pair.newer)
     result = entry["verification"]["pitr"]
     assert not result["ok"] and result["failedCheck"] == "pitr"
@@ -271,3 +281,12 @@ def test_a_base_backup_that_cannot_be_read_fails_as_that_base_not_as_the_slices(
     entry = next(e for e in BackupService(settings).list_backups() if e["fileName"] == pair.newer)
     assert entry["verification"]["pitr"]["failedCheck"] == "pitr-base"
     assert "suspectSlices" not in entry["verification"]["pitr"]
+
+
+def test_a_document_that_differs_only_in_field_order_says_so(chain, tmp_path):
+    settings = _copy(chain, tmp_path)
+    altered = _alter_insert(settings, _reorder)
+    with pytest.raises(
+        JobFailed, match=f"written by slice\\(s\\) {altered} \\(the same fields and values in another order"
+    ):
+        BackupService(settings).run_pitr_verify()
