@@ -168,16 +168,22 @@ class PitrCheck:
         return scan
 
     def _slices(self) -> Iterator[tuple[str, bytes]]:
-        """(slice file name, entry) of every archived entry after N-1's consistent point, checked."""
+        """(slice file name, entry) of every archived entry after N-1's consistent point, each slice
+        read with its catalogued sha256 and number of entries (its size: ``pair`` took it from a chain
+        checked by size)."""
         directory = oplog_dir(self.settings)
         for item in self.pair.slices:
+            name = item["fileName"]
             try:
-                entries = read_entries(self.settings, directory / item["fileName"], expect=item)
+                entries = read_entries(self.settings, directory / name, sha256=item["sha256"])
             except SliceError as exc:
-                raise VerifyFailed(str(exc), check="slice", details={"slice": item["fileName"]}) from None
+                raise VerifyFailed(str(exc), check="slice", details={"slice": name}) from None
+            if len(entries) != item["entries"]:
+                reason = f"{name}: {len(entries)} entries, the catalog says {item['entries']}"
+                raise VerifyFailed(reason, check="slice", details={"slice": name})
             for raw in entries:
                 if _ts(raw) > self.pair.older_point:
-                    yield item["fileName"], raw
+                    yield name, raw
 
     def _slice_entries(self) -> Iterator[bytes]:
         return (raw for _, raw in self._slices())
