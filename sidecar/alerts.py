@@ -56,9 +56,17 @@ def _verify_failed(f: Facts) -> tuple[bool, float | None, float | None]:
     return bool(failed), 0.0 if failed else 1.0, 1.0
 
 
-def _drill_failed(f: Facts) -> tuple[bool, float | None, float | None]:
-    ok = f.catalog.verify.get("drill", {}).get("last_success", 1)
+def _level_failed(level: str, f: Facts) -> tuple[bool, float | None, float | None]:
+    ok = f.catalog.verify.get(level, {}).get("last_success", 1)
     return ok == 0, float(ok), 1.0
+
+
+def _drill_failed(f: Facts) -> tuple[bool, float | None, float | None]:
+    return _level_failed("drill", f)
+
+
+def _pitr_verify_failed(f: Facts) -> tuple[bool, float | None, float | None]:
+    return _level_failed("pitr", f)
 
 
 def _level_too_old(level: str, limit: float, f: Facts) -> tuple[bool, float | None, float | None]:
@@ -125,6 +133,12 @@ CONDITIONS: tuple[tuple[str, str, str, Check], ...] = (
     ),
     ("MongoBackupDrillFailed", "critical", "The newest restore drill failed", _drill_failed),
     ("MongoBackupDrillTooOld", "warning", "No passing restore drill within the threshold", _drill_too_old),
+    (
+        "MongoBackupPitrVerifyFailed",
+        "critical",
+        "The oplog archive does not reproduce the newest base backup",
+        _pitr_verify_failed,
+    ),
     (
         "MongoBackupSizeDropped",
         "warning",

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 
 from sidecar.config import ConfigError, Settings, load_settings
 from sidecar.engine.restore_plan import CLI_WORDING
+from sidecar.integrity.failure import LEVELS
 from sidecar.jobs import JobBusy
 from sidecar.pitr.commands import add_parser as add_pitr_parser
 from sidecar.pitr.find_cli import add_parser as add_oplog_parser
@@ -126,6 +127,8 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    if args.level == "pitr":
+        return cmd_verify_pitr(args, settings)
     service = BackupService(settings)
     job = service.new_job("verify", fileName=args.file or "--latest", level=args.level)
     with TerminalProgress(job.progress, enabled=not (args.quiet or args.json)):
@@ -146,6 +149,31 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         if args.level == "drill":
             detail += f"; restored into {', '.join(record.get('scratchDatabases', []))} and compared"
     print(f"{args.level} verification passed: {result['fileName']} ({detail}, {record['durationSeconds']}s)")
+    return 0
+
+
+def cmd_verify_pitr(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 when the replay reproduces the newer base, or when there is no pair to check (skipped,
+    said on stdout); 1 when it does not (the error names the slices)."""
+    if args.file or args.latest:
+        raise ConfigError("--level pitr checks the newest two base backups the oplog archive joins: no FILE")
+    service = BackupService(settings)
+    job = service.new_job("verify", level="pitr")
+    with TerminalProgress(job.progress, enabled=not (args.quiet or args.json)):
+        result = service.run_pitr_verify(job)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    elif result.get("skipped"):
+        print(f"pitr verification skipped: {result['skipped']}")
+    else:
+        record = result["verification"]["pitr"]
+        pair = record["pair"]
+        print(
+            f"pitr verification passed: {pair['older']} + {counted(len(pair['slices']), 'slice')} "
+            f"({counted(record['replay']['entries'], 'oplog entry', 'oplog entries')}) replayed through "
+            f"{pair['throughTime']} reproduce {pair['newer']} ({counted(record['namespaces'], 'namespace')}, "
+            f"{counted(record['documents'], 'document')}, {record['durationSeconds']}s)"
+        )
     return 0
 
 
@@ -253,15 +281,20 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
     prune.set_defaults(func=cmd_prune)
 
-    verify = sub.add_parser("verify", help="integrity test of a backup: quick, full or a restore drill")
+    verify = sub.add_parser(
+        "verify",
+        help="integrity test of a backup: quick, full or a restore drill; or pitr, of the oplog archive",
+    )
     verify.add_argument("file", nargs="?", help="a catalog file name or a path (default: the newest backup)")
     verify.add_argument("--latest", action="store_true", help="the newest usable backup (the default)")
     verify.add_argument(
         "--level",
-        choices=("quick", "full", "drill"),
+        choices=LEVELS,
         default="full",
         help="quick: size, sha256, gzip; full: every document and CRC against the manifest (default); "
-        "drill: full, then a restore into a scratch database compared with the archive",
+        "drill: full, then a restore into a scratch database compared with the archive; "
+        "pitr (no FILE): the newest two base backups the oplog archive joins restored into scratch "
+        "databases, the older one carried to the newer's point by the archived oplog, then compared",
     )
     verify.add_argument("--json", action="store_true", help="print the result as JSON")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")

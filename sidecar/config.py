@@ -193,9 +193,12 @@ class Settings:
     alert_backup_max_age_seconds: int = _setting(_int(60), str(26 * 3600))
     alert_verify_max_age_seconds: int = _setting(_int(60), str(26 * 3600))
     alert_drill_max_age_seconds: int = _setting(_int(60), str(8 * 24 * 3600))
+    alert_pitr_verify_max_age_seconds: int = _setting(_int(60), str(8 * 24 * 3600))
     alert_size_drop_ratio: float = _setting(_float(0.0, 1.0), "0.5")
     alert_disk_free_min_ratio: float = _setting(_float(0.0, 1.0), "0.10")
     drill_schedule: str = _setting(_cron, "0 4 * * 0")
+    # the pitr integrity level (integrity/pitr.py): the archive replayed from one base backup to the next
+    pitr_verify_schedule: str = _setting(_cron, "0 5 * * 0")
     verify_after_backup: str = _setting(_choice("off", "quick", "full"), "full")
     schedule_misfire_grace_seconds: int = _setting(_int(1), "3600")
     health_interval_seconds: float = _setting(_float(0.5, 3600), "5")

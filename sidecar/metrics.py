@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from sidecar import __version__
 from sidecar.config import Settings
 from sidecar.health import HealthMonitor
+from sidecar.integrity.failure import LEVELS
 from sidecar.jobs import Job
 from sidecar.pitr.state import PitrState
 from sidecar.pitr.status import refresh as refresh_pitr
@@ -40,7 +41,6 @@ from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, Entry, is_us
 PREFIX = "mongobackup"
 TRIGGERS = ("schedule", "manual", "cronjob")
 STAGES = ("connect", "dump", "write", "verify", "upload")
-LEVELS = ("quick", "full", "drill")
 DESTINATIONS = ("local",)
 OFFSITE = ("s3",)
 DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
@@ -199,6 +199,7 @@ class _StateCollector(Collector):
             ("backup_age_seconds", settings.alert_backup_max_age_seconds),
             ("verify_age_seconds", settings.alert_verify_max_age_seconds),
             ("drill_age_seconds", settings.alert_drill_max_age_seconds),
+            ("pitr_verify_age_seconds", settings.alert_pitr_verify_max_age_seconds),
             ("size_drop_ratio", settings.alert_size_drop_ratio),
             ("disk_free_ratio", settings.alert_disk_free_min_ratio),
         ):

@@ -3,7 +3,8 @@ through the same ``JobRunner`` as the HTTP API, so a scheduled backup and a manu
 
 Schedule (all times in ``SIDECAR_TIMEZONE``): backups on ``SIDECAR_SCHEDULE``, each followed by an
 integrity test at ``SIDECAR_VERIFY_AFTER_BACKUP`` (retention runs inside the backup job); a restore
-drill of the newest backup on ``SIDECAR_DRILL_SCHEDULE``; health probes every
+drill of the newest backup on ``SIDECAR_DRILL_SCHEDULE``; the pitr level (the oplog archive replayed
+from one base backup to the next) on ``SIDECAR_PITR_VERIFY_SCHEDULE``; health probes every
 ``SIDECAR_HEALTH_INTERVAL_SECONDS`` into the cache that /health and /metrics read. Missed runs are
 coalesced into one and dropped past ``SIDECAR_SCHEDULE_MISFIRE_GRACE_SECONDS``.
 """
@@ -63,6 +64,13 @@ class SidecarScheduler:
                 id="drill",
                 name="drill",
             )
+        if s.pitr_verify_schedule:
+            self.scheduler.add_job(
+                self.scheduled_pitr_verify,
+                cron_trigger(s.pitr_verify_schedule, s.timezone),
+                id="pitr-verify",
+                name="pitr-verify",
+            )
         self.scheduler.add_job(
             self.probe_health,
             IntervalTrigger(seconds=s.health_interval_seconds),
@@ -101,6 +109,10 @@ class SidecarScheduler:
                 "verifyAfter": s.verify_after_backup,
             },
             "drill": {"schedule": s.drill_schedule or None, "nextRun": self.next_run("drill")},
+            "pitrVerify": {
+                "schedule": s.pitr_verify_schedule or None,
+                "nextRun": self.next_run("pitr-verify"),
+            },
             "healthProbe": {"intervalSeconds": s.health_interval_seconds, "nextRun": self.next_run("health")},
             "misfireGraceSeconds": s.schedule_misfire_grace_seconds,
         }
@@ -136,6 +148,21 @@ class SidecarScheduler:
             log.warning("scheduled restore drill skipped: %s", exc)
         except JobFailed as exc:
             log.error("scheduled restore drill did not pass: %s", exc)
+        except ShuttingDown:
+            pass
+
+    async def scheduled_pitr_verify(self) -> None:
+        """The pitr level, beside the drill: the oplog archive replayed from base backup N-1 to N."""
+        try:
+            check = self.runner.service.run_pitr_verify
+            _, task = await self.runner.submit("verify", "schedule", check, level="pitr")
+            result = await asyncio.shield(task)
+            if result.get("skipped"):
+                log.info("scheduled pitr verification skipped: %s", result["skipped"])
+        except JobBusy as exc:
+            log.warning("scheduled pitr verification skipped: %s", exc)
+        except JobFailed as exc:
+            log.error("scheduled pitr verification did not pass: %s", exc)
         except ShuttingDown:
             pass
 

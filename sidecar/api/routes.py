@@ -23,6 +23,7 @@ from sidecar.api.auth import ADMIN, OPEN, READ, requires
 from sidecar.api.errors import ApiError
 from sidecar.api.state import SIDECAR_KEY, Sidecar
 from sidecar.engine.restore_plan import TargetsInUse
+from sidecar.integrity.failure import LEVELS as VERIFY_LEVELS
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import LEVELS
 from sidecar.pitr.find import find_operations
@@ -221,7 +222,7 @@ async def backup_create(request: web.Request) -> web.Response:
 
 
 TEST_FIELDS = {
-    "level": v.Field("enum", choices=("quick", "full", "drill")),
+    "level": v.Field("enum", choices=VERIFY_LEVELS),
     "fileName": v.Field("fileName"),
 }
 
@@ -256,6 +257,8 @@ async def backup_test(request: web.Request) -> web.Response:
     body = await v.json_body(request, TEST_FIELDS)
     sidecar = _sidecar(request)
     level = body.get("level", "full")
+    if level == "pitr":
+        return await _pitr_test(request, sidecar, body, wait)
     name = await _usable_archive(sidecar, body.get("fileName"))
 
     def work(job: Job) -> Any:
@@ -265,6 +268,23 @@ async def backup_test(request: web.Request) -> web.Response:
         return {"verification": result}
 
     return await _start_job(request, "verify", work, wait, respond, level=level, fileName=name)
+
+
+async def _pitr_test(
+    request: web.Request, sidecar: Sidecar, body: dict[str, Any], wait: bool
+) -> web.Response:
+    """The pitr level: the newest two base backups the oplog archive joins, so no fileName."""
+    if "fileName" in body:
+        raise ApiError(
+            400,
+            "invalid_field",
+            "level pitr checks the newest two base backups the oplog archive joins: no fileName",
+        )
+
+    def respond(job: Job, result: Any) -> dict[str, Any]:
+        return {"verification": result}
+
+    return await _start_job(request, "verify", sidecar.service.run_pitr_verify, wait, respond, level="pitr")
 
 
 RESTORE_FIELDS = {

@@ -55,11 +55,12 @@ def drop_drill_databases(
     return dropped, failed
 
 
-def _norm(value: Any) -> Any:
+def comparable(value: Any) -> Any:
+    """A value as comparable facts: numbers as floats (int, Int64 and double alike), mappings as dicts."""
     if isinstance(value, Mapping):
-        return {str(k): _norm(v) for k, v in value.items()}
+        return {str(k): comparable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_norm(v) for v in value]
+        return [comparable(v) for v in value]
     if isinstance(value, bool):
         return value
     if isinstance(value, int | float):
@@ -69,8 +70,8 @@ def _norm(value: Any) -> Any:
 
 def index_signature(spec: Mapping[str, Any]) -> dict[str, Any]:
     """An index as comparable facts: its key in order, its options in any order, no v or ns."""
-    out = {k: _norm(v) for k, v in spec.items() if k not in ("v", "ns", "key", "entryFormat")}
-    out["key"] = [(str(k), _norm(v)) for k, v in spec.get("key", {}).items()]
+    out = {k: comparable(v) for k, v in spec.items() if k not in ("v", "ns", "key", "entryFormat")}
+    out["key"] = [(str(k), comparable(v)) for k, v in spec.get("key", {}).items()]
     return out
 
 
@@ -182,7 +183,7 @@ class Drill:
             if info is None:
                 mismatches.append(f"{p.source}: not restored")
                 continue
-            if _norm(info.get("options", {})) != _norm(p.options):
+            if comparable(info.get("options", {})) != comparable(p.options):
                 mismatches.append(
                     f"{p.source}: options are {dict(info.get('options', {}))}, the archive has {p.options}"
                 )

@@ -23,7 +23,7 @@ import pymongo
 
 from sidecar.integrity.checks import compare_file, compare_manifest, record
 from sidecar.integrity.drill import Drill
-from sidecar.integrity.failure import LEVELS, SERVER_CHECK, VerifyFailed, first_problem
+from sidecar.integrity.failure import ARCHIVE_LEVELS, LEVELS, SERVER_CHECK, VerifyFailed, first_problem
 from sidecar.integrity.scan import ArchiveScan, as_source, read_failed, scan_archive
 from sidecar.progress import Progress
 from sidecar.store.source import ArchiveReadError, ArchiveSource
@@ -59,8 +59,8 @@ def verify_archive(
     cancel: threading.Event | None = None,
 ) -> VerifyReport:
     """Run ``level`` (and the levels under it) on ``archive``; ``entry`` is its catalog entry or None."""
-    if level not in LEVELS:
-        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    if level not in ARCHIVE_LEVELS:
+        raise ValueError(f"level must be one of {', '.join(ARCHIVE_LEVELS)}, got {level!r}")
     source = as_source(archive)
     report = VerifyReport(level)
     emit = progress or Progress()

@@ -2,7 +2,8 @@
 backups). One JSON object::
 
     {"slices": [slice, ...],   # in chain order, oldest first (fields: docs/pitr.md)
-     "gaps": [gap, ...]}       # gaps found while archiving (a rollover on resume), oldest first
+     "gaps": [gap, ...],       # gaps found while archiving (a rollover on resume), oldest first
+     "verification": {"pitr": result}}  # the newest pitr check of the slices (integrity/pitr.py)
 
 A gap's ``from`` is the last entry stored before it and ``to`` the first stored after it: the entries
 strictly between are not in the archive. Written like ``backup-info.json`` (locked, atomic).
@@ -74,6 +75,15 @@ class SliceCatalog:
     def add_gap(self, gap: GapEntry) -> None:
         def change(document: Document) -> None:
             self._valid(document)["gaps"].append(gap)
+
+        self._file.update(_empty(), change)
+
+    def record_verification(self, level: str, result: dict[str, Any]) -> None:
+        """The newest result of a check of the archive's content (``verification.<level>``: the pitr
+        level's replay from one base backup to the next), kept beside the slices it read."""
+
+        def change(document: Document) -> None:
+            self._valid(document).setdefault("verification", {})[level] = result  # type: ignore[call-overload]
 
         self._file.update(_empty(), change)
 

@@ -123,6 +123,10 @@ def describe(status: dict[str, Any]) -> list[str]:
         )
     if not status["windows"]:
         lines.append("no restorable window: no base backup's consistent point lies in the archive")
+    check = status.get("verification", {}).get("pitr")
+    if check:
+        verdict = "passed" if check["ok"] else f"FAILED: {check['reason']}"
+        lines.append(f"pitr check {check['older']} -> {check['newer']} at {check['at']}: {verdict}")
     for g in status["gaps"]:
         lines.append(
             f"GAP {g['cause']}: after {_pos(g['from'])} ({g['fromTime']}) until {_pos(g['to'])} "

@@ -139,14 +139,17 @@ def slice_source(settings: Settings, path: Path) -> ArchiveSource:
     return ArchiveSource(path, identity_file=settings.age_identity_file)
 
 
-def read_entries(settings: Settings, path: Path) -> list[bytes]:
-    """The raw entries of a slice file, in order (a slice is at most about SIDECAR_PITR_SLICE_MAX_BYTES)."""
-    return list(iter_entries(settings, path))
+def read_entries(settings: Settings, path: Path, sha256: str | None = None) -> list[bytes]:
+    """The raw entries of a slice file, in order (a slice is at most about SIDECAR_PITR_SLICE_MAX_BYTES).
+    With ``sha256`` (the catalog's), the stored bytes read must have that digest."""
+    return list(iter_entries(settings, path, sha256))
 
 
-def iter_entries(settings: Settings, path: Path) -> Iterator[bytes]:
+def iter_entries(settings: Settings, path: Path, sha256: str | None = None) -> Iterator[bytes]:
     """The raw entries of a slice file one at a time, read as they are decompressed (one entry in
-    memory); SliceError when the file cannot be read through or ends inside an entry."""
+    memory); SliceError when the file cannot be read through or ends inside an entry. The ``sha256``
+    check comes after the last entry: a caller that must not act on unverified entries reads them all
+    first (``read_entries``)."""
     try:
         with slice_source(settings, path).open() as stream:
             while head := stream.data.read(4):
@@ -156,10 +159,13 @@ def iter_entries(settings: Settings, path: Path) -> Iterator[bytes]:
                 if len(body) != size - 4:
                     raise SliceError(f"{path.name}: the BSON stream ends inside an entry")
                 yield head + body
+            digest = stream.finish().hexdigest()
     except SliceError:
         raise
     except Exception as exc:
         raise SliceError(f"{path.name}: {read_failure(exc)}") from None
+    if sha256 is not None and digest != sha256:
+        raise SliceError(f"{path.name}: its sha256 is {digest}, the catalog says {sha256}")
 
 
 def stored_digest(path: Path) -> str:

@@ -106,6 +106,7 @@ def pitr_status(
         "lagSeconds": round(time.time() - newest, 3) if newest is not None else None,
         "windows": [w.as_json() for w in chain.windows],
         "gaps": [g.as_json() for g in chain.gaps],
+        "verification": document.get("verification", {}),  # the newest pitr check (integrity/pitr.py)
         "serverOplog": server.as_json() if isinstance(server, OplogWindow) else {"error": server},
     }
 

@@ -1,4 +1,4 @@
-"""The one place that runs a job: backup, verify, restore, prune.
+"""The one place that runs a job: backup, verify (pitr_verify: the oplog archive's), restore, prune.
 
 Each job kind is a module of functions of one ``JobContext`` (context.py); ``BackupService`` is that
 context with the job kinds as methods, and ``JobRunner`` (runner.py) runs them in worker threads for
@@ -6,7 +6,7 @@ the event loop. The scheduler, the HTTP API, the CLI and the CronJob mode all ca
 path takes the same lock, leaves the same records and is counted the same.
 """
 
-from sidecar.service import backup, prune, restore, verify
+from sidecar.service import backup, pitr_verify, prune, restore, verify
 from sidecar.service.context import JobContext, JobFailed, JobListener, connect
 from sidecar.service.runner import JobRunner, ShuttingDown
 from sidecar.store.catalog import Entry
@@ -17,6 +17,7 @@ class BackupService(JobContext):
     recover = backup.recover
     run_verify = verify.run_verify
     run_drill = verify.run_drill
+    run_pitr_verify = pitr_verify.run_pitr_verify
     resolve_archive = verify.resolve_archive
     run_restore = restore.run_restore
     run_prune = prune.run_prune

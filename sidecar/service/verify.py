@@ -9,7 +9,7 @@ from typing import Any
 
 import pymongo
 
-from sidecar.integrity.failure import LEVELS, SERVER_CHECK
+from sidecar.integrity.failure import ARCHIVE_LEVELS, SERVER_CHECK
 from sidecar.integrity.levels import VerifyReport, verify_archive
 from sidecar.jobs import Job
 from sidecar.service.context import JobContext, JobFailed, connect
@@ -26,8 +26,8 @@ def run_verify(
     level: str = "full",
 ) -> dict[str, Any]:
     """Integrity test of one archive at ``level``; the result goes into its catalog entry."""
-    if level not in LEVELS:
-        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    if level not in ARCHIVE_LEVELS:
+        raise ValueError(f"level must be one of {', '.join(ARCHIVE_LEVELS)}, got {level!r}")
     job = job or ctx.new_job("verify", fileName=file_name or "--latest", level=level)
     with ctx.running(job):
         job.stage = "verify"

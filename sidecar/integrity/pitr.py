@@ -1,0 +1,250 @@
+"""Integrity level ``pitr``: the oplog archive proven to carry one base backup to the next.
+
+Base backup N-1 is restored into scratch databases with its own oplog, then the archived slices are
+replayed (every entry after N-1's consistent point, through N's) by the replay engine; base N is
+restored with its own oplog into a second scratch set. Per collection their type and options,
+document counts, content hashes and indexes must be equal. Each base passes its full check on the
+way (the bytes restored are the bytes scanned: ``ArchiveSource.pinned``), each slice read must have
+its catalogued sha256, size and number of entries, so what is left for the comparison to catch is a
+slice whose content is wrong though consistent. A difference names the documents (by ``_id``) and
+the slices whose entries wrote them. Both scratch sets are always dropped; leftovers of crashed
+drills and checks are dropped first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pymongo
+from bson.raw_bson import RawBSONDocument
+from bson.timestamp import Timestamp
+
+from sidecar.archive import DocumentChunk
+from sidecar.config import Settings
+from sidecar.engine.oplog_replay import OplogSpool
+from sidecar.engine.oplog_scope import ReplayScope
+from sidecar.engine.replay import ReplayOptions, ReplayResult, replay
+from sidecar.engine.restore import NativeRestore
+from sidecar.engine.restore_errors import RestoreError, error_text
+from sidecar.engine.restore_plan import RestoreOptions, plan_restore
+from sidecar.integrity.checks import compare_file, compare_manifest
+from sidecar.integrity.drill import DRILL_PREFIX, drop_drill_databases
+from sidecar.integrity.failure import SERVER_CHECK, VerifyFailed, first_problem
+from sidecar.integrity.scan import ArchiveScan, scan_archive
+from sidecar.integrity.scratch import (
+    ScratchSet,
+    collection_facts,
+    compare_facts,
+    differing_ids,
+    only_order_differs,
+    writers,
+)
+from sidecar.pitr.pair import BasePair
+from sidecar.pitr.slices import SliceError, oplog_dir, read_entries
+from sidecar.progress import Progress
+from sidecar.store.catalog import Catalog, Entry
+from sidecar.store.source import ArchiveReadError, ArchiveSource, source_for
+
+SCRATCH = f"{DRILL_PREFIX}*"  # the scratch databases of drills and checks: never restored or replayed
+EXPLAINED_NAMESPACES = 3
+
+
+class PitrCheck:
+    def __init__(
+        self,
+        settings: Settings,
+        client: pymongo.MongoClient,
+        pair: BasePair,
+        job_id: str,
+        *,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ):
+        self.settings, self.client, self.pair = settings, client, pair
+        self.progress, self.cancel = progress or Progress(), cancel or threading.Event()
+        self.replayed, self.restored = ScratchSet(f"{job_id}p"), ScratchSet(f"{job_id}n")
+
+    def run(self) -> dict[str, Any]:
+        """The details of a passing check, or VerifyFailed (check ``pitr``, ``slice``, ``pitr-base`` or
+        SERVER_CHECK) with them."""
+        dropped, not_dropped = drop_drill_databases(self.client)
+        details: dict[str, Any] = {"pair": self.pair.as_json(), "leftoversDropped": dropped or None}
+        if not_dropped:
+            details["leftoversNotDropped"] = not_dropped
+        self.progress.scope = "pitr"
+        failure: VerifyFailed | None = None
+        try:
+            details.update(self._check())
+        except VerifyFailed as exc:
+            failure = exc
+        except (RestoreError, pymongo.errors.PyMongoError) as exc:
+            lost = any(isinstance(e, pymongo.errors.ConnectionFailure) for e in (exc, exc.__context__))
+            failure = VerifyFailed(
+                f"restore or replay into the scratch databases failed: {error_text(exc)}",
+                check=SERVER_CHECK if lost else "pitr",
+            )
+        finally:
+            self.progress.scope = ""
+            details.update(self._drop())
+        if failure is not None:
+            failure.details = {**details, **failure.details}
+            raise failure
+        return details
+
+    def _check(self) -> dict[str, Any]:
+        older = self._restore(self.pair.older, self.replayed, self._slice_entries(), self.pair.newer_point)
+        newer = self._restore(self.pair.newer, self.restored, (), None)
+        replayed = collection_facts(self.client, self.replayed)
+        restored = collection_facts(self.client, self.restored)
+        differences = compare_facts(replayed, restored)
+        if differences:
+            raise self._failure(differences)
+        return {
+            "replay": {k: older[k] for k in ("entries", "operations", "transactions", "firstTs", "lastTs")},
+            "baseOplogOperations": newer["operations"],
+            "namespaces": len(restored),
+            "documents": sum(f.get("documents", 0) for f in restored.values()),
+            "indexes": sum(len(f.get("indexes", {})) for f in restored.values()),
+            "scratchDatabases": sorted({*self.replayed.databases, *self.restored.databases}),
+        }
+
+    def _restore(
+        self, name: str, scratch: ScratchSet, extra: Iterable[bytes], until: Timestamp | None
+    ) -> dict[str, Any]:
+        """A base restored into ``scratch``, then its own oplog (but its first entry, in the data) and
+        ``extra`` replayed through ``until``: the replay's counts."""
+        entry = Catalog(self.settings.backup_dir).get(name)
+        if entry is None:
+            raise VerifyFailed(f"base backup {name} is no longer in the catalog", check="pitr-base")
+        source = source_for(self.settings, self.settings.backup_dir / name, entry)
+        spool = OplogSpool()
+
+        def keep_oplog(chunk: DocumentChunk) -> None:
+            if chunk.namespace.is_oplog:
+                spool.add(chunk.data)
+
+        try:
+            with _base_readable(name), source.pinned():
+                scan = self._full_check(name, source, entry, keep_oplog)
+                options = RestoreOptions(oplog_replay=False, ns_exclude=(SCRATCH,))
+                plan = plan_restore(scan.prelude, scan.counts(), options, rename=scratch.rename)
+                with source.open() as opened:
+                    restore = NativeRestore(self.client, plan, options, self.progress, self.cancel)
+                    written = restore.run(opened.data)
+            if written.error_count:
+                raise VerifyFailed(
+                    f"{written.error_count} write(s) of base backup {name} failed in the scratch databases",
+                    check="pitr",
+                    details={"writeErrors": written.errors},
+                )
+            entries = itertools.chain(itertools.islice(spool.raw_entries(), 1, None), extra)
+            scope = ReplayScope(rename=scratch.rename, exclude=(SCRATCH,))
+            result: ReplayResult = replay(
+                self.client, entries, ReplayOptions(until=until, scope=scope), cancel=self.cancel
+            )
+            return result.as_json()
+        finally:
+            spool.close()
+
+    def _full_check(
+        self, name: str, source: ArchiveSource, entry: Entry, on_chunk: Callable[[DocumentChunk], None]
+    ) -> ArchiveScan:
+        """The base's full-level scan (its oplog handed to ``on_chunk``); VerifyFailed pitr-base if not."""
+        try:
+            scan = scan_archive(
+                source, manifest=entry.get("namespaces"), on_chunk=on_chunk, cancel=self.cancel
+            )
+        except VerifyFailed as exc:  # cannot be read through
+            raise VerifyFailed(f"base backup {name}: {exc.reason}", check="pitr-base") from None
+        problems = ([scan.failure.reason] if scan.failure else []) + compare_manifest(scan, entry)
+        problems += compare_file(scan, entry)
+        if problems or scan.prelude is None:
+            reason = first_problem(problems) if problems else "no prelude"
+            raise VerifyFailed(f"base backup {name} fails its full check: {reason}", check="pitr-base")
+        return scan
+
+    def _slices(self) -> Iterator[tuple[str, bytes]]:
+        """(slice file name, entry) of every archived entry after N-1's consistent point, each slice
+        read with its catalogued sha256 and number of entries (its size: ``pair`` took it from a chain
+        checked by size)."""
+        directory = oplog_dir(self.settings)
+        for item in self.pair.slices:
+            name = item["fileName"]
+            try:
+                entries = read_entries(self.settings, directory / name, sha256=item["sha256"])
+            except SliceError as exc:
+                raise VerifyFailed(str(exc), check="slice", details={"slice": name}) from None
+            if len(entries) != item["entries"]:
+                reason = f"{name}: {len(entries)} entries, the catalog says {item['entries']}"
+                raise VerifyFailed(reason, check="slice", details={"slice": name})
+            for raw in entries:
+                if _ts(raw) > self.pair.older_point:
+                    yield name, raw
+
+    def _slice_entries(self) -> Iterator[bytes]:
+        return (raw for _, raw in self._slices())
+
+    def _failure(self, differences: dict[str, list[str]]) -> VerifyFailed:
+        problems = [p for found in differences.values() for p in found]
+        suspects: dict[str, int] = {}
+        differing: dict[str, list[str]] = {}
+        reordered = False
+        for ns in list(differences)[:EXPLAINED_NAMESPACES]:
+            first, second = self._collections(ns)
+            ids = differing_ids(first, second)
+            reordered = reordered or only_order_differs(first, second, ids)
+            if ids:
+                differing[ns] = [str(value) for value in ids]
+                for name, count in writers(self._slices(), ns, ids).items():
+                    suspects[name] = suspects.get(name, 0) + count
+        reason = (
+            f"base backup {self.pair.older} with the archived oplog replayed through "
+            f"{self.pair.as_json()['throughTime']} does not reproduce base backup {self.pair.newer}: "
+            f"{first_problem(problems)}"
+        )
+        if suspects:
+            reason += f"; the differing documents were written by slice(s) {', '.join(sorted(suspects))}"
+        elif differing:
+            reason += "; no slice wrote the differing documents (base backup data differs)"
+        if reordered:
+            reason += (
+                " (the same fields and values in another order: see the embedded server's update "
+                "entries in docs/pitr-replay.md, Limits)"
+            )
+        details = {
+            "mismatches": problems,
+            "differingIds": differing or None,
+            "suspectSlices": suspects or None,
+        }
+        return VerifyFailed(reason, check="pitr", details=details)
+
+    def _collections(self, ns: str) -> tuple[pymongo.collection.Collection, pymongo.collection.Collection]:
+        """The collection ``ns`` after the replay, and restored from base N."""
+        (db1, coll1), (db2, coll2) = self.replayed.target(ns), self.restored.target(ns)
+        return self.client[db1][coll1], self.client[db2][coll2]
+
+    def _drop(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"scratchDropped": []}
+        for scratch in (self.replayed, self.restored):
+            dropped, failed = drop_drill_databases(self.client, scratch.prefix, sorted(scratch.databases))
+            out["scratchDropped"] += dropped
+            if failed:
+                out.setdefault("scratchNotDropped", []).extend(failed)
+        return out
+
+
+@contextlib.contextmanager
+def _base_readable(name: str) -> Iterator[None]:
+    """A base backup with no copy to read (``pinned`` opens it) fails the check as that base's."""
+    try:
+        yield
+    except ArchiveReadError as exc:
+        raise VerifyFailed(f"base backup {name}: {exc}", check="pitr-base") from None
+
+
+def _ts(raw: bytes) -> Timestamp:
+    return RawBSONDocument(raw)["ts"]
