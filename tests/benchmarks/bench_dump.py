@@ -55,7 +55,8 @@ DUMP = textwrap.dedent("""
     uri, db, parallel, compression, level, out = sys.argv[1:7]
     settings = load_settings({"SIDECAR_MONGODB_URI": uri, "SIDECAR_DATABASE": db, "SIDECAR_BACKUP_DIR": out,
                               "SIDECAR_PARALLEL_COLLECTIONS": parallel, "SIDECAR_COMPRESSION": compression,
-                              "SIDECAR_COMPRESSION_LEVEL": level, "SIDECAR_MIN_FREE_BYTES": "0"})
+                              "SIDECAR_COMPRESSION_LEVEL": level, "SIDECAR_MIN_FREE_BYTES": "0",
+                              "SIDECAR_VERIFY_AFTER_BACKUP": "off"})  # the dump alone
     t0 = time.perf_counter()
     entry = BackupService(settings).run_backup(prune_after=False)
     print(json.dumps({"seconds": time.perf_counter() - t0, "bytes": entry["uncompressedBytes"],

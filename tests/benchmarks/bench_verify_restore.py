@@ -44,6 +44,7 @@ def _settings(uri: str, directory: Path):
             "SIDECAR_MONGODB_URI": uri,
             "SIDECAR_BACKUP_DIR": str(directory / "backups"),
             "SIDECAR_MIN_FREE_BYTES": "0",
+            "SIDECAR_VERIFY_AFTER_BACKUP": "off",
             "SIDECAR_NS_INCLUDE": "bench.*",
             "SIDECAR_LOG_LEVEL": "WARNING",
         }
