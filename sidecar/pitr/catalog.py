@@ -15,7 +15,7 @@ A slice whose every copy is dropped leaves ``slices`` (the chain no longer holds
 ``deleting`` until its copies are gone, so a crash between the two never leaves a catalog entry
 without its file. Appends are made under an exclusive lock, fsync'd; a last line torn by a crash is
 ignored (and cut off by the next append). ``compact()`` (run by the prune) rewrites the log as one
-line per slice and gap, atomically. Readers parse only the lines added since their last read.
+line per slice and gap, atomically. A process parses only the lines added since its last read.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,10 @@ ARCHIVER_LOCK = ".archiver.lock"
 
 GapEntry = dict[str, Any]
 Document = dict[str, Any]
+
+
+_CACHES: dict[Path, tuple[int, int, Document]] = {}
+_CACHE_LOCK = threading.RLock()
 
 
 class ArchiverBusy(RuntimeError):
@@ -101,7 +106,18 @@ class SliceCatalog:
         self.directory = Path(directory)
         self.path = self.directory / SLICES_NAME
         self._lock = LockedJsonFile(self.path, CatalogError)  # its lock file only
-        self._cache: tuple[int, int, Document] | None = None  # (inode, bytes parsed, document)
+
+    @property
+    def _cache(self) -> tuple[int, int, Document] | None:
+        """(inode, bytes parsed, document), shared by the catalog objects of this process."""
+        return _CACHES.get(self.path)
+
+    @_cache.setter
+    def _cache(self, value: tuple[int, int, Document] | None) -> None:
+        if value is None:
+            _CACHES.pop(self.path, None)
+        else:
+            _CACHES[self.path] = value
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -123,6 +139,10 @@ class SliceCatalog:
         return optime.from_json(slices[-1]["last"]) if slices else None
 
     def _read(self) -> Document:
+        with _CACHE_LOCK:  # the archiver's thread appends while status and metrics read
+            return self._read_new_lines()
+
+    def _read_new_lines(self) -> Document:
         try:
             handle = open(self.path, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
