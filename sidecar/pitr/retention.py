@@ -20,6 +20,7 @@ it (its upload is pending).
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import zoneinfo
 from collections.abc import Mapping
@@ -70,14 +71,18 @@ def needed(
         return {s["fileName"]: "no retained base backup yet" for s in slices}
     cutoff = (now - dt.timedelta(days=pitr_days)).timestamp() if pitr_days else None
     kept: dict[str, str] = {slices[-1]["fileName"]: "the newest slice (the archiver resumes after it)"}
-    spans = [(optime.from_json(s["first"]), optime.from_json(s["last"]), s["fileName"]) for s in slices]
+    names = [s["fileName"] for s in slices]
+    firsts = [optime.from_json(s["first"]) for s in slices]  # both increase along the chain
+    lasts = [optime.from_json(s["last"]) for s in slices]
     for index, base in enumerate(bases):
         following = bases[index + 1].end if index + 1 < len(bases) else None
-        window = cutoff is None or following is None or following.time >= cutoff
-        for first, last, name in spans:
-            if base.start is not None and last >= base.start and first <= base.end:
+        if base.start is not None:  # slices with last >= start and first <= end
+            cut = names[bisect.bisect_left(lasts, base.start) : bisect.bisect_right(firsts, base.end)]
+            for name in cut:
                 kept.setdefault(name, f"holds the oplog cut of {base.name}")
-            elif window and last > base.end and (following is None or first <= following):
+        if cutoff is None or following is None or following.time >= cutoff:  # last > end, first <= next
+            upto = len(names) if following is None else bisect.bisect_right(firsts, following)
+            for name in names[bisect.bisect_right(lasts, base.end) : upto]:
                 kept.setdefault(name, f"in the point-in-time window of {base.name}")
     return kept
 

@@ -38,7 +38,7 @@ SLICE_SUFFIX = ".bson.gz"
 ENCRYPTED_SUFFIX = ".age"
 SLICE_NAME = re.compile(r"oplog-\d+\.\d+-\d+\.\d+\.bson\.gz(\.age)?")
 
-SliceEntry = dict[str, Any]  # one slice in oplog-slices.json (see docs/pitr.md)
+SliceEntry = dict[str, Any]  # one slice in oplog-slices.jsonl (see docs/pitr.md)
 
 
 class SliceError(RuntimeError):
