@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import hashlib
+import time
 from pathlib import Path
 
 import bson
+import pymongo
 import pyrage
 import pytest
 from bson.raw_bson import RawBSONDocument
@@ -27,6 +30,8 @@ from sidecar.store.catalog import archive_name, iso_utc
 from sidecar.store.offsite import policies
 from sidecar.store.retention import keep_reasons
 from tests import s3_fixture
+from tests.helpers import settings_for
+from tests.pitr_support import archiving, wait_for_slices
 
 seaweed, s3_env = s3_fixture.seaweed, s3_fixture.s3_env  # the fixtures, for pytest to find
 PREFIX = "ward-7/"
@@ -274,3 +279,36 @@ def test_verification_checks_the_content_not_only_the_sha256(make_settings, chan
     gaps = pitr_status(settings, deep=True, server="not asked")["gaps"]
     assert [(g["cause"], g["files"]) for g in gaps] == [("slice-damaged", [second["fileName"]])]
     assert said in gaps[0]["detail"]
+
+
+def test_the_running_archiver_uploads_each_slice_soon_after_it_is_cut(own_server, tmp_path, s3_env):
+    """The real archiver on a private server: every slice reaches the bucket, checked and recorded,
+    while the archiver runs; the bucket's bytes are the slice's."""
+    settings = settings_for(
+        own_server.uri,
+        tmp_path,
+        pitr="auto",
+        pitr_slice_seconds=0.2,
+        s3_endpoint=s3_env.endpoint,
+        s3_bucket=s3_env.bucket,
+        s3_prefix=PREFIX,
+    )
+    catalog = SliceCatalog(oplog_dir(settings))
+    with pymongo.MongoClient(own_server.uri) as client, archiving(settings) as runner:
+        deadline = time.monotonic() + 30
+        while not runner.state.running:  # tailing: what is written now is archived
+            assert time.monotonic() < deadline and runner.fatal is None, runner.fatal
+            time.sleep(0.05)
+        for k in range(3):
+            client.ward.notes.insert_one({"k": k})
+            wait_for_slices(settings, k + 1)
+        deadline = time.monotonic() + 30
+        while not all("s3" in s.get("locations", []) for s in catalog.slices()):
+            assert time.monotonic() < deadline, "the slices did not reach the bucket"
+            time.sleep(0.1)
+    bucket = s3_env.client()
+    for entry in catalog.slices():
+        key = entry["remote"]["s3"]["key"]
+        assert key == f"{PREFIX}oplog/{entry['fileName']}"
+        body = bucket.get_object(Bucket=s3_env.bucket, Key=key)["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == entry["sha256"] == entry["remote"]["s3"]["sha256"]

@@ -4,13 +4,15 @@ checked upload as archives, and removed by retention (pitr/retention.py) catalog
 An upload is recorded in the slice's catalog entry (``locations`` gains ``s3``, ``remote.s3`` as for
 archives) only after the object's size and sha256 check out. A removal first takes the copies out of
 the catalog (``SliceCatalog.mark_dropped``), then deletes them, then clears the marks; a crash or a
-store failure in between leaves marked copies, which the next prune deletes.
+store failure in between leaves marked copies, which the next prune deletes. The prune uploads what
+the bucket lacks; with an archiver running, ``SliceUploader`` does so as each slice is cut.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +20,7 @@ from sidecar.config import Settings
 from sidecar.pitr.catalog import SliceCatalog
 from sidecar.pitr.retention import Base, needed, oldest_left, plan_slices, retained_bases
 from sidecar.pitr.slices import oplog_dir, slice_bucket
-from sidecar.store.catalog import Entry
+from sidecar.store.catalog import Catalog, Entry
 from sidecar.store.objects import LOCAL, S3, StoreError
 from sidecar.store.offsite import policies, remote_record
 from sidecar.store.retention import Removal, locations
@@ -106,3 +108,41 @@ class SliceCopies:
                 continue
             done.append(removal)
         return done
+
+
+class SliceUploader:
+    """Uploads new slices soon after they are cut, so the bucket trails the archive by seconds rather
+    than until the next prune: a thread woken by each slice (``notify``), and every ``RETRY_SECONDS``
+    to retry a failed round. Started with the archiver when a bucket is configured."""
+
+    RETRY_SECONDS = 60.0
+
+    def __init__(self, settings: Settings):
+        self.copies = SliceCopies(settings)
+        self.backups = Catalog(settings.backup_dir)
+        self._wake, self._stopping = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pitr-upload", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                outcome = self.copies.upload(self.backups.load(), dt.datetime.now(dt.UTC))
+            except Exception as exc:  # the catalog unreadable: logged, tried again
+                log.warning("slice upload round failed: %s: %s", type(exc).__name__, exc)
+            else:
+                if outcome["files"]:
+                    log.info("uploaded %d oplog slices (%d bytes)", len(outcome["files"]), outcome["bytes"])
+            self._wake.wait(self.RETRY_SECONDS)
