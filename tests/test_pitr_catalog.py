@@ -91,3 +91,15 @@ def test_an_unknown_change_is_a_clear_error(tmp_path):
         handle.write('{"op": "rename"}\n')
     with pytest.raises(CatalogError, match="unknown change 'rename'"):
         SliceCatalog(tmp_path).load()
+
+
+def test_the_single_document_catalog_of_before_is_converted_on_first_read(tmp_path):
+    gap = {"from": {"t": 1, "i": 2}, "to": {"t": 2, "i": 1}, "cause": "oplog-rollover"}
+    legacy = tmp_path / "oplog-slices.json"
+    legacy.write_text(json.dumps({"slices": [entry(1), entry(2)], "gaps": [gap]}))
+    catalog = SliceCatalog(tmp_path)
+    assert [s["fileName"] for s in catalog.slices()] == [entry(1)["fileName"], entry(2)["fileName"]]
+    assert catalog.load()["gaps"] == [gap] and not legacy.exists()
+    assert (tmp_path / "oplog-slices.json.migrated").is_file()
+    catalog.add_slice(entry(3))
+    assert len(catalog.path.read_bytes().splitlines()) == 4

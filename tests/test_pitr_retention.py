@@ -22,7 +22,15 @@ from sidecar.config import Settings
 from sidecar.integrity.slices import check_slice
 from sidecar.pitr import optime
 from sidecar.pitr.catalog import SliceCatalog
-from sidecar.pitr.slices import SLICE_NAME, SliceBuffer, oplog_dir, read_entries, slice_source, write_slice
+from sidecar.pitr.slices import (
+    SLICE_NAME,
+    SliceBuffer,
+    oplog_dir,
+    read_entries,
+    slice_source,
+    stored_digest,
+    write_slice,
+)
 from sidecar.pitr.status import pitr_status
 from sidecar.service import BackupService
 from sidecar.service.prune import prune
@@ -226,8 +234,6 @@ def rewrite(settings: Settings, entry: dict, change) -> None:
     data = bytearray(gzip.decompress(path.read_bytes()))
     change(data)
     path.write_bytes(gzip.compress(bytes(data)))
-    from sidecar.pitr.slices import stored_digest
-
     catalog = SliceCatalog(oplog_dir(settings))
     catalog.set_fields(entry["fileName"], sha256=stored_digest(path), sizeBytes=path.stat().st_size)
 

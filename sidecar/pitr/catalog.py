@@ -37,6 +37,7 @@ from sidecar.store.catalog import CatalogError
 from sidecar.store.jsonfile import LockedJsonFile, fsync_dir
 
 SLICES_NAME = "oplog-slices.jsonl"
+LEGACY_NAME = "oplog-slices.json"  # the single-document catalog of before: converted on first read
 ARCHIVER_LOCK = ".archiver.lock"
 
 GapEntry = dict[str, Any]
@@ -101,6 +102,16 @@ def _drop(document: Document, files: dict[str, list[str]]) -> None:
     document["slices"] = kept
 
 
+def _write_lines(path: Path, records: list[dict[str, Any]]) -> Path:
+    """A temporary file beside ``path`` holding ``records`` as JSON lines, fsync'd."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in records))
+        handle.flush()
+        os.fsync(handle.fileno())
+    return tmp
+
+
 class SliceCatalog:
     def __init__(self, directory: Path):
         self.directory = Path(directory)
@@ -147,6 +158,8 @@ class SliceCatalog:
             handle = open(self.path, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
             self._cache = None
+            if self._convert_legacy():
+                return self._read_new_lines()
             return _empty()
         except OSError as exc:
             raise CatalogError(f"cannot read {self.path}: {exc.strerror}") from None
@@ -171,6 +184,26 @@ class SliceCatalog:
                 ) from None
         self._cache = (inode, offset + len(complete), document)
         return document
+
+    def _convert_legacy(self) -> bool:
+        """``oplog-slices.json`` (one document) becomes the log, created only if absent (a link, so
+        two processes converting at once make one log); the old file is renamed ``….migrated``."""
+        legacy = self.directory / LEGACY_NAME
+        if not legacy.is_file():
+            return False
+        document = LockedJsonFile(legacy, CatalogError).read(_empty())
+        lines = [{"op": "slice", "slice": s} for s in document.get("slices", [])]
+        lines += [{"op": "gap", "gap": g} for g in document.get("gaps", [])]
+        tmp = _write_lines(self.path, lines)
+        try:
+            os.link(tmp, self.path)
+            os.replace(legacy, legacy.with_name(f"{LEGACY_NAME}.migrated"))
+        except FileExistsError:
+            pass  # another process converted it
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_dir(self.directory)
+        return True
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -233,12 +266,7 @@ class SliceCatalog:
             lines += [{"op": "gap", "gap": g} for g in document["gaps"]]
             if document["deleting"]:  # copies still to delete: marked again
                 lines.append({"op": "drop", "files": dict(document["deleting"])})
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as handle:
-                handle.write(b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in lines))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+            os.replace(_write_lines(self.path, lines), self.path)
             fsync_dir(self.directory)
             self._cache = None
         self._read()
