@@ -147,7 +147,7 @@ def slice_bucket(settings: Settings) -> S3Backend:
 def slice_source(settings: Settings, path: Path, entry: SliceEntry | None = None) -> ArchiveSource:
     """The slice as the store reads it (decrypted with SIDECAR_AGE_IDENTITY_FILE when ``.age``): the
     local file, or the bucket's copy when the file is gone and ``entry`` places the slice there."""
-    return source_for(settings, path, entry, bucket=slice_bucket)  # type: ignore[arg-type]
+    return source_for(settings, path, entry, bucket=slice_bucket)
 
 
 def read_entries(settings: Settings, path: Path, entry: SliceEntry | None = None) -> list[bytes]:
