@@ -122,7 +122,9 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     verb = "would remove" if args.dry_run else "removed"
     for r in removals:
         print(f"{verb} {r.file_name} ({r.destination}): {r.reason}")
-    print(f"{verb} {counted(len(removals), 'archive')}")
+    slices = sum(1 for r in removals if r.kind == "slice")
+    also = f" and {counted(slices, 'oplog slice copy', 'oplog slice copies')}" if slices else ""
+    print(f"{verb} {counted(len(removals) - slices, 'archive')}{also}")
     return 0
 
 

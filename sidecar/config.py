@@ -236,6 +236,9 @@ class Settings:
     pitr: str = _setting(_choice("auto", "on", "off"), "auto")
     pitr_slice_seconds: float = _setting(_float(0.1, 86400), "60")
     pitr_slice_max_bytes: int = _setting(_int(1024, 1024**3), str(16 * 1024 * 1024))
+    # slice retention (pitr/retention.py): 0 = back to the oldest retained base backup; N shortens the
+    # point-in-time window to about N days (the slices a retained base backup's own cut needs stay)
+    pitr_retention_days: int = _setting(_int(0, 36500), "0")
 
     @property
     def redacted_uri(self) -> str:

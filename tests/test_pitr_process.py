@@ -118,7 +118,7 @@ def test_sidecar_serve_archives_and_its_sigterm_stores_the_slice_it_holds(server
         time.sleep(1.5)  # the tail has given out everything and waited once: the slice is complete
         assert not SliceCatalog(oplog_dir(settings)).slices()  # held in memory, the slice is not due
         status, body = call(serve.port, "GET", "/api/backup/pitr?verify=true")
-        assert status == 200 and body["slices"]["checked"] == "sha256" and body["serverOplog"]["last"]
+        assert status == 200 and body["slices"]["checked"] == "content" and body["serverOplog"]["last"]
         assert call(serve.port, "GET", "/api/backup/pitr?verify=maybe")[0] == 400
         with urllib.request.urlopen(f"http://127.0.0.1:{serve.port}/metrics", timeout=10) as response:
             metrics = response.read().decode()

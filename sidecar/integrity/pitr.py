@@ -175,7 +175,7 @@ class PitrCheck:
         for item in self.pair.slices:
             name = item["fileName"]
             try:
-                entries = read_entries(self.settings, directory / name, sha256=item["sha256"])
+                entries = read_entries(self.settings, directory / name, item, sha256=item["sha256"])
             except SliceError as exc:
                 raise VerifyFailed(str(exc), check="slice", details={"slice": name}) from None
             if len(entries) != item["entries"]:

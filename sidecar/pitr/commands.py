@@ -44,7 +44,9 @@ def add_parser(sub: Any) -> None:
     probe.set_defaults(func=cmd_probe)
     status = commands.add_parser("status", help="slices, windows, gaps, lag and the server's oplog window")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
-    status.add_argument("--verify", action="store_true", help="also check every slice's sha256")
+    status.add_argument(
+        "--verify", action="store_true", help="check every slice's content (sha256, gzip, BSON, order)"
+    )
     status.set_defaults(func=cmd_status)
 
 

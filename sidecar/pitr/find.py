@@ -201,7 +201,7 @@ def _read(settings: Settings, entry: SliceEntry, finder: Finder, scan: _Scan) ->
     """Feed one slice's operations (until the listing is done); False once past ``until``."""
     until = finder.query.until
     try:
-        for raw in iter_entries(settings, oplog_dir(settings) / entry["fileName"]):
+        for raw in iter_entries(settings, oplog_dir(settings) / entry["fileName"], entry):
             scan.entries += 1
             doc = RawBSONDocument(raw)
             if isinstance(until, Timestamp) and doc.get("ts", until) > until:

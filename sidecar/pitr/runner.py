@@ -16,6 +16,7 @@ from pymongo.errors import PyMongoError
 from sidecar.config import Settings
 from sidecar.pitr.archiver import OplogArchiver
 from sidecar.pitr.catalog import ArchiverBusy
+from sidecar.pitr.offsite import SliceUploader
 from sidecar.pitr.state import PitrState
 from sidecar.pitr.status import refresh
 from sidecar.pitr.tailer import PitrError, pitr_enabled
@@ -33,12 +34,15 @@ class PitrRunner:
         self.stopping = threading.Event()
         self.fatal: str | None = None  # why the archiver will not run (SIDECAR_PITR=on, no oplog)
         self._thread: threading.Thread | None = None
+        self.uploader = SliceUploader(settings) if settings.s3_bucket else None  # slices to the bucket
 
     def start(self) -> None:
         if self.settings.pitr == "off" or self._thread is not None:
             return
         self._thread = threading.Thread(target=self._loop, name="pitr-archiver", daemon=True)
         self._thread.start()
+        if self.uploader is not None:
+            self.uploader.start()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop and wait (``timeout`` seconds at most); True when the archiver has finished."""
@@ -46,6 +50,8 @@ class PitrRunner:
         if self._thread is None:
             return True
         self._thread.join(timeout)
+        if self.uploader is not None:
+            self.uploader.stop(timeout)
         return not self._thread.is_alive()
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -98,6 +104,8 @@ class PitrRunner:
         log.error("oplog archiver not running: %s", reason)
 
     def _refresh(self) -> None:
+        if self.uploader is not None:
+            self.uploader.notify()
         try:
             refresh(self.settings, self.state)
         except Exception as exc:  # the gauges keep their last values; the next slice tries again

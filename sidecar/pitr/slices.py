@@ -10,12 +10,13 @@ last stored one is stored" holds after any stop.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
@@ -27,15 +28,19 @@ from sidecar.pitr import optime
 from sidecar.store.catalog import iso_utc
 from sidecar.store.objects import Digest
 from sidecar.store.sink import ArchiveSink
-from sidecar.store.source import ArchiveSource, read_failure
+from sidecar.store.source import ArchiveSource, read_failure, source_for
 
-OPLOG_DIR = "oplog"
+if TYPE_CHECKING:
+    from sidecar.store.s3 import S3Backend
+
+OPLOG_DIR = "oplog"  # under SIDECAR_BACKUP_DIR, and under SIDECAR_S3_PREFIX in the bucket
 SLICE_PREFIX = "oplog-"
 SLICE_SUFFIX = ".bson.gz"
 ENCRYPTED_SUFFIX = ".age"
+SLICE_NAME = re.compile(r"oplog-\d+\.\d+-\d+\.\d+\.bson\.gz(\.age)?")
 
 MAX_ENTRY_BYTES = MAX_BSON_SIZE + 16 * 1024  # an oplog entry may exceed a document's limit a little
-SliceEntry = dict[str, Any]  # one slice in oplog-slices.json (see docs/pitr.md)
+SliceEntry = dict[str, Any]  # one slice in oplog-slices.jsonl (see docs/pitr.md)
 
 
 class SliceError(RuntimeError):
@@ -134,24 +139,36 @@ def write_slice(settings: Settings, buffer: SliceBuffer) -> SliceEntry:
     return buffer.entry(name, digest.size, digest.hexdigest())
 
 
-def slice_source(settings: Settings, path: Path) -> ArchiveSource:
-    """The slice file as the store reads it (decrypted with SIDECAR_AGE_IDENTITY_FILE when ``.age``)."""
-    return ArchiveSource(path, identity_file=settings.age_identity_file)
+def slice_bucket(settings: Settings) -> S3Backend:
+    """The bucket's slices: ``SIDECAR_S3_PREFIX`` + ``oplog/`` + the slice's file name."""
+    from sidecar.store.s3 import S3Backend
+
+    return S3Backend.from_settings(settings, sub_prefix=f"{OPLOG_DIR}/", names=SLICE_NAME)
 
 
-def read_entries(settings: Settings, path: Path, sha256: str | None = None) -> list[bytes]:
-    """The raw entries of a slice file, in order (a slice is at most about SIDECAR_PITR_SLICE_MAX_BYTES).
+def slice_source(settings: Settings, path: Path, entry: SliceEntry | None = None) -> ArchiveSource:
+    """The slice as the store reads it (decrypted with SIDECAR_AGE_IDENTITY_FILE when ``.age``): the
+    local file, or the bucket's copy when the file is gone and ``entry`` places the slice there."""
+    return source_for(settings, path, entry, bucket=slice_bucket)
+
+
+def read_entries(
+    settings: Settings, path: Path, entry: SliceEntry | None = None, *, sha256: str | None = None
+) -> list[bytes]:
+    """The raw entries of a slice, in order (a slice is at most about SIDECAR_PITR_SLICE_MAX_BYTES).
     With ``sha256`` (the catalog's), the stored bytes read must have that digest."""
-    return list(iter_entries(settings, path, sha256))
+    return list(iter_entries(settings, path, entry, sha256=sha256))
 
 
-def iter_entries(settings: Settings, path: Path, sha256: str | None = None) -> Iterator[bytes]:
-    """The raw entries of a slice file one at a time, read as they are decompressed (one entry in
-    memory); SliceError when the file cannot be read through or ends inside an entry. The ``sha256``
-    check comes after the last entry: a caller that must not act on unverified entries reads them all
-    first (``read_entries``)."""
+def iter_entries(
+    settings: Settings, path: Path, entry: SliceEntry | None = None, *, sha256: str | None = None
+) -> Iterator[bytes]:
+    """The raw entries of a slice one at a time, read as they are decompressed (one entry in memory);
+    SliceError when the slice cannot be read through or ends inside an entry. The ``sha256`` check
+    comes after the last entry: a caller that must not act on unverified entries reads them all first
+    (``read_entries``)."""
     try:
-        with slice_source(settings, path).open() as stream:
+        with slice_source(settings, path, entry).open() as stream:
             while head := stream.data.read(4):
                 size = int.from_bytes(head, "little")
                 whole = len(head) == 4 and 5 <= size <= MAX_ENTRY_BYTES

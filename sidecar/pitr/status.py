@@ -6,43 +6,48 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pymongo
 
 from sidecar.config import Settings
+from sidecar.integrity.slices import check_slice
 from sidecar.pitr import optime
 from sidecar.pitr.bases import base_backups
 from sidecar.pitr.catalog import SliceCatalog
 from sidecar.pitr.chain import DAMAGED, MISSING, Chain, analyse
-from sidecar.pitr.slices import SliceEntry, oplog_dir, stored_digest
+from sidecar.pitr.slices import SliceEntry, oplog_dir, slice_source
 from sidecar.pitr.state import PitrState
 from sidecar.pitr.tailer import OplogWindow, oplog_window
 from sidecar.store.catalog import parse_iso
+from sidecar.store.objects import LOCAL
+from sidecar.store.retention import locations
 
 
-def slice_problems(directory: Path, slices: list[SliceEntry], deep: bool = False) -> dict[str, str]:
-    """Slice file name -> what is wrong with it (``slice-missing``, or how it is damaged)."""
+def slice_problems(settings: Settings, slices: list[SliceEntry], deep: bool = False) -> dict[str, str]:
+    """Slice file name -> what is wrong with it (``slice-missing``, or how it is damaged). A slice
+    whose local copy retention removed is taken from the bucket when ``deep``, else trusted there.
+    ``deep`` checks the content (integrity/slices.py), not only the size."""
+    directory = oplog_dir(settings)
     problems = {}
     for entry in slices:
         path = directory / entry["fileName"]
+        local = LOCAL in locations(entry)
         try:
-            size = path.stat().st_size
+            size = path.stat().st_size if local else entry["sizeBytes"]
         except FileNotFoundError:
             problems[entry["fileName"]] = MISSING
             continue
         if size != entry["sizeBytes"]:
             problems[entry["fileName"]] = f"{DAMAGED}: {size} bytes, the catalog says {entry['sizeBytes']}"
-        elif deep and stored_digest(path) != entry["sha256"]:
-            problems[entry["fileName"]] = f"{DAMAGED}: its sha256 differs from the catalog's"
+        elif deep and (problem := check_slice(slice_source(settings, path, entry), entry)):
+            problems[entry["fileName"]] = f"{DAMAGED}: {problem}"
     return problems
 
 
 def chain_of(settings: Settings, deep: bool = False) -> tuple[dict[str, Any], Chain]:
-    directory = oplog_dir(settings)
-    document = SliceCatalog(directory).load()
-    problems = slice_problems(directory, document["slices"], deep)
+    document = SliceCatalog(oplog_dir(settings)).load()
+    problems = slice_problems(settings, document["slices"], deep)
     return document, analyse(document, problems, base_backups(settings))
 
 
@@ -101,7 +106,7 @@ def pitr_status(
             "last": slices[-1]["last"] if slices else None,
             "firstTime": slices[0].get("firstWall") if slices else None,
             "lastTime": slices[-1].get("lastWall") if slices else None,
-            "checked": "sha256" if deep else "size",
+            "checked": "content" if deep else "size",
         },
         "lagSeconds": round(time.time() - newest, 3) if newest is not None else None,
         "windows": [w.as_json() for w in chain.windows],

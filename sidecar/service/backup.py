@@ -41,7 +41,7 @@ def run_backup(ctx: JobContext, job: Job | None = None, *, prune_after: bool = T
         recover(ctx)
         entry, upload_error = backup_and_copy(ctx, job, dump_options(ctx))
         if prune_after:
-            removed = prune(ctx, dry_run=False)
+            removed = prune(ctx, dry_run=False, result=job.result)
             job.result["pruned"] = [r.file_name for r in removed]
             job.result["removed"] = [r.__dict__ for r in removed]
         if upload_error:

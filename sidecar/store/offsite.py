@@ -229,14 +229,7 @@ class Offsite:
         return self.s3.put_file(name, path, expected_sha256=entry.get("sha256"))
 
     def _record_success(self, name: str, info: ObjectInfo) -> None:
-        record = {
-            "key": info.key,
-            "bucket": self.s3.bucket,
-            "sizeBytes": info.size,
-            "sha256": info.sha256,
-            "etag": info.etag,
-            "uploadedAt": iso_utc(_now()),
-        }
+        record = remote_record(self.s3, info)
 
         def change(entries: list[Entry]) -> None:
             found = find_entry(entries, name)
@@ -352,6 +345,18 @@ class Offsite:
                 ", ".join(f"{r.file_name} ({r.destination})" for r in done),
             )
         return done
+
+
+def remote_record(bucket: S3Backend, info: ObjectInfo) -> dict[str, Any]:
+    """The ``remote.s3`` record of a checked upload (archives and oplog slices)."""
+    return {
+        "key": info.key,
+        "bucket": bucket.bucket,
+        "sizeBytes": info.size,
+        "sha256": info.sha256,
+        "etag": info.etag,
+        "uploadedAt": iso_utc(_now()),
+    }
 
 
 STATUS_DELETING = "deleting"  # every copy of the archive is being removed: not usable, never restored

@@ -86,10 +86,14 @@ class S3Backend:
         )
 
     @classmethod
-    def from_settings(cls, settings: Any) -> S3Backend:
+    def from_settings(
+        cls, settings: Any, *, sub_prefix: str = "", names: re.Pattern[str] | None = None
+    ) -> S3Backend:
+        """The archives' bucket; ``sub_prefix`` and ``names``: another kind of object under the prefix
+        (the oplog slices: ``oplog/``, their names)."""
         return cls(
             settings.s3_bucket,
-            prefix=settings.s3_prefix,
+            prefix=settings.s3_prefix + sub_prefix,
             endpoint=settings.s3_endpoint,
             region=settings.s3_region,
             path_style=settings.s3_path_style,
@@ -97,7 +101,7 @@ class S3Backend:
             sse=settings.s3_sse,
             sse_kms_key_id=settings.s3_sse_kms_key_id,
             part_size=settings.s3_part_size_bytes,
-            names=archive_name_pattern(settings.file_prefix),
+            names=names or archive_name_pattern(settings.file_prefix),
         )
 
     # -- naming and errors -----------------------------------------------------------------------

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -264,14 +264,22 @@ class BucketSource(ArchiveSource):
         return _Pin(os.fdopen(os.open(spool, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+b"), spool)
 
 
-def source_for(settings: Settings, path: Path, entry: Entry | None = None) -> ArchiveSource:
+def source_for(
+    settings: Settings,
+    path: Path,
+    entry: Entry | None = None,
+    bucket: Callable[[Settings], S3Backend] | None = None,
+) -> ArchiveSource:
     """The copy verify, drills and restores read: the local file when it is there (or the entry is
     not in the bucket), else the bucket's copy; decrypted with ``SIDECAR_AGE_IDENTITY_FILE``. The
-    sha256 of what is read is compared with the catalog's by the integrity checks, not here."""
+    sha256 of what is read is compared with the catalog's by the integrity checks, not here.
+    ``bucket``: the backend that holds this kind of object (default: the archives')."""
     path, keys = Path(path), settings.age_identity_file
     in_bucket = entry is not None and S3 in (entry.get("locations") or [LOCAL]) and settings.s3_bucket
     if path.is_file() or not in_bucket:
         return ArchiveSource(path, identity_file=keys)
-    from sidecar.store.s3 import S3Backend
+    if bucket is None:
+        from sidecar.store.s3 import S3Backend
 
-    return BucketSource(path, S3Backend.from_settings(settings), identity_file=keys)
+        bucket = S3Backend.from_settings
+    return BucketSource(path, bucket(settings), identity_file=keys)
