@@ -5,7 +5,6 @@ sha256 and size in the catalog updated to match) is caught by the content compar
 from __future__ import annotations
 
 import gzip
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from sidecar.cli import main as cli_main
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.integrity.drill import DRILL_PREFIX
-from sidecar.pitr.catalog import SliceCatalog
+from sidecar.pitr.catalog import SLICES_NAME, SliceCatalog
 from sidecar.pitr.pair import joined_pair
 from sidecar.pitr.slices import oplog_dir, read_entries
 from sidecar.pitr.status import pitr_status
@@ -160,8 +159,10 @@ def _alter_insert(settings: Settings, change: Callable[[SON], SON] = _rename_pat
                 (directory / item["fileName"]).write_bytes(data)
                 digest = Digest()
                 digest.update(data)
-                item.update(sha256=digest.hexdigest(), sizeBytes=len(data), rawBytes=sum(map(len, entries)))
-                catalog.path.write_text(json.dumps(document), encoding="utf-8")
+                raw_bytes = sum(map(len, entries))
+                catalog.set_fields(
+                    item["fileName"], sha256=digest.hexdigest(), sizeBytes=len(data), rawBytes=raw_bytes
+                )
                 return item["fileName"]
     raise AssertionError(f"no slice holds the insert of {TAMPERED_ID}")
 
@@ -222,7 +223,7 @@ def test_without_two_joined_base_backups_the_level_is_skipped_and_says_why(
     chain, tmp_path, monkeypatch, capsys
 ):
     settings = _copy(chain, tmp_path)
-    (oplog_dir(settings) / "oplog-slices.json").write_text('{"slices": [], "gaps": []}', encoding="utf-8")
+    (oplog_dir(settings) / SLICES_NAME).write_text("", encoding="utf-8")  # a catalog that holds nothing
     _use(monkeypatch, settings)
     assert cli_main(["verify", "--level", "pitr"]) == 0
     assert "pitr verification skipped: no two of the 2 usable base backups lie in one unbroken" in (

@@ -142,6 +142,7 @@ class SliceCatalog:
             "slices": list(document["slices"]),
             "gaps": list(document["gaps"]),
             "deleting": dict(document["deleting"]),
+            "verification": dict(document["verification"]),
         }
 
     def slices(self) -> list[SliceEntry]:
