@@ -137,13 +137,17 @@ def slice_source(settings: Settings, path: Path) -> ArchiveSource:
     return ArchiveSource(path, identity_file=settings.age_identity_file)
 
 
-def read_entries(settings: Settings, path: Path) -> list[bytes]:
-    """The raw entries of a slice file, in order (a slice is at most about SIDECAR_PITR_SLICE_MAX_BYTES)."""
+def read_entries(settings: Settings, path: Path, sha256: str | None = None) -> list[bytes]:
+    """The raw entries of a slice file, in order (a slice is at most about SIDECAR_PITR_SLICE_MAX_BYTES).
+    With ``sha256`` (the catalog's), the stored bytes read must have that digest."""
     try:
         with slice_source(settings, path).open() as stream:
             data = stream.data.read()
+            digest = stream.finish().hexdigest()
     except Exception as exc:
         raise SliceError(f"{path.name}: {read_failure(exc)}") from None
+    if sha256 is not None and digest != sha256:
+        raise SliceError(f"{path.name}: its sha256 is {digest}, the catalog says {sha256}")
     entries = [bytes(doc) for doc in split_documents(data)]
     if entries and (len(entries[-1]) < 5 or len(entries[-1]) != int.from_bytes(entries[-1][:4], "little")):
         raise SliceError(f"{path.name}: the BSON stream ends inside an entry")
