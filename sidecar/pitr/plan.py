@@ -72,6 +72,13 @@ class PointTarget:
     def before_op(cls, text: str) -> PointTarget:
         return cls(before=optime.parse(text), text=text)
 
+    @classmethod
+    def given(cls, to_time: str | None, before_op: str | None) -> PointTarget:
+        """``--to-time``/``pointInTime`` or ``--before-op``/``beforeOp``: exactly one (ValueError)."""
+        if (to_time is None) == (before_op is None):
+            raise ValueError("give exactly one of a time to restore to and an operation to stop before")
+        return cls.to_time(to_time) if to_time is not None else cls.before_op(before_op or "")
+
     @property
     def point(self) -> Timestamp:
         point = self.until if self.until is not None else self.before

@@ -92,13 +92,6 @@ class PointReplay:
         self.base.close()
 
 
-def point_target(to_time: str | None, before_op: str | None) -> PointTarget:
-    """The target of ``--to-time``/``pointInTime`` or ``--before-op``/``beforeOp`` (exactly one)."""
-    if (to_time is None) == (before_op is None):
-        raise ValueError("give exactly one of a time to restore to and an operation to stop before")
-    return PointTarget.to_time(to_time) if to_time is not None else PointTarget.before_op(before_op or "")
-
-
 def prepare_point(settings: Settings, target: PointTarget, options: RestoreOptions) -> PointReplay:
     """Plan, read, verify and plan the replay; ``JobFailed`` (nothing written) when it cannot be done."""
     try:
