@@ -146,7 +146,7 @@ def plan_point(settings: Settings, target: PointTarget, chain: Chain | None = No
         slices = [
             s
             for s in segment.slices
-            if optime.from_json(s["last"]) > end and target.holds(optime.from_json(s["first"]))
+            if optime.from_json(s["last"]) > end and optime.from_json(s["first"]) <= point
         ]
         return PitrPlan(target, name, start, end, end, slices, window)
     raise refusal(chain, target)
