@@ -18,6 +18,7 @@ import pymongo
 import pytest
 from bson.timestamp import Timestamp
 
+from sidecar.api.app import Sidecar, create_app
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.pitr import optime
@@ -253,3 +254,32 @@ def test_points_outside_the_window_or_in_a_gap_are_refused_naming_the_nearest(hi
     before = slices[len(slices) // 2 - 1]["last"]
     assert "falls in a gap of the oplog archive (slice-missing" in str(gap.value)
     assert f"the latest before it is {before['t']}:{before['i']}" in str(gap.value)
+
+
+async def test_the_api_restores_to_a_point_and_refuses_outside_the_window(
+    history: History, aiohttp_client: Any
+) -> None:
+    settings = settings_for(history.target.uri, history.root, admin_token="a" * 32)
+    headers = {"Authorization": f"Bearer {'a' * 32}"}
+    client = await aiohttp_client(create_app(Sidecar(settings)))
+    text, expected = history.points["indexed"]
+    with pymongo.MongoClient(history.target.uri) as mongo:
+        mongo.drop_database(DB)
+    resp = await client.post(
+        "/api/backup/restore?wait=true", json={"pointInTime": text, "safetyBackup": False}, headers=headers
+    )
+    body = await resp.json()
+    assert resp.status == 200, body
+    point = body["restore"]["pointInTime"]
+    assert point["baseBackup"] == history.base["fileName"] and point["slices"]
+    assert point["endPoint"]["t"] == optime.parse(text).time
+    assert point["replay"]["namespaces"][f"{DB}.patients"]["createIndexes"] == 1
+    assert _restored(history) == expected
+    end = history.base["oplog"]["end"]
+    resp = await client.post(
+        "/api/backup/restore?wait=true", json={"beforeOp": f"{end['t'] - 5}:0"}, headers=headers
+    )
+    body = await resp.json()
+    assert (
+        resp.status == 422 and f"the earliest after it is {end['t']}:{end['i']}" in body["error"]["message"]
+    )
