@@ -19,6 +19,7 @@ import pytest
 from bson.timestamp import Timestamp
 
 from sidecar.api.app import Sidecar, create_app
+from sidecar.cli import main as cli_main
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.pitr import optime
@@ -283,3 +284,24 @@ async def test_the_api_restores_to_a_point_and_refuses_outside_the_window(
     assert (
         resp.status == 422 and f"the earliest after it is {end['t']}:{end['i']}" in body["error"]["message"]
     )
+
+
+def test_cli_restore_to_time_prints_the_plan(history: History, monkeypatch, capsys) -> None:
+    for key, value in {
+        "SIDECAR_MONGODB_URI": history.target.uri,
+        "SIDECAR_BACKUP_DIR": str(history.settings.backup_dir),
+        "SIDECAR_MIN_FREE_BYTES": "0",
+        "SIDECAR_PITR": "off",
+    }.items():
+        monkeypatch.setenv(key, value)
+    label = "delete-many"
+    assert cli_main(["restore", "--to-time", history.seconds[label], "--dry-run", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"base backup: {history.base['fileName']}" in out
+    assert f"  {DB}.patients: " in out and "5 deletes" in out
+    assert f"end point: {optime.parse(history.points[label][0]).time}:" in out
+    assert out.strip().endswith("nothing was written")
+    assert cli_main(["restore", "--to-time", "2024-12-01T14:31:06", "--quiet"]) == 2
+    assert "has no zone" in capsys.readouterr().err
+    assert cli_main(["restore", "--before-op", "1:1", "--quiet"]) == 1
+    assert "the earliest after it is" in capsys.readouterr().err
