@@ -96,7 +96,7 @@ def main() -> int:
             )
             replayed = result["pointInTime"]["replay"]
             print(
-                "| base | plain restore | --to-time restore | entries replayed | of which the replay | replay rate |"
+                "| base | plain restore | --to-time restore | entries replayed | the replay | replay rate |"
             )
             print("|---|---:|---:|---:|---:|---:|")
             print(
