@@ -167,8 +167,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     point = _point_target(args)
     job = service.new_job(
         "restore",
-        fileName=args.file or ("--latest" if point is None else None),
-        pointInTime=point.as_json() if point is not None else None,
+        **({"pointInTime": point.as_json()} if point is not None else {"fileName": args.file or "--latest"}),
         **options,
     )
     with TerminalProgress(job.progress, enabled=not (args.quiet or args.json)):

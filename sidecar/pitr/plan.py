@@ -107,8 +107,7 @@ class PitrPlan:
     target: PointTarget
     base: str  # the base backup's file name
     base_start: Timestamp
-    base_end: Timestamp  # its consistent point
-    replay_after: Timestamp  # the slices' entries with ts > this (the base's consistent point) are replayed
+    base_end: Timestamp  # its consistent point: the slices' entries after it are replayed
     slices: list[SliceEntry]
     window: Window
 
@@ -122,7 +121,6 @@ class PitrPlan:
             "target": self.target.as_json(),
             "baseBackup": self.base,
             "baseConsistentPoint": optime.as_json(self.base_end),
-            "replayAfter": optime.as_json(self.replay_after),
             "slices": [s["fileName"] for s in self.slices],
             "window": self.window.as_json(),
         }
@@ -148,7 +146,7 @@ def plan_point(settings: Settings, target: PointTarget, chain: Chain | None = No
             for s in segment.slices
             if optime.from_json(s["last"]) > end and optime.from_json(s["first"]) <= point
         ]
-        return PitrPlan(target, name, start, end, end, slices, window)
+        return PitrPlan(target, name, start, end, slices, window)
     raise refusal(chain, target)
 
 

@@ -118,7 +118,7 @@ def _read_slices(settings: Settings, plan: PitrPlan, spool: OplogSpool) -> None:
         except SliceError as exc:
             raise JobFailed(f"refusing to restore to a point: {exc}; nothing was written", "verify") from None
         for raw in entries:
-            if RawBSONDocument(raw)["ts"] > plan.replay_after:
+            if RawBSONDocument(raw)["ts"] > plan.base_end:
                 spool.add(raw)
 
 

@@ -100,8 +100,7 @@ def run_restore(
         raise ValueError(f"engine must be native or mongorestore, got {engine!r}")
     job = job or ctx.new_job(
         "restore",
-        fileName=file_name or ("--latest" if point is None else None),
-        pointInTime=point.as_json() if point is not None else None,
+        **({"pointInTime": point.as_json()} if point is not None else {"fileName": file_name or "--latest"}),
         engine=engine,
         safetyBackup=safety_backup,
         **options.as_json(),
