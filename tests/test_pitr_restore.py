@@ -195,7 +195,6 @@ def test_a_restore_over_data_takes_the_safety_backup_first(history: History) -> 
 
 
 def test_one_collection_under_a_new_name_beside_the_changing_live_one(history: History) -> None:
-    text, expected = history.points["replaced-deleted"]
     settings = settings_for(history.source.uri, history.root)
     stop = threading.Event()
     client = pymongo.MongoClient(history.source.uri)
@@ -210,22 +209,22 @@ def test_one_collection_under_a_new_name_beside_the_changing_live_one(history: H
     writer = threading.Thread(target=keep_changing, daemon=True)
     writer.start()
     try:
-        _restore(
-            history,
-            settings,
-            fresh=False,
-            point=PointTarget.to_time(text),
-            ns_include=[f"{DB}.patients"],
-            ns_from=[f"{DB}.patients"],
-            ns_to=[f"{DB}.patients_before"],
-        )
+        for label, (text, expected) in history.points.items():
+            _restore(
+                history,
+                settings,
+                fresh=False,
+                point=PointTarget.to_time(text),
+                ns_include=[f"{DB}.patients"],
+                ns_from=[f"{DB}.patients"],
+                ns_to=[f"{DB}.patients_before"],
+            )
+            assert snapshot(client, DB)["patients_before"] == expected["patients"], label
+            client[DB].patients_before.drop()
     finally:
         stop.set()
         writer.join()
-    restored = snapshot(client, DB)["patients_before"]
-    assert restored == expected["patients"]
     assert client[DB].patients.count_documents({"live": True}) > 0
-    client[DB].patients_before.drop()
     client.close()
 
 
