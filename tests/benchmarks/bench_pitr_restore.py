@@ -97,13 +97,12 @@ def main() -> int:
                 service, target.uri, point=PointTarget.to_time(f"{last.time}:{last.inc}")
             )
             replayed = result["pointInTime"]["replay"]
-            print(
-                "| base | server's own writes | plain restore | --to-time restore | entries replayed | the replay |"
-            )
+            print("| base | server's own writes | plain restore | --to-time restore | entries | the replay |")
             print("|---|---:|---:|---:|---:|---:|")
             print(
                 f"| {args.docs:,} docs x {args.doc_bytes} B, then {args.ops:,} writes "
-                f"({len(result['pointInTime']['slices'])} slices) | {load_seconds:.2f} s | {plain:.2f} s | {point:.2f} s | "
+                f"({len(result['pointInTime']['slices'])} slices) | {load_seconds:.2f} s | {plain:.2f} s | "
+                f"{point:.2f} s | "
                 f"{replayed['entries']:,} | {replayed['seconds']:.2f} s "
                 f"({replayed['entries'] / max(replayed['seconds'], 1e-9):,.0f} entries/s) |"
             )
