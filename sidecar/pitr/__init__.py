@@ -5,4 +5,6 @@ streams, written through the store's archive sink) recorded in their own catalog
 ``oplog/oplog-slices.json``). ``chain`` proves offline that the slices join and finds the gaps and the
 restorable windows; ``status`` puts it together with the server's oplog window for the CLI, the API and
 the metrics; ``runner`` runs the archiver in a thread (``sidecar serve``) or alone (``sidecar pitr stream``).
+``plan`` picks the base backup, slices and cut of a restore to a point (or refuses it, naming the
+nearest restorable points).
 """

@@ -6,7 +6,11 @@ points around a hit) and the ``pitr`` integrity level::
     target = PointTarget.to_time("2026-12-02T14:31:06+09:00")   # or "1733011200:5"
     target = PointTarget.before_op("1733011267:3")
     plan = plan_point(settings, target)      # PointRefused (a ValueError) with the nearest points
-    plan.base, plan.slices, plan.replay_after, plan.replay_options(scope)
+    plan.base, plan.base_end, plan.slices, plan.replay_options(scope), plan.as_json()
+    nearest_points(chain, ts)                # the window bounds around a position, and its gap
+
+The restore reads the slices (``slices.read_entries`` with the catalog's sha256), replays the base
+archive's own oplog and then the slices' entries after ``plan.base_end`` (``service/point.py``).
 
 A point is restorable when it lies in a *window* of the chain (``chain.Window``): a run of joined,
 undamaged slices holding a usable base backup's consistent point at or before it. ``--to-time T``
