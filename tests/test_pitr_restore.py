@@ -280,9 +280,10 @@ async def test_the_api_restores_to_a_point_and_refuses_outside_the_window(
         "/api/backup/restore?wait=true", json={"beforeOp": f"{end['t'] - 5}:0"}, headers=headers
     )
     body = await resp.json()
-    assert (
-        resp.status == 422 and f"the earliest after it is {end['t']}:{end['i']}" in body["error"]["message"]
-    )
+    assert resp.status == 422 and body["error"]["code"] == "point_not_restorable"
+    assert f"the earliest after it is {end['t']}:{end['i']}" in body["error"]["message"]
+    assert body["error"]["nearest"]["after"] == {**end, "time": optime.iso(optime.from_json(end))}
+    assert body["error"]["nearest"]["before"] is None
 
 
 def test_cli_restore_to_time_prints_the_plan(history: History, monkeypatch, capsys) -> None:

@@ -25,7 +25,7 @@ from sidecar.api.state import SIDECAR_KEY, Sidecar
 from sidecar.engine.restore_plan import TargetsInUse
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import LEVELS
-from sidecar.pitr.plan import PointTarget
+from sidecar.pitr.plan import PointRefused, PointTarget
 from sidecar.pitr.status import pitr_status
 from sidecar.service import JobFailed, ShuttingDown
 from sidecar.store.catalog import SAFETY_TRIGGER, CatalogError, Status, find_entry, newest_usable
@@ -108,6 +108,9 @@ def _job_failure(job: Job, exc: JobFailed) -> ApiError:
     if isinstance(exc.__cause__, TargetsInUse):  # a restore without drop into collections in use
         collisions = [c.as_json() for c in exc.__cause__.collisions]
         return ApiError(409, "restore_conflict", str(exc), collisions=collisions, job=job.as_json())
+    if isinstance(exc.__cause__, PointRefused):  # a restore to a point outside every window
+        nearest = exc.__cause__.nearest
+        return ApiError(422, "point_not_restorable", str(exc), nearest=nearest, job=job.as_json())
     if exc.stage == "restore":  # refused or partly failed by the data: nothing the server did wrong
         return ApiError(422, "restore_failed", str(exc), stage=exc.stage, job=job.as_json())
     return ApiError(500, "job_failed", str(exc), stage=exc.stage, job=job.as_json())

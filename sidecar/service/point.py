@@ -97,7 +97,7 @@ def prepare_point(settings: Settings, target: PointTarget, options: RestoreOptio
     try:
         plan = plan_point(settings, target)
     except PointRefused as exc:
-        raise JobFailed(f"{exc}; nothing was written", "restore") from None
+        raise JobFailed(f"{exc}; nothing was written", "restore") from exc
     replay_options = plan.replay_options(ReplayScope.of(options))
     spool = OplogSpool()
     try:
