@@ -305,3 +305,12 @@ def test_cli_restore_to_time_prints_the_plan(history: History, monkeypatch, caps
     assert "has no zone" in capsys.readouterr().err
     assert cli_main(["restore", "--before-op", "1:1", "--quiet"]) == 1
     assert "the earliest after it is" in capsys.readouterr().err
+
+
+def test_the_mongorestore_engine_restores_the_base_and_the_slices_are_replayed(history: History) -> None:
+    if shutil.which("mongorestore") is None:
+        pytest.skip("the stock mongorestore is not on PATH (bash deploy/local.sh test puts it there)")
+    text, expected = history.points["transaction"]
+    result = _restore(history, point=PointTarget.to_time(text), engine="mongorestore")
+    assert result["engine"] == "mongorestore" and result["pointInTime"]["replay"]["transactions"] == 1
+    assert _restored(history) == expected
