@@ -17,6 +17,7 @@ from sidecar.integrity.failure import LEVELS
 from sidecar.jobs import JobBusy
 from sidecar.pitr.commands import add_parser as add_pitr_parser
 from sidecar.pitr.find_cli import add_parser as add_oplog_parser
+from sidecar.pitr.plan import PointTarget
 from sidecar.progress import TerminalProgress
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import CatalogError, Entry, Reconciliation, Status
@@ -194,14 +195,21 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         "safety_backup": not args.no_safety_backup,
         "engine": args.engine,
     }
-    job = service.new_job("restore", fileName=args.file or "--latest", **options)
+    point = _point_target(args)
+    job = service.new_job(
+        "restore",
+        **({"pointInTime": point.as_json()} if point is not None else {"fileName": args.file or "--latest"}),
+        **options,
+    )
     with TerminalProgress(job.progress, enabled=not (args.quiet or args.json)):
         result = service.run_restore(
-            job, file_name=args.file, latest=args.latest, wording=CLI_WORDING, **options
+            job, file_name=args.file, latest=args.latest, wording=CLI_WORDING, point=point, **options
         )
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
+    if point is not None:
+        _print_point(result["pointInTime"], dry_run=args.dry_run)
     verb = "would restore" if args.dry_run else "restored"
     for ns in result["namespaces"]:
         print(
@@ -232,6 +240,33 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         f"{result['durationSeconds']}s)"
     )
     return 0
+
+
+def _point_target(args: argparse.Namespace) -> PointTarget | None:
+    if args.to_time is None and args.before_op is None:
+        return None
+    try:
+        return PointTarget.given(args.to_time, args.before_op)
+    except ValueError as exc:
+        raise ConfigError(f"--to-time/--before-op: {exc}") from None
+
+
+def _print_point(point: dict, *, dry_run: bool) -> None:
+    planned, end = point["planned"], point.get("endPoint")
+    base = point["baseConsistentPoint"]
+    print(f"base backup: {point['baseBackup']} (consistent point {base['t']}:{base['i']})")
+    slices = ", ".join(point["slices"]) or "none (the base backup's own oplog reaches the point)"
+    print(f"slices: {slices}")
+    for ns, ops in planned["namespaces"].items():
+        print(f"  {ns}: " + ", ".join(f"{counted(n, op)}" for op, n in ops.items()))
+    verb = "would replay" if dry_run else "replayed"
+    replayed = point.get("replay", planned)
+    print(
+        f"{verb} {counted(replayed['entries'], 'oplog entry', 'oplog entries')} "
+        f"({counted(replayed['operations'], 'operation')}, "
+        f"{counted(replayed['transactions'], 'transaction')}); "
+        f"end point: {end['time'] if end else 'the base backup itself'}"
+    )
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -307,6 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     which = restore.add_mutually_exclusive_group(required=True)
     which.add_argument("file", nargs="?", help="a catalog file name or a path to an archive")
+    which.add_argument(
+        "--to-time",
+        metavar="T",
+        help="restore to a point: ISO-8601 with a zone (its whole second) or an oplog position t:i",
+    )
+    which.add_argument(
+        "--before-op", metavar="T:I", help="restore to just before this oplog entry (`sidecar oplog find`)"
+    )
     which.add_argument(
         "--latest",
         action="store_true",

@@ -320,6 +320,18 @@ BAD_INPUT = [
     ("/api/backup/restore", b'{"fileName": "..gz"}', "invalid_file_name", ".."),
     ("/api/backup/test", b'{"fileName": "x/../y.gz"}', "invalid_file_name", "fileName"),
     ("/api/backup/restore", b'{"fileName": ""}', "invalid_file_name", "empty"),
+    (
+        "/api/backup/restore",
+        b'{"fileName": "a.gz", "pointInTime": "1:2"}',
+        "invalid_field",
+        "not fileName and",
+    ),
+    ("/api/backup/restore", b'{"pointInTime": "1:2", "beforeOp": "1:3"}', "invalid_field", "pointInTime and"),
+    ("/api/backup/restore", b'{"pointInTime": "yesterday"}', "invalid_field", "ISO-8601"),
+    ("/api/backup/restore", b'{"pointInTime": "2024-12-01T14:31:06"}', "invalid_field", "no zone"),
+    ("/api/backup/restore", b'{"beforeOp": "2024-12-01T14:31:06Z"}', "invalid_field", "oplog position"),
+    ("/api/backup/restore", b'{"beforeOp": "99999999999:1"}', "invalid_field", "beforeOp"),
+    ("/api/backup/restore", b'{"pointInTime": 5}', "invalid_field", "pointInTime"),
 ]
 
 

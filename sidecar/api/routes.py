@@ -28,6 +28,7 @@ from sidecar.jobs import Job, JobBusy
 from sidecar.logs import LEVELS
 from sidecar.pitr.find import find_operations
 from sidecar.pitr.find_query import DEFAULT_LIMIT, MAX_LIMIT, FindError, FindQuery
+from sidecar.pitr.plan import PointRefused, PointTarget
 from sidecar.pitr.status import pitr_status
 from sidecar.service import JobFailed, ShuttingDown
 from sidecar.store.catalog import SAFETY_TRIGGER, CatalogError, Status, find_entry, newest_usable
@@ -110,6 +111,9 @@ def _job_failure(job: Job, exc: JobFailed) -> ApiError:
     if isinstance(exc.__cause__, TargetsInUse):  # a restore without drop into collections in use
         collisions = [c.as_json() for c in exc.__cause__.collisions]
         return ApiError(409, "restore_conflict", str(exc), collisions=collisions, job=job.as_json())
+    if isinstance(exc.__cause__, PointRefused):  # a restore to a point outside every window
+        nearest = exc.__cause__.nearest
+        return ApiError(422, "point_not_restorable", str(exc), nearest=nearest, job=job.as_json())
     if exc.stage == "restore":  # refused or partly failed by the data: nothing the server did wrong
         return ApiError(422, "restore_failed", str(exc), stage=exc.stage, job=job.as_json())
     return ApiError(500, "job_failed", str(exc), stage=exc.stage, job=job.as_json())
@@ -288,7 +292,9 @@ async def _pitr_test(
 
 
 RESTORE_FIELDS = {
-    "fileName": v.Field("fileName", required=True),
+    "fileName": v.Field("fileName"),
+    "pointInTime": v.Field("str", max_length=64),  # ISO-8601 with a zone, or t:i
+    "beforeOp": v.Field("str", max_length=32),  # t:i
     "nsInclude": v.Field("patterns"),
     "nsExclude": v.Field("patterns"),
     "nsFrom": v.Field("patterns"),
@@ -311,9 +317,11 @@ async def backup_restore(request: web.Request) -> web.Response:
             400, "invalid_field", "nsFrom and nsTo go together: give as many nsTo patterns as nsFrom ones"
         )
     sidecar = _sidecar(request)
-    name = await _usable_archive(sidecar, body["fileName"])
+    point = _restore_point(body)
+    name = await _usable_archive(sidecar, body["fileName"]) if point is None else None
     options = {
         "file_name": name,
+        "point": point,
         "ns_include": tuple(body.get("nsInclude", ())),
         "ns_exclude": tuple(body.get("nsExclude", ())),
         "ns_from": tuple(body.get("nsFrom", ())),
@@ -335,6 +343,23 @@ async def backup_restore(request: web.Request) -> web.Response:
     # the runbook's call does not wait: a refusal (verification, collisions) still answers 4xx, and 202
     # means the archive was verified and the writes begin
     return await _start_job(request, "restore", work, wait, respond, until="writing", **body)
+
+
+def _restore_point(body: dict[str, Any]) -> PointTarget | None:
+    """Exactly one of fileName, pointInTime and beforeOp: the point to restore to, if one is given."""
+    given = [name for name in ("fileName", "pointInTime", "beforeOp") if name in body]
+    if not given:
+        raise ApiError(400, "missing_field", "field fileName (or pointInTime, or beforeOp) is required")
+    if len(given) > 1:
+        raise ApiError(
+            400, "invalid_field", f"give one of fileName, pointInTime and beforeOp, not {' and '.join(given)}"
+        )
+    if given[0] == "fileName":
+        return None
+    try:
+        return PointTarget.given(body.get("pointInTime"), body.get("beforeOp"))
+    except ValueError as exc:
+        raise ApiError(400, "invalid_field", f"field {given[0]}: {exc}") from None
 
 
 # -- /api/v1/monitoring --------------------------------------------------------------------------

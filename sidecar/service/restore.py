@@ -4,6 +4,7 @@ the first write, a safety backup of what it overwrites, the writes, and the runb
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -14,7 +15,7 @@ from pymongo.errors import PyMongoError
 
 from sidecar.engine.mongodump import find_tool
 from sidecar.engine.mongorestore import MongorestoreResult, run_mongorestore
-from sidecar.engine.oplog_replay import OplogSummary, server_has_apply_ops
+from sidecar.engine.oplog_replay import OplogSummary
 from sidecar.engine.restore import NamespaceOutcome, NativeRestore, RestoreResult, check_counts
 from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import (
@@ -34,8 +35,10 @@ from sidecar.integrity.checks import restore_problems
 from sidecar.integrity.failure import VerifyFailed
 from sidecar.integrity.scan import ArchiveScan, scan_archive
 from sidecar.jobs import Job
+from sidecar.pitr.plan import PointTarget
 from sidecar.service.backup import backup_and_copy, dump_options
 from sidecar.service.context import JobContext, JobFailed, connect, log
+from sidecar.service.point import PointReplay, prepare_point
 from sidecar.service.verify import resolve_archive
 from sidecar.store.catalog import SAFETY_TRIGGER, Entry
 from sidecar.store.source import ArchiveReadError, ArchiveSource
@@ -54,6 +57,7 @@ class RestoreRun:
     result: dict[str, Any]
     wording: Wording  # how messages name the options: the API's fields or the CLI's flags
     ids: ArchiveIds  # the archive's _ids, kept by the verify pass for the collision check
+    point: PointReplay | None = None  # a restore to a point: the slices replayed after the base
 
     @property
     def name(self) -> str:
@@ -76,9 +80,12 @@ def run_restore(
     safety_backup: bool = True,
     engine: str | None = None,
     wording: Wording = API_WORDING,
+    point: PointTarget | None = None,
 ) -> dict[str, Any]:
     """Restore an archive after verifying it fully and taking a safety backup of what it overwrites.
-    Returns the restore report."""
+    With ``point``, the base backup and slices that reach it (``pitr.plan``) instead of ``file_name``:
+    the slices are verified and their replay planned before the first write too. Returns the restore
+    report."""
     options = RestoreOptions(
         ns_include=tuple(ns_include),
         ns_exclude=tuple(ns_exclude),
@@ -93,19 +100,26 @@ def run_restore(
         raise ValueError(f"engine must be native or mongorestore, got {engine!r}")
     job = job or ctx.new_job(
         "restore",
-        fileName=file_name or "--latest",
+        **({"pointInTime": point.as_json()} if point is not None else {"fileName": file_name or "--latest"}),
         engine=engine,
         safetyBackup=safety_backup,
         **options.as_json(),
     )
-    with ctx.running(job):
+    with ctx.running(job), contextlib.ExitStack() as stack:
         job.stage = "verify"
+        follow = prepare_point(ctx.settings, point, options) if point is not None else None
+        if follow is not None:
+            stack.callback(follow.close)
+            # the base's own oplog is replayed with the slices, under the same filters and renaming
+            file_name, options = follow.plan.base, replace(options, oplog_replay=False)
         path, entry = resolve_archive(ctx, file_name, latest=latest, stage="restore")
         result: dict[str, Any] = {"fileName": entry["fileName"] if entry else str(path), "engine": engine}
         result["dryRun"] = options.dry_run
+        if follow is not None:
+            result["pointInTime"] = follow.as_json()
         job.result = result
         tool, ids = _tool(ctx, engine), ArchiveIds(options)
-        run = RestoreRun(job, path, entry, options, engine, tool, result, wording, ids)
+        run = RestoreRun(job, path, entry, options, engine, tool, result, wording, ids, follow)
         try:
             with path.pinned():  # verified before the first write: the writes read the verified bytes
                 return _restore(ctx, run, safety_backup=safety_backup)
@@ -164,7 +178,11 @@ def _restore(ctx: JobContext, run: RestoreRun, *, safety_backup: bool) -> dict[s
         # 4. The writes, 5. the runbook's post-restore verification.
         restored = _write_restore(ctx, client, run, plan, oplog)
         _report_writes(result, restored)
-        check = check_counts(client, plan, restored, oplog.namespaces if plan.replay_oplog else ())
+        changed = set(oplog.namespaces if plan.replay_oplog else ())
+        if run.point is not None:
+            result["pointInTime"]["replay"] = run.point.run(client, run.job.progress, ctx.cancel)
+            changed |= set(run.point.namespaces)
+        check = check_counts(client, plan, restored, changed)
         result["postRestoreCheck"] = check
     result["durationSeconds"] = round(time.monotonic() - t0, 3)
     _raise_for_outcome(run.name, plan, restored, check)
@@ -205,6 +223,8 @@ def _inspect(
     touched = set(plan.existing_targets())
     if plan.replay_oplog:
         touched |= _existing(client, oplog.namespaces)
+    if run.point is not None:
+        touched |= _existing(client, run.point.namespaces)
     run.result.update(
         namespaces=[p.as_json() for p in plan.namespaces],
         skipped=plan.skipped,
@@ -251,23 +271,14 @@ def _raise_for_outcome(name: str, plan: RestorePlan, restored: RestoreResult, ch
 def _replay_problem(
     client: pymongo.MongoClient, plan: RestorePlan, oplog: OplogSummary, engine: str
 ) -> str | None:
-    """Why the oplog of a full restore could not be replayed, known before the first write."""
-    if not plan.replay_oplog or engine != "native":
+    """Why the oplog of a full restore could not be replayed, known before the first write: entries
+    the engine cannot replay (with applyOps or without it, translated into ordinary writes)."""
+    if not plan.replay_oplog or engine != "native" or not oplog.unsupported:
         return None
-    if oplog.unsupported:
-        return (
-            f"the archive's oplog holds entries this engine cannot replay ({oplog.unsupported[0]}); "
-            f"restore with --no-oplog-replay, or with the mongorestore engine"
-        )
-    if oplog.to_apply:
-        available, why = server_has_apply_ops(client)
-        if not available:
-            return (
-                f"the archive's oplog has {oplog.to_apply} operation(s) to replay but {why} "
-                f"(restore with --no-oplog-replay: the data is then as the dump read it, not "
-                f"consistent to one point in time)"
-            )
-    return None
+    return (
+        f"the archive's oplog holds entries this engine cannot replay ({oplog.unsupported[0]}); "
+        f"restore with --no-oplog-replay, or with the mongorestore engine"
+    )
 
 
 def _verify_for_restore(ctx: JobContext, run: RestoreRun, oplog: OplogSummary) -> ArchiveScan:
@@ -275,6 +286,8 @@ def _verify_for_restore(ctx: JobContext, run: RestoreRun, oplog: OplogSummary) -
         run.ids.feed(chunk)
         if chunk.namespace.is_oplog:
             oplog.feed(chunk)
+            if run.point is not None:
+                run.point.feed_base(chunk)
 
     run.job.progress.begin("verify")
     try:
@@ -292,6 +305,9 @@ def _verify_for_restore(ctx: JobContext, run: RestoreRun, oplog: OplogSummary) -
     problems = restore_problems(scan, run.entry)
     if problems:
         raise JobFailed(f"refusing to restore {run.name}: {problems[0]}; nothing was written", "verify")
+    if run.point is not None:
+        run.point.replan()
+        run.result["pointInTime"] = run.point.as_json()
     return scan
 
 
