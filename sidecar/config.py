@@ -195,6 +195,10 @@ class Settings:
     alert_drill_max_age_seconds: int = _setting(_int(60), str(8 * 24 * 3600))
     alert_size_drop_ratio: float = _setting(_float(0.0, 1.0), "0.5")
     alert_disk_free_min_ratio: float = _setting(_float(0.0, 1.0), "0.10")
+    # the oplog archive (docs/alerts.md): the RPO limit, and the shortest server oplog window; 0 = the
+    # backup-age limit (the backup interval plus a margin)
+    alert_pitr_rpo_seconds: int = _setting(_int(1), "300")
+    alert_oplog_window_min_seconds: int = _setting(_int(0), "0")
     drill_schedule: str = _setting(_cron, "0 4 * * 0")
     verify_after_backup: str = _setting(_choice("off", "quick", "full"), "full")
     schedule_misfire_grace_seconds: int = _setting(_int(1), "3600")
@@ -233,6 +237,11 @@ class Settings:
     pitr: str = _setting(_choice("auto", "on", "off"), "auto")
     pitr_slice_seconds: float = _setting(_float(0.1, 86400), "60")
     pitr_slice_max_bytes: int = _setting(_int(1024, 1024**3), str(16 * 1024 * 1024))
+
+    @property
+    def oplog_window_min_seconds(self) -> int:
+        """The server's oplog must hold at least this long: the next resume after an outage must not gap."""
+        return self.alert_oplog_window_min_seconds or self.alert_backup_max_age_seconds
 
     @property
     def redacted_uri(self) -> str:
