@@ -52,6 +52,7 @@ pytestmark = pytest.mark.slow
 JOB = "mongobackup"  # the scrape job name of alerts/prometheus.example.yml
 BACKUP_MAX_AGE = 7200  # a non-default threshold, to see it travel from the setting to Prometheus
 CRONJOB = "mongobackup_cronjob"
+PITR_RPO = 5  # seconds: short, so that the MongoDB-down test sees the archive fall behind
 
 
 # -- the stack -------------------------------------------------------------------------------------
@@ -79,6 +80,7 @@ def sidecar(
         # server's oplog spans seconds, so its window limit is 1 s to keep the healthy stack quiet
         pitr="on",
         pitr_slice_seconds="0.5",
+        alert_pitr_rpo_seconds=str(PITR_RPO),
         alert_oplog_window_min_seconds="1",
         extra_env=seaweed.env(),
     )
@@ -245,7 +247,7 @@ def test_backup_series_arrive_in_prometheus(sidecar: SidecarServer, prometheus: 
     assert value(f"mongobackup_alert_threshold_drill_age_seconds{s}") == 8 * 24 * 3600
     assert value(f"mongobackup_alert_threshold_size_drop_ratio{s}") == 0.5
     assert value(f"mongobackup_alert_threshold_disk_free_ratio{s}") == 0.10
-    assert value(f"mongobackup_alert_threshold_pitr_rpo_seconds{s}") == 300
+    assert value(f"mongobackup_alert_threshold_pitr_rpo_seconds{s}") == PITR_RPO
     assert value(f"mongobackup_alert_threshold_oplog_window_seconds{s}") == 1
 
     status = sidecar.get("/api/backup/status", token=sidecar.read_token).json()
@@ -356,7 +358,8 @@ def test_mongodb_down_reaches_alertmanager(
     """With MongoDB stopped: /metrics still answers 200 at once with mongobackup_mongodb_up 0; the
     MongoBackupMongoDBDown alert reaches Alertmanager and its critical receiver; the alerts endpoint
     shows it active; a backup attempt fails at the connect stage, and the MongoBackupLastFailed alert it
-    causes is inhibited by the shipped inhibit rule. MongoDB is started again at the end."""
+    causes is inhibited by the shipped inhibit rule, as is MongoBackupPitrRpoBreached once the oplog
+    archive falls behind its (test-short) RPO. MongoDB is started again at the end."""
     s = sel(sidecar)
     instance = f"127.0.0.1:{sidecar.port}"
     e2e_mongo.stop()
@@ -402,18 +405,28 @@ def test_mongodb_down_reaches_alertmanager(
         )
         assert prometheus.value(f"mongobackup_backup_last_success{s}") == 0
 
-        def last_failed_inhibited() -> dict | None:
+        def inhibited(name: str) -> dict | None:
             # Alertmanager shows a new alert as active until its inhibitor has looked at it
-            alert = am_alert("MongoBackupLastFailed")
+            alert = am_alert(name)
             return alert if alert and alert["status"]["state"] == "suppressed" else None
 
-        last_failed = wait_until("MongoBackupLastFailed inhibited in Alertmanager", last_failed_inhibited)
+        last_failed = wait_until(
+            "MongoBackupLastFailed inhibited in Alertmanager", lambda: inhibited("MongoBackupLastFailed")
+        )
         assert last_failed["status"]["inhibitedBy"], last_failed["status"]
         assert "MongoBackupLastFailed" not in webhook_sink.alertnames("/alerts/warning")
+        # the archiver cannot read the oplog either: the archive falls behind its RPO, muted the same way
+        rpo = wait_until(
+            "MongoBackupPitrRpoBreached inhibited in Alertmanager",
+            lambda: inhibited("MongoBackupPitrRpoBreached"),
+        )
+        assert rpo["status"]["inhibitedBy"] and rpo["labels"]["severity"] == "critical", rpo
+        assert "MongoBackupPitrRpoBreached" not in webhook_sink.alertnames("/alerts/critical")
 
         assert assert_local_view_agrees(prometheus, sidecar) >= {
             "MongoBackupMongoDBDown",
             "MongoBackupLastFailed",
+            "MongoBackupPitrRpoBreached",
         }
     finally:
         e2e_mongo.start()
