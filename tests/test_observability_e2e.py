@@ -52,7 +52,7 @@ pytestmark = pytest.mark.slow
 JOB = "mongobackup"  # the scrape job name of alerts/prometheus.example.yml
 BACKUP_MAX_AGE = 7200  # a non-default threshold, to see it travel from the setting to Prometheus
 CRONJOB = "mongobackup_cronjob"
-PITR_RPO = 5  # seconds: short, so that the MongoDB-down test sees the archive fall behind
+PITR_RPO = 10  # seconds: short, so that the MongoDB-down test sees the archive fall behind
 
 
 # -- the stack -------------------------------------------------------------------------------------
@@ -122,7 +122,8 @@ def sel(sidecar: SidecarServer, **labels: str) -> str:
 def backed_up(sidecar: SidecarServer, prometheus: Prometheus) -> dict:
     """One manual backup through the API (with its off-site copy and the full integrity test that
     follows it), then a restore drill of it, taken after Prometheus has recorded the state before them
-    (so the dashboards' increase() panels see them happen), and scraped since."""
+    (so the dashboards' increase() panels see them happen), and scraped since, once the oplog archive
+    holds a restorable window from that backup."""
     prometheus.wait_for(
         f"count_over_time(mongobackup_backup_runs_total{sel(sidecar, trigger='manual')}[1m]) >= 2"
     )
@@ -137,6 +138,8 @@ def backed_up(sidecar: SidecarServer, prometheus: Prometheus) -> dict:
     assert drill.status == 200, drill.text
     body["drill"] = drill.json()
     prometheus.wait_for(f"mongobackup_verify_last_success_timestamp_seconds{sel(sidecar, level='drill')} > 0")
+    # the drill's writes are archived after the backup's consistent point: the backup opens a window
+    prometheus.wait_for(f"mongobackup_pitr_window_start_timestamp_seconds{sel(sidecar)} > 0")
     body["backup"] = sidecar.get("/api/backup/list", token=sidecar.read_token).json()["backups"][0]
     return body
 

@@ -23,6 +23,9 @@ class PitrState:
     server_window: OplogWindow = field(default_factory=OplogWindow)
     error: str | None = None  # why the archiver last stopped or failed
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # held by ``status.refresh`` over its read and write: of two refreshes (the archiver's after a slice, the
+    # metrics' after a job) the one that read the newer catalogs writes last
+    refreshing: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def last_timestamp(self) -> float:
