@@ -18,7 +18,7 @@ from sidecar.embedded import EmbeddedServer
 from sidecar.health import HealthMonitor
 from sidecar.metrics import SidecarMetrics
 from sidecar.pitr.state import PitrState
-from sidecar.pitr.tailer import oplog_window
+from sidecar.pitr.tailer import is_replica_set_member, oplog_window
 from sidecar.service import BackupService
 from tests.helpers import settings_for
 from tests.pitr_support import archiving, wait_until_stored
@@ -28,10 +28,13 @@ RPO = "MongoBackupPitrRpoBreached"
 
 @pytest.fixture(scope="module")
 def uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """SIDECAR_TEST_MONGODB_URI (a real mongod), else a private embedded server with a small oplog
-    (every oplog query of the embedded server scans its whole oplog)."""
+    """SIDECAR_TEST_MONGODB_URI (a real mongod; a replica-set member, or these tests are skipped), else a
+    private embedded server with a small oplog (every oplog query of the embedded server scans it all)."""
     given = os.environ.get("SIDECAR_TEST_MONGODB_URI")
     if given:
+        with pymongo.MongoClient(given, serverSelectionTimeoutMS=10000) as client:
+            if not is_replica_set_member(client):
+                pytest.skip("SIDECAR_TEST_MONGODB_URI is a standalone server: it has no oplog to archive")
         yield given
         return
     server = EmbeddedServer(tmp_path_factory.mktemp("caught-up") / "data").start()
