@@ -17,6 +17,7 @@ from typing import Any
 from sidecar.config import Settings
 from sidecar.health import HealthMonitor, HealthSnapshot
 from sidecar.metrics import CatalogSummary, summarize_catalog
+from sidecar.pitr.state import PitrState
 from sidecar.service import BackupService
 
 PROCESS_START = time.time()
@@ -28,9 +29,15 @@ class Facts:
     catalog: CatalogSummary
     health: HealthSnapshot
     now: float
+    pitr: PitrState | None = None  # the oplog archive's cached state; None with SIDECAR_PITR=off
 
     def age(self, ts: float) -> float:
         return self.now - ts
+
+    @property
+    def archive(self) -> PitrState | None:
+        """The archive's state when there is one to describe (not on a standalone with PITR=auto)."""
+        return self.pitr if self.pitr is not None and self.pitr.enabled is not False else None
 
 
 # A check returns (firing, current value, threshold); value and threshold are shown to operators.
@@ -110,6 +117,25 @@ def _mongodb_down(f: Facts) -> tuple[bool, float | None, float | None]:
     return (f.health.checked_at > 0 and not f.health.mongodb_up), float(f.health.mongodb_up), 1.0
 
 
+def _pitr_rpo_breached(f: Facts) -> tuple[bool, float | None, float | None]:
+    st, limit = f.archive, f.settings.alert_pitr_rpo_seconds
+    if st is None:
+        return False, None, limit
+    lag = f.age(st.caught_up_timestamp)
+    return lag > limit, lag, limit
+
+
+def _pitr_gap(f: Facts) -> tuple[bool, float | None, float | None]:
+    st = f.archive
+    return (st is not None and st.gaps > 0), (float(st.gaps) if st else None), 0.0
+
+
+def _oplog_window_short(f: Facts) -> tuple[bool, float | None, float | None]:
+    st, limit = f.archive, f.settings.oplog_window_min_seconds
+    seconds = st.server_window.seconds if st is not None else 0.0
+    return 0 < seconds < limit, seconds or None, limit
+
+
 CONDITIONS: tuple[tuple[str, str, str, Check], ...] = (
     (
         "MongoBackupTooOld",
@@ -153,6 +179,19 @@ CONDITIONS: tuple[tuple[str, str, str, Check], ...] = (
         _disk_will_not_fit,
     ),
     ("MongoBackupMongoDBDown", "critical", "MongoDB does not answer the sidecar's ping", _mongodb_down),
+    (
+        "MongoBackupPitrRpoBreached",
+        "critical",
+        "Oplog entries older than the RPO limit are not yet in the archive",
+        _pitr_rpo_breached,
+    ),
+    ("MongoBackupPitrGap", "warning", "The retained oplog archive has a gap", _pitr_gap),
+    (
+        "MongoBackupOplogWindowShort",
+        "warning",
+        "The server's oplog holds less than the backup interval plus a margin",
+        _oplog_window_short,
+    ),
 )
 
 
@@ -180,6 +219,7 @@ def evaluate(
     health: HealthMonitor,
     summary: CatalogSummary | None = None,
     now: float | None = None,
+    pitr: PitrState | None = None,
 ) -> list[dict[str, Any]]:
     """Every condition with its state. Reads the catalog unless a cached ``summary`` is given."""
     facts = Facts(
@@ -187,6 +227,7 @@ def evaluate(
         summary or summarize_catalog(service.catalog.load()),
         health.snapshot,
         time.time() if now is None else now,
+        pitr,
     )
     out = []
     for name, severity, text, check in CONDITIONS:

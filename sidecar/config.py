@@ -196,6 +196,10 @@ class Settings:
     alert_pitr_verify_max_age_seconds: int = _setting(_int(60), str(8 * 24 * 3600))
     alert_size_drop_ratio: float = _setting(_float(0.0, 1.0), "0.5")
     alert_disk_free_min_ratio: float = _setting(_float(0.0, 1.0), "0.10")
+    # the oplog archive (docs/alerts.md): the RPO limit, and the shortest server oplog window; 0 = the
+    # backup-age limit (the backup interval plus a margin)
+    alert_pitr_rpo_seconds: int = _setting(_int(1), "300")
+    alert_oplog_window_min_seconds: int = _setting(_int(0), "0")
     drill_schedule: str = _setting(_cron, "0 4 * * 0")
     # the pitr integrity level (integrity/pitr.py): the archive replayed from one base backup to the next
     pitr_verify_schedule: str = _setting(_cron, "0 5 * * 0")
@@ -239,6 +243,11 @@ class Settings:
     # slice retention (pitr/retention.py): 0 = back to the oldest retained base backup; N shortens the
     # point-in-time window to about N days (the slices a retained base backup's own cut needs stay)
     pitr_retention_days: int = _setting(_int(0, 36500), "0")
+
+    @property
+    def oplog_window_min_seconds(self) -> int:
+        """The server's oplog must hold at least this long: the next resume after an outage must not gap."""
+        return self.alert_oplog_window_min_seconds or self.alert_backup_max_age_seconds
 
     @property
     def redacted_uri(self) -> str:

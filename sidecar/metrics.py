@@ -202,6 +202,8 @@ class _StateCollector(Collector):
             ("pitr_verify_age_seconds", settings.alert_pitr_verify_max_age_seconds),
             ("size_drop_ratio", settings.alert_size_drop_ratio),
             ("disk_free_ratio", settings.alert_disk_free_min_ratio),
+            ("pitr_rpo_seconds", settings.alert_pitr_rpo_seconds),
+            ("oplog_window_seconds", settings.oplog_window_min_seconds),
         ):
             yield _gauge(
                 f"alert_threshold_{name}", "Alert threshold from the sidecar's configuration.", value
@@ -229,11 +231,12 @@ class _PitrCollector(Collector):
             return
         with st.lock:
             slices, gaps, window_start = dict(st.slices), st.gaps, st.window_start
-            last, server = st.last_timestamp, st.server_window
+            last, caught_up, server = st.last_timestamp, st.caught_up_timestamp, st.server_window
+        yield _gauge("pitr_last_timestamp_seconds", "Newest oplog entry safely stored.", last)
         yield _gauge(
-            "pitr_last_timestamp_seconds",
-            "Newest oplog entry safely stored (time() - it = the RPO now).",
-            last,
+            "pitr_caught_up_timestamp_seconds",
+            "Every oplog entry written before it is stored (time() - it = the RPO now, idle or busy).",
+            caught_up,
         )
         yield _gauge(
             "pitr_window_start_timestamp_seconds",

@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import pymongo
 import pytest
 import yaml
 
@@ -51,6 +52,7 @@ pytestmark = pytest.mark.slow
 JOB = "mongobackup"  # the scrape job name of alerts/prometheus.example.yml
 BACKUP_MAX_AGE = 7200  # a non-default threshold, to see it travel from the setting to Prometheus
 CRONJOB = "mongobackup_cronjob"
+PITR_RPO = 10  # seconds: short, so that the MongoDB-down test sees the archive fall behind
 
 
 # -- the stack -------------------------------------------------------------------------------------
@@ -63,8 +65,9 @@ def sidecar(
     seaweed: SeaweedS3,
     alertmanager: Alertmanager,
 ) -> Iterator[SidecarServer]:
-    """The sidecar with off-site copies to a real S3 store (SeaweedFS, its own key prefix), so the
-    upload series and panels have data too. ``first_scrape`` is its /metrics right after start."""
+    """The sidecar with off-site copies to a real S3 store (SeaweedFS, its own key prefix) and the oplog
+    archive, so the upload and PITR series and panels have data too. ``first_scrape`` is its /metrics
+    right after start."""
     server = start_sidecar(
         tmp_path_factory.mktemp("sidecar"),
         e2e_mongo.uri,
@@ -73,6 +76,12 @@ def sidecar(
         s3_bucket=seaweed.bucket,
         s3_prefix=f"observability-e2e-{secrets.token_hex(4)}/",
         alertmanager_url=alertmanager.url,
+        # the oplog archive on (the server is a replica set), cutting slices quickly; a fresh test
+        # server's oplog spans seconds, so its window limit is 1 s to keep the healthy stack quiet
+        pitr="on",
+        pitr_slice_seconds="0.5",
+        alert_pitr_rpo_seconds=str(PITR_RPO),
+        alert_oplog_window_min_seconds="1",
         extra_env=seaweed.env(),
     )
     try:
@@ -113,7 +122,8 @@ def sel(sidecar: SidecarServer, **labels: str) -> str:
 def backed_up(sidecar: SidecarServer, prometheus: Prometheus) -> dict:
     """One manual backup through the API (with its off-site copy and the full integrity test that
     follows it), then a restore drill of it, taken after Prometheus has recorded the state before them
-    (so the dashboards' increase() panels see them happen), and scraped since."""
+    (so the dashboards' increase() panels see them happen), and scraped since, once the oplog archive
+    holds a restorable window from that backup."""
     prometheus.wait_for(
         f"count_over_time(mongobackup_backup_runs_total{sel(sidecar, trigger='manual')}[1m]) >= 2"
     )
@@ -128,6 +138,8 @@ def backed_up(sidecar: SidecarServer, prometheus: Prometheus) -> dict:
     assert drill.status == 200, drill.text
     body["drill"] = drill.json()
     prometheus.wait_for(f"mongobackup_verify_last_success_timestamp_seconds{sel(sidecar, level='drill')} > 0")
+    # the drill's writes are archived after the backup's consistent point: the backup opens a window
+    prometheus.wait_for(f"mongobackup_pitr_window_start_timestamp_seconds{sel(sidecar)} > 0")
     body["backup"] = sidecar.get("/api/backup/list", token=sidecar.read_token).json()["backups"][0]
     return body
 
@@ -146,6 +158,17 @@ def prometheus_alerts(prometheus: Prometheus, sidecar: SidecarServer) -> dict[st
         for a in prometheus.alerts()
         if a["labels"].get("instance") == instance
     }
+
+
+def alertmanager_alert(alertmanager: Alertmanager, sidecar: SidecarServer, name: str) -> dict | None:
+    """This sidecar's alert ``name`` in Alertmanager (active, silenced or inhibited), or None."""
+    instance = f"127.0.0.1:{sidecar.port}"
+    found = [
+        a
+        for a in alertmanager.alerts()
+        if a["labels"]["alertname"] == name and a["labels"].get("instance") == instance
+    ]
+    return found[0] if found else None
 
 
 def assert_local_view_agrees(prometheus: Prometheus, sidecar: SidecarServer) -> set[str]:
@@ -227,6 +250,8 @@ def test_backup_series_arrive_in_prometheus(sidecar: SidecarServer, prometheus: 
     assert value(f"mongobackup_alert_threshold_drill_age_seconds{s}") == 8 * 24 * 3600
     assert value(f"mongobackup_alert_threshold_size_drop_ratio{s}") == 0.5
     assert value(f"mongobackup_alert_threshold_disk_free_ratio{s}") == 0.10
+    assert value(f"mongobackup_alert_threshold_pitr_rpo_seconds{s}") == PITR_RPO
+    assert value(f"mongobackup_alert_threshold_oplog_window_seconds{s}") == 1
 
     status = sidecar.get("/api/backup/status", token=sidecar.read_token).json()
     next_run = parse_iso(status["nextBackupAt"]).timestamp()
@@ -336,7 +361,8 @@ def test_mongodb_down_reaches_alertmanager(
     """With MongoDB stopped: /metrics still answers 200 at once with mongobackup_mongodb_up 0; the
     MongoBackupMongoDBDown alert reaches Alertmanager and its critical receiver; the alerts endpoint
     shows it active; a backup attempt fails at the connect stage, and the MongoBackupLastFailed alert it
-    causes is inhibited by the shipped inhibit rule. MongoDB is started again at the end."""
+    causes is inhibited by the shipped inhibit rule, as is MongoBackupPitrRpoBreached once the oplog
+    archive falls behind its (test-short) RPO. MongoDB is started again at the end."""
     s = sel(sidecar)
     instance = f"127.0.0.1:{sidecar.port}"
     e2e_mongo.stop()
@@ -351,12 +377,7 @@ def test_mongodb_down_reaches_alertmanager(
         assert prometheus.value(f"up{s}") == 1
 
         def am_alert(name: str) -> dict | None:
-            found = [
-                a
-                for a in alertmanager.alerts()
-                if a["labels"]["alertname"] == name and a["labels"].get("instance") == instance
-            ]
-            return found[0] if found else None
+            return alertmanager_alert(alertmanager, sidecar, name)
 
         down = wait_until(
             "MongoBackupMongoDBDown in Alertmanager", lambda: am_alert("MongoBackupMongoDBDown")
@@ -387,18 +408,28 @@ def test_mongodb_down_reaches_alertmanager(
         )
         assert prometheus.value(f"mongobackup_backup_last_success{s}") == 0
 
-        def last_failed_inhibited() -> dict | None:
+        def inhibited(name: str) -> dict | None:
             # Alertmanager shows a new alert as active until its inhibitor has looked at it
-            alert = am_alert("MongoBackupLastFailed")
+            alert = am_alert(name)
             return alert if alert and alert["status"]["state"] == "suppressed" else None
 
-        last_failed = wait_until("MongoBackupLastFailed inhibited in Alertmanager", last_failed_inhibited)
+        last_failed = wait_until(
+            "MongoBackupLastFailed inhibited in Alertmanager", lambda: inhibited("MongoBackupLastFailed")
+        )
         assert last_failed["status"]["inhibitedBy"], last_failed["status"]
         assert "MongoBackupLastFailed" not in webhook_sink.alertnames("/alerts/warning")
+        # the archiver cannot read the oplog either: the archive falls behind its RPO, muted the same way
+        rpo = wait_until(
+            "MongoBackupPitrRpoBreached inhibited in Alertmanager",
+            lambda: inhibited("MongoBackupPitrRpoBreached"),
+        )
+        assert rpo["status"]["inhibitedBy"] and rpo["labels"]["severity"] == "critical", rpo
+        assert "MongoBackupPitrRpoBreached" not in webhook_sink.alertnames("/alerts/critical")
 
         assert assert_local_view_agrees(prometheus, sidecar) >= {
             "MongoBackupMongoDBDown",
             "MongoBackupLastFailed",
+            "MongoBackupPitrRpoBreached",
         }
     finally:
         e2e_mongo.start()
@@ -515,3 +546,59 @@ def test_cronjob_push_keeps_last_success_after_a_failed_run(
         assert not broken, broken
     finally:
         prometheus.stop()
+
+
+# -- (g) a gap in the oplog archive ----------------------------------------------------------------
+
+
+def test_forced_pitr_gap_reaches_alertmanager(
+    sidecar: SidecarServer,
+    prometheus: Prometheus,
+    alertmanager: Alertmanager,
+    webhook_sink: WebhookSink,
+    e2e_mongo: EmbeddedServer,
+    backed_up: dict,
+):
+    """A slice deleted from the middle of the archive: GET /api/backup/pitr reports a slice-missing gap
+    with its bounds, mongobackup_pitr_gaps reaches 1 in Prometheus, MongoBackupPitrGap reaches
+    Alertmanager and its warning receiver, and the alerts endpoint shows the same condition active.
+    Runs last: the gap stays in the archive."""
+    s = sel(sidecar)
+    assert prometheus.value(f"mongobackup_pitr_gaps{s}") == 0
+    assert prometheus.value(f"time() - mongobackup_pitr_caught_up_timestamp_seconds{s}") < 60
+
+    def pitr() -> dict:
+        return sidecar.get("/api/backup/pitr", token=sidecar.read_token).json()
+
+    with pymongo.MongoClient(e2e_mongo.uri, serverSelectionTimeoutMS=10000) as client:
+
+        def one_more_slice(n: int) -> None:
+            before = pitr()["slices"]["count"]
+            client["shop"]["pitr_gap"].insert_one({"n": n})
+            wait_until(f"slice {before + 1}", lambda: pitr()["slices"]["count"] > before, timeout=20)
+
+        for n in range(3):
+            one_more_slice(n)
+        catalog = json.loads((sidecar.backup_dir / "oplog" / "oplog-slices.json").read_text())
+        middle = catalog["slices"][-2]
+        (sidecar.backup_dir / "oplog" / middle["fileName"]).unlink()
+        one_more_slice(3)  # a slice makes the archiver check the chain again
+
+    (gap,) = pitr()["gaps"]
+    assert gap["cause"] == "slice-missing" and gap["files"] == [middle["fileName"]], gap
+    assert gap["from"] == middle["prev"] and gap["to"] == catalog["slices"][-1]["first"], gap
+    prometheus.wait_for(f"mongobackup_pitr_gaps{s} == 1", timeout=15)
+
+    alert = wait_until(
+        "MongoBackupPitrGap in Alertmanager",
+        lambda: alertmanager_alert(alertmanager, sidecar, "MongoBackupPitrGap"),
+    )
+    assert alert["status"]["state"] == "active" and alert["labels"]["severity"] == "warning"
+    assert alert["annotations"]["runbook_url"].endswith("docs/alerts.md#mongobackuppitrgap")
+    wait_until(
+        "the warning receiver to be notified",
+        lambda: "MongoBackupPitrGap" in webhook_sink.alertnames("/alerts/warning"),
+    )
+    local = local_alerts(sidecar)["MongoBackupPitrGap"]
+    assert local["active"] and local["value"] == 1.0
+    assert "MongoBackupPitrGap" in assert_local_view_agrees(prometheus, sidecar)

@@ -425,7 +425,9 @@ async def monitoring_alerts(request: web.Request) -> web.Response:
     v.query(request, ())
     sidecar = _sidecar(request)
     summary = sidecar.metrics.catalog_summary
-    alerts = evaluate(sidecar.settings, sidecar.service, sidecar.health, summary=summary)
+    alerts = evaluate(
+        sidecar.settings, sidecar.service, sidecar.health, summary=summary, pitr=sidecar.metrics.pitr
+    )
     body: dict[str, Any] = {"alerts": alerts, "active": sum(1 for a in alerts if a.get("active"))}
     url = sidecar.settings.alertmanager_url
     if url:

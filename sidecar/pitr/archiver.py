@@ -99,8 +99,15 @@ class OplogArchiver:
         self._complete = True
         if len(self.buffer) and self._due():
             self._cut()
+        self._mark_caught_up()
         if time.monotonic() - self._probed > WINDOW_PROBE_SECONDS:
             self._probe_window()
+
+    def _mark_caught_up(self) -> None:
+        """The tail gave out every entry the server holds: all before the open slice's first entry (or,
+        with none open, before now) are stored."""
+        first = self.buffer.first
+        self.state.mark_caught_up(float(first.time) if first is not None else time.time())
 
     def _due(self, extra: int = 0) -> bool:
         s = self.settings

@@ -60,14 +60,15 @@ def _newest_time(slices: list[SliceEntry]) -> float | None:
 
 def refresh(settings: Settings, state: PitrState) -> Chain:
     """Recompute the gauges' chain facts (blocking: a worker thread, never a scrape)."""
-    document, chain = chain_of(settings)
-    newest = chain.segments[-1] if chain.segments else None
-    current = [w for w in chain.windows if newest is not None and w.end == newest.last]
-    with state.lock:
-        state.gaps = len(chain.gaps)
-        state.window_start = float(current[0].start.time) if current else 0.0
-        if document["slices"] and state.last_position is None:
-            state.last_position = optime.from_json(document["slices"][-1]["last"])
+    with state.refreshing:
+        document, chain = chain_of(settings)
+        newest = chain.segments[-1] if chain.segments else None
+        current = [w for w in chain.windows if newest is not None and w.end == newest.last]
+        with state.lock:
+            state.gaps = len(chain.gaps)
+            state.window_start = float(current[0].start.time) if current else 0.0
+            if document["slices"] and state.last_position is None:
+                state.last_position = optime.from_json(document["slices"][-1]["last"])
     return chain
 
 
