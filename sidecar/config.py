@@ -233,6 +233,8 @@ class Settings:
     pitr: str = _setting(_choice("auto", "on", "off"), "auto")
     pitr_slice_seconds: float = _setting(_float(0.1, 86400), "60")
     pitr_slice_max_bytes: int = _setting(_int(1024, 1024**3), str(16 * 1024 * 1024))
+    # how long a backup waits for the archive to hold its cut before it reads the server's oplog itself
+    pitr_cut_wait_seconds: float = _setting(_float(0.0, 3600), "30")
 
     @property
     def redacted_uri(self) -> str:

@@ -30,6 +30,7 @@ from sidecar.config import Settings
 from sidecar.pitr import optime
 from sidecar.pitr.bases import base_backups
 from sidecar.pitr.catalog import SliceCatalog
+from sidecar.pitr.cutrequest import CutRequests
 from sidecar.pitr.slices import SliceBuffer, oplog_dir, write_slice
 from sidecar.pitr.state import PitrState
 from sidecar.pitr.tailer import OplogTail, OplogWindow, Rollover, oldest_entry, oplog, oplog_window
@@ -57,6 +58,7 @@ class OplogArchiver:
         self.buffer = SliceBuffer(prev=None)
         self._complete = True  # the newest buffered timestamp group is known to be complete
         self._probed = 0.0
+        self.requests = CutRequests(self.catalog.directory)  # a backup waiting for its cut
 
     def run(self, stop: threading.Event) -> None:
         with self.catalog.archiver_lock():
@@ -107,7 +109,14 @@ class OplogArchiver:
         return (
             self.buffer.age() >= s.pitr_slice_seconds
             or self.buffer.raw_bytes + extra > s.pitr_slice_max_bytes
+            or self._requested()
         )
+
+    def _requested(self) -> bool:
+        """A backup waits for a position this buffer holds (see pitr/cutrequest.py)."""
+        wanted = self.requests.position()
+        first, last = self.buffer.first, self.buffer.last
+        return wanted is not None and first is not None and last is not None and first <= wanted <= last
 
     def _rollover(self, event: Rollover) -> None:
         """The oplog rolled past the newest stored entry: record the gap, go on from the oldest one."""

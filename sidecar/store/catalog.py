@@ -218,4 +218,3 @@ def newest_usable(entries: Sequence[Entry]) -> Entry | None:
     What ``--latest``, drills and every status call "the last successful backup"; nothing else decides it.
     """
     return next((e for e in reversed(entries) if is_usable(e)), None)
-
