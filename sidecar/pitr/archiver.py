@@ -5,8 +5,9 @@ server's oplog still holds it, so that backup opens a window at once; otherwise 
 A slice is cut when the next entry has another timestamp than the newest buffered one and the buffer
 is ``SIDECAR_PITR_SLICE_SECONDS`` old or would pass ``SIDECAR_PITR_SLICE_MAX_BYTES``; or when the tail
 is idle (every visible entry given out, so the newest timestamp group is complete) and either limit is
-reached; or at stop. At a stop in the middle of a stream the newest timestamp group may be incomplete:
-it is left for the next start, which reads it again (resume is "after the newest stored entry").
+reached; or when a backup waits for an entry the buffer holds (``pitr/cutrequest.py``); or at stop.
+At a stop in the middle of a stream the newest timestamp group may be incomplete: it is left for the
+next start, which reads it again (resume is "after the newest stored entry").
 
 Before a slice is stored, the server is asked how many entries its range holds; when the cursor
 passed over some (the embedded server's tailable cursor does, under concurrent writes, where one
