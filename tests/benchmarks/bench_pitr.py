@@ -3,8 +3,8 @@
     .venv/bin/python tests/benchmarks/bench_pitr.py [--documents 87000] [--repeat 3] [--load-seconds 15]
 
 (a) Backup wall time on the embedded server with a grown oplog (``--documents`` ~1 kB documents loaded
-    in 8 collections: one oplog entry per document), without an archiver (the backup reads the server's oplog: ``source server``)
-    and with ``sidecar pitr stream`` running on the same backup directory (``source archive``).
+    in 8 collections: one oplog entry per document), without an archiver (the backup reads the
+XX
     Before each backup one document is written and left a moment to be archived, so the dump's start
     is an archived entry in both cases. Medians of ``--repeat`` backups.
 (b) At the embedded server's maximum sustained write rate (``--writers`` threads inserting one
