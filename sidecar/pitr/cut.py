@@ -25,7 +25,7 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 from sidecar.config import Settings
-from sidecar.engine.dump import DumpError
+from sidecar.engine.dump import DumpCancelled, DumpError
 from sidecar.pitr import optime
 from sidecar.pitr.catalog import ARCHIVER_LOCK, SliceCatalog
 from sidecar.pitr.cutrequest import requested_cut
@@ -86,6 +86,8 @@ class ArchiveCut:
         if not archiver_running(self.directory):
             return "the oplog archiver is not running"
         if not self._wait_for(end):
+            if self.cancel.is_set():
+                raise DumpCancelled()
             wait = self.settings.pitr_cut_wait_seconds
             return (
                 f"the oplog archive did not reach {optime.label(end)} within {wait:g}s "
