@@ -243,6 +243,8 @@ class Settings:
     # slice retention (pitr/retention.py): 0 = back to the oldest retained base backup; N shortens the
     # point-in-time window to about N days (the slices a retained base backup's own cut needs stay)
     pitr_retention_days: int = _setting(_int(0, 36500), "0")
+    # how long a backup waits for the archive to hold its cut before it reads the server's oplog itself
+    pitr_cut_wait_seconds: float = _setting(_float(0.0, 3600), "30")
 
     @property
     def oplog_window_min_seconds(self) -> int:

@@ -12,7 +12,7 @@ import contextlib
 import fnmatch
 import queue
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -66,18 +66,32 @@ class NamespaceStats:
     indexes: int = 0
 
 
+SOURCE_SERVER = "server"  # the entries were read from the server's oplog
+SOURCE_ARCHIVE = "archive"  # ... from the oplog archive's slices (pitr/cut.py)
+SOURCE_NONE = "none"  # a filtered dump: the cut is recorded, no entries are in the archive
+
+# (start, end) -> the raw entries [start, end] in blocks, or why they cannot be had (a str)
+OplogFromArchive = Callable[[Timestamp, Timestamp], "Iterator[bytes] | str"]
+
+
 @dataclass
 class OplogRange:
     start: Timestamp
     end: Timestamp
-    entries: int = 0
+    entries: int | None = 0  # None: none in the archive (a filtered dump)
+    source: str = SOURCE_SERVER
+    fallback: str | None = None  # why the archive could not give the entries
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "start": {"t": self.start.time, "i": self.start.inc},
             "end": {"t": self.end.time, "i": self.end.inc},
             "entries": self.entries,
+            "source": self.source,
         }
+        if self.fallback:
+            data["fallback"] = self.fallback
+        return data
 
 
 @dataclass
@@ -152,9 +166,11 @@ class NativeDump:
         options: DumpOptions,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
+        from_archive: OplogFromArchive | None = None,
     ):
         self.client = client
         self.options = options
+        self.from_archive = from_archive  # the oplog archive, when an archiver runs (pitr/cut.py)
         self.cancel = cancel or threading.Event()  # the caller's: set from outside to abort
         self._stop = threading.Event()  # ours: set when the writer gives up, to stop the readers
         self.state = progress or Progress()
@@ -173,10 +189,15 @@ class NativeDump:
                 )
         return replica_set and self.options.is_full_dump
 
+    def records_cut(self) -> bool:
+        """A filtered dump on a replica set records its cut (start, end) without the entries."""
+        return self.options.oplog != "off" and _is_replica_set(self.client)
+
     def run(self, out: BinaryIO) -> DumpResult:
         server_version = self.client.server_info().get("version", "unknown")
         with_oplog = self.use_oplog()
-        oplog_start = _latest_oplog_ts(self.client) if with_oplog else None
+        cut_only = not with_oplog and self.records_cut()
+        oplog_start = _latest_oplog_ts(self.client) if with_oplog or cut_only else None
         plan = plan_collections(self.client, self.options)
         prelude = list(plan)
         if with_oplog:
@@ -192,6 +213,9 @@ class NativeDump:
         if with_oplog:
             self.state.phase = "oplog"
             result.oplog = self._dump_oplog(oplog_start, writer)
+        elif cut_only:
+            end = _latest_oplog_ts(self.client)
+            result.oplog = OplogRange(oplog_start, end, entries=None, source=SOURCE_NONE)
         return result
 
     def _dump_collections(
@@ -254,8 +278,28 @@ class NativeDump:
                 return
 
     def _dump_oplog(self, start: Timestamp, writer: ArchiveWriter) -> OplogRange:
-        """Entries written while the collections were dumped, as mongodump --oplog keeps them."""
+        """Entries written while the collections were dumped, ``[start, end]`` as mongodump --oplog keeps
+        them: from the archive when it can give them, else from the server's oplog."""
         end = _latest_oplog_ts(self.client)
+        archived = self.from_archive(start, end) if self.from_archive else None
+        if archived is not None and not isinstance(archived, str):
+            return self._copy_archived(archived, OplogRange(start, end, source=SOURCE_ARCHIVE), writer)
+        result = self._read_server_oplog(start, end, writer)
+        result.fallback = archived
+        return result
+
+    def _copy_archived(
+        self, blocks: Iterator[bytes], result: OplogRange, writer: ArchiveWriter
+    ) -> OplogRange:
+        ns = Namespace(*OPLOG_NAMESPACE)
+        for data in blocks:
+            writer.write_documents(ns, data)
+            result.entries += count_documents(data)
+        writer.end_namespace(ns)
+        self.state.namespaces_done += 1
+        return result
+
+    def _read_server_oplog(self, start: Timestamp, end: Timestamp, writer: ArchiveWriter) -> OplogRange:
         ns = Namespace(*OPLOG_NAMESPACE)
         oplog = self.client.local["oplog.rs"]
         cursor = oplog.find_raw_batches({"ts": {"$gte": start, "$lte": end}}, sort=[("$natural", 1)])

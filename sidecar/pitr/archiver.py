@@ -5,8 +5,9 @@ server's oplog still holds it, so that backup opens a window at once; otherwise 
 A slice is cut when the next entry has another timestamp than the newest buffered one and the buffer
 is ``SIDECAR_PITR_SLICE_SECONDS`` old or would pass ``SIDECAR_PITR_SLICE_MAX_BYTES``; or when the tail
 is idle (every visible entry given out, so the newest timestamp group is complete) and either limit is
-reached; or at stop. At a stop in the middle of a stream the newest timestamp group may be incomplete:
-it is left for the next start, which reads it again (resume is "after the newest stored entry").
+reached; or when a backup waits for an entry the buffer holds (``pitr/cutrequest.py``); or at stop.
+At a stop in the middle of a stream the newest timestamp group may be incomplete: it is left for the
+next start, which reads it again (resume is "after the newest stored entry").
 
 Before a slice is stored, the server is asked how many entries its range holds; when the cursor
 passed over some (the embedded server's tailable cursor does, under concurrent writes, where one
@@ -30,6 +31,7 @@ from sidecar.config import Settings
 from sidecar.pitr import optime
 from sidecar.pitr.bases import base_backups
 from sidecar.pitr.catalog import SliceCatalog
+from sidecar.pitr.cutrequest import CutRequests
 from sidecar.pitr.slices import SliceBuffer, oplog_dir, write_slice
 from sidecar.pitr.state import PitrState
 from sidecar.pitr.tailer import OplogTail, OplogWindow, Rollover, oldest_entry, oplog, oplog_window
@@ -57,6 +59,7 @@ class OplogArchiver:
         self.buffer = SliceBuffer(prev=None)
         self._complete = True  # the newest buffered timestamp group is known to be complete
         self._probed = 0.0
+        self.requests = CutRequests(self.catalog.directory)  # a backup waiting for its cut
 
     def run(self, stop: threading.Event) -> None:
         with self.catalog.archiver_lock():
@@ -114,7 +117,14 @@ class OplogArchiver:
         return (
             self.buffer.age() >= s.pitr_slice_seconds
             or self.buffer.raw_bytes + extra > s.pitr_slice_max_bytes
+            or self._requested()
         )
+
+    def _requested(self) -> bool:
+        """A backup waits for a position this buffer holds (see pitr/cutrequest.py)."""
+        wanted = self.requests.position()
+        first, last = self.buffer.first, self.buffer.last
+        return wanted is not None and first is not None and last is not None and first <= wanted <= last
 
     def _rollover(self, event: Rollover) -> None:
         """The oplog rolled past the newest stored entry: record the gap, go on from the oldest one."""

@@ -10,9 +10,10 @@ from typing import Any
 
 import pymongo
 
-from sidecar.engine.dump import DumpOptions, DumpResult, NativeDump
+from sidecar.engine.dump import DumpOptions, DumpResult, NativeDump, OplogFromArchive
 from sidecar.engine.mongodump import find_tool, run_mongodump
 from sidecar.jobs import Job, JobBusy, utc_now
+from sidecar.pitr.cut import ArchiveCut
 from sidecar.service.context import JobContext, JobFailed, as_failure, connect, log
 from sidecar.service.prune import prune
 from sidecar.service.verify import run_verify
@@ -180,7 +181,14 @@ def dump(
     """The engine's dump into the sink: the native one writes the archive, mongodump its gzip bytes."""
     if engine == "mongodump":
         return dump_with_tool(ctx, client, options, sink, job)
-    return NativeDump(client, options, job.progress, ctx.cancel).run(sink.archive)
+    dumper = NativeDump(client, options, job.progress, ctx.cancel, from_archive=archive_cut(ctx, client))
+    return dumper.run(sink.archive)
+
+
+def archive_cut(ctx: JobContext, client: pymongo.MongoClient) -> OplogFromArchive | None:
+    """The oplog cut from the archive when SIDECAR_PITR allows an archiver (pitr/cut.py decides at the
+    cut whether one is at work)."""
+    return None if ctx.settings.pitr == "off" else ArchiveCut(ctx.settings, client, ctx.cancel).take
 
 
 def dump_with_tool(
