@@ -250,7 +250,6 @@ class S3Backend:
                             ObjectInfo(
                                 obj["Key"][len(self.prefix) :],
                                 obj["Size"],
-                                modified=obj["LastModified"].timestamp(),
                                 etag=obj.get("ETag", "").strip('"'),
                                 key=obj["Key"],
                             )
@@ -275,7 +274,6 @@ class S3Backend:
         return ObjectInfo(
             name,
             head["ContentLength"],
-            modified=head["LastModified"].timestamp(),
             etag=head.get("ETag", "").strip('"'),
             sha256=head.get("Metadata", {}).get("sha256"),
             key=self.key(name),
