@@ -28,6 +28,7 @@ from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 from sidecar.config import Settings
+from sidecar.store.catalog import iso_utc
 
 # The job on whose behalf the current code runs. ``asyncio.to_thread`` copies the context into the
 # worker thread, so records logged by a job's thread carry its id without being passed it.
@@ -63,15 +64,10 @@ class Redactor:
         return _BEARER.sub(r"\1***", text)
 
 
-def iso_ms(moment: float) -> str:
-    stamp = dt.datetime.fromtimestamp(moment, dt.UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
-
-
 def record_dict(record: logging.LogRecord, redact: Redactor) -> dict[str, Any]:
     """The JSON shape of one record, shared by stdout, the files and the tail."""
     data: dict[str, Any] = {
-        "time": iso_ms(record.created),
+        "time": iso_utc(dt.datetime.fromtimestamp(record.created, dt.UTC)),
         "level": record.levelname,
         "logger": record.name,
         "message": redact(record.getMessage()),
@@ -254,13 +250,8 @@ def setup_logging(
 ) -> LogTail:
     """Install the stdout, file and tail handlers on the root logger (replacing ours from a prior call)."""
     redact = Redactor.for_settings(settings)
+    teardown_logging()
     root = logging.getLogger()
-    for handler in _installed:
-        root.removeHandler(handler)
-        for flt in list(handler.filters):
-            handler.removeFilter(flt)
-        handler.close()
-    _installed.clear()
     context = _ContextFilter()
     tail = LogTail(redact, tail_capacity)
     handlers: list[logging.Handler] = [tail]
