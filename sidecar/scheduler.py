@@ -49,20 +49,12 @@ class SidecarScheduler:
 
     def start(self) -> None:
         s = self.settings
-        if s.schedule:
-            self.scheduler.add_job(
-                self.scheduled_backup,
-                cron_trigger(s.schedule, s.timezone),
-                id="backup",
-                name="backup",
-            )
-        if s.drill_schedule:
-            self.scheduler.add_job(
-                self.scheduled_drill,
-                cron_trigger(s.drill_schedule, s.timezone),
-                id="drill",
-                name="drill",
-            )
+        for job_id, expression, run in (
+            ("backup", s.schedule, self.scheduled_backup),
+            ("drill", s.drill_schedule, self.scheduled_drill),
+        ):
+            if expression:
+                self.scheduler.add_job(run, cron_trigger(expression, s.timezone), id=job_id, name=job_id)
         self.scheduler.add_job(
             self.probe_health,
             IntervalTrigger(seconds=s.health_interval_seconds),
@@ -85,9 +77,12 @@ class SidecarScheduler:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
 
-    def next_run(self, job_id: str) -> str | None:
+    def _next_time(self, job_id: str) -> dt.datetime | None:
         job = self.scheduler.get_job(job_id) if self.scheduler.running else None
-        when = getattr(job, "next_run_time", None) if job else None
+        return getattr(job, "next_run_time", None) if job else None
+
+    def next_run(self, job_id: str) -> str | None:
+        when = self._next_time(job_id)
         return iso_utc(when) if when else None
 
     def status(self) -> dict[str, Any]:
@@ -108,8 +103,7 @@ class SidecarScheduler:
     def _publish_next_backup(self) -> None:
         if self.metrics is None:
             return
-        job = self.scheduler.get_job("backup") if self.scheduler.running else None
-        when = getattr(job, "next_run_time", None) if job else None
+        when = self._next_time("backup")
         self.metrics.set_next_backup(when.timestamp() if when else None)
 
     # -- the scheduled jobs ----------------------------------------------------------------------

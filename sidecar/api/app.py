@@ -39,16 +39,15 @@ SPEC_YAML_PATH = "/api-docs/openapi.yaml"
 
 
 @functools.cache
-def openapi_document() -> dict[str, Any]:
-    text = importlib.resources.files("sidecar.api").joinpath("openapi.yaml").read_text(encoding="utf-8")
-    doc = yaml.safe_load(text)
-    doc["info"]["version"] = __version__
-    return doc
+def _packaged(name: str) -> str:
+    return importlib.resources.files("sidecar.api").joinpath(name).read_text(encoding="utf-8")
 
 
 @functools.cache
-def _docs_page() -> str:
-    return importlib.resources.files("sidecar.api").joinpath("static/index.html").read_text(encoding="utf-8")
+def openapi_document() -> dict[str, Any]:
+    doc = yaml.safe_load(_packaged("openapi.yaml"))
+    doc["info"]["version"] = __version__
+    return doc
 
 
 def _swagger_assets() -> Any:
@@ -59,17 +58,12 @@ def _swagger_assets() -> Any:
 
 @requires(OPEN)
 async def docs_page(request: web.Request) -> web.Response:
-    return web.Response(text=_docs_page(), content_type="text/html")
-
-
-@functools.cache
-def _docs_init() -> str:
-    return importlib.resources.files("sidecar.api").joinpath("static/init.js").read_text(encoding="utf-8")
+    return web.Response(text=_packaged("static/index.html"), content_type="text/html")
 
 
 @requires(OPEN)
 async def docs_init(request: web.Request) -> web.Response:
-    return web.Response(text=_docs_init(), content_type="application/javascript")
+    return web.Response(text=_packaged("static/init.js"), content_type="application/javascript")
 
 
 @requires(OPEN)
