@@ -12,7 +12,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import pymongo
 from pymongo.common import MIN_HEARTBEAT_INTERVAL
@@ -48,9 +48,6 @@ class HealthSnapshot:
     disk_free_bytes: int = 0
     disk_free_inodes: int = 0
     checked_at: float = 0.0  # epoch seconds of the probe; 0 = never probed
-
-    def as_json(self) -> dict:
-        return asdict(self)
 
 
 def _replica_state(client: pymongo.MongoClient) -> tuple[int, float]:

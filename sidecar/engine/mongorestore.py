@@ -19,11 +19,9 @@ from typing import BinaryIO
 
 from sidecar.engine.restore_errors import RestoreCancelled, RestoreError
 from sidecar.engine.restore_plan import RestoreOptions
-from sidecar.engine.tools import find_tool, tool_process
+from sidecar.engine.tools import tool_process
 
 _SUMMARY = re.compile(r"(\d+) document\(s\) restored successfully\. (\d+) document\(s\) failed to restore")
-
-__all__ = ["MongorestoreResult", "find_tool", "mongorestore_arguments", "run_mongorestore"]
 
 
 @dataclass

@@ -65,17 +65,6 @@ class RestoreResult:
         if len(self.errors) < MAX_ERROR_SAMPLES:
             self.errors.append(sample)
 
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "documents": self.documents,
-            "bytes": self.bytes,
-            "failedDocuments": self.failed_documents,
-            "errorCount": self.error_count,
-            "errors": self.errors,
-            "namespaces": {ns: o.as_json() for ns, o in self.namespaces.items()},
-            "oplog": self.oplog,
-        }
-
 
 class NativeRestore:
     def __init__(
@@ -124,10 +113,8 @@ class NativeRestore:
                 db.drop_collection(p.target_collection)
             if p.is_view or p.action == "append":
                 continue
-            command = SON([("create", p.target_collection)])
-            command.update(p.options)
             try:
-                db.command(command)
+                _create(db, p)
             except OperationFailure as exc:
                 raise RestoreError(f"cannot create {p.target}: {server_message(exc)}") from None
 
@@ -220,32 +207,29 @@ class NativeRestore:
                         db.command("createIndexes", p.target_collection, indexes=[spec])
                         created.append(str(spec["name"]))
                     except OperationFailure as exc:
-                        self.result.note_error(
-                            {
-                                "namespace": p.target,
-                                "index": spec.get("name"),
-                                "code": exc.code,
-                                "message": server_message(exc),
-                            }
-                        )
+                        self.result.note_error(_refused(p, exc, index=spec.get("name")))
 
     def _create_views(self) -> None:
         for p in self.plan.namespaces:
             if not p.is_view:
                 continue
-            command = SON([("create", p.target_collection)])
-            command.update(p.options)
             try:
-                self.client[p.target_db].command(command)
+                _create(self.client[p.target_db], p)
             except OperationFailure as exc:
-                self.result.note_error(
-                    {
-                        "namespace": p.target,
-                        "code": exc.code,
-                        "message": server_message(exc),
-                    }
-                )
+                self.result.note_error(_refused(p, exc))
             self.state.namespaces_done += 1
+
+
+def _create(db: pymongo.database.Database, p: NamespacePlan) -> None:
+    """Create the collection or view with the archive's options (capped, validator, viewOn...)."""
+    command = SON([("create", p.target_collection)])
+    command.update(p.options)
+    db.command(command)
+
+
+def _refused(p: NamespacePlan, exc: OperationFailure, **what: Any) -> dict[str, Any]:
+    """The error sample of a creation the server refused."""
+    return {"namespace": p.target, **what, "code": exc.code, "message": server_message(exc)}
 
 
 def _write_error_sample(ns: str, err: Mapping[str, Any]) -> dict[str, Any]:

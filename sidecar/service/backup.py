@@ -5,13 +5,14 @@ and the CronJob's ``sidecar backup --once``.
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Any
 
 import pymongo
 
 from sidecar.engine.dump import DumpOptions, DumpResult, NativeDump
-from sidecar.engine.mongodump import find_tool, run_mongodump
+from sidecar.engine.mongodump import run_mongodump
 from sidecar.jobs import Job, JobBusy, utc_now
 from sidecar.service.context import JobContext, JobFailed, as_failure, connect, log
 from sidecar.service.prune import prune
@@ -186,7 +187,7 @@ def dump(
 def dump_with_tool(
     ctx: JobContext, client: pymongo.MongoClient, options: DumpOptions, sink: ArchiveSink, job: Job
 ) -> DumpResult:
-    tool = find_tool(ctx.settings.mongodump_path)
+    tool = shutil.which(ctx.settings.mongodump_path)
     if tool is None:
         raise JobFailed(
             f"SIDECAR_ENGINE=mongodump but {ctx.settings.mongodump_path!r} is not on PATH", "dump"

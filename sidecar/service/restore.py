@@ -4,6 +4,7 @@ the first write, a safety backup of what it overwrites, the writes, and the runb
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -12,7 +13,6 @@ from typing import Any
 import pymongo
 from pymongo.errors import PyMongoError
 
-from sidecar.engine.mongodump import find_tool
 from sidecar.engine.mongorestore import MongorestoreResult, run_mongorestore
 from sidecar.engine.oplog_replay import OplogSummary, server_has_apply_ops
 from sidecar.engine.restore import NamespaceOutcome, NativeRestore, RestoreResult, check_counts
@@ -116,7 +116,7 @@ def run_restore(
 def _tool(ctx: JobContext, engine: str) -> str | None:
     if engine != "mongorestore":
         return None
-    tool = find_tool(ctx.settings.mongorestore_path)
+    tool = shutil.which(ctx.settings.mongorestore_path)
     if tool is None:
         raise JobFailed(f"{ctx.settings.mongorestore_path!r} is not on PATH (restore engine)", "restore")
     return tool
