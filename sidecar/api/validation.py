@@ -195,10 +195,9 @@ def choice(params: Mapping[str, str], name: str, choices: tuple[str, ...]) -> st
     raw = params.get(name)
     if raw is None:
         return None
-    value = raw
-    if value not in choices:
+    if raw not in choices:
         raise bad(
             "invalid_parameter",
             f"query parameter {name} must be one of {', '.join(choices)}, got {raw[:40]!r}",
         )
-    return value
+    return raw

@@ -127,10 +127,6 @@ def plan_collections(client: pymongo.MongoClient, options: DumpOptions) -> list[
     return plan
 
 
-def _is_replica_set(client: pymongo.MongoClient) -> bool:
-    return bool(client.admin.command("hello").get("setName"))
-
-
 def _latest_oplog_ts(client: pymongo.MongoClient) -> Timestamp:
     entry = client.local["oplog.rs"].find_one({}, {"ts": 1}, sort=[("$natural", -1)])
     if entry is None:
@@ -163,7 +159,7 @@ class NativeDump:
         wanted = self.options.oplog
         if wanted == "off":
             return False
-        replica_set = _is_replica_set(self.client)
+        replica_set = bool(self.client.admin.command("hello").get("setName"))
         if wanted == "on":
             if not replica_set:
                 raise DumpError("SIDECAR_OPLOG=on needs a replica set; this server is standalone", "connect")

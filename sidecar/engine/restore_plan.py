@@ -96,11 +96,8 @@ class Renamer:
         for regex, target in self.pairs:
             match = regex.match(ns)
             if match:
-                pieces = target.split("*")
-                out = pieces[0]
-                for captured, piece in zip(match.groups(), pieces[1:], strict=True):
-                    out += captured + piece
-                return out
+                first, *rest = target.split("*")
+                return first + "".join(c + piece for c, piece in zip(match.groups(), rest, strict=True))
         return ns
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,30 +49,24 @@ log = logging.getLogger("sidecar.store.offsite")
 _STOP_KINDS = ("unreachable", "credentials", "bucket")  # no point trying the next archive
 
 
+# Policy field -> its setting; the bucket's is the same name with s3_ in front.
+_POLICY_SETTINGS = {
+    "days": "retention_days",
+    "keep_last": "retention_min_count",
+    "daily": "retention_keep_daily",
+    "weekly": "retention_keep_weekly",
+    "monthly": "retention_keep_monthly",
+    "max_age_days": "retention_max_age_days",
+}
+
+
 def policies(settings: Settings) -> dict[str, Policy]:
     """Retention per configured destination; each SIDECAR_S3_RETENTION_* falls back to the local one."""
-    local = Policy(
-        days=settings.retention_days,
-        keep_last=settings.retention_min_count,
-        daily=settings.retention_keep_daily,
-        weekly=settings.retention_keep_weekly,
-        monthly=settings.retention_keep_monthly,
-        max_age_days=settings.retention_max_age_days,
-    )
+    local = Policy(**{field: getattr(settings, name) for field, name in _POLICY_SETTINGS.items()})
     found = {LOCAL: local}
     if settings.s3_bucket:
-
-        def pick(value: int | None, fallback: int) -> int:
-            return fallback if value is None else value
-
-        found[S3] = Policy(
-            days=pick(settings.s3_retention_days, local.days),
-            keep_last=pick(settings.s3_retention_min_count, local.keep_last),
-            daily=pick(settings.s3_retention_keep_daily, local.daily),
-            weekly=pick(settings.s3_retention_keep_weekly, local.weekly),
-            monthly=pick(settings.s3_retention_keep_monthly, local.monthly),
-            max_age_days=pick(settings.s3_retention_max_age_days, local.max_age_days),
-        )
+        bucket = {field: getattr(settings, f"s3_{name}") for field, name in _POLICY_SETTINGS.items()}
+        found[S3] = replace(local, **{field: v for field, v in bucket.items() if v is not None})
     return found
 
 
@@ -107,7 +102,7 @@ class Offsite:
     def sink(self, final: Path) -> ArchiveSink:
         """The sink a new archive is written through (see the module's note)."""
         settings = self.settings
-        recipients = parse_recipients(",".join(settings.age_recipients)) if self.encrypting else None
+        recipients = parse_recipients(settings.age_recipients) if self.encrypting else None
         tee = None
         if self.enabled and settings.s3_upload_mode == "streaming":
             try:
