@@ -244,7 +244,6 @@ def setup_logging(
     *,
     stream: TextIO | None = None,
     files: bool = True,
-    tail_capacity: int = 5000,
     console_level: str | None = None,
     console: bool = True,
 ) -> LogTail:
@@ -253,7 +252,7 @@ def setup_logging(
     teardown_logging()
     root = logging.getLogger()
     context = _ContextFilter()
-    tail = LogTail(redact, tail_capacity)
+    tail = LogTail(redact)
     handlers: list[logging.Handler] = [tail]
     if console:
         to_console = logging.StreamHandler(stream or sys.stdout)

@@ -114,10 +114,8 @@ class SidecarScheduler:
             await asyncio.shield(task)
         except JobBusy as exc:
             log.warning("scheduled backup skipped: %s", exc)
-        except ShuttingDown:
-            pass
-        except JobFailed:
-            pass  # the service logged it with the job id and recorded it in the catalog and metrics
+        except (ShuttingDown, JobFailed):
+            pass  # a failure: the service logged it with the job id, recorded it in the catalog and metrics
         finally:
             self._publish_next_backup()
 

@@ -60,6 +60,12 @@ class RestoreResult:
     error_count: int = 0  # every failed write, index or collection creation
     oplog: dict[str, Any] | None = None
 
+    @property
+    def first_error(self) -> str:
+        """The first sampled error as ``namespace: message``, for a one-line report."""
+        first = self.errors[0] if self.errors else {}
+        return f"{first.get('namespace')}: {first.get('message')}"
+
     def note_error(self, sample: dict[str, Any], count: int = 1) -> None:
         self.error_count += count
         if len(self.errors) < MAX_ERROR_SAMPLES:

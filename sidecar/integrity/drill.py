@@ -164,10 +164,9 @@ class Drill:
         finally:
             self.progress.scope = ""
         if result.error_count:
-            first = result.errors[0] if result.errors else {}
             raise VerifyFailed(
                 f"{result.error_count} write(s) failed in the scratch databases "
-                f"(first: {first.get('namespace')}: {first.get('message')})",
+                f"(first: {result.first_error})",
                 check="drill",
                 details={"writeErrors": result.errors},
             )

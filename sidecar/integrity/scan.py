@@ -131,14 +131,11 @@ def check_decodes(chunk: DocumentChunk) -> None:
 class _DecodeBatch:
     """Chunks waiting for the document check: checked together (~4 MiB) for the walker's sake."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+    def __init__(self) -> None:
         self.chunks: list[DocumentChunk] = []
         self.size = 0
 
     def add(self, chunk: DocumentChunk) -> None:
-        if not self.enabled:
-            return
         self.chunks.append(chunk)
         self.size += len(chunk.data)
         if self.size >= _DECODE_BATCH_BYTES:
@@ -182,7 +179,6 @@ def _crc_failure(ns: str, eof_offset: int | None, eof_crc: int, computed: int, m
 @dataclass
 class _Pass:
     scan: ArchiveScan
-    decode: bool
     hash_contents: bool
     manifest: Mapping[str, Any] | None
     on_chunk: Callable[[DocumentChunk], None] | None
@@ -209,7 +205,7 @@ class _Pass:
 
     def parse(self, stream: BinaryIO) -> None:
         reader = ArchiveReader(stream, check_crc=False)  # CRCs are checked here, against the catalog too
-        batch = _DecodeBatch(self.decode)
+        batch = _DecodeBatch()
         try:
             facts = self._prelude(reader)
             for event in reader.events():
@@ -268,7 +264,6 @@ def scan_archive(
     archive: ArchiveSource | Path,
     *,
     parse: bool = True,
-    decode: bool = True,
     hash_contents: bool = False,
     manifest: Mapping[str, Any] | None = None,
     on_chunk: Callable[[DocumentChunk], None] | None = None,
@@ -285,7 +280,7 @@ def scan_archive(
     source = as_source(archive)
     scan = ArchiveScan(source.path)
     state, cancel = progress or Progress(), cancel or threading.Event()
-    work = _Pass(scan, decode, hash_contents, manifest, on_chunk, state, cancel)
+    work = _Pass(scan, hash_contents, manifest, on_chunk, state, cancel)
     try:
         with source.open() as opened:
             scan.compressed = opened.compressed

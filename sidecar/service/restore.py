@@ -233,11 +233,9 @@ def _report_writes(result: dict[str, Any], restored: RestoreResult) -> None:
 
 def _raise_for_outcome(name: str, plan: RestorePlan, restored: RestoreResult, check: dict[str, Any]) -> None:
     if restored.error_count:
-        first = restored.errors[0] if restored.errors else {}
         raise JobFailed(
             f"restore of {name} finished with {restored.error_count} failed write(s) "
-            f"({restored.documents} of {plan.documents} documents written; first: "
-            f"{first.get('namespace')}: {first.get('message')})",
+            f"({restored.documents} of {plan.documents} documents written; first: {restored.first_error})",
             "restore",
         )
     if not check["ok"]:
