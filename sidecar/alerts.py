@@ -125,22 +125,17 @@ def _mongodb_down(f: Facts) -> Outcome:
     return (f.health.checked_at > 0 and not f.health.mongodb_up), float(f.health.mongodb_up), 1.0
 
 
-class _FiringSince:
-    """Remembers when each condition started firing, for the since-when column."""
-
-    def __init__(self) -> None:
-        self._since: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def update(self, name: str, firing: bool, now: float) -> float | None:
-        with self._lock:
-            if not firing:
-                self._since.pop(name, None)
-                return None
-            return self._since.setdefault(name, now)
+_since: dict[str, float] = {}
+_since_lock = threading.Lock()
 
 
-_firing_since = _FiringSince()
+def _firing_since(name: str, firing: bool, now: float) -> float | None:
+    """When condition ``name`` started firing, for the since-when column; None while it does not."""
+    with _since_lock:
+        if not firing:
+            _since.pop(name, None)
+            return None
+        return _since.setdefault(name, now)
 
 
 def evaluate(
@@ -166,7 +161,7 @@ def evaluate(
                 "severity": severity,
                 "summary": text,
                 "active": firing,
-                "since": _firing_since.update(name, firing, facts.now),
+                "since": _firing_since(name, firing, facts.now),
                 "value": value,
                 "threshold": threshold,
             }

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from swagger_ui_bundle import swagger_ui_path
 
 from sidecar import __version__
 from sidecar.api import routes
@@ -48,12 +49,6 @@ def openapi_document() -> dict[str, Any]:
     doc = yaml.safe_load(_packaged("openapi.yaml"))
     doc["info"]["version"] = __version__
     return doc
-
-
-def _swagger_assets() -> Any:
-    from swagger_ui_bundle import swagger_ui_path
-
-    return swagger_ui_path
 
 
 @requires(OPEN)
@@ -103,7 +98,7 @@ def create_app(sidecar: Sidecar) -> web.Application:
     r.add_get(DOCS_PATH + "/init.js", docs_init)
     r.add_get(SPEC_JSON_PATH, spec_json)
     r.add_get(SPEC_YAML_PATH, spec_yaml)
-    r.add_static(DOCS_PATH + "/assets", _swagger_assets(), append_version=False)
+    r.add_static(DOCS_PATH + "/assets", swagger_ui_path, append_version=False)
 
     async def on_startup(app: web.Application) -> None:
         await sidecar.start()

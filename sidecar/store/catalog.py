@@ -93,11 +93,11 @@ class CatalogError(RuntimeError):
 def human_size(size: int) -> str:
     """The runbook's ``fileSize`` style: ``15.2MB``."""
     value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
+    for unit in ("B", "KB", "MB"):
+        if value < 1024:
             return f"{int(value)}B" if unit == "B" else f"{value:.1f}{unit}"
         value /= 1024
-    raise AssertionError("unreachable")
+    return f"{value:.1f}GB"
 
 
 def iso_utc(moment: dt.datetime) -> str:

@@ -146,15 +146,8 @@ def plan(
         if status in (Status.COMPLETED, Status.RUNNING) or parse_iso(entry["createdAt"]) >= cutoff:
             continue
         age = (now - parse_iso(entry["createdAt"])).days
-        removals.append(
-            Removal(
-                entry["fileName"],
-                status or "",
-                entry["createdAt"],
-                f"{status} entry older than {local_days} days ({age} days)",
-                LOCAL,
-            )
-        )
+        why = f"{status} entry older than {local_days} days ({age} days)"
+        removals.append(Removal(entry["fileName"], status or "", entry["createdAt"], why, LOCAL))
     return removals
 
 
