@@ -38,10 +38,5 @@ def cron_trigger(expression: str, timezone: str) -> CronTrigger:
     """
     minute, hour, day, month, day_of_week = expression.split()
     return CronTrigger(
-        minute=minute,
-        hour=hour,
-        day=day,
-        month=month,
-        day_of_week=_cron_days(day_of_week),
-        timezone=timezone,
+        minute=minute, hour=hour, day=day, month=month, day_of_week=_cron_days(day_of_week), timezone=timezone
     )

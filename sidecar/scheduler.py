@@ -30,13 +30,7 @@ log = logging.getLogger("sidecar.scheduler")
 class SidecarScheduler:
     """The cron and interval jobs of a long-running sidecar."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        runner: JobRunner,
-        health: Any,
-        metrics: Any | None = None,
-    ):
+    def __init__(self, settings: Settings, runner: JobRunner, health: Any, metrics: Any | None = None):
         self.settings, self.runner, self.health, self.metrics = settings, runner, health, metrics
         self.scheduler = AsyncIOScheduler(
             timezone=settings.timezone,

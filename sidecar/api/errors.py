@@ -37,13 +37,7 @@ class ApiError(Exception):
     """An error answer: HTTP status, a stable machine code, a message naming the problem."""
 
     def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-        **extra: Any,
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
     ):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message

@@ -207,8 +207,4 @@ class Drill:
                     mismatches.append(
                         f"{p.source}: index {name} is {got[name]}, the archive has {want[name]}"
                     )
-        return mismatches, {
-            "namespaces": len(plan.namespaces),
-            "documents": documents,
-            "indexes": indexes,
-        }
+        return mismatches, {"namespaces": len(plan.namespaces), "documents": documents, "indexes": indexes}

@@ -109,10 +109,7 @@ def keep_reasons(
 
 
 def plan(
-    entries: list[Entry],
-    now: dt.datetime,
-    policies: Mapping[str, Policy],
-    tz: dt.tzinfo | str = dt.UTC,
+    entries: list[Entry], now: dt.datetime, policies: Mapping[str, Policy], tz: dt.tzinfo | str = dt.UTC
 ) -> list[Removal]:
     """Which copies to remove from which destination; one Removal per (archive, destination).
 

@@ -397,9 +397,6 @@ class S3Upload:
             del self._buffer[:part]
         return len(view)
 
-    def flush(self) -> None:
-        pass
-
     def _stop_sender(self) -> None:
         if self._thread.is_alive():
             self._queue.put(_DONE)
