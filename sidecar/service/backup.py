@@ -179,14 +179,8 @@ def dump(
     engine: str,
 ) -> DumpResult:
     """The engine's dump into the sink: the native one writes the archive, mongodump its gzip bytes."""
-    if engine == "mongodump":
-        return dump_with_tool(ctx, client, options, sink, job)
-    return NativeDump(client, options, job.progress, ctx.cancel).run(sink.archive)
-
-
-def dump_with_tool(
-    ctx: JobContext, client: pymongo.MongoClient, options: DumpOptions, sink: ArchiveSink, job: Job
-) -> DumpResult:
+    if engine != "mongodump":
+        return NativeDump(client, options, job.progress, ctx.cancel).run(sink.archive)
     tool = shutil.which(ctx.settings.mongodump_path)
     if tool is None:
         raise JobFailed(

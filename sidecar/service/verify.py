@@ -55,16 +55,11 @@ def run_verify(
 
 def run_drill(ctx: JobContext, job: Job) -> dict[str, Any]:
     """The scheduled restore drill: of the archive named in the job, else of the newest backup."""
-    file_name = job.params.get("fileName") or newest_backup_name(ctx)
+    file_name = job.params.get("fileName") or (newest_usable(ctx.catalog.load()) or {}).get("fileName")
     if file_name is None:
         raise JobFailed("no completed backup to drill", "verify")
     job.params["fileName"] = file_name
     return run_verify(ctx, job, file_name=file_name, level="drill")
-
-
-def newest_backup_name(ctx: JobContext) -> str | None:
-    newest = newest_usable(ctx.catalog.load())
-    return newest["fileName"] if newest else None
 
 
 def record_verification(ctx: JobContext, file_name: str, report: VerifyReport) -> None:
