@@ -94,10 +94,8 @@ class Drill:
     def run(self) -> dict[str, Any]:
         assert self.scan.prelude is not None
         leftovers_dropped, leftovers_failed = drop_drill_databases(self.client)
-        mapping = {
-            ns.split(".", 1)[0]: drill_database_name(self.job_id, ns.split(".", 1)[0])
-            for ns in self.scan.namespaces
-        }
+        databases = {ns.split(".", 1)[0] for ns in self.scan.namespaces}
+        mapping = {db: drill_database_name(self.job_id, db) for db in databases}
 
         def rename(ns: str) -> str:
             db, coll = ns.split(".", 1)

@@ -13,7 +13,7 @@ import pymongo
 
 from sidecar.engine.dump import DumpOptions, DumpResult, NativeDump
 from sidecar.engine.mongodump import run_mongodump
-from sidecar.jobs import Job, JobBusy, utc_now
+from sidecar.jobs import Job, JobBusy
 from sidecar.service.context import JobContext, JobFailed, as_failure, connect, log
 from sidecar.service.prune import prune
 from sidecar.service.verify import run_verify
@@ -27,6 +27,7 @@ from sidecar.store.catalog import (
     archive_name,
     human_size,
     iso_utc,
+    utc_now,
 )
 from sidecar.store.sink import ArchiveSink
 

@@ -17,8 +17,8 @@ from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
 from sidecar.config import ConfigError, Settings, check_backup_dir, uri_hosts
 from sidecar.engine.dump import DumpError
-from sidecar.jobs import Job, JobLock, utc_now
-from sidecar.store.catalog import Catalog, iso_utc
+from sidecar.jobs import Job, JobLock
+from sidecar.store.catalog import Catalog, iso_utc, utc_now
 from sidecar.store.offsite import Offsite
 
 log = logging.getLogger("sidecar.service")

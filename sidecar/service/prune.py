@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from sidecar.jobs import Job, utc_now
+from sidecar.jobs import Job
 from sidecar.service.context import JobContext
+from sidecar.store.catalog import utc_now
 from sidecar.store.retention import Removal
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar.engine.encryption import parse_recipients
-from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry, iso_utc, parse_iso
+from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry, iso_utc, parse_iso, utc_now
 from sidecar.store.objects import LOCAL, S3, ObjectInfo, StoreError
 from sidecar.store.retention import Policy, Removal, locations, plan, upload_candidates
 from sidecar.store.sink import ArchiveSink
@@ -189,7 +189,7 @@ class Offsite:
 
     def _todo(self, entries: list[Entry], entry: Entry | None, missing: set[str]) -> list[Entry]:
         """The new archive first, then earlier ones the bucket should hold but does not, oldest first."""
-        now = _now()
+        now = utc_now()
         wanted = upload_candidates(entries, now, S3, policies(self.settings)[S3], self.settings.timezone)
         lost = [
             e
@@ -223,7 +223,7 @@ class Offsite:
             "sizeBytes": info.size,
             "sha256": info.sha256,
             "etag": info.etag,
-            "uploadedAt": iso_utc(_now()),
+            "uploadedAt": iso_utc(utc_now()),
         }
 
         def change(entries: list[Entry]) -> None:
@@ -254,7 +254,7 @@ class Offsite:
             previous = errors.get(S3) or {}
             errors[S3] = {
                 "error": str(exc),
-                "at": iso_utc(_now()),
+                "at": iso_utc(utc_now()),
                 "attempts": previous.get("attempts", 0) + 1,
             }
 
@@ -378,7 +378,3 @@ def _finish_deleting(entries: list[Entry], gone: set[tuple[str, str]]) -> None:
                 continue
         kept.append(entry)
     entries[:] = kept
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

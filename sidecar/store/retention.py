@@ -85,7 +85,7 @@ def keep_reasons(
     cap = now - dt.timedelta(days=policy.max_age_days) if policy.max_age_days else None
     today = now.astimezone(tz).date()
     windows = (
-        ("daily", policy.daily, _day, _day(today) - policy.daily),
+        ("daily", policy.daily, dt.date.toordinal, today.toordinal() - policy.daily),
         ("weekly", policy.weekly, _week, _week(today) - policy.weekly),
         ("monthly", policy.monthly, _month, _month(today) - policy.monthly),
     )
@@ -170,10 +170,6 @@ def _why(entry: Entry, now: dt.datetime, policy: Policy) -> str:
     if policy.max_age_days and age >= policy.max_age_days:
         return f"older than the maximum age of {policy.max_age_days} days ({age} days){failed}"
     return f"older than {policy.days} days ({age} days) and not kept by a tier ({policy.describe()}){failed}"
-
-
-def _day(day: dt.date) -> int:
-    return day.toordinal()
 
 
 def _week(day: dt.date) -> int:
