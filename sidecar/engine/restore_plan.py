@@ -144,9 +144,6 @@ class NamespacePlan:
     def is_view(self) -> bool:
         return self.type == "view"
 
-    def index_names(self) -> list[str]:
-        return [str(ix.get("name")) for ix in self.indexes]
-
     def as_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
@@ -155,7 +152,7 @@ class NamespacePlan:
             "action": self.action,
             "documents": self.documents,
             "bytes": self.bytes,
-            "indexes": self.index_names(),
+            "indexes": [str(ix.get("name")) for ix in self.indexes],
             "existingDocuments": self.existing_documents if self.exists else None,
         }
 

@@ -192,7 +192,7 @@ class S3Backend:
         except Exception as exc:
             raise self.error(exc, action, name) from None
 
-    # -- the backend interface -------------------------------------------------------------------
+    # -- the bucket's operations ------------------------------------------------------------------
 
     def check(self) -> None:
         """The bucket exists and the credentials work, or a StoreError saying which does not."""
