@@ -99,15 +99,8 @@ def create_app(sidecar: Sidecar) -> web.Application:
     r.add_get(SPEC_JSON_PATH, spec_json)
     r.add_get(SPEC_YAML_PATH, spec_yaml)
     r.add_static(DOCS_PATH + "/assets", swagger_ui_path, append_version=False)
-
-    async def on_startup(app: web.Application) -> None:
-        await sidecar.start()
-
-    async def on_shutdown(app: web.Application) -> None:
-        await sidecar.stop()
-
-    app.on_startup.append(on_startup)
-    app.on_shutdown.append(on_shutdown)
+    app.on_startup.append(lambda _: sidecar.start())
+    app.on_shutdown.append(lambda _: sidecar.stop())
     return app
 
 
