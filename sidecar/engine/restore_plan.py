@@ -179,13 +179,6 @@ class RestorePlan:
         return sorted({p.target_db for p in self.namespaces})
 
 
-def _metadata(meta_text: str, ns: str) -> dict[str, Any]:
-    try:
-        return parse_metadata_json(meta_text)
-    except ValueError as exc:
-        raise RestoreError(f"metadata of {ns} in the archive prelude: {exc}", "verify") from None
-
-
 def plan_restore(
     prelude: Prelude,
     counts: Mapping[str, tuple[int, int]],
@@ -226,7 +219,10 @@ def plan_restore(
                 "verify",
             )
         targets[target] = source
-        metadata = _metadata(meta.metadata, source)
+        try:
+            metadata = parse_metadata_json(meta.metadata)
+        except ValueError as exc:
+            raise RestoreError(f"metadata of {source} in the archive prelude: {exc}", "verify") from None
         documents, size = counts.get(source, (0, 0))
         plan.namespaces.append(
             NamespacePlan(
