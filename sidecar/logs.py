@@ -111,13 +111,10 @@ class DailyFileHandler(logging.Handler):
         self.directory.mkdir(parents=True, exist_ok=True)
         self.cleanup()
 
-    def _day(self, created: float) -> dt.date:
-        return dt.datetime.fromtimestamp(created, self.tz).date()
-
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record)
-            day = self._day(record.created).isoformat()
+            day = dt.datetime.fromtimestamp(record.created, self.tz).date().isoformat()
             with self.lock:  # type: ignore[union-attr]
                 if day != self._date or self._stream is None:
                     if self._stream is not None:
