@@ -63,7 +63,6 @@ class NamespaceStats:
     bytes: int = 0
     crc: int = 0
     type: str = "collection"
-    indexes: int = 0
 
 
 @dataclass

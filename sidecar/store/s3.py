@@ -237,25 +237,21 @@ class S3Backend:
 
     def list(self) -> list[ObjectInfo]:
         """Archive-named objects directly under the prefix."""
-        found = []
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix
-            )
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    if self.owns(obj["Key"]):
-                        found.append(
-                            ObjectInfo(
-                                obj["Key"][len(self.prefix) :],
-                                obj["Size"],
-                                etag=obj.get("ETag", "").strip('"'),
-                                key=obj["Key"],
-                            )
-                        )
+            paginator = self.client.get_paginator("list_objects_v2")
+            return [
+                ObjectInfo(
+                    obj["Key"][len(self.prefix) :],
+                    obj["Size"],
+                    etag=obj.get("ETag", "").strip('"'),
+                    key=obj["Key"],
+                )
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix)
+                for obj in page.get("Contents", [])
+                if self.owns(obj["Key"])
+            ]
         except Exception as exc:
             raise self.error(exc, "list") from None
-        return found
 
     def delete(self, name: str) -> None:
         self._call("delete", self.client.delete_object, name, Bucket=self.bucket, Key=self.key(name))
