@@ -179,9 +179,7 @@ class NativeDump:
         writer = ArchiveWriter(out)
         header = ArchiveHeader(server_version, TOOL_VERSION, self.options.parallel_collections)
         writer.write_prelude(header, prelude)
-        result = DumpResult(server_version)
-        for meta in plan:
-            result.namespaces[str(meta.namespace)] = NamespaceStats(type=meta.type)
+        result = DumpResult(server_version, {str(m.namespace): NamespaceStats(type=m.type) for m in plan})
         self.state.begin("dump", len(prelude))
         self._dump_collections(plan, writer, result)
         if with_oplog:
@@ -211,8 +209,7 @@ class NativeDump:
                 if isinstance(item, _Sentinel):
                     if item.error is not None:
                         raise item.error
-                    stats = result.namespaces[str(item.ns)]
-                    stats.crc = writer.end_namespace(item.ns)
+                    result.namespaces[str(item.ns)].crc = writer.end_namespace(item.ns)
                     remaining -= 1
                     self.state.namespaces_done += 1
                     continue
