@@ -128,15 +128,13 @@ class SidecarScheduler:
     async def probe_health(self) -> None:
         """Refresh the caches /health and /metrics read: MongoDB and disk, and the catalog summary
         when another process (a CronJob, the CLI) changed backup-info.json."""
-        try:
-            await asyncio.to_thread(self.health.probe)
-        except asyncio.CancelledError:
-            return  # the scheduler is shutting down: the probe ends in its thread, nothing to report
-        except Exception:
-            log.exception("health probe failed")
-        try:
-            await asyncio.to_thread(self.metrics.refresh_catalog_if_changed)
-        except asyncio.CancelledError:
-            return
-        except Exception:
-            log.exception("catalog refresh for the metrics failed")
+        for work, what in (
+            (lambda: self.health.probe(), "health probe"),
+            (lambda: self.metrics.refresh_catalog_if_changed(), "catalog refresh for the metrics"),
+        ):
+            try:
+                await asyncio.to_thread(work)
+            except asyncio.CancelledError:
+                return  # the scheduler is shutting down: the probe ends in its thread, nothing to report
+            except Exception:
+                log.exception("%s failed", what)
