@@ -37,6 +37,7 @@ log = logging.getLogger("sidecar.api")
 DOCS_PATH = "/api-docs"
 SPEC_JSON_PATH = "/api-docs/openapi.json"
 SPEC_YAML_PATH = "/api-docs/openapi.yaml"
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # stop the sidecar (a second one cancels the running job)
 
 
 @functools.cache
@@ -151,7 +152,6 @@ async def run_service(
             ) from None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        signals = (signal.SIGTERM, signal.SIGINT)
 
         def on_signal(signum: int) -> None:
             if stop.is_set():
@@ -161,7 +161,7 @@ async def run_service(
             log.info("%s received: stopping", signal.Signals(signum).name)
             stop.set()
 
-        for signum in signals:
+        for signum in _SIGNALS:
             loop.add_signal_handler(signum, on_signal, signum)
         log.info(
             "mongo-backup-sidecar %s listening on http://%s:%d (MongoDB %s, backups in %s)",
@@ -182,6 +182,6 @@ async def run_service(
         return clean
     finally:
         with contextlib.suppress(Exception):
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in _SIGNALS:
                 asyncio.get_running_loop().remove_signal_handler(signum)
         await runner.cleanup()
