@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pymongo
@@ -74,22 +75,16 @@ def index_signature(spec: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass
 class Drill:
     """Restore the whole archive into scratch databases and compare what the server holds with it."""
 
-    def __init__(
-        self,
-        client: pymongo.MongoClient,
-        source: ArchiveSource,
-        scan: ArchiveScan,
-        job_id: str,
-        *,
-        progress: Progress | None = None,
-        cancel: threading.Event | None = None,
-    ):
-        self.client, self.source, self.scan, self.job_id = client, source, scan, job_id
-        self.progress = progress or Progress()
-        self.cancel = cancel
+    client: pymongo.MongoClient
+    source: ArchiveSource
+    scan: ArchiveScan
+    job_id: str
+    progress: Progress = field(default_factory=Progress, kw_only=True)
+    cancel: threading.Event | None = field(default=None, kw_only=True)
 
     def run(self) -> dict[str, Any]:
         assert self.scan.prelude is not None

@@ -32,8 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sidecar.store.catalog import Entry, Status, is_usable, newest_test_passed, parse_iso
-
-LOCAL = "local"
+from sidecar.store.objects import LOCAL
 
 
 @dataclass(frozen=True)
