@@ -33,8 +33,7 @@ def run_verify(
         job.stage = "verify"
         path, entry = resolve_archive(ctx, file_name, latest=latest, stage="verify")
         name = entry["fileName"] if entry else str(path)
-        result: dict[str, Any] = {"fileName": name, "level": level, "inCatalog": entry is not None}
-        result["location"] = path.location  # s3: read from the bucket
+        result = {"fileName": name, "level": level, "inCatalog": entry is not None, "location": path.location}
         job.result = result
         report = verify_archive(
             path,
