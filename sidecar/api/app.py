@@ -64,9 +64,7 @@ async def docs_init(request: web.Request) -> web.Response:
 
 @requires(OPEN)
 async def spec_json(request: web.Request) -> web.Response:
-    return web.Response(
-        text=json.dumps(openapi_document(), ensure_ascii=False), content_type="application/json"
-    )
+    return web.json_response(openapi_document(), dumps=functools.partial(json.dumps, ensure_ascii=False))
 
 
 @requires(OPEN)

@@ -55,9 +55,7 @@ class TokenAuth:
         given = presented.encode()
         is_admin = bool(self.admin) and hmac.compare_digest(given, self.admin)
         is_read = bool(self.read) and hmac.compare_digest(given, self.read)
-        if is_admin:
-            return Role.ADMIN
-        return Role.READ if is_read else Role.NONE
+        return Role.ADMIN if is_admin else Role.READ if is_read else Role.NONE
 
     def required(self, request: web.Request) -> str:
         route = request.match_info.route
