@@ -23,11 +23,8 @@ class ArchiveFormatError(ValueError):
         self.reason = message
         self.offset = offset
         self.namespace = namespace
-        where = []
-        if namespace is not None:
-            where.append(f"namespace {namespace!r}")
-        if offset is not None:
-            where.append(f"offset {offset}")
+        where = [f"namespace {namespace!r}"] if namespace is not None else []
+        where += [f"offset {offset}"] if offset is not None else []
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
 
 

@@ -70,8 +70,7 @@ def run_mongorestore(
         raise RestoreCancelled()
     if run.killed_for == "timeout":
         raise RestoreError(f"mongorestore did not finish within {timeout}s")
-    lines = run.lines
-    summary = next((m for line in reversed(lines) if (m := _SUMMARY.search(line))), None)
+    summary = next((m for line in reversed(run.lines) if (m := _SUMMARY.search(line))), None)
     restored, failed = (int(summary.group(1)), int(summary.group(2))) if summary else (None, None)
     if code != 0:
         raise RestoreError(f"mongorestore failed: {run.last_line()}")
