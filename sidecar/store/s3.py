@@ -305,9 +305,6 @@ class _Body:
         except Exception as exc:
             raise self._backend.error(exc, "read", self._name) from None
 
-    def readable(self) -> bool:
-        return True
-
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self._body.close()
