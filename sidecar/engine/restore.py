@@ -90,8 +90,7 @@ class NativeRestore:
 
     def run(self, stream: BinaryIO) -> RestoreResult:
         """Write the plan's namespaces from the uncompressed archive ``stream``."""
-        for p in self.plan.namespaces:
-            self.result.namespaces[p.target] = NamespaceOutcome()
+        self.result.namespaces = {p.target: NamespaceOutcome() for p in self.plan.namespaces}
         self.state.begin("prepare", len(self.plan.namespaces))
         self._prepare_collections()
         spool = OplogSpool() if self.plan.replay_oplog else None

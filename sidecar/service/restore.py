@@ -331,10 +331,9 @@ def _write_restore(
         raise JobFailed(f"restore failed: {exc}", "restore") from None
     except PyMongoError as exc:
         raise JobFailed(f"restore failed: MongoDB error: {error_text(exc)}", "restore") from None
-    restored = RestoreResult(oplog={"replayed": plan.replay_oplog} if plan.replay_oplog else None)
     failed = outcome.failed or 0
-    for p in plan.namespaces:
-        restored.namespaces[p.target] = NamespaceOutcome(inserted=p.documents if not failed else 0)
+    namespaces = {p.target: NamespaceOutcome(inserted=0 if failed else p.documents) for p in plan.namespaces}
+    restored = RestoreResult(namespaces, oplog={"replayed": plan.replay_oplog} if plan.replay_oplog else None)
     restored.documents = outcome.restored if outcome.restored is not None else plan.documents
     restored.failed_documents = restored.error_count = failed
     if failed:
