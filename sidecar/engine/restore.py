@@ -109,8 +109,6 @@ class NativeRestore:
         self.state.phase = "done"
         return self.result
 
-    # documents
-
     def _prepare_collections(self) -> None:
         for p in self.plan.namespaces:
             db = self.client[p.target_db]
@@ -188,8 +186,6 @@ class NativeRestore:
         self.result.bytes += written
         self.state.documents += len(batch)
         self.state.bytes += size
-
-    # indexes and views
 
     def _build_indexes(self) -> None:
         for p in self.plan.namespaces:

@@ -94,8 +94,7 @@ class Renamer:
 
     def __call__(self, ns: str) -> str:
         for regex, target in self.pairs:
-            match = regex.match(ns)
-            if match:
+            if match := regex.match(ns):
                 first, *rest = target.split("*")
                 return first + "".join(c + piece for c, piece in zip(match.groups(), rest, strict=True))
         return ns
