@@ -24,6 +24,7 @@ from sidecar import __version__
 from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata, Namespace
 from sidecar.archive.format import OPLOG_NAMESPACE, count_documents
 from sidecar.archive.metadata import build_metadata_json
+from sidecar.archive.reader import split_documents
 from sidecar.progress import Progress
 
 SYSTEM_DATABASES = frozenset({"admin", "local", "config"})
@@ -272,8 +273,7 @@ class NativeDump:
 
 
 def _first_ts(data: bytes) -> Timestamp:
-    first_len = int.from_bytes(data[:4], "little")
-    return bson.decode(data[:first_len])["ts"]
+    return bson.decode(next(split_documents(data)))["ts"]
 
 
 def _drain(batches: queue.Queue, threads: list[threading.Thread]) -> None:

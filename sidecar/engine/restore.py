@@ -37,8 +37,6 @@ from sidecar.engine.restore_errors import (
 from sidecar.engine.restore_plan import NamespacePlan, RestoreOptions, RestorePlan, clean_index
 from sidecar.progress import Progress
 
-# -- the restore ---------------------------------------------------------------------------------
-
 
 @dataclass
 class NamespaceOutcome:
