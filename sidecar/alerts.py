@@ -41,42 +41,50 @@ class Facts:
 
 
 # A check returns (firing, current value, threshold); value and threshold are shown to operators.
-Check = Callable[[Facts], tuple[bool, float | None, float | None]]
+Outcome = tuple[bool, float | None, float | None]
+Check = Callable[[Facts], Outcome]
+CONDITIONS: list[tuple[str, str, str, Check]] = []  # in the order the endpoint lists them
 
 
-def _backup_too_old(f: Facts) -> tuple[bool, float | None, float | None]:
+def condition(name: str, severity: str, summary: str) -> Callable[[Check], Check]:
+    """Register a check as the local view of the alert rule ``name``."""
+
+    def register(check: Check) -> Check:
+        CONDITIONS.append((name, severity, summary, check))
+        return check
+
+    return register
+
+
+@condition("MongoBackupTooOld", "critical", "The newest successful backup is older than the threshold")
+def _backup_too_old(f: Facts) -> Outcome:
     ts, limit = f.catalog.last_success_ts, f.settings.alert_backup_max_age_seconds
     return (ts > 0 and f.age(ts) > limit), (f.age(ts) if ts else None), limit
 
 
-def _never_succeeded(f: Facts) -> tuple[bool, float | None, float | None]:
+@condition("MongoBackupNoSuccessSinceStart", "critical", "No successful backup since the sidecar started")
+def _never_succeeded(f: Facts) -> Outcome:
     uptime, limit = f.age(PROCESS_START), f.settings.alert_backup_max_age_seconds
     return (f.catalog.last_success_ts == 0 and uptime > limit), uptime, limit
 
 
-def _last_failed(f: Facts) -> tuple[bool, float | None, float | None]:
+@condition("MongoBackupLastFailed", "critical", "The newest backup attempt failed")
+def _last_failed(f: Facts) -> Outcome:
     return f.catalog.last_success == 0, float(f.catalog.last_success), 1.0
 
 
-def _verify_failed(f: Facts) -> tuple[bool, float | None, float | None]:
+@condition("MongoBackupVerifyFailed", "critical", "The newest integrity test failed")
+def _verify_failed(f: Facts) -> Outcome:
     failed = [lv for lv in ("quick", "full") if f.catalog.verify.get(lv, {}).get("last_success", 1) == 0]
     return bool(failed), 0.0 if failed else 1.0, 1.0
 
 
-def _level_failed(level: str, f: Facts) -> tuple[bool, float | None, float | None]:
+def _level_failed(level: str, f: Facts) -> Outcome:
     ok = f.catalog.verify.get(level, {}).get("last_success", 1)
     return ok == 0, float(ok), 1.0
 
 
-def _drill_failed(f: Facts) -> tuple[bool, float | None, float | None]:
-    return _level_failed("drill", f)
-
-
-def _pitr_verify_failed(f: Facts) -> tuple[bool, float | None, float | None]:
-    return _level_failed("pitr", f)
-
-
-def _level_too_old(level: str, limit: float, f: Facts) -> tuple[bool, float | None, float | None]:
+def _level_too_old(level: str, limit: float, f: Facts) -> Outcome:
     """Only once a backup exists: a fresh install has nothing to test yet."""
     if not f.catalog.last_success_ts:
         return False, None, limit
@@ -85,22 +93,38 @@ def _level_too_old(level: str, limit: float, f: Facts) -> tuple[bool, float | No
     return age > limit, age, limit
 
 
-def _verify_too_old(f: Facts) -> tuple[bool, float | None, float | None]:
+@condition("MongoBackupVerifyTooOld", "warning", "No passing full integrity test within the threshold")
+def _verify_too_old(f: Facts) -> Outcome:
     return _level_too_old("full", f.settings.alert_verify_max_age_seconds, f)
 
 
-def _drill_too_old(f: Facts) -> tuple[bool, float | None, float | None]:
+@condition("MongoBackupDrillFailed", "critical", "The newest restore drill failed")
+def _drill_failed(f: Facts) -> Outcome:
+    return _level_failed("drill", f)
+
+
+@condition("MongoBackupDrillTooOld", "warning", "No passing restore drill within the threshold")
+def _drill_too_old(f: Facts) -> Outcome:
     return _level_too_old("drill", f.settings.alert_drill_max_age_seconds, f)
 
 
-def _size_dropped(f: Facts) -> tuple[bool, float | None, float | None]:
+@condition(
+    "MongoBackupPitrVerifyFailed", "critical", "The oplog archive does not reproduce the newest base backup"
+)
+def _pitr_verify_failed(f: Facts) -> Outcome:
+    return _level_failed("pitr", f)
+
+
+@condition("MongoBackupSizeDropped", "warning", "The newest backup is much smaller than the ones before")
+def _size_dropped(f: Facts) -> Outcome:
     base, ratio = f.catalog.size_baseline, f.settings.alert_size_drop_ratio
     if base <= 0:
         return False, None, ratio
     return f.catalog.last_size < ratio * base, f.catalog.last_size / base, ratio
 
 
-def _disk_low(f: Facts) -> tuple[bool, float | None, float | None]:
+@condition("MongoBackupDiskLow", "warning", "Free space on the backup disk is below the threshold")
+def _disk_low(f: Facts) -> Outcome:
     total, ratio = f.health.disk_total_bytes, f.settings.alert_disk_free_min_ratio
     if total <= 0:
         return False, None, ratio
@@ -108,16 +132,23 @@ def _disk_low(f: Facts) -> tuple[bool, float | None, float | None]:
     return free_ratio < ratio, free_ratio, ratio
 
 
-def _disk_will_not_fit(f: Facts) -> tuple[bool, float | None, float | None]:
+@condition("MongoBackupDiskNoRoomForNext", "critical", "The backup disk cannot hold another backup")
+def _disk_will_not_fit(f: Facts) -> Outcome:
     free, need = float(f.health.disk_free_bytes), f.catalog.last_size
     return (f.health.checked_at > 0 and free < need), free, need
 
 
-def _mongodb_down(f: Facts) -> tuple[bool, float | None, float | None]:
+@condition("MongoBackupMongoDBDown", "critical", "MongoDB does not answer the sidecar's ping")
+def _mongodb_down(f: Facts) -> Outcome:
     return (f.health.checked_at > 0 and not f.health.mongodb_up), float(f.health.mongodb_up), 1.0
 
 
-def _pitr_rpo_breached(f: Facts) -> tuple[bool, float | None, float | None]:
+@condition(
+    "MongoBackupPitrRpoBreached",
+    "critical",
+    "Oplog entries older than the RPO limit are not yet in the archive",
+)
+def _pitr_rpo_breached(f: Facts) -> Outcome:
     st, limit = f.archive, f.settings.alert_pitr_rpo_seconds
     if st is None:
         return False, None, limit
@@ -125,92 +156,34 @@ def _pitr_rpo_breached(f: Facts) -> tuple[bool, float | None, float | None]:
     return lag > limit, lag, limit
 
 
-def _pitr_gap(f: Facts) -> tuple[bool, float | None, float | None]:
+@condition("MongoBackupPitrGap", "warning", "The retained oplog archive has a gap")
+def _pitr_gap(f: Facts) -> Outcome:
     st = f.archive
     return (st is not None and st.gaps > 0), (float(st.gaps) if st else None), 0.0
 
 
-def _oplog_window_short(f: Facts) -> tuple[bool, float | None, float | None]:
+@condition(
+    "MongoBackupOplogWindowShort",
+    "warning",
+    "The server's oplog holds less than the backup interval plus a margin",
+)
+def _oplog_window_short(f: Facts) -> Outcome:
     st, limit = f.archive, f.settings.oplog_window_min_seconds
     seconds = st.server_window.seconds if st is not None else 0.0
     return 0 < seconds < limit, seconds or None, limit
 
 
-CONDITIONS: tuple[tuple[str, str, str, Check], ...] = (
-    (
-        "MongoBackupTooOld",
-        "critical",
-        "The newest successful backup is older than the threshold",
-        _backup_too_old,
-    ),
-    (
-        "MongoBackupNoSuccessSinceStart",
-        "critical",
-        "No successful backup since the sidecar started",
-        _never_succeeded,
-    ),
-    ("MongoBackupLastFailed", "critical", "The newest backup attempt failed", _last_failed),
-    ("MongoBackupVerifyFailed", "critical", "The newest integrity test failed", _verify_failed),
-    (
-        "MongoBackupVerifyTooOld",
-        "warning",
-        "No passing full integrity test within the threshold",
-        _verify_too_old,
-    ),
-    ("MongoBackupDrillFailed", "critical", "The newest restore drill failed", _drill_failed),
-    ("MongoBackupDrillTooOld", "warning", "No passing restore drill within the threshold", _drill_too_old),
-    (
-        "MongoBackupPitrVerifyFailed",
-        "critical",
-        "The oplog archive does not reproduce the newest base backup",
-        _pitr_verify_failed,
-    ),
-    (
-        "MongoBackupSizeDropped",
-        "warning",
-        "The newest backup is much smaller than the ones before",
-        _size_dropped,
-    ),
-    ("MongoBackupDiskLow", "warning", "Free space on the backup disk is below the threshold", _disk_low),
-    (
-        "MongoBackupDiskNoRoomForNext",
-        "critical",
-        "The backup disk cannot hold another backup",
-        _disk_will_not_fit,
-    ),
-    ("MongoBackupMongoDBDown", "critical", "MongoDB does not answer the sidecar's ping", _mongodb_down),
-    (
-        "MongoBackupPitrRpoBreached",
-        "critical",
-        "Oplog entries older than the RPO limit are not yet in the archive",
-        _pitr_rpo_breached,
-    ),
-    ("MongoBackupPitrGap", "warning", "The retained oplog archive has a gap", _pitr_gap),
-    (
-        "MongoBackupOplogWindowShort",
-        "warning",
-        "The server's oplog holds less than the backup interval plus a margin",
-        _oplog_window_short,
-    ),
-)
+_since: dict[str, float] = {}
+_since_lock = threading.Lock()
 
 
-class _FiringSince:
-    """Remembers when each condition started firing, for the since-when column."""
-
-    def __init__(self) -> None:
-        self._since: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def update(self, name: str, firing: bool, now: float) -> float | None:
-        with self._lock:
-            if not firing:
-                self._since.pop(name, None)
-                return None
-            return self._since.setdefault(name, now)
-
-
-_firing_since = _FiringSince()
+def _firing_since(name: str, firing: bool, now: float) -> float | None:
+    """When condition ``name`` started firing, for the since-when column; None while it does not."""
+    with _since_lock:
+        if not firing:
+            _since.pop(name, None)
+            return None
+        return _since.setdefault(name, now)
 
 
 def evaluate(
@@ -238,7 +211,7 @@ def evaluate(
                 "severity": severity,
                 "summary": text,
                 "active": firing,
-                "since": _firing_since.update(name, firing, facts.now),
+                "since": _firing_since(name, firing, facts.now),
                 "value": value,
                 "threshold": threshold,
             }

@@ -31,17 +31,9 @@ def _cron_days(field: str) -> str:
 
 
 def cron_trigger(expression: str, timezone: str) -> CronTrigger:
-    """A CronTrigger with standard crontab semantics, as the runbook and Kubernetes CronJobs read them.
-
-    APScheduler 3's ``from_crontab`` counts days of the week from Monday = 0, so ``0 4 * * 0`` would run
-    on Mondays; the day-of-week field is translated to day names first.
-    """
+    """APScheduler 3's ``from_crontab`` counts days of the week from Monday = 0, so ``0 4 * * 0`` would
+    run on Mondays: the day-of-week field is translated to day names first."""
     minute, hour, day, month, day_of_week = expression.split()
     return CronTrigger(
-        minute=minute,
-        hour=hour,
-        day=day,
-        month=month,
-        day_of_week=_cron_days(day_of_week),
-        timezone=timezone,
+        minute=minute, hour=hour, day=day, month=month, day_of_week=_cron_days(day_of_week), timezone=timezone
     )

@@ -51,10 +51,7 @@ def token_file(path: Path) -> Path:
 
 
 def _show(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+    return str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
 
 
 def _sidecar_command() -> str:

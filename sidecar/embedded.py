@@ -80,20 +80,10 @@ class EmbeddedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or remembered_port(self.data_dir.with_name(self.data_dir.name + ".port"))
         log_path = self.log_path or self.data_dir.with_name(self.data_dir.name + ".log")
+        where = ["--host", "127.0.0.1", "--port", str(self.port), "--storage-path", str(self.data_dir)]
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [
-                    *_server_command(),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--storage-path",
-                    str(self.data_dir),
-                    "--log-level",
-                    "WARNING",
-                    *self.extra_args,
-                ],
+                [*_server_command(), *where, "--log-level", "WARNING", *self.extra_args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

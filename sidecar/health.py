@@ -12,7 +12,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import pymongo
 from pymongo.common import MIN_HEARTBEAT_INTERVAL
@@ -49,9 +49,6 @@ class HealthSnapshot:
     disk_free_inodes: int = 0
     checked_at: float = 0.0  # epoch seconds of the probe; 0 = never probed
 
-    def as_json(self) -> dict:
-        return asdict(self)
-
 
 def _replica_state(client: pymongo.MongoClient) -> tuple[int, float]:
     try:
@@ -72,13 +69,9 @@ class HealthMonitor:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.timeout = probe_timeout(settings)
-        self._snapshot = HealthSnapshot()
+        self.snapshot = HealthSnapshot()  # the newest probe's result; read by /health and /metrics
         self._client: pymongo.MongoClient | None = None
         self._lock = threading.Lock()
-
-    @property
-    def snapshot(self) -> HealthSnapshot:
-        return self._snapshot
 
     def _get_client(self) -> pymongo.MongoClient:
         if self._client is None:
@@ -96,8 +89,8 @@ class HealthMonitor:
         with self._lock:
             values = self._probe_disk()
             values.update(self._probe_mongodb())
-            self._snapshot = HealthSnapshot(checked_at=time.time(), **values)
-            return self._snapshot
+            self.snapshot = HealthSnapshot(checked_at=time.time(), **values)
+            return self.snapshot
 
     def _probe_mongodb(self) -> dict:
         try:
@@ -106,7 +99,7 @@ class HealthMonitor:
                 t0 = time.perf_counter()
                 client.admin.command("ping")
                 ping = time.perf_counter() - t0
-                version = self._snapshot.server_version or client.server_info().get("version")
+                version = self.snapshot.server_version or client.server_info().get("version")
                 state, lag = _replica_state(client)
             return {
                 "mongodb_up": True,
@@ -118,9 +111,9 @@ class HealthMonitor:
         except PyMongoError as exc:
             error = f"MongoDB at {uri_hosts(self.settings.mongodb_uri)} unreachable: {self._reason(exc)}"
             self.close()  # the next probe starts afresh: a refused login fails at once, not after the budget
-            if self._snapshot.mongodb_up:
+            if self.snapshot.mongodb_up:
                 log.warning(error)
-            return {"mongodb_up": False, "error": error, "server_version": self._snapshot.server_version}
+            return {"mongodb_up": False, "error": error, "server_version": self.snapshot.server_version}
 
     def _reason(self, exc: PyMongoError) -> str:
         if (isinstance(exc, OperationFailure) and exc.code == 18) or "Authentication failed" in str(exc):

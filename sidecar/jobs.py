@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import fcntl
 import json
 import os
@@ -112,7 +111,3 @@ class JobLock:
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 from sidecar.config import Settings
+from sidecar.store.catalog import iso_utc
 
 # The job on whose behalf the current code runs. ``asyncio.to_thread`` copies the context into the
 # worker thread, so records logged by a job's thread carry its id without being passed it.
@@ -63,15 +64,10 @@ class Redactor:
         return _BEARER.sub(r"\1***", text)
 
 
-def iso_ms(moment: float) -> str:
-    stamp = dt.datetime.fromtimestamp(moment, dt.UTC)
-    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
-
-
 def record_dict(record: logging.LogRecord, redact: Redactor) -> dict[str, Any]:
     """The JSON shape of one record, shared by stdout, the files and the tail."""
     data: dict[str, Any] = {
-        "time": iso_ms(record.created),
+        "time": iso_utc(dt.datetime.fromtimestamp(record.created, dt.UTC)),
         "level": record.levelname,
         "logger": record.name,
         "message": redact(record.getMessage()),
@@ -115,13 +111,10 @@ class DailyFileHandler(logging.Handler):
         self.directory.mkdir(parents=True, exist_ok=True)
         self.cleanup()
 
-    def _day(self, created: float) -> dt.date:
-        return dt.datetime.fromtimestamp(created, self.tz).date()
-
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record)
-            day = self._day(record.created).isoformat()
+            day = dt.datetime.fromtimestamp(record.created, self.tz).date().isoformat()
             with self.lock:  # type: ignore[union-attr]
                 if day != self._date or self._stream is None:
                     if self._stream is not None:
@@ -248,21 +241,15 @@ def setup_logging(
     *,
     stream: TextIO | None = None,
     files: bool = True,
-    tail_capacity: int = 5000,
     console_level: str | None = None,
     console: bool = True,
 ) -> LogTail:
     """Install the stdout, file and tail handlers on the root logger (replacing ours from a prior call)."""
     redact = Redactor.for_settings(settings)
+    teardown_logging()
     root = logging.getLogger()
-    for handler in _installed:
-        root.removeHandler(handler)
-        for flt in list(handler.filters):
-            handler.removeFilter(flt)
-        handler.close()
-    _installed.clear()
     context = _ContextFilter()
-    tail = LogTail(redact, tail_capacity)
+    tail = LogTail(redact)
     handlers: list[logging.Handler] = [tail]
     if console:
         to_console = logging.StreamHandler(stream or sys.stdout)

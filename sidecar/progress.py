@@ -42,10 +42,6 @@ class Progress:
         }
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:,.1f} MB"
-
-
 class TerminalProgress:
     """Redraws a progress line a few times a second while the job runs; silent when not a TTY."""
 
@@ -70,7 +66,7 @@ class TerminalProgress:
         phase = f"  {p.shown_phase:<16}" if p.shown_phase else ""  # padded: a shorter one overwrites
         return (
             f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} namespaces  "
-            f"{counted(p.documents, 'document')}  {_mb(p.bytes)}{phase}"
+            f"{counted(p.documents, 'document')}  {p.bytes / 1e6:,.1f} MB{phase}"
         )
 
     def _run(self) -> None:

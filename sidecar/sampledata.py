@@ -115,10 +115,6 @@ def load_sample_data(client: pymongo.MongoClient, *, patients: int = 500, seed: 
     files = client.maekcord_files
     files.attachments.insert_one({"_id": "xray-001", "image": Binary(rng.randbytes(2 * 1024 * 1024))})
     client.analytics.edge_cases.insert_many(_edge_cases())
-    return expected_counts(patients)
-
-
-def expected_counts(patients: int = 500) -> dict[str, int]:
     return {
         "maekcord.patients": patients,
         "maekcord.appointments": 200,

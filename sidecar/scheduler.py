@@ -31,13 +31,7 @@ log = logging.getLogger("sidecar.scheduler")
 class SidecarScheduler:
     """The cron and interval jobs of a long-running sidecar."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        runner: JobRunner,
-        health: Any,
-        metrics: Any | None = None,
-    ):
+    def __init__(self, settings: Settings, runner: JobRunner, health: Any, metrics: Any | None = None):
         self.settings, self.runner, self.health, self.metrics = settings, runner, health, metrics
         self.scheduler = AsyncIOScheduler(
             timezone=settings.timezone,
@@ -50,27 +44,13 @@ class SidecarScheduler:
 
     def start(self) -> None:
         s = self.settings
-        if s.schedule:
-            self.scheduler.add_job(
-                self.scheduled_backup,
-                cron_trigger(s.schedule, s.timezone),
-                id="backup",
-                name="backup",
-            )
-        if s.drill_schedule:
-            self.scheduler.add_job(
-                self.scheduled_drill,
-                cron_trigger(s.drill_schedule, s.timezone),
-                id="drill",
-                name="drill",
-            )
-        if s.pitr_verify_schedule:
-            self.scheduler.add_job(
-                self.scheduled_pitr_verify,
-                cron_trigger(s.pitr_verify_schedule, s.timezone),
-                id="pitr-verify",
-                name="pitr-verify",
-            )
+        for job_id, expression, run in (
+            ("backup", s.schedule, self.scheduled_backup),
+            ("drill", s.drill_schedule, self.scheduled_drill),
+            ("pitr-verify", s.pitr_verify_schedule, self.scheduled_pitr_verify),
+        ):
+            if expression:
+                self.scheduler.add_job(run, cron_trigger(expression, s.timezone), id=job_id, name=job_id)
         self.scheduler.add_job(
             self.probe_health,
             IntervalTrigger(seconds=s.health_interval_seconds),
@@ -93,9 +73,12 @@ class SidecarScheduler:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
 
-    def next_run(self, job_id: str) -> str | None:
+    def _next_time(self, job_id: str) -> dt.datetime | None:
         job = self.scheduler.get_job(job_id) if self.scheduler.running else None
-        when = getattr(job, "next_run_time", None) if job else None
+        return getattr(job, "next_run_time", None) if job else None
+
+    def next_run(self, job_id: str) -> str | None:
+        when = self._next_time(job_id)
         return iso_utc(when) if when else None
 
     def status(self) -> dict[str, Any]:
@@ -120,8 +103,7 @@ class SidecarScheduler:
     def _publish_next_backup(self) -> None:
         if self.metrics is None:
             return
-        job = self.scheduler.get_job("backup") if self.scheduler.running else None
-        when = getattr(job, "next_run_time", None) if job else None
+        when = self._next_time("backup")
         self.metrics.set_next_backup(when.timestamp() if when else None)
 
     # -- the scheduled jobs ----------------------------------------------------------------------
@@ -132,10 +114,8 @@ class SidecarScheduler:
             await asyncio.shield(task)
         except JobBusy as exc:
             log.warning("scheduled backup skipped: %s", exc)
-        except ShuttingDown:
-            pass
-        except JobFailed:
-            pass  # the service logged it with the job id and recorded it in the catalog and metrics
+        except (ShuttingDown, JobFailed):
+            pass  # a failure: the service logged it with the job id, recorded it in the catalog and metrics
         finally:
             self._publish_next_backup()
 
@@ -169,15 +149,13 @@ class SidecarScheduler:
     async def probe_health(self) -> None:
         """Refresh the caches /health and /metrics read: MongoDB and disk, and the catalog summary
         when another process (a CronJob, the CLI) changed backup-info.json."""
-        try:
-            await asyncio.to_thread(self.health.probe)
-        except asyncio.CancelledError:
-            return  # the scheduler is shutting down: the probe ends in its thread, nothing to report
-        except Exception:
-            log.exception("health probe failed")
-        try:
-            await asyncio.to_thread(self.metrics.refresh_catalog_if_changed)
-        except asyncio.CancelledError:
-            return
-        except Exception:
-            log.exception("catalog refresh for the metrics failed")
+        for work, what in (
+            (lambda: self.health.probe(), "health probe"),
+            (lambda: self.metrics.refresh_catalog_if_changed(), "catalog refresh for the metrics"),
+        ):
+            try:
+                await asyncio.to_thread(work)
+            except asyncio.CancelledError:
+                return  # the scheduler is shutting down: the probe ends in its thread, nothing to report
+            except Exception:
+                log.exception("%s failed", what)

@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from swagger_ui_bundle import swagger_ui_path
 
 from sidecar import __version__
 from sidecar.api import routes
@@ -36,47 +37,34 @@ log = logging.getLogger("sidecar.api")
 DOCS_PATH = "/api-docs"
 SPEC_JSON_PATH = "/api-docs/openapi.json"
 SPEC_YAML_PATH = "/api-docs/openapi.yaml"
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # stop the sidecar (a second one cancels the running job)
+
+
+@functools.cache
+def _packaged(name: str) -> str:
+    return importlib.resources.files("sidecar.api").joinpath(name).read_text(encoding="utf-8")
 
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    text = importlib.resources.files("sidecar.api").joinpath("openapi.yaml").read_text(encoding="utf-8")
-    doc = yaml.safe_load(text)
+    doc = yaml.safe_load(_packaged("openapi.yaml"))
     doc["info"]["version"] = __version__
     return doc
 
 
-@functools.cache
-def _docs_page() -> str:
-    return importlib.resources.files("sidecar.api").joinpath("static/index.html").read_text(encoding="utf-8")
-
-
-def _swagger_assets() -> Any:
-    from swagger_ui_bundle import swagger_ui_path
-
-    return swagger_ui_path
-
-
 @requires(OPEN)
 async def docs_page(request: web.Request) -> web.Response:
-    return web.Response(text=_docs_page(), content_type="text/html")
-
-
-@functools.cache
-def _docs_init() -> str:
-    return importlib.resources.files("sidecar.api").joinpath("static/init.js").read_text(encoding="utf-8")
+    return web.Response(text=_packaged("static/index.html"), content_type="text/html")
 
 
 @requires(OPEN)
 async def docs_init(request: web.Request) -> web.Response:
-    return web.Response(text=_docs_init(), content_type="application/javascript")
+    return web.Response(text=_packaged("static/init.js"), content_type="application/javascript")
 
 
 @requires(OPEN)
 async def spec_json(request: web.Request) -> web.Response:
-    return web.Response(
-        text=json.dumps(openapi_document(), ensure_ascii=False), content_type="application/json"
-    )
+    return web.json_response(openapi_document(), dumps=functools.partial(json.dumps, ensure_ascii=False))
 
 
 @requires(OPEN)
@@ -111,16 +99,9 @@ def create_app(sidecar: Sidecar) -> web.Application:
     r.add_get(DOCS_PATH + "/init.js", docs_init)
     r.add_get(SPEC_JSON_PATH, spec_json)
     r.add_get(SPEC_YAML_PATH, spec_yaml)
-    r.add_static(DOCS_PATH + "/assets", _swagger_assets(), append_version=False)
-
-    async def on_startup(app: web.Application) -> None:
-        await sidecar.start()
-
-    async def on_shutdown(app: web.Application) -> None:
-        await sidecar.stop()
-
-    app.on_startup.append(on_startup)
-    app.on_shutdown.append(on_shutdown)
+    r.add_static(DOCS_PATH + "/assets", swagger_ui_path, append_version=False)
+    app.on_startup.append(lambda _: sidecar.start())
+    app.on_shutdown.append(lambda _: sidecar.stop())
     return app
 
 
@@ -171,7 +152,6 @@ async def run_service(
             ) from None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        signals = (signal.SIGTERM, signal.SIGINT)
 
         def on_signal(signum: int) -> None:
             if stop.is_set():
@@ -181,7 +161,7 @@ async def run_service(
             log.info("%s received: stopping", signal.Signals(signum).name)
             stop.set()
 
-        for signum in signals:
+        for signum in _SIGNALS:
             loop.add_signal_handler(signum, on_signal, signum)
         log.info(
             "mongo-backup-sidecar %s listening on http://%s:%d (MongoDB %s, backups in %s)",
@@ -202,6 +182,6 @@ async def run_service(
         return clean
     finally:
         with contextlib.suppress(Exception):
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in _SIGNALS:
                 asyncio.get_running_loop().remove_signal_handler(signum)
         await runner.cleanup()

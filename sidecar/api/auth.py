@@ -38,8 +38,10 @@ def requires(role: str) -> Callable[[F], F]:
     return mark
 
 
-def _challenge(error: str) -> dict[str, str]:
-    return {"WWW-Authenticate": f'Bearer realm="mongo-backup-sidecar", error="{error}"'}
+def _unauthorized(code: str, message: str, error: str) -> ApiError:
+    """A 401 with the Bearer challenge; ``error`` is RFC 6750's invalid_request or invalid_token."""
+    challenge = f'Bearer realm="mongo-backup-sidecar", error="{error}"'
+    return ApiError(401, code, message, headers={"WWW-Authenticate": challenge})
 
 
 class TokenAuth:
@@ -53,9 +55,7 @@ class TokenAuth:
         given = presented.encode()
         is_admin = bool(self.admin) and hmac.compare_digest(given, self.admin)
         is_read = bool(self.read) and hmac.compare_digest(given, self.read)
-        if is_admin:
-            return Role.ADMIN
-        return Role.READ if is_read else Role.NONE
+        return Role.ADMIN if is_admin else Role.READ if is_read else Role.NONE
 
     def required(self, request: web.Request) -> str:
         route = request.match_info.route
@@ -73,24 +73,14 @@ class TokenAuth:
         header = request.headers.get("Authorization", "")
         scheme, _, credentials = header.partition(" ")
         if not header:
-            raise ApiError(
-                401,
-                "unauthorized",
-                "missing bearer token: send 'Authorization: Bearer <token>'",
-                headers=_challenge("invalid_request"),
-            )
+            message = "missing bearer token: send 'Authorization: Bearer <token>'"
+            raise _unauthorized("unauthorized", message, "invalid_request")
         if scheme.lower() != "bearer" or not credentials.strip():
-            raise ApiError(
-                401,
-                "unauthorized",
-                "the Authorization header must be 'Bearer <token>'",
-                headers=_challenge("invalid_request"),
-            )
+            message = "the Authorization header must be 'Bearer <token>'"
+            raise _unauthorized("unauthorized", message, "invalid_request")
         role = self.role_of(credentials.strip())
         if role == Role.NONE:
-            raise ApiError(
-                401, "invalid_token", "the bearer token is not valid", headers=_challenge("invalid_token")
-            )
+            raise _unauthorized("invalid_token", "the bearer token is not valid", "invalid_token")
         if needed == ADMIN and role < Role.ADMIN:
             raise ApiError(403, "forbidden", "this endpoint needs the admin token; the read token was given")
 

@@ -37,13 +37,7 @@ class ApiError(Exception):
     """An error answer: HTTP status, a stable machine code, a message naming the problem."""
 
     def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        headers: dict[str, str] | None = None,
-        **extra: Any,
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra: Any
     ):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
@@ -51,16 +45,12 @@ class ApiError(Exception):
         self.extra = extra
 
 
-def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **extra}}
-
-
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> web.Response:
     return web.Response(
         status=status,
-        text=json.dumps(error_body(code, message, **extra), ensure_ascii=False),
+        text=json.dumps({"error": {"code": code, "message": message, **extra}}, ensure_ascii=False),
         content_type="application/json",
         headers=headers,
     )

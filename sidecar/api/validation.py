@@ -162,14 +162,9 @@ def integer(params: Mapping[str, str], name: str, default: int, lo: int, hi: int
     raw = params.get(name)
     if raw is None:
         return default
-    try:
-        if not re.fullmatch(r"-?[0-9]{1,12}", raw):
-            raise ValueError(raw)
-        value = int(raw)
-    except ValueError:
-        raise bad(
-            "invalid_parameter", f"query parameter {name} must be a whole number, got {raw[:40]!r}"
-        ) from None
+    if not re.fullmatch(r"-?[0-9]{1,12}", raw):
+        raise bad("invalid_parameter", f"query parameter {name} must be a whole number, got {raw[:40]!r}")
+    value = int(raw)
     if not lo <= value <= hi:
         raise bad("invalid_parameter", f"query parameter {name} must be between {lo} and {hi}, got {value}")
     return value
@@ -195,10 +190,9 @@ def choice(params: Mapping[str, str], name: str, choices: tuple[str, ...]) -> st
     raw = params.get(name)
     if raw is None:
         return None
-    value = raw
-    if value not in choices:
+    if raw not in choices:
         raise bad(
             "invalid_parameter",
             f"query parameter {name} must be one of {', '.join(choices)}, got {raw[:40]!r}",
         )
-    return value
+    return raw

@@ -16,20 +16,8 @@ _KEY_WINDOW = 16  # field names up to this length are found without a search
 _FEW_LANES = 8
 # Value sizes by type byte: >= 0 fixed, -1 variable, -2 not a BSON type.
 _SIZES = [-2] * 256
-for _type, _size in {
-    1: 8,
-    6: 0,
-    7: 12,
-    8: 1,
-    9: 8,
-    10: 0,
-    16: 4,
-    17: 8,
-    18: 8,
-    19: 16,
-    127: 0,
-    255: 0,
-}.items():
+_FIXED = {1: 8, 6: 0, 7: 12, 8: 1, 9: 8, 10: 0, 16: 4, 17: 8, 18: 8, 19: 16, 127: 0, 255: 0}
+for _type, _size in _FIXED.items():
     _SIZES[_type] = _size
 for _type in (2, 3, 4, 5, 11, 12, 13, 14, 15):
     _SIZES[_type] = -1

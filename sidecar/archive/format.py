@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import bson
 from bson.int64 import Int64
-from bson.son import SON
 
 MAGIC = struct.pack("<I", 0x8199E26D)
 TERMINATOR = struct.pack("<i", -1)
@@ -24,11 +23,8 @@ class ArchiveFormatError(ValueError):
         self.reason = message
         self.offset = offset
         self.namespace = namespace
-        where = []
-        if namespace is not None:
-            where.append(f"namespace {namespace!r}")
-        if offset is not None:
-            where.append(f"offset {offset}")
+        where = [f"namespace {namespace!r}"] if namespace is not None else []
+        where += [f"offset {offset}"] if offset is not None else []
         super().__init__(f"{message} ({', '.join(where)})" if where else message)
 
 
@@ -54,14 +50,12 @@ class ArchiveHeader:
 
     def encode(self) -> bytes:
         return bson.encode(
-            SON(
-                [
-                    ("concurrent_collections", self.concurrent_collections),
-                    ("version", self.version),
-                    ("server_version", self.server_version),
-                    ("tool_version", self.tool_version),
-                ]
-            )
+            {
+                "concurrent_collections": self.concurrent_collections,
+                "version": self.version,
+                "server_version": self.server_version,
+                "tool_version": self.tool_version,
+            }
         )
 
 
@@ -81,20 +75,18 @@ class CollectionMetadata:
 
     def encode(self) -> bytes:
         return bson.encode(
-            SON(
-                [
-                    ("db", self.db),
-                    ("collection", self.collection),
-                    ("metadata", self.metadata),
-                    ("size", self.size),
-                    ("type", self.type),
-                ]
-            )
+            {
+                "db": self.db,
+                "collection": self.collection,
+                "metadata": self.metadata,
+                "size": self.size,
+                "type": self.type,
+            }
         )
 
 
 def encode_namespace_header(ns: Namespace, *, eof: bool, crc: int = 0) -> bytes:
-    return bson.encode(SON([("db", ns.db), ("collection", ns.collection), ("EOF", eof), ("CRC", Int64(crc))]))
+    return bson.encode({"db": ns.db, "collection": ns.collection, "EOF": eof, "CRC": Int64(crc)})
 
 
 def count_documents(data: bytes | memoryview) -> int:

@@ -48,6 +48,3 @@ def parse_metadata_json(text: str) -> dict[str, Any]:
         return json_util.loads(text, json_options=_CANONICAL)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"metadata is not Extended JSON: {exc}") from exc
-
-
-__all__ = ["build_metadata_json", "parse_metadata_json", "to_canonical_json"]

@@ -219,7 +219,9 @@ class ArchiveReader:
             if eof:
                 yield self._end_namespace(ns, state, crc, start)
             else:
-                yield from self._segment(ns, state)
+                self._current = ns  # errors inside the segment name it
+                yield from self._segment_chunks(ns, state)
+                self._current = None
         missing = sorted(str(ns) for ns in self._states if ns not in self._finished)
         if missing:
             raise ArchiveFormatError(
@@ -247,11 +249,6 @@ class ArchiveReader:
             raise ArchiveFormatError("EOF block is not followed by a terminator", self.offset, str(ns))
         self._finished.add(ns)
         return NamespaceEnd(ns, crc, state.documents, state.bytes, start)
-
-    def _segment(self, ns: Namespace, state: _NamespaceState) -> Iterator[DocumentChunk]:
-        self._current = ns
-        yield from self._segment_chunks(ns, state)
-        self._current = None
 
     def _segment_chunks(self, ns: Namespace, state: _NamespaceState) -> Iterator[DocumentChunk]:
         # The hot loop of every verify and restore: plain local variables over the buffer's bytes,
@@ -347,12 +344,7 @@ def _decode_header(raw: bytes, offset: int) -> ArchiveHeader:
     _expect_fields(
         doc, ["concurrent_collections", "version", "server_version", "tool_version"], "archive header", offset
     )
-    return ArchiveHeader(
-        server_version=doc["server_version"],
-        tool_version=doc["tool_version"],
-        concurrent_collections=doc["concurrent_collections"],
-        version=doc["version"],
-    )
+    return ArchiveHeader(**doc)  # exactly its fields, checked above
 
 
 def _decode_metadata(raw: bytes, offset: int) -> CollectionMetadata:

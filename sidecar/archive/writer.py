@@ -25,15 +25,13 @@ class ArchiveWriter:
 
     def __init__(self, out: BinaryIO):
         self._out = out
-        self._declared: set[Namespace] = set()
-        self._crc: dict[Namespace, int] = {}
+        self._crc: dict[Namespace, int] = {}  # of each namespace the prelude declares
         self._finished: set[Namespace] = set()
         self._open: Namespace | None = None
 
     def write_prelude(self, header: ArchiveHeader, collections: Iterable[CollectionMetadata]) -> None:
         parts = [MAGIC, header.encode()]
         for meta in collections:
-            self._declared.add(meta.namespace)
             self._crc[meta.namespace] = 0
             parts.append(meta.encode())
         parts.append(TERMINATOR)
@@ -71,7 +69,7 @@ class ArchiveWriter:
             self._open = None
 
     def _check_writable(self, ns: Namespace) -> None:
-        if ns not in self._declared:
+        if ns not in self._crc:
             raise ValueError(f"namespace {ns} is not in the archive prelude")
         if ns in self._finished:
             raise ValueError(f"namespace {ns} already reached its EOF")

@@ -13,9 +13,8 @@ def gzip_writer(raw: BinaryIO, kind: str = "isal", level: int = 1) -> BinaryIO:
 
     No file name and mtime 0 in the header, like Go's gzip.Writer, so equal input gives equal bytes.
     """
-    if kind == "isal":
-        return igzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=raw, mtime=0)
-    return gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=raw, mtime=0)
+    module = igzip if kind == "isal" else gzip
+    return module.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=raw, mtime=0)
 
 
 def gzip_reader(raw: BinaryIO) -> BinaryIO:

@@ -24,6 +24,7 @@ from sidecar import __version__
 from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata, Namespace
 from sidecar.archive.format import OPLOG_NAMESPACE, count_documents
 from sidecar.archive.metadata import build_metadata_json
+from sidecar.archive.reader import split_documents
 from sidecar.progress import Progress
 
 SYSTEM_DATABASES = frozenset({"admin", "local", "config"})
@@ -63,7 +64,6 @@ class NamespaceStats:
     bytes: int = 0
     crc: int = 0
     type: str = "collection"
-    indexes: int = 0
 
 
 SOURCE_SERVER = "server"  # the entries were read from the server's oplog
@@ -141,10 +141,6 @@ def plan_collections(client: pymongo.MongoClient, options: DumpOptions) -> list[
     return plan
 
 
-def _is_replica_set(client: pymongo.MongoClient) -> bool:
-    return bool(client.admin.command("hello").get("setName"))
-
-
 def _latest_oplog_ts(client: pymongo.MongoClient) -> Timestamp:
     entry = client.local["oplog.rs"].find_one({}, {"ts": 1}, sort=[("$natural", -1)])
     if entry is None:
@@ -205,9 +201,7 @@ class NativeDump:
         writer = ArchiveWriter(out)
         header = ArchiveHeader(server_version, TOOL_VERSION, self.options.parallel_collections)
         writer.write_prelude(header, prelude)
-        result = DumpResult(server_version)
-        for meta in plan:
-            result.namespaces[str(meta.namespace)] = NamespaceStats(type=meta.type)
+        result = DumpResult(server_version, {str(m.namespace): NamespaceStats(type=m.type) for m in plan})
         self.state.begin("dump", len(prelude))
         self._dump_collections(plan, writer, result)
         if with_oplog:
@@ -240,8 +234,7 @@ class NativeDump:
                 if isinstance(item, _Sentinel):
                     if item.error is not None:
                         raise item.error
-                    stats = result.namespaces[str(item.ns)]
-                    stats.crc = writer.end_namespace(item.ns)
+                    result.namespaces[str(item.ns)].crc = writer.end_namespace(item.ns)
                     remaining -= 1
                     self.state.namespaces_done += 1
                     continue
@@ -324,8 +317,7 @@ class NativeDump:
 
 
 def _first_ts(data: bytes) -> Timestamp:
-    first_len = int.from_bytes(data[:4], "little")
-    return bson.decode(data[:first_len])["ts"]
+    return bson.decode(next(split_documents(data)))["ts"]
 
 
 def _drain(batches: queue.Queue, threads: list[threading.Thread]) -> None:
@@ -335,3 +327,7 @@ def _drain(batches: queue.Queue, threads: list[threading.Thread]) -> None:
             batches.get(timeout=0.05)
     for t in threads:
         t.join()
+
+
+def _is_replica_set(client: pymongo.MongoClient) -> bool:
+    return bool(client.admin.command("hello").get("setName"))

@@ -15,7 +15,7 @@ import io
 import queue
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -71,6 +71,15 @@ def load_identities(path: str | Path) -> list[Any]:
     if not identities:
         raise EncryptionError(f"the age identity file {path} holds no identity (AGE-SECRET-KEY-1...)")
     return identities
+
+
+def _put(items: queue.Queue, item: Any, stopped: Callable[[], bool]) -> bool:
+    """Put ``item``, waiting for room while not ``stopped()``; False when it stopped first."""
+    while not stopped():
+        with contextlib.suppress(queue.Full):
+            items.put(item, timeout=0.5)
+            return True
+    return False
 
 
 class _Raised:
@@ -171,15 +180,9 @@ class AgeWriter(io.RawIOBase):
         return len(view)
 
     def _put(self, item: Any) -> None:
-        while True:
+        if not _put(self._items, item, lambda: self._error is not None or not self._thread.is_alive()):
             self._raise_if_failed()
-            try:
-                self._items.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                if not self._thread.is_alive():
-                    self._raise_if_failed()
-                    raise EncryptionError("the age encryption thread stopped unexpectedly") from None
+            raise EncryptionError("the age encryption thread stopped unexpectedly")
 
     def _raise_if_failed(self) -> None:
         error = self._error
@@ -228,14 +231,9 @@ class _QueueSink:
 
     def write(self, data: bytes) -> int:
         item = bytes(data)
-        while True:
-            if self.owner.closed:
-                raise OSError("reader closed")
-            try:
-                self.owner._items.put(item, timeout=0.5)
-                return len(item)
-            except queue.Full:
-                continue
+        if not _put(self.owner._items, item, lambda: self.owner.closed):
+            raise OSError("reader closed")
+        return len(item)
 
     def flush(self) -> None:
         pass
@@ -270,12 +268,7 @@ class AgeReader(io.RawIOBase):
             outcome: Any = _EOF
         except BaseException as exc:
             outcome = self._translate(exc)
-        while not self.closed:
-            try:
-                self._items.put(outcome, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+        _put(self._items, outcome, lambda: self.closed)
 
     def _translate(self, exc: BaseException) -> BaseException:
         if self._source.error is not None:

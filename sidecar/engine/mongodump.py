@@ -18,9 +18,7 @@ import bson
 from sidecar.archive import ArchiveReader, DocumentChunk, NamespaceEnd
 from sidecar.engine.compression import gzip_reader
 from sidecar.engine.dump import DumpCancelled, DumpError, DumpOptions, DumpResult, NamespaceStats, OplogRange
-from sidecar.engine.tools import find_tool, tool_process
-
-__all__ = ["find_tool", "mongodump_arguments", "run_mongodump"]
+from sidecar.engine.tools import tool_process
 
 
 def mongodump_arguments(options: DumpOptions, oplog: bool) -> list[str]:

@@ -19,11 +19,9 @@ from typing import BinaryIO
 
 from sidecar.engine.restore_errors import RestoreCancelled, RestoreError
 from sidecar.engine.restore_plan import RestoreOptions
-from sidecar.engine.tools import find_tool, tool_process
+from sidecar.engine.tools import tool_process
 
 _SUMMARY = re.compile(r"(\d+) document\(s\) restored successfully\. (\d+) document\(s\) failed to restore")
-
-__all__ = ["MongorestoreResult", "find_tool", "mongorestore_arguments", "run_mongorestore"]
 
 
 @dataclass
@@ -72,8 +70,7 @@ def run_mongorestore(
         raise RestoreCancelled()
     if run.killed_for == "timeout":
         raise RestoreError(f"mongorestore did not finish within {timeout}s")
-    lines = run.lines
-    summary = next((m for line in reversed(lines) if (m := _SUMMARY.search(line))), None)
+    summary = next((m for line in reversed(run.lines) if (m := _SUMMARY.search(line))), None)
     restored, failed = (int(summary.group(1)), int(summary.group(2))) if summary else (None, None)
     if code != 0:
         raise RestoreError(f"mongorestore failed: {run.last_line()}")

@@ -37,8 +37,6 @@ from sidecar.engine.restore_errors import (
 from sidecar.engine.restore_plan import NamespacePlan, RestoreOptions, RestorePlan, clean_index
 from sidecar.progress import Progress
 
-# -- the restore ---------------------------------------------------------------------------------
-
 
 @dataclass
 class NamespaceOutcome:
@@ -60,21 +58,16 @@ class RestoreResult:
     error_count: int = 0  # every failed write, index or collection creation
     oplog: dict[str, Any] | None = None
 
+    @property
+    def first_error(self) -> str:
+        """The first sampled error as ``namespace: message``, for a one-line report."""
+        first = self.errors[0] if self.errors else {}
+        return f"{first.get('namespace')}: {first.get('message')}"
+
     def note_error(self, sample: dict[str, Any], count: int = 1) -> None:
         self.error_count += count
         if len(self.errors) < MAX_ERROR_SAMPLES:
             self.errors.append(sample)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "documents": self.documents,
-            "bytes": self.bytes,
-            "failedDocuments": self.failed_documents,
-            "errorCount": self.error_count,
-            "errors": self.errors,
-            "namespaces": {ns: o.as_json() for ns, o in self.namespaces.items()},
-            "oplog": self.oplog,
-        }
 
 
 class NativeRestore:
@@ -95,8 +88,7 @@ class NativeRestore:
 
     def run(self, stream: BinaryIO) -> RestoreResult:
         """Write the plan's namespaces from the uncompressed archive ``stream``."""
-        for p in self.plan.namespaces:
-            self.result.namespaces[p.target] = NamespaceOutcome()
+        self.result.namespaces = {p.target: NamespaceOutcome() for p in self.plan.namespaces}
         self.state.begin("prepare", len(self.plan.namespaces))
         self._prepare_collections()
         spool = OplogSpool() if self.plan.replay_oplog else None
@@ -115,8 +107,6 @@ class NativeRestore:
         self.state.phase = "done"
         return self.result
 
-    # documents
-
     def _prepare_collections(self) -> None:
         for p in self.plan.namespaces:
             db = self.client[p.target_db]
@@ -124,10 +114,8 @@ class NativeRestore:
                 db.drop_collection(p.target_collection)
             if p.is_view or p.action == "append":
                 continue
-            command = SON([("create", p.target_collection)])
-            command.update(p.options)
             try:
-                db.command(command)
+                _create(db, p)
             except OperationFailure as exc:
                 raise RestoreError(f"cannot create {p.target}: {server_message(exc)}") from None
 
@@ -197,8 +185,6 @@ class NativeRestore:
         self.state.documents += len(batch)
         self.state.bytes += size
 
-    # indexes and views
-
     def _build_indexes(self) -> None:
         for p in self.plan.namespaces:
             if p.is_view:
@@ -220,32 +206,29 @@ class NativeRestore:
                         db.command("createIndexes", p.target_collection, indexes=[spec])
                         created.append(str(spec["name"]))
                     except OperationFailure as exc:
-                        self.result.note_error(
-                            {
-                                "namespace": p.target,
-                                "index": spec.get("name"),
-                                "code": exc.code,
-                                "message": server_message(exc),
-                            }
-                        )
+                        self.result.note_error(_refused(p, exc, index=spec.get("name")))
 
     def _create_views(self) -> None:
         for p in self.plan.namespaces:
             if not p.is_view:
                 continue
-            command = SON([("create", p.target_collection)])
-            command.update(p.options)
             try:
-                self.client[p.target_db].command(command)
+                _create(self.client[p.target_db], p)
             except OperationFailure as exc:
-                self.result.note_error(
-                    {
-                        "namespace": p.target,
-                        "code": exc.code,
-                        "message": server_message(exc),
-                    }
-                )
+                self.result.note_error(_refused(p, exc))
             self.state.namespaces_done += 1
+
+
+def _create(db: pymongo.database.Database, p: NamespacePlan) -> None:
+    """Create the collection or view with the archive's options (capped, validator, viewOn...)."""
+    command = SON([("create", p.target_collection)])
+    command.update(p.options)
+    db.command(command)
+
+
+def _refused(p: NamespacePlan, exc: OperationFailure, **what: Any) -> dict[str, Any]:
+    """The error sample of a creation the server refused."""
+    return {"namespace": p.target, **what, "code": exc.code, "message": server_message(exc)}
 
 
 def _write_error_sample(ns: str, err: Mapping[str, Any]) -> dict[str, Any]:

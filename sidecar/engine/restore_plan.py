@@ -94,13 +94,9 @@ class Renamer:
 
     def __call__(self, ns: str) -> str:
         for regex, target in self.pairs:
-            match = regex.match(ns)
-            if match:
-                pieces = target.split("*")
-                out = pieces[0]
-                for captured, piece in zip(match.groups(), pieces[1:], strict=True):
-                    out += captured + piece
-                return out
+            if match := regex.match(ns):
+                first, *rest = target.split("*")
+                return first + "".join(c + piece for c, piece in zip(match.groups(), rest, strict=True))
         return ns
 
 
@@ -147,9 +143,6 @@ class NamespacePlan:
     def is_view(self) -> bool:
         return self.type == "view"
 
-    def index_names(self) -> list[str]:
-        return [str(ix.get("name")) for ix in self.indexes]
-
     def as_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
@@ -158,7 +151,7 @@ class NamespacePlan:
             "action": self.action,
             "documents": self.documents,
             "bytes": self.bytes,
-            "indexes": self.index_names(),
+            "indexes": [str(ix.get("name")) for ix in self.indexes],
             "existingDocuments": self.existing_documents if self.exists else None,
         }
 
@@ -183,13 +176,6 @@ class RestorePlan:
 
     def target_databases(self) -> list[str]:
         return sorted({p.target_db for p in self.namespaces})
-
-
-def _metadata(meta_text: str, ns: str) -> dict[str, Any]:
-    try:
-        return parse_metadata_json(meta_text)
-    except ValueError as exc:
-        raise RestoreError(f"metadata of {ns} in the archive prelude: {exc}", "verify") from None
 
 
 def plan_restore(
@@ -232,7 +218,10 @@ def plan_restore(
                 "verify",
             )
         targets[target] = source
-        metadata = _metadata(meta.metadata, source)
+        try:
+            metadata = parse_metadata_json(meta.metadata)
+        except ValueError as exc:
+            raise RestoreError(f"metadata of {source} in the archive prelude: {exc}", "verify") from None
         documents, size = counts.get(source, (0, 0))
         plan.namespaces.append(
             NamespacePlan(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -20,10 +19,6 @@ from typing import Any
 import yaml
 
 _KEEP_LINES = 200
-
-
-def find_tool(path: str) -> str | None:
-    return shutil.which(path)
 
 
 def write_tool_config(directory: str, uri: str) -> str:

@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sidecar.integrity.scan import ArchiveScan
-from sidecar.jobs import utc_now
-from sidecar.store.catalog import iso_utc
+from sidecar.store.catalog import iso_utc, utc_now
 
 
 def compare_file(scan: ArchiveScan, entry: Mapping[str, Any] | None) -> list[str]:

@@ -17,11 +17,7 @@ MOD256 = 1 << 256
 
 
 def content_hash(documents: Iterable[memoryview | bytes]) -> int:
-    total = 0
-    sha256 = hashlib.sha256
-    for doc in documents:
-        total += int.from_bytes(sha256(doc).digest(), "big")
-    return total % MOD256
+    return sum(int.from_bytes(hashlib.sha256(doc).digest(), "big") for doc in documents) % MOD256
 
 
 def combine(first: int, second: int) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pymongo
@@ -75,30 +76,22 @@ def index_signature(spec: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+@dataclass
 class Drill:
     """Restore the whole archive into scratch databases and compare what the server holds with it."""
 
-    def __init__(
-        self,
-        client: pymongo.MongoClient,
-        source: ArchiveSource,
-        scan: ArchiveScan,
-        job_id: str,
-        *,
-        progress: Progress | None = None,
-        cancel: threading.Event | None = None,
-    ):
-        self.client, self.source, self.scan, self.job_id = client, source, scan, job_id
-        self.progress = progress or Progress()
-        self.cancel = cancel
+    client: pymongo.MongoClient
+    source: ArchiveSource
+    scan: ArchiveScan
+    job_id: str
+    progress: Progress = field(default_factory=Progress, kw_only=True)
+    cancel: threading.Event | None = field(default=None, kw_only=True)
 
     def run(self) -> dict[str, Any]:
         assert self.scan.prelude is not None
         leftovers_dropped, leftovers_failed = drop_drill_databases(self.client)
-        mapping = {
-            ns.split(".", 1)[0]: drill_database_name(self.job_id, ns.split(".", 1)[0])
-            for ns in self.scan.namespaces
-        }
+        databases = {ns.split(".", 1)[0] for ns in self.scan.namespaces}
+        mapping = {db: drill_database_name(self.job_id, db) for db in databases}
 
         def rename(ns: str) -> str:
             db, coll = ns.split(".", 1)
@@ -165,10 +158,9 @@ class Drill:
         finally:
             self.progress.scope = ""
         if result.error_count:
-            first = result.errors[0] if result.errors else {}
             raise VerifyFailed(
                 f"{result.error_count} write(s) failed in the scratch databases "
-                f"(first: {first.get('namespace')}: {first.get('message')})",
+                f"(first: {result.first_error})",
                 check="drill",
                 details={"writeErrors": result.errors},
             )
@@ -209,8 +201,4 @@ class Drill:
                     mismatches.append(
                         f"{p.source}: index {name} is {got[name]}, the archive has {want[name]}"
                     )
-        return mismatches, {
-            "namespaces": len(plan.namespaces),
-            "documents": documents,
-            "indexes": indexes,
-        }
+        return mismatches, {"namespaces": len(plan.namespaces), "documents": documents, "indexes": indexes}

@@ -32,13 +32,8 @@ class VerifyFailed(Exception):
         self.details = details or {}
 
     def as_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"failedCheck": self.check}
-        if self.offset is not None:
-            out["offset"] = self.offset
-        if self.namespace is not None:
-            out["namespace"] = self.namespace
-        out.update(self.details)
-        return out
+        """The failure's fields for ``checks.record``, which leaves out those that are None."""
+        return {"failedCheck": self.check, "offset": self.offset, "namespace": self.namespace, **self.details}
 
 
 def first_problem(problems: list[str]) -> str:

@@ -92,38 +92,32 @@ def _starts(chunk: DocumentChunk) -> list[int]:
     return list(itertools.accumulate((len(d) for d in chunk.documents()), initial=0))[:-1]
 
 
-def check_decodes_many(chunks: list[DocumentChunk]) -> None:
-    """``check_decodes`` over several chunks walked as one: fewer, longer numpy steps."""
-    data = memoryview(b"".join(chunk.data for chunk in chunks))
+def check_decodes(*chunks: DocumentChunk) -> None:
+    """Every document of the chunks parses as BSON; VerifyFailed naming the first that does not.
+    Several chunks are walked as one: fewer, longer numpy steps."""
+    data = chunks[0].data if len(chunks) == 1 else memoryview(b"".join(chunk.data for chunk in chunks))
     starts: list[int] = []
-    owners: list[int] = []
+    owners: list[tuple[DocumentChunk, int]] = []  # each document's chunk, and where it starts in data
     base = 0
-    for number, chunk in enumerate(chunks):
+    for chunk in chunks:
         own = _starts(chunk)
         starts += [base + start for start in own]
-        owners += [number] * len(own)
+        owners += [(chunk, base)] * len(own)
         base += len(chunk.data)
-    suspects = suspect_documents(data, starts)
-    for number in sorted({owners[i] for i in suspects}):
-        check_decodes(chunks[number])
-
-
-def check_decodes(chunk: DocumentChunk) -> None:
-    """Every document of the chunk parses as BSON; VerifyFailed naming the first that does not."""
-    starts = _starts(chunk)
-    data = chunk.data
     bounds = [*starts[1:], len(data)]
     for index in suspect_documents(data, starts):
         start, stop = starts[index], bounds[index]
         try:
             bson.decode(data[start:stop], DECODE_OPTIONS)
         except Exception as exc:
+            chunk, chunk_base = owners[index]
+            offset = chunk.offset + start - chunk_base
             detail = str(exc).split(". Are you using", 1)[0]
             raise VerifyFailed(
                 f"a document is not valid BSON ({type(exc).__name__}: {detail}) "
-                f"(namespace {str(chunk.namespace)!r}, offset {chunk.offset + start})",
+                f"(namespace {str(chunk.namespace)!r}, offset {offset})",
                 check="archive",
-                offset=chunk.offset + start,
+                offset=offset,
                 namespace=str(chunk.namespace),
             ) from None
 
@@ -131,14 +125,11 @@ def check_decodes(chunk: DocumentChunk) -> None:
 class _DecodeBatch:
     """Chunks waiting for the document check: checked together (~4 MiB) for the walker's sake."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+    def __init__(self) -> None:
         self.chunks: list[DocumentChunk] = []
         self.size = 0
 
     def add(self, chunk: DocumentChunk) -> None:
-        if not self.enabled:
-            return
         self.chunks.append(chunk)
         self.size += len(chunk.data)
         if self.size >= _DECODE_BATCH_BYTES:
@@ -146,10 +137,8 @@ class _DecodeBatch:
 
     def flush(self) -> None:
         chunks, self.chunks, self.size = self.chunks, [], 0
-        if len(chunks) == 1:
-            check_decodes(chunks[0])
-        elif chunks:
-            check_decodes_many(chunks)
+        if chunks:
+            check_decodes(*chunks)
 
 
 def _crc_failure(ns: str, eof_offset: int | None, eof_crc: int, computed: int, manifest: Mapping | None):
@@ -182,7 +171,6 @@ def _crc_failure(ns: str, eof_offset: int | None, eof_crc: int, computed: int, m
 @dataclass
 class _Pass:
     scan: ArchiveScan
-    decode: bool
     hash_contents: bool
     manifest: Mapping[str, Any] | None
     on_chunk: Callable[[DocumentChunk], None] | None
@@ -209,7 +197,7 @@ class _Pass:
 
     def parse(self, stream: BinaryIO) -> None:
         reader = ArchiveReader(stream, check_crc=False)  # CRCs are checked here, against the catalog too
-        batch = _DecodeBatch(self.decode)
+        batch = _DecodeBatch()
         try:
             facts = self._prelude(reader)
             for event in reader.events():
@@ -268,7 +256,6 @@ def scan_archive(
     archive: ArchiveSource | Path,
     *,
     parse: bool = True,
-    decode: bool = True,
     hash_contents: bool = False,
     manifest: Mapping[str, Any] | None = None,
     on_chunk: Callable[[DocumentChunk], None] | None = None,
@@ -285,7 +272,7 @@ def scan_archive(
     source = as_source(archive)
     scan = ArchiveScan(source.path)
     state, cancel = progress or Progress(), cancel or threading.Event()
-    work = _Pass(scan, decode, hash_contents, manifest, on_chunk, state, cancel)
+    work = _Pass(scan, hash_contents, manifest, on_chunk, state, cancel)
     try:
         with source.open() as opened:
             scan.compressed = opened.compressed

@@ -14,7 +14,6 @@ from sidecar.store.catalog import Entry
 
 class BackupService(JobContext):
     run_backup = backup.run_backup
-    recover = backup.recover
     run_verify = verify.run_verify
     run_drill = verify.run_drill
     run_pitr_verify = pitr_verify.run_pitr_verify

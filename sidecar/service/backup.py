@@ -5,14 +5,15 @@ and the CronJob's ``sidecar backup --once``.
 
 from __future__ import annotations
 
+import shutil
 import time
 from typing import Any
 
 import pymongo
 
 from sidecar.engine.dump import DumpOptions, DumpResult, NativeDump, OplogFromArchive
-from sidecar.engine.mongodump import find_tool, run_mongodump
-from sidecar.jobs import Job, JobBusy, utc_now
+from sidecar.engine.mongodump import run_mongodump
+from sidecar.jobs import Job, JobBusy
 from sidecar.pitr.cut import ArchiveCut
 from sidecar.service.context import JobContext, JobFailed, as_failure, connect, log
 from sidecar.service.prune import prune
@@ -27,6 +28,7 @@ from sidecar.store.catalog import (
     archive_name,
     human_size,
     iso_utc,
+    utc_now,
 )
 from sidecar.store.sink import ArchiveSink
 
@@ -179,22 +181,10 @@ def dump(
     engine: str,
 ) -> DumpResult:
     """The engine's dump into the sink: the native one writes the archive, mongodump its gzip bytes."""
-    if engine == "mongodump":
-        return dump_with_tool(ctx, client, options, sink, job)
-    dumper = NativeDump(client, options, job.progress, ctx.cancel, from_archive=archive_cut(ctx, client))
-    return dumper.run(sink.archive)
-
-
-def archive_cut(ctx: JobContext, client: pymongo.MongoClient) -> OplogFromArchive | None:
-    """The oplog cut from the archive when SIDECAR_PITR allows an archiver (pitr/cut.py decides at the
-    cut whether one is at work)."""
-    return None if ctx.settings.pitr == "off" else ArchiveCut(ctx.settings, client, ctx.cancel).take
-
-
-def dump_with_tool(
-    ctx: JobContext, client: pymongo.MongoClient, options: DumpOptions, sink: ArchiveSink, job: Job
-) -> DumpResult:
-    tool = find_tool(ctx.settings.mongodump_path)
+    if engine != "mongodump":
+        dumper = NativeDump(client, options, job.progress, ctx.cancel, from_archive=archive_cut(ctx, client))
+        return dumper.run(sink.archive)
+    tool = shutil.which(ctx.settings.mongodump_path)
     if tool is None:
         raise JobFailed(
             f"SIDECAR_ENGINE=mongodump but {ctx.settings.mongodump_path!r} is not on PATH", "dump"
@@ -204,6 +194,12 @@ def dump_with_tool(
     return run_mongodump(
         tool, ctx.settings.mongodb_uri, sink.gzipped, options, oplog=oplog, cancel=ctx.cancel
     )
+
+
+def archive_cut(ctx: JobContext, client: pymongo.MongoClient) -> OplogFromArchive | None:
+    """The oplog cut from the archive when SIDECAR_PITR allows an archiver (pitr/cut.py decides at the
+    cut whether one is at work)."""
+    return None if ctx.settings.pitr == "off" else ArchiveCut(ctx.settings, client, ctx.cancel).take
 
 
 def recover(ctx: JobContext) -> list[str]:

@@ -1,9 +1,5 @@
-"""What every job runs in: one ``JobContext`` (the lock, the job records, the listeners, the catalog),
-the failure type and the connection.
-
-Each job kind (backup.py, verify.py, restore.py, prune.py) is a function of the context, so a
-scheduled, an API and a CLI job take the same lock, leave the same records and tell the same
-listeners (metrics, logs), whatever fails and wherever.
+"""What every job runs in (see the package's note): one ``JobContext`` (the lock, the job records,
+the listeners, the catalog), the failure type and the connection.
 """
 
 from __future__ import annotations
@@ -21,8 +17,8 @@ from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
 from sidecar.config import ConfigError, Settings, check_backup_dir, uri_hosts
 from sidecar.engine.dump import DumpError
-from sidecar.jobs import Job, JobLock, utc_now
-from sidecar.store.catalog import Catalog, iso_utc
+from sidecar.jobs import Job, JobLock
+from sidecar.store.catalog import Catalog, iso_utc, utc_now
 from sidecar.store.offsite import Offsite
 
 log = logging.getLogger("sidecar.service")

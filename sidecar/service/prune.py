@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sidecar.jobs import Job, utc_now
+from sidecar.jobs import Job
 from sidecar.pitr.offsite import SliceCopies
 from sidecar.pitr.retention import SLICE
 from sidecar.service.context import JobContext
+from sidecar.store.catalog import utc_now
 from sidecar.store.retention import Removal
 
 

@@ -5,6 +5,7 @@ the first write, a safety backup of what it overwrites, the writes, and the runb
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -13,7 +14,6 @@ from typing import Any
 import pymongo
 from pymongo.errors import PyMongoError
 
-from sidecar.engine.mongodump import find_tool
 from sidecar.engine.mongorestore import MongorestoreResult, run_mongorestore
 from sidecar.engine.oplog_replay import OplogSummary
 from sidecar.engine.restore import NamespaceOutcome, NativeRestore, RestoreResult, check_counts
@@ -130,7 +130,7 @@ def run_restore(
 def _tool(ctx: JobContext, engine: str) -> str | None:
     if engine != "mongorestore":
         return None
-    tool = find_tool(ctx.settings.mongorestore_path)
+    tool = shutil.which(ctx.settings.mongorestore_path)
     if tool is None:
         raise JobFailed(f"{ctx.settings.mongorestore_path!r} is not on PATH (restore engine)", "restore")
     return tool
@@ -253,11 +253,9 @@ def _report_writes(result: dict[str, Any], restored: RestoreResult) -> None:
 
 def _raise_for_outcome(name: str, plan: RestorePlan, restored: RestoreResult, check: dict[str, Any]) -> None:
     if restored.error_count:
-        first = restored.errors[0] if restored.errors else {}
         raise JobFailed(
             f"restore of {name} finished with {restored.error_count} failed write(s) "
-            f"({restored.documents} of {plan.documents} documents written; first: "
-            f"{first.get('namespace')}: {first.get('message')})",
+            f"({restored.documents} of {plan.documents} documents written; first: {restored.first_error})",
             "restore",
         )
     if not check["ok"]:
@@ -349,10 +347,9 @@ def _write_restore(
         raise JobFailed(f"restore failed: {exc}", "restore") from None
     except PyMongoError as exc:
         raise JobFailed(f"restore failed: MongoDB error: {error_text(exc)}", "restore") from None
-    restored = RestoreResult(oplog={"replayed": plan.replay_oplog} if plan.replay_oplog else None)
     failed = outcome.failed or 0
-    for p in plan.namespaces:
-        restored.namespaces[p.target] = NamespaceOutcome(inserted=p.documents if not failed else 0)
+    namespaces = {p.target: NamespaceOutcome(inserted=0 if failed else p.documents) for p in plan.namespaces}
+    restored = RestoreResult(namespaces, oplog={"replayed": plan.replay_oplog} if plan.replay_oplog else None)
     restored.documents = outcome.restored if outcome.restored is not None else plan.documents
     restored.failed_documents = restored.error_count = failed
     if failed:

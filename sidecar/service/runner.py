@@ -6,14 +6,13 @@ stops taking jobs on shutdown. The HTTP API and the scheduler both start jobs th
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import JOB_ID
-from sidecar.store.catalog import iso_utc
+from sidecar.store.catalog import iso_utc, utc_now
 
 if TYPE_CHECKING:
     from sidecar.service import BackupService
@@ -113,7 +112,7 @@ class JobRunner:
             if job.state in ("queued", "running"):  # failed before the service recorded an outcome
                 job.state, job.error = "failed", str(exc) or type(exc).__name__
                 job.stage = getattr(exc, "stage", job.stage)
-                job.finished_at = iso_utc(dt.datetime.now(dt.UTC))
+                job.finished_at = iso_utc(utc_now())
             raise
         finally:
             JOB_ID.reset(token)

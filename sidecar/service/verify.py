@@ -33,8 +33,7 @@ def run_verify(
         job.stage = "verify"
         path, entry = resolve_archive(ctx, file_name, latest=latest, stage="verify")
         name = entry["fileName"] if entry else str(path)
-        result: dict[str, Any] = {"fileName": name, "level": level, "inCatalog": entry is not None}
-        result["location"] = path.location  # s3: read from the bucket
+        result = {"fileName": name, "level": level, "inCatalog": entry is not None, "location": path.location}
         job.result = result
         report = verify_archive(
             path,
@@ -55,16 +54,11 @@ def run_verify(
 
 def run_drill(ctx: JobContext, job: Job) -> dict[str, Any]:
     """The scheduled restore drill: of the archive named in the job, else of the newest backup."""
-    file_name = job.params.get("fileName") or newest_backup_name(ctx)
+    file_name = job.params.get("fileName") or (newest_usable(ctx.catalog.load()) or {}).get("fileName")
     if file_name is None:
         raise JobFailed("no completed backup to drill", "verify")
     job.params["fileName"] = file_name
     return run_verify(ctx, job, file_name=file_name, level="drill")
-
-
-def newest_backup_name(ctx: JobContext) -> str | None:
-    newest = newest_usable(ctx.catalog.load())
-    return newest["fileName"] if newest else None
 
 
 def record_verification(ctx: JobContext, file_name: str, report: VerifyReport) -> None:

@@ -1,16 +1,14 @@
 """What every storage place shares: its errors, what it says about an object, the hashing of bytes.
 
-``backends`` of archives (the local directory, an S3 bucket) speak these types; the archive source and
-sink (``source.py``, ``sink.py``) and the off-site copy build on them. Nothing here imports another
-store module, so no cycle can form through it.
+The S3 bucket, the archive source and sink (``source.py``, ``sink.py``) and the off-site copy build on
+these types. Nothing here imports another store module, so no cycle can form through it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
 LOCAL, S3 = "local", "s3"
 
@@ -29,7 +27,6 @@ class StoreError(RuntimeError):
 class ObjectInfo:
     name: str
     size: int
-    modified: float | None = None  # epoch seconds
     etag: str | None = None
     sha256: str | None = None
     key: str | None = None  # the object key in a bucket
@@ -43,28 +40,6 @@ class Upload(Protocol):
     ) -> ObjectInfo: ...
 
     def abort(self) -> None: ...
-
-
-class Backend(Protocol):
-    """A place that holds archives by file name (the S3 bucket; the directory is the sink's)."""
-
-    name: str
-
-    def describe(self) -> str: ...
-
-    def check(self) -> None: ...
-
-    def writer(self, name: str, *, sha256: str | None = None) -> Upload: ...
-
-    def put_file(self, name: str, path: Path, *, expected_sha256: str | None = None) -> ObjectInfo: ...
-
-    def open(self, name: str) -> BinaryIO: ...
-
-    def list(self) -> list[ObjectInfo]: ...
-
-    def delete(self, name: str) -> None: ...
-
-    def stat(self, name: str) -> ObjectInfo | None: ...
 
 
 class Digest:

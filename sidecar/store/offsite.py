@@ -24,18 +24,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar.engine.encryption import parse_recipients
-from sidecar.store.catalog import (
-    STATUS_COMPLETED,
-    Catalog,
-    Entry,
-    find_entry,
-    iso_utc,
-    parse_iso,
-)
+from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry, iso_utc, parse_iso, utc_now
 from sidecar.store.objects import LOCAL, S3, ObjectInfo, StoreError
 from sidecar.store.retention import Policy, Removal, locations, plan, upload_candidates
 from sidecar.store.sink import ArchiveSink
@@ -48,30 +42,24 @@ log = logging.getLogger("sidecar.store.offsite")
 _STOP_KINDS = ("unreachable", "credentials", "bucket")  # no point trying the next archive
 
 
+# Policy field -> its setting; the bucket's is the same name with s3_ in front.
+_POLICY_SETTINGS = {
+    "days": "retention_days",
+    "keep_last": "retention_min_count",
+    "daily": "retention_keep_daily",
+    "weekly": "retention_keep_weekly",
+    "monthly": "retention_keep_monthly",
+    "max_age_days": "retention_max_age_days",
+}
+
+
 def policies(settings: Settings) -> dict[str, Policy]:
     """Retention per configured destination; each SIDECAR_S3_RETENTION_* falls back to the local one."""
-    local = Policy(
-        days=settings.retention_days,
-        keep_last=settings.retention_min_count,
-        daily=settings.retention_keep_daily,
-        weekly=settings.retention_keep_weekly,
-        monthly=settings.retention_keep_monthly,
-        max_age_days=settings.retention_max_age_days,
-    )
+    local = Policy(**{field: getattr(settings, name) for field, name in _POLICY_SETTINGS.items()})
     found = {LOCAL: local}
     if settings.s3_bucket:
-
-        def pick(value: int | None, fallback: int) -> int:
-            return fallback if value is None else value
-
-        found[S3] = Policy(
-            days=pick(settings.s3_retention_days, local.days),
-            keep_last=pick(settings.s3_retention_min_count, local.keep_last),
-            daily=pick(settings.s3_retention_keep_daily, local.daily),
-            weekly=pick(settings.s3_retention_keep_weekly, local.weekly),
-            monthly=pick(settings.s3_retention_keep_monthly, local.monthly),
-            max_age_days=pick(settings.s3_retention_max_age_days, local.max_age_days),
-        )
+        bucket = {field: getattr(settings, f"s3_{name}") for field, name in _POLICY_SETTINGS.items()}
+        found[S3] = replace(local, **{field: v for field, v in bucket.items() if v is not None})
     return found
 
 
@@ -107,7 +95,7 @@ class Offsite:
     def sink(self, final: Path) -> ArchiveSink:
         """The sink a new archive is written through (see the module's note)."""
         settings = self.settings
-        recipients = parse_recipients(",".join(settings.age_recipients)) if self.encrypting else None
+        recipients = parse_recipients(settings.age_recipients) if self.encrypting else None
         tee = None
         if self.enabled and settings.s3_upload_mode == "streaming":
             try:
@@ -201,7 +189,7 @@ class Offsite:
 
     def _todo(self, entries: list[Entry], entry: Entry | None, missing: set[str]) -> list[Entry]:
         """The new archive first, then earlier ones the bucket should hold but does not, oldest first."""
-        now = _now()
+        now = utc_now()
         wanted = upload_candidates(entries, now, S3, policies(self.settings)[S3], self.settings.timezone)
         lost = [
             e
@@ -259,7 +247,7 @@ class Offsite:
             previous = errors.get(S3) or {}
             errors[S3] = {
                 "error": str(exc),
-                "at": iso_utc(_now()),
+                "at": iso_utc(utc_now()),
                 "attempts": previous.get("attempts", 0) + 1,
             }
 
@@ -355,7 +343,7 @@ def remote_record(bucket: S3Backend, info: ObjectInfo) -> dict[str, Any]:
         "sizeBytes": info.size,
         "sha256": info.sha256,
         "etag": info.etag,
-        "uploadedAt": iso_utc(_now()),
+        "uploadedAt": iso_utc(utc_now()),
     }
 
 
@@ -395,7 +383,3 @@ def _finish_deleting(entries: list[Entry], gone: set[tuple[str, str]]) -> None:
                 continue
         kept.append(entry)
     entries[:] = kept
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

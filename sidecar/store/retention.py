@@ -32,8 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from sidecar.store.catalog import Entry, Status, is_usable, newest_test_passed, parse_iso
-
-LOCAL = "local"
+from sidecar.store.objects import LOCAL
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ def keep_reasons(
     cap = now - dt.timedelta(days=policy.max_age_days) if policy.max_age_days else None
     today = now.astimezone(tz).date()
     windows = (
-        ("daily", policy.daily, _day, _day(today) - policy.daily),
+        ("daily", policy.daily, dt.date.toordinal, today.toordinal() - policy.daily),
         ("weekly", policy.weekly, _week, _week(today) - policy.weekly),
         ("monthly", policy.monthly, _month, _month(today) - policy.monthly),
     )
@@ -110,10 +109,7 @@ def keep_reasons(
 
 
 def plan(
-    entries: list[Entry],
-    now: dt.datetime,
-    policies: Mapping[str, Policy],
-    tz: dt.tzinfo | str = dt.UTC,
+    entries: list[Entry], now: dt.datetime, policies: Mapping[str, Policy], tz: dt.tzinfo | str = dt.UTC
 ) -> list[Removal]:
     """Which copies to remove from which destination; one Removal per (archive, destination).
 
@@ -147,15 +143,8 @@ def plan(
         if status in (Status.COMPLETED, Status.RUNNING) or parse_iso(entry["createdAt"]) >= cutoff:
             continue
         age = (now - parse_iso(entry["createdAt"])).days
-        removals.append(
-            Removal(
-                entry["fileName"],
-                status or "",
-                entry["createdAt"],
-                f"{status} entry older than {local_days} days ({age} days)",
-                LOCAL,
-            )
-        )
+        why = f"{status} entry older than {local_days} days ({age} days)"
+        removals.append(Removal(entry["fileName"], status or "", entry["createdAt"], why, LOCAL))
     return removals
 
 
@@ -181,10 +170,6 @@ def _why(entry: Entry, now: dt.datetime, policy: Policy) -> str:
     if policy.max_age_days and age >= policy.max_age_days:
         return f"older than the maximum age of {policy.max_age_days} days ({age} days){failed}"
     return f"older than {policy.days} days ({age} days) and not kept by a tier ({policy.describe()}){failed}"
-
-
-def _day(day: dt.date) -> int:
-    return day.toordinal()
 
 
 def _week(day: dt.date) -> int:

@@ -47,6 +47,11 @@ _CREDENTIAL_CODES = {
 }
 
 
+def _failure(message: str, kind: str) -> StoreError:
+    """A StoreError of the bucket (``kind`` as StoreError says)."""
+    return StoreError(message, S3, kind)
+
+
 class S3Backend:
     """One bucket and key prefix. Object key = ``prefix + file name``."""
 
@@ -141,10 +146,9 @@ class S3Backend:
         obj = f" {self.key(name)}" if name else ""
         bucket, where = self.bucket, self.where
         if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-            return StoreError(
+            return _failure(
                 f"no S3 credentials for bucket {bucket} at {where}: set AWS_ACCESS_KEY_ID and "
                 f"AWS_SECRET_ACCESS_KEY, or a credentials file (AWS_SHARED_CREDENTIALS_FILE / AWS_PROFILE)",
-                "s3",
                 "credentials",
             )
         if isinstance(exc, ClientError):
@@ -152,43 +156,38 @@ class S3Backend:
             code = str(err.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code == "NoSuchBucket" or (code in ("404", "NotFound") and action == "check the bucket"):
-                return StoreError(
+                return _failure(
                     f"bucket {bucket} does not exist at {where} (create it, or fix SIDECAR_S3_BUCKET / "
                     f"SIDECAR_S3_ENDPOINT)",
-                    "s3",
                     "bucket",
                 )
             if code in _CREDENTIAL_CODES or (code in ("403", "Forbidden") and action == "check the bucket"):
-                return StoreError(
+                return _failure(
                     f"S3 at {where} refused the credentials for bucket {bucket} ({code or status}; "
                     f"{self._credentials_hint()}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY "
                     f"or the credentials file",
-                    "s3",
                     "credentials",
                 )
             if code in ("AccessDenied", "403", "Forbidden"):
-                return StoreError(
+                return _failure(
                     f"S3 at {where} denied {action}{obj} in bucket {bucket} ({self._credentials_hint()}): "
                     f"the credentials lack a permission (s3:PutObject, GetObject, ListBucket, DeleteObject, "
                     f"AbortMultipartUpload)",
-                    "s3",
                     "credentials",
                 )
             if code in ("NoSuchKey", "404", "NotFound"):
-                return StoreError(f"object{obj} is not in bucket {bucket} at {where}", "s3", "missing")
+                return _failure(f"object{obj} is not in bucket {bucket} at {where}", "missing")
             message = err.get("Message") or ""
-            return StoreError(
+            return _failure(
                 f"S3 {action}{obj} in bucket {bucket} at {where} failed: {code or status} {message}".rstrip(),
-                "s3",
                 "error",
             )
         if isinstance(exc, ConnectionError | BotoCoreError | OSError):
-            return StoreError(
+            return _failure(
                 f"cannot reach S3 at {where} (bucket {bucket}) to {action}{obj}: {type(exc).__name__}",
-                "s3",
                 "unreachable",
             )
-        return StoreError(f"S3 {action}{obj} in bucket {bucket} at {where} failed: {exc}", "s3", "error")
+        return _failure(f"S3 {action}{obj} in bucket {bucket} at {where} failed: {exc}", "error")
 
     def _call(self, action: str, fn: Callable[..., Any], name: str | None = None, **kwargs: Any) -> Any:
         try:
@@ -196,7 +195,7 @@ class S3Backend:
         except Exception as exc:
             raise self.error(exc, action, name) from None
 
-    # -- the backend interface -------------------------------------------------------------------
+    # -- the bucket's operations ------------------------------------------------------------------
 
     def check(self) -> None:
         """The bucket exists and the credentials work, or a StoreError saying which does not."""
@@ -242,26 +241,21 @@ class S3Backend:
 
     def list(self) -> list[ObjectInfo]:
         """Archive-named objects directly under the prefix."""
-        found = []
         try:
-            pages = self.client.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix
-            )
-            for page in pages:
-                for obj in page.get("Contents", []):
-                    if self.owns(obj["Key"]):
-                        found.append(
-                            ObjectInfo(
-                                obj["Key"][len(self.prefix) :],
-                                obj["Size"],
-                                modified=obj["LastModified"].timestamp(),
-                                etag=obj.get("ETag", "").strip('"'),
-                                key=obj["Key"],
-                            )
-                        )
+            paginator = self.client.get_paginator("list_objects_v2")
+            return [
+                ObjectInfo(
+                    obj["Key"][len(self.prefix) :],
+                    obj["Size"],
+                    etag=obj.get("ETag", "").strip('"'),
+                    key=obj["Key"],
+                )
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix)
+                for obj in page.get("Contents", [])
+                if self.owns(obj["Key"])
+            ]
         except Exception as exc:
             raise self.error(exc, "list") from None
-        return found
 
     def delete(self, name: str) -> None:
         self._call("delete", self.client.delete_object, name, Bucket=self.bucket, Key=self.key(name))
@@ -279,7 +273,6 @@ class S3Backend:
         return ObjectInfo(
             name,
             head["ContentLength"],
-            modified=head["LastModified"].timestamp(),
             etag=head.get("ETag", "").strip('"'),
             sha256=head.get("Metadata", {}).get("sha256"),
             key=self.key(name),
@@ -315,9 +308,6 @@ class _Body:
             return self._body.read(None if size is None or size < 0 else size)
         except Exception as exc:
             raise self._backend.error(exc, "read", self._name) from None
-
-    def readable(self) -> bool:
-        return True
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -403,9 +393,6 @@ class S3Upload:
             del self._buffer[:part]
         return len(view)
 
-    def flush(self) -> None:
-        pass
-
     def _stop_sender(self) -> None:
         if self._thread.is_alive():
             self._queue.put(_DONE)
@@ -426,16 +413,14 @@ class S3Upload:
             digest, size = self.digest.hexdigest(), self.digest.size
             where = f"{self.key} in bucket {self.backend.bucket} at {self.backend.where}"
             if expected_size is not None and expected_size != size:
-                raise StoreError(
+                raise _failure(
                     f"upload of {where} stopped: {size} bytes sent, the archive has {expected_size}",
-                    "s3",
                     "mismatch",
                 )
             if expected_sha256 and expected_sha256 != digest:
-                raise StoreError(
+                raise _failure(
                     f"upload of {where} stopped: the bytes sent hash to sha256 {digest[:16]}…, the catalog "
                     f"recorded {expected_sha256[:16]}… (the local file changed since it was written)",
-                    "s3",
                     "mismatch",
                 )
             backend = self.backend
@@ -456,11 +441,10 @@ class S3Upload:
         if head is None or head.size != size:
             with contextlib.suppress(Exception):
                 backend.client.delete_object(Bucket=backend.bucket, Key=self.key)
-            raise StoreError(
+            raise _failure(
                 f"upload of {where} did not check out: the store reports "
                 f"{'no object' if head is None else f'{head.size} bytes'}, {size} were sent; "
                 f"the object was removed",
-                "s3",
                 "mismatch",
             )
         head.sha256 = digest
@@ -471,7 +455,7 @@ class S3Upload:
         if self._finished:
             return
         self._finished = True
-        self.error = self.error or StoreError(f"upload of {self.key} aborted", "s3", "aborted")
+        self.error = self.error or _failure(f"upload of {self.key} aborted", "aborted")
         with contextlib.suppress(queue.Empty):
             while True:
                 self._queue.get_nowait()

@@ -175,8 +175,7 @@ class ArchiveSource:
     def __str__(self) -> str:
         return str(self.path)
 
-    def describe(self) -> str:
-        return str(self.path)
+    describe = __str__  # how messages name the copy (a bucket's names its object)
 
     def _open_raw(self) -> BinaryIO:
         return open(self.path, "rb")
