@@ -165,7 +165,7 @@ class _StateCollector(Collector):
         yield _gauge(
             "backup_in_progress_bytes",
             "Uncompressed bytes dumped by the running backup.",
-            float(running.progress.get("bytes", 0)) if backing_up else 0.0,
+            float(running.progress.bytes) if backing_up else 0.0,
         )
         for name, key, doc in (
             ("archives", "count", "Archives held per destination."),

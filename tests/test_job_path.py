@@ -168,3 +168,19 @@ def test_cli_backup_runs_the_integrity_test_like_the_scheduler(
     entries = BackupService(settings).list_backups()
     assert [e["trigger"] for e in entries] == ["manual", "cronjob"]
     assert all(e["lastVerification"]["ok"] and e["lastVerification"]["level"] == "full" for e in entries)
+
+
+def test_a_scrape_during_a_backup_shows_the_bytes_it_dumped(make_settings):
+    settings = make_settings()
+    service = BackupService(settings)
+    health = HealthMonitor(settings)
+    metrics = SidecarMetrics(settings, service, health)
+    try:
+        job = service.new_job("backup")
+        job.progress.begin("dump", 3)
+        job.progress.bytes = 12345
+        service.current = job  # as while the backup runs
+        assert sample(metrics, "mongobackup_backup_in_progress") == 1
+        assert sample(metrics, "mongobackup_backup_in_progress_bytes") == 12345
+    finally:
+        health.close()
