@@ -22,6 +22,7 @@ import yaml
 
 from sidecar import __version__
 from sidecar.embedded import EmbeddedServer, free_port
+from sidecar.pitr.catalog import SliceCatalog
 from sidecar.store.catalog import parse_iso
 from tests import prom_fixtures, s3_fixture
 from tests.dashboard_queries import DASHBOARDS, METRICS_DOC, documented_metrics, iter_panel_queries
@@ -579,7 +580,7 @@ def test_forced_pitr_gap_reaches_alertmanager(
 
         for n in range(3):
             one_more_slice(n)
-        catalog = json.loads((sidecar.backup_dir / "oplog" / "oplog-slices.json").read_text())
+        catalog = SliceCatalog(sidecar.backup_dir / "oplog").load()
         middle = catalog["slices"][-2]
         (sidecar.backup_dir / "oplog" / middle["fileName"]).unlink()
         one_more_slice(3)  # a slice makes the archiver check the chain again
