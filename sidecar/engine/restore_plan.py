@@ -277,9 +277,15 @@ class ArchiveIds:
     the scan's document chunks, so that comparing them with the target collections needs no second read.
     Only the namespaces the restore takes (``options``' --nsInclude/--nsExclude) are kept."""
 
-    def __init__(self, options: RestoreOptions | None = None, limit: int = MAX_COMPARED_IDS):
+    def __init__(
+        self,
+        options: RestoreOptions | None = None,
+        limit: int = MAX_COMPARED_IDS,
+        only: set[str] | None = None,
+    ):
         self.options = options or RestoreOptions()
         self.limit = limit
+        self.only = only  # the namespaces whose _ids the check needs (their targets hold documents)
         self.ids: dict[str, list[Any]] = {}
         self.seen: dict[str, int] = {}  # documents of each namespace that went by
         self.looked_at: dict[str, int] = {}  # of those, the ones whose _id was kept (or that had none)
@@ -292,6 +298,8 @@ class ArchiveIds:
         ):
             return
         self.seen[ns] = self.seen.get(ns, 0) + chunk.count
+        if self.only is not None and ns not in self.only:
+            return  # counted as seen, not compared: a target filled meanwhile is refused, not appended to
         ids = self.ids.setdefault(ns, [])
         for raw in chunk.documents():
             if self.kept >= self.limit:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pymongo
-from pymongo.errors import PyMongoError
+from pymongo.errors import InvalidName, PyMongoError
 
 from sidecar.engine.mongorestore import MongorestoreResult, run_mongorestore
 from sidecar.engine.oplog_replay import OplogSummary
@@ -118,13 +118,34 @@ def run_restore(
         if follow is not None:
             result["pointInTime"] = follow.as_json()
         job.result = result
-        tool, ids = _tool(ctx, engine), ArchiveIds(options)
+        tool, ids = _tool(ctx, engine), ArchiveIds(options, only=_occupied_sources(ctx, entry, options))
         run = RestoreRun(job, path, entry, options, engine, tool, result, wording, ids, follow)
         try:
             with path.pinned():  # verified before the first write: the writes read the verified bytes
                 return _restore(ctx, run, safety_backup=safety_backup)
         except ArchiveReadError as exc:
             raise JobFailed(f"refusing to restore {run.name}: {exc}; nothing was written", "verify") from None
+
+
+def _occupied_sources(ctx: JobContext, entry: Entry | None, options: RestoreOptions) -> set[str] | None:
+    """The archive's namespaces whose targets hold documents now: the only ones whose _ids the
+    collision check needs (memory), or None when that is not known before the scan."""
+    manifest = (entry or {}).get("namespaces")
+    if options.drop:
+        return set()
+    if manifest is None:
+        return None
+    with connect(ctx.settings) as client:
+        try:
+            rename = Renamer(options.ns_from, options.ns_to)
+            occupied = set()
+            for ns in manifest:
+                db, _, coll = rename(ns).partition(".")
+                if client[db][coll].find_one({}, {"_id": 1}) is not None:
+                    occupied.add(ns)
+            return occupied
+        except (ValueError, InvalidName):
+            return None  # the restore refuses these names itself, with its own message
 
 
 def _tool(ctx: JobContext, engine: str) -> str | None:
