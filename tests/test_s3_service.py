@@ -439,13 +439,13 @@ def test_a_restore_writes_the_bytes_it_verified_when_the_bucket_copy_changes(
     service = BackupService(settings)
     entry = service.run_backup()
     (settings.backup_dir / entry["fileName"]).unlink()
-    real_connect = restore_job.connect
+    real_inspect = restore_job.inspect_targets
 
-    def connect_after_changing_the_object(*args, **kwargs):  # the restore connects after verifying
+    def inspect_after_changing_the_object(*args, **kwargs):  # after the verify pass, before any write
         damage_object(s3_env, PREFIX + entry["fileName"])
-        return real_connect(*args, **kwargs)
+        return real_inspect(*args, **kwargs)
 
-    monkeypatch.setattr(restore_job, "connect", connect_after_changing_the_object)
+    monkeypatch.setattr(restore_job, "inspect_targets", inspect_after_changing_the_object)
     target = "pin_restore_" + entry["sha256"][:8]
     mongo_client.drop_database(target)
     try:
