@@ -12,9 +12,7 @@ import time
 from pathlib import Path
 
 import pymongo
-import pytest
 
-from sidecar.embedded import EmbeddedServer
 from sidecar.logs import Redactor
 from sidecar.pitr.probe import health_problem, write_health
 from sidecar.pitr.state import PitrState
@@ -22,15 +20,6 @@ from tests.helpers import settings_for
 from tests.pitr_support import wait_for_slices
 from tests.test_api_sigterm import Serve, call
 from tests.test_pitr_process import SIDECAR, start_stream, stream_env
-
-
-@pytest.fixture
-def server(tmp_path: Path):
-    server = EmbeddedServer(tmp_path / "mongo").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def probe(env: dict[str, str], health: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -54,10 +43,10 @@ def wait_for_file(path: Path, key: str, value: object, timeout: float = 30) -> d
         time.sleep(0.1)
 
 
-def test_stream_health_file_probes_and_a_second_archiver_standing_by(server, tmp_path):
-    client = pymongo.MongoClient(server.uri)
-    settings = settings_for(server.uri, tmp_path, pitr="auto")
-    env = stream_env(server.uri, tmp_path)
+def test_stream_health_file_probes_and_a_second_archiver_standing_by(own_server, tmp_path):
+    client = pymongo.MongoClient(own_server.uri)
+    settings = settings_for(own_server.uri, tmp_path, pitr="auto")
+    env = stream_env(own_server.uri, tmp_path)
     health = tmp_path / "pitr-health.json"
     first = start_stream(env, tmp_path / "stream.log", "--health-file", str(health))
     serve = None
@@ -71,7 +60,7 @@ def test_stream_health_file_probes_and_a_second_archiver_standing_by(server, tmp
 
         # A second archiver of the same directory (here the one inside `sidecar serve`) stands by,
         # and says so: /health is degraded with the holder's pid, still 200 so the pod stays up.
-        serve = Serve(tmp_path, server.uri, grace=5, pitr_slice_seconds="0.3")
+        serve = Serve(tmp_path, own_server.uri, grace=5, pitr_slice_seconds="0.3")
         deadline = time.monotonic() + 30
         while True:
             status, health_body = call(serve.port, "GET", "/health", None)

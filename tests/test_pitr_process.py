@@ -15,9 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pymongo
-import pytest
 
-from sidecar.embedded import EmbeddedServer
 from sidecar.pitr.catalog import SliceCatalog
 from sidecar.pitr.slices import oplog_dir
 from tests.helpers import settings_for
@@ -51,19 +49,10 @@ def start_stream(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-@pytest.fixture
-def server(tmp_path: Path):
-    server = EmbeddedServer(tmp_path / "mongo").start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def test_no_entry_is_lost_or_doubled_across_sigkill_and_sigterm_of_pitr_stream(server, tmp_path):
-    client = pymongo.MongoClient(server.uri)
-    settings = settings_for(server.uri, tmp_path, pitr="auto")
-    env, log = stream_env(server.uri, tmp_path), tmp_path / "stream.log"
+def test_no_entry_is_lost_or_doubled_across_sigkill_and_sigterm_of_pitr_stream(own_server, tmp_path):
+    client = pymongo.MongoClient(own_server.uri)
+    settings = settings_for(own_server.uri, tmp_path, pitr="auto")
+    env, log = stream_env(own_server.uri, tmp_path), tmp_path / "stream.log"
     stop = threading.Event()
     writer = background_writes(client, stop)
     try:
@@ -104,10 +93,10 @@ def test_no_entry_is_lost_or_doubled_across_sigkill_and_sigterm_of_pitr_stream(s
     assert text.returncode == 0 and "slices:" in text.stdout and "GAP" not in text.stdout
 
 
-def test_sidecar_serve_archives_and_its_sigterm_stores_the_slice_it_holds(server, tmp_path):
-    client = pymongo.MongoClient(server.uri)
-    serve = Serve(tmp_path, server.uri, grace=10)  # default SIDECAR_PITR=auto, 60 s slices
-    settings = settings_for(server.uri, tmp_path, pitr="auto")
+def test_sidecar_serve_archives_and_its_sigterm_stores_the_slice_it_holds(own_server, tmp_path):
+    client = pymongo.MongoClient(own_server.uri)
+    serve = Serve(tmp_path, own_server.uri, grace=10)  # default SIDECAR_PITR=auto, 60 s slices
+    settings = settings_for(own_server.uri, tmp_path, pitr="auto")
     try:
         deadline = time.monotonic() + 30
         while not ((body := call(serve.port, "GET", "/api/backup/pitr")[1])["archiver"] or {}).get("running"):
