@@ -128,6 +128,45 @@ def _gauge(
     return family
 
 
+def _thresholds(settings: Settings) -> dict[str, float]:
+    """The alert thresholds the rules join on (``mongobackup_alert_threshold_<name>``)."""
+    return {
+        "backup_age_seconds": settings.alert_backup_max_age_seconds,
+        "verify_age_seconds": settings.alert_verify_max_age_seconds,
+        "drill_age_seconds": settings.alert_drill_max_age_seconds,
+        "pitr_verify_age_seconds": settings.alert_pitr_verify_max_age_seconds,
+        "size_drop_ratio": settings.alert_size_drop_ratio,
+        "disk_free_ratio": settings.alert_disk_free_min_ratio,
+        "pitr_rpo_seconds": settings.alert_pitr_rpo_seconds,
+        "oplog_window_seconds": settings.oplog_window_min_seconds,
+    }
+
+
+# What the archiver alone exports: a backup threshold there would let the backup rules (which join
+# on instance and job) match a target that takes no backups.
+ARCHIVER_THRESHOLDS = ("pitr_rpo_seconds", "oplog_window_seconds")
+
+
+class _ConfigCollector(Collector):
+    """Build info (the dashboards list instances by it) and the alert thresholds named in ``names``."""
+
+    def __init__(self, settings: Settings, names: tuple[str, ...] | None = None):
+        values = _thresholds(settings)
+        self.thresholds = {n: values[n] for n in (names or values)}
+
+    def collect(self) -> Iterator[Metric]:
+        yield _gauge(
+            "build_info",
+            "Build of the running sidecar.",
+            1,
+            {"version": __version__, "python_version": platform.python_version()},
+        )
+        for name, value in self.thresholds.items():
+            yield _gauge(
+                f"alert_threshold_{name}", "Alert threshold from the sidecar's configuration.", value
+            )
+
+
 class _StateCollector(Collector):
     """Yields the gauges from cached state at scrape time."""
 
@@ -136,13 +175,6 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         o, s, h = self.owner, self.owner.catalog_summary, self.owner.health.snapshot
-        settings = o.settings
-        yield _gauge(
-            "build_info",
-            "Build of the running sidecar.",
-            1,
-            {"version": __version__, "python_version": platform.python_version()},
-        )
         yield _gauge(
             "backup_last_success_timestamp_seconds", "End of the newest successful backup.", s.last_success_ts
         )
@@ -195,19 +227,6 @@ class _StateCollector(Collector):
             float(h.replset_state if h.replset_state is not None else -1),
         )
         yield _gauge("mongodb_replication_lag_seconds", "Lag behind the primary.", h.replication_lag_seconds)
-        for name, value in (
-            ("backup_age_seconds", settings.alert_backup_max_age_seconds),
-            ("verify_age_seconds", settings.alert_verify_max_age_seconds),
-            ("drill_age_seconds", settings.alert_drill_max_age_seconds),
-            ("pitr_verify_age_seconds", settings.alert_pitr_verify_max_age_seconds),
-            ("size_drop_ratio", settings.alert_size_drop_ratio),
-            ("disk_free_ratio", settings.alert_disk_free_min_ratio),
-            ("pitr_rpo_seconds", settings.alert_pitr_rpo_seconds),
-            ("oplog_window_seconds", settings.oplog_window_min_seconds),
-        ):
-            yield _gauge(
-                f"alert_threshold_{name}", "Alert threshold from the sidecar's configuration.", value
-            )
         uploads = dict(s.uploads)
         for dest, ts in o.upload_success_ts.items():
             uploads[dest] = max(ts, uploads.get(dest, 0.0))
@@ -313,6 +332,7 @@ class SidecarMetrics:
             f"{PREFIX}_upload_bytes", "Bytes uploaded off-site.", ["destination"], registry=r
         )
         self._touch_label_sets()
+        r.register(_ConfigCollector(settings))
         r.register(_StateCollector(self))
         if self.pitr is not None:
             r.register(_PitrCollector(self.pitr))
@@ -454,6 +474,16 @@ class SidecarMetrics:
     def push(self, gateway: str, job: str = CRONJOB_PUSH_JOB, timeout: float = 10.0) -> None:
         """CronJob mode: push-add, so a failed run replaces only what it measured."""
         pushadd_to_gateway(gateway, job=job, registry=self.registry, timeout=timeout)
+
+
+def archiver_registry(settings: Settings, state: PitrState) -> CollectorRegistry:
+    """What ``sidecar pitr stream --metrics-port`` serves: the oplog archive's series, the thresholds
+    their rules join on, build info and the process's own series."""
+    registry = CollectorRegistry()
+    registry.register(_ConfigCollector(settings, ARCHIVER_THRESHOLDS))
+    registry.register(_PitrCollector(state))
+    ProcessCollector(registry=registry)
+    return registry
 
 
 def _by_label(counter: Counter) -> dict[str, float]:

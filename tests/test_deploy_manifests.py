@@ -210,17 +210,20 @@ def test_service_monitor_structure():
     assert monitor["metadata"]["name"]
     selector = monitor["spec"]["selector"]["matchLabels"]
     services = [s for s in objects("Service") if selector.items() <= s["metadata"].get("labels", {}).items()]
-    assert [s["metadata"]["name"] for s in services] == ["mongo-backup-sidecar"]
-    port_names = {p["name"] for p in services[0]["spec"]["ports"]}
+    # the sidecar's, and in CronJob mode the archiver's (the PITR alerts read it there)
+    assert sorted(s["metadata"]["name"] for s in services) == ["mongo-backup-sidecar", "mongobackup-pitr"]
     assert monitor["spec"]["endpoints"], "a ServiceMonitor without endpoints scrapes nothing"
-    for endpoint in monitor["spec"]["endpoints"]:
-        assert endpoint["port"] in port_names
-        assert endpoint.get("path", "/metrics") == "/metrics"
-        jobs = [r["replacement"] for r in endpoint.get("relabelings", []) if r.get("targetLabel") == "job"]
-        job = jobs[-1] if jobs else services[0]["metadata"]["name"]
-        assert re.fullmatch(sidecar_down_job_regex(), job), (
-            f"job {job!r} is invisible to MongoBackupSidecarDown"
-        )
+    for service in services:
+        port_names = {p["name"] for p in service["spec"]["ports"]}
+        for endpoint in monitor["spec"]["endpoints"]:
+            assert endpoint["port"] in port_names, service["metadata"]["name"]
+            assert endpoint.get("path", "/metrics") == "/metrics"
+            relabel = endpoint.get("relabelings", [])
+            jobs = [r["replacement"] for r in relabel if r.get("targetLabel") == "job"]
+            job = jobs[-1] if jobs else service["metadata"]["name"]
+            assert re.fullmatch(sidecar_down_job_regex(), job), (
+                f"job {job!r} is invisible to MongoBackupSidecarDown"
+            )
 
 
 def test_prometheus_rule_structure():
@@ -539,6 +542,13 @@ def test_cronjob_mode_archiver_deployment():
     assert probes["readinessProbe"].ready
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SIDECAR_PITR"] == "auto", "the component's ConfigMap has it off for everyone else"
+    # its /metrics, for the PITR alerts: the container's http port, behind a Service that selects the
+    # pod and keeps scraping it while it is not ready (standing by, or MongoDB down)
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": args.metrics_port}
+    service = one("Service", "mongobackup-pitr")
+    assert service["spec"]["selector"].items() <= pod_labels(deployment).items()
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    assert service["spec"].get("publishNotReadyAddresses") is True
 
 
 def test_secret_example_placeholders_cannot_go_live():
@@ -548,14 +558,19 @@ def test_secret_example_placeholders_cannot_go_live():
         load_settings(environ=container_env(owner, c, secret_example()["stringData"]))
 
 
+def pod_labels(workload: dict) -> dict:
+    return workload["spec"]["template"]["metadata"]["labels"]
+
+
 def test_services_select_the_mongodb_pod():
     sts = one("StatefulSet")
-    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
     sidecar = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "sidecar")
     container_ports = {p["name"] for c in sts["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
     assert sts["spec"]["serviceName"] in {s["metadata"]["name"] for s in objects("Service")}
     for service in objects("Service"):
-        assert service["spec"]["selector"].items() <= pod_labels.items(), service["metadata"]["name"]
+        if service["metadata"]["name"] == "mongobackup-pitr":
+            continue  # the archiver's pod (test_cronjob_mode_archiver_deployment)
+        assert service["spec"]["selector"].items() <= pod_labels(sts).items(), service["metadata"]["name"]
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in container_ports, port
     metrics = one("Service", "mongo-backup-sidecar")
@@ -599,7 +614,12 @@ def test_network_policy_of_the_mongodb_pod():
 def test_network_policy_of_the_cronjob_pods():
     labels = objects("CronJob")[0]["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
     [policy] = [p for p in objects("NetworkPolicy") if selects(p, labels)]
-    assert "Ingress" in policy["spec"]["policyTypes"] and not policy["spec"].get("ingress")
+    assert "Ingress" in policy["spec"]["policyTypes"]
+    [rule] = policy["spec"]["ingress"]  # the archiver's /metrics, Prometheus only
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    [peer] = rule["from"]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
     assert {("UDP", 53), ("TCP", 53), ("TCP", 27017), ("TCP", 443), ("TCP", 9091)} <= egress_ports(policy)
 
 

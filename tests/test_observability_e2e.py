@@ -13,6 +13,8 @@ import math
 import re
 import secrets
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from tests.prom_fixtures import (
     Alertmanager,
     Prometheus,
     Pushgateway,
+    Server,
     SidecarServer,
     WebhookSink,
     binary,
@@ -603,3 +606,91 @@ def test_forced_pitr_gap_reaches_alertmanager(
     local = local_alerts(sidecar)["MongoBackupPitrGap"]
     assert local["active"] and local["value"] == 1.0
     assert "MongoBackupPitrGap" in assert_local_view_agrees(prometheus, sidecar)
+
+
+# -- (h) CronJob mode: the archiver alone, scraped ---------------------------------------------------
+
+
+def test_pitr_stream_serves_the_metrics_its_alerts_need(tmp_path: Path, e2e_mongo: EmbeddedServer):
+    """`sidecar pitr stream --metrics-port` (the archiver of CronJob mode, with no `serve` beside it)
+    scraped by a real Prometheus under the scrape job the ServiceMonitor gives it: the oplog archive's
+    series arrive with the two thresholds their rules join on, the RPO rule's join finds its partner,
+    MongoBackupOplogWindowShort fires on a window shorter than its limit, a slice deleted from the
+    middle raises MongoBackupPitrGap, and no backup rule matches this target that takes no backups."""
+    with pymongo.MongoClient(e2e_mongo.uri, serverSelectionTimeoutMS=10000) as client:
+        client["shop"]["pitr_stream"].insert_one({"n": -2})
+        time.sleep(1.1)  # the server's oplog window is at least a second long: its gauge is not 0
+        client["shop"]["pitr_stream"].insert_one({"n": -1})
+        port = free_port()
+        env = sidecar_env(
+            tmp_path,
+            e2e_mongo.uri,
+            pitr="auto",
+            pitr_slice_seconds="0.3",
+            alert_pitr_rpo_seconds="600",
+            alert_oplog_window_min_seconds=str(30 * 24 * 3600),
+        )
+        stream = Server(
+            "pitr-stream",
+            [sys.executable, "-m", "sidecar", "pitr", "stream", "--metrics-port", str(port)],
+            tmp_path,
+            port,
+            ready_path="/metrics",
+            env=env,
+        ).start()
+        rules = fast_rules(RULES, tmp_path / "rules.yml", for_="1s")
+        try:
+            prometheus = start_prometheus(
+                tmp_path / "prometheus",
+                [{"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}],
+                rule_files=[rules],
+            )
+        except BaseException:
+            stream.stop()
+            raise
+        s = "{" + f'job="{JOB}",instance="127.0.0.1:{port}"' + "}"
+        try:
+            catalog = SliceCatalog(tmp_path / "backups" / "oplog")
+            for n in range(3):
+                before = len(catalog.slices())
+                client["shop"]["pitr_stream"].insert_one({"n": n})
+                wait_until(f"slice {before + 1}", lambda b=before: len(catalog.slices()) > b, timeout=20)
+            prometheus.wait_for(f"mongobackup_pitr_slices_total{s[:-1]},result='ok'}} >= 3")
+            rpo = prometheus.vector(
+                f"time() - mongobackup_pitr_caught_up_timestamp_seconds{s}"
+                f" - on(instance, job) mongobackup_alert_threshold_pitr_rpo_seconds{s}"
+            )
+            assert len(rpo) == 1 and float(rpo[0]["value"][1]) < -500, rpo  # joined, and within the RPO
+            assert prometheus.value(f"mongobackup_alert_threshold_oplog_window_seconds{s}") == 30 * 24 * 3600
+            assert prometheus.value(f"mongobackup_oplog_window_seconds{s}") >= 1
+            (build,) = prometheus.vector(f"mongobackup_build_info{s}")  # the dashboards' instance list
+            assert build["metric"]["version"] == __version__
+
+            middle = catalog.slices()[-2]
+            (catalog.directory / middle["fileName"]).unlink()
+            client["shop"]["pitr_stream"].insert_one({"n": 3})  # the next slice checks the chain again
+            prometheus.wait_for(f"mongobackup_pitr_gaps{s} == 1", timeout=20)
+
+            def firing() -> set[str] | None:
+                names = {
+                    a["labels"]["alertname"]
+                    for a in prometheus.alerts()
+                    if a["labels"].get("instance") == f"127.0.0.1:{port}" and a["state"] == "firing"
+                }
+                return names if {"MongoBackupPitrGap", "MongoBackupOplogWindowShort"} <= names else None
+
+            assert wait_until("the archiver's alerts", firing, timeout=20) == {
+                "MongoBackupPitrGap",
+                "MongoBackupOplogWindowShort",
+            }
+            broken = {
+                r["name"]: r.get("lastError")
+                for g in prometheus.rule_groups()
+                for r in g["rules"]
+                if r["health"] != "ok"
+            }
+            assert not broken, broken
+        finally:
+            prometheus.stop()
+            stream.stop()
+        assert stream.process.returncode == 0, stream.log_tail()

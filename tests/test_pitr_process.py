@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pymongo
 
+from sidecar.embedded import free_port
 from sidecar.pitr.catalog import SliceCatalog
 from sidecar.pitr.slices import oplog_dir
 from tests.helpers import settings_for
@@ -121,3 +124,59 @@ def test_sidecar_serve_archives_and_its_sigterm_stores_the_slice_it_holds(own_se
     after, last = archive_span(settings)
     assert archived(settings) == server_entries(client, after, last)
     assert slices[0]["namespaces"] == {"clinic.patients": 50}
+
+
+def test_pitr_stream_metrics_port_asks_for_the_token_and_refuses_a_busy_port(own_server, tmp_path):
+    """With SIDECAR_METRICS_REQUIRE_TOKEN, /metrics of `pitr stream` answers 401 (JSON, the token never
+    echoed) without the read token and 200 with it; other paths are 404. A port already taken is one
+    error line naming the address, exit 2, before anything is archived."""
+    read = secrets.token_urlsafe(16)
+    env = {
+        **stream_env(own_server.uri, tmp_path),
+        "SIDECAR_READ_TOKEN": read,
+        "SIDECAR_ADMIN_TOKEN": secrets.token_urlsafe(16),
+        "SIDECAR_METRICS_REQUIRE_TOKEN": "true",
+    }
+    port = free_port()
+    log = tmp_path / "stream.log"
+    process = start_stream(env, log, "--metrics-port", str(port))
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while (status := fetch(f"{url}/metrics", read)[0]) != 200:
+            assert time.monotonic() < deadline and process.poll() is None, (status, log.read_text())
+            time.sleep(0.2)
+        status, body = fetch(f"{url}/metrics", read)
+        assert status == 200 and "mongobackup_pitr_caught_up_timestamp_seconds" in body
+        assert "mongobackup_alert_threshold_pitr_rpo_seconds 300.0" in body
+        assert "mongobackup_alert_threshold_backup_age_seconds" not in body  # no backup rule may match
+        for token in (None, "wrong" + read):
+            status, body = fetch(f"{url}/metrics", token)
+            assert status == 401 and json.loads(body)["error"] == "unauthorized" and read not in body
+        assert fetch(f"{url}/", read)[0] == 404
+
+        busy = subprocess.run(
+            [SIDECAR, "pitr", "stream", "--metrics-port", str(port)],
+            env={**env, "SIDECAR_BACKUP_DIR": str(tmp_path / "other")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert busy.returncode == 2, busy.stderr
+        (line,) = busy.stderr.splitlines()
+        assert line.startswith(f"sidecar: error: --metrics-port: cannot listen on 127.0.0.1:{port}: "), line
+        assert not (tmp_path / "other" / "oplog").exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0, log.read_text()
+
+
+def fetch(url: str, token: str | None) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""

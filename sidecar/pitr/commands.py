@@ -13,6 +13,7 @@ from typing import Any
 
 from sidecar.config import Settings
 from sidecar.logs import Redactor, setup_logging
+from sidecar.metrics_http import serve_archiver_metrics
 from sidecar.pitr.probe import BEAT_SECONDS, beat, health_problem, write_health
 from sidecar.pitr.runner import PitrRunner
 from sidecar.pitr.status import pitr_status
@@ -33,6 +34,12 @@ def add_parser(sub: Any) -> None:
         type=Path,
         metavar="PATH",
         help=f"rewrite PATH every {BEAT_SECONDS:g}s with the archiver's state, for `sidecar pitr probe`",
+    )
+    stream.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the archiver's Prometheus metrics on SIDECAR_HOST:PORT/metrics (CronJob mode's alerts)",
     )
     stream.set_defaults(func=cmd_stream)
     probe = commands.add_parser(
@@ -65,6 +72,14 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
         except OSError as exc:
             print(f"sidecar: error: cannot write the health file {args.health_file}: {exc}", file=sys.stderr)
             return EXIT_REFUSED
+    server = None
+    if args.metrics_port is not None:
+        try:
+            server = serve_archiver_metrics(settings, runner.state, args.metrics_port)
+        except (OSError, OverflowError) as exc:
+            where = f"{settings.host}:{args.metrics_port}"
+            print(f"sidecar: error: --metrics-port: cannot listen on {where}: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
     runner.start()
     beaten = time.monotonic()
     while not stop.wait(0.5) and not runner.wait(0):
@@ -72,6 +87,8 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
             beat(args.health_file, runner.state, redact)
             beaten = time.monotonic()
     runner.stop()
+    if server is not None:
+        server.shutdown()
     if args.health_file:
         args.health_file.unlink(missing_ok=True)  # a stopped archiver is never reported alive
     if runner.fatal or runner.state.enabled is False:
