@@ -150,7 +150,7 @@ def _mongodb_down(f: Facts) -> Outcome:
 )
 def _pitr_rpo_breached(f: Facts) -> Outcome:
     st, limit = f.archive, f.settings.alert_pitr_rpo_seconds
-    if st is None:
+    if st is None or st.standing_by:
         return False, None, limit
     lag = f.age(st.caught_up_timestamp)
     return lag > limit, lag, limit

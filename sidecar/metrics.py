@@ -251,12 +251,13 @@ class _PitrCollector(Collector):
         with st.lock:
             slices, gaps, window_start = dict(st.slices), st.gaps, st.window_start
             last, caught_up, server = st.last_timestamp, st.caught_up_timestamp, st.server_window
-        yield _gauge("pitr_last_timestamp_seconds", "Newest oplog entry safely stored.", last)
-        yield _gauge(
-            "pitr_caught_up_timestamp_seconds",
-            "Every oplog entry written before it is stored (time() - it = the RPO now, idle or busy).",
-            caught_up,
-        )
+        if not st.standing_by:  # the archiver at work exports them; these would stand still
+            yield _gauge("pitr_last_timestamp_seconds", "Newest oplog entry safely stored.", last)
+            yield _gauge(
+                "pitr_caught_up_timestamp_seconds",
+                "Every oplog entry written before it is stored (time() - it = the RPO now, idle or busy).",
+                caught_up,
+            )
         yield _gauge(
             "pitr_window_start_timestamp_seconds",
             "Start of the restorable window that reaches the newest stored entry (0 = none).",

@@ -9,6 +9,7 @@ import json
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pymongo
@@ -71,6 +72,16 @@ def test_stream_health_file_probes_and_a_second_archiver_standing_by(own_server,
             time.sleep(0.2)
         assert status == 200 and health_body["status"] == "degraded"
         assert f"another oplog archiver (pid {first.pid})" in reasons[0], reasons
+        # Its RPO series would stand still while the first one archives, and page: it exports none and
+        # its alerts endpoint does not judge the RPO; the archive's other series stay.
+        with urllib.request.urlopen(f"http://127.0.0.1:{serve.port}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert "mongobackup_pitr_gaps 0.0" in metrics
+        assert "mongobackup_pitr_caught_up_timestamp_seconds" not in metrics
+        assert "mongobackup_pitr_last_timestamp_seconds" not in metrics
+        _, alerts = call(serve.port, "GET", "/api/v1/monitoring/alerts")
+        rpo = next(a for a in alerts["alerts"] if a["name"] == "MongoBackupPitrRpoBreached")
+        assert not rpo["active"] and rpo["value"] is None, rpo
 
         first.send_signal(signal.SIGTERM)
         assert first.wait(15) == 0, (tmp_path / "stream.log").read_text()

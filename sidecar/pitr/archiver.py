@@ -68,7 +68,7 @@ class OplogArchiver:
             self.state.last_position = last
             start = last if last is not None else self._first_start()
             self.buffer = SliceBuffer(prev=start)
-            self.state.running, self.state.error = True, None
+            self.state.running, self.state.standing_by, self.state.error = True, False, None
             log.info("oplog archiver started after %s", optime.label(start) if start else "nothing")
             try:
                 for event in OplogTail(self.client, start).events(stop):

@@ -74,7 +74,7 @@ class PitrRunner:
             except ArchiverBusy as exc:  # stand by: take over when the other archiver stops
                 if self.state.error != str(exc):
                     log.warning("%s; standing by", exc)
-                self.state.error = str(exc)
+                self.state.error, self.state.standing_by = str(exc), True
                 self.stopping.wait(STANDBY_SECONDS)
                 continue
             except Exception as exc:  # logged, then the archiver starts again from the newest slice

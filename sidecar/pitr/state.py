@@ -14,6 +14,8 @@ from sidecar.pitr.tailer import OplogWindow
 class PitrState:
     enabled: bool | None = None  # SIDECAR_PITR resolved against the server (None: not yet)
     running: bool = False  # an archiver loop is tailing now
+    # another process archives this directory: the RPO is its to export (this one's would not move)
+    standing_by: bool = False
     last_position: Timestamp | None = None  # newest entry safely stored
     caught_up: float = 0.0  # epoch s: every entry the server wrote before it was stored (see below)
     slices: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
