@@ -318,3 +318,31 @@ def test_the_running_archiver_uploads_each_slice_soon_after_it_is_cut(own_server
         assert key == f"{PREFIX}oplog/{entry['fileName']}"
         body = bucket.get_object(Bucket=s3_env.bucket, Key=key)["Body"].read()
         assert hashlib.sha256(body).hexdigest() == entry["sha256"] == entry["remote"]["s3"]["sha256"]
+
+
+def test_the_slice_a_stop_stores_is_in_the_bucket_when_the_stop_returns(own_server, tmp_path, s3_env):
+    """A stop (SIGTERM of `serve` or `pitr stream`) stores the slice the archiver holds; the uploader
+    then runs one more round, so that slice is off-site before the process exits, not only after the
+    next start."""
+    settings = settings_for(
+        own_server.uri,
+        tmp_path,
+        pitr="auto",
+        pitr_slice_seconds=3600,  # nothing is cut while it runs: only the stop stores the slice
+        s3_endpoint=s3_env.endpoint,
+        s3_bucket=s3_env.bucket,
+        s3_prefix=f"stop-{tmp_path.name}/",
+    )
+    with pymongo.MongoClient(own_server.uri) as client, archiving(settings) as runner:
+        deadline = time.monotonic() + 30
+        while not runner.state.running:
+            assert time.monotonic() < deadline and runner.fatal is None, runner.fatal
+            time.sleep(0.05)
+        client.ward.notes.insert_many([{"k": k} for k in range(20)])
+        newest = client.local["oplog.rs"].find_one(sort=[("$natural", -1)])["ts"]
+        time.sleep(2)  # the tail has handed out the inserts and waited: the open slice is complete
+        assert not SliceCatalog(oplog_dir(settings)).slices()
+    (entry,) = SliceCatalog(oplog_dir(settings)).slices()
+    assert entry["last"] == optime.as_json(newest) and "s3" in entry["locations"], entry
+    body = s3_env.client().get_object(Bucket=s3_env.bucket, Key=entry["remote"]["s3"]["key"])["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == entry["sha256"]

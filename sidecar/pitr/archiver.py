@@ -39,7 +39,7 @@ from sidecar.store.catalog import PARTIAL_SUFFIX, iso_utc
 
 log = logging.getLogger("sidecar.pitr")
 
-WINDOW_PROBE_SECONDS = 60.0  # how often the server's oldest oplog entry is read again (while idle)
+WINDOW_PROBE_SECONDS = 60.0  # how often, while idle, the server's window and the chain are read again
 
 
 class OplogArchiver:
@@ -105,6 +105,7 @@ class OplogArchiver:
         self._mark_caught_up()
         if time.monotonic() - self._probed > WINDOW_PROBE_SECONDS:
             self._probe_window()
+            self.on_change()  # and the chain: a slice removed or damaged on an idle server shows too
 
     def _mark_caught_up(self) -> None:
         """The tail gave out every entry the server holds: all before the open slice's first entry (or,

@@ -130,19 +130,27 @@ class SliceUploader:
         self._wake.set()
 
     def stop(self, timeout: float | None = None) -> None:
+        """One more round (the slice a stop stores goes up now, not at the next start), then stop;
+        waits ``timeout`` seconds at most."""
         self._stopping.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
 
     def _loop(self) -> None:
-        while not self._stopping.is_set():
+        while True:
             self._wake.clear()
-            try:
-                outcome = self.copies.upload(self.backups.load(), dt.datetime.now(dt.UTC))
-            except Exception as exc:  # the catalog unreadable: logged, tried again
-                log.warning("slice upload round failed: %s: %s", type(exc).__name__, exc)
-            else:
-                if outcome["files"]:
-                    log.info("uploaded %d oplog slices (%d bytes)", len(outcome["files"]), outcome["bytes"])
+            last = self._stopping.is_set()
+            self._round()
+            if last:
+                return
             self._wake.wait(self.RETRY_SECONDS)
+
+    def _round(self) -> None:
+        try:
+            outcome = self.copies.upload(self.backups.load(), dt.datetime.now(dt.UTC))
+        except Exception as exc:  # the catalog unreadable: logged, tried again
+            log.warning("slice upload round failed: %s: %s", type(exc).__name__, exc)
+        else:
+            if outcome["files"]:
+                log.info("uploaded %d oplog slices (%d bytes)", len(outcome["files"]), outcome["bytes"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pymongo
 from pymongo.errors import PyMongoError
@@ -45,13 +46,15 @@ class PitrRunner:
             self.uploader.start()
 
     def stop(self, timeout: float | None = None) -> bool:
-        """Stop and wait (``timeout`` seconds at most); True when the archiver has finished."""
+        """Stop and wait (``timeout`` seconds at most, for the last slice and its upload); True when the
+        archiver has finished."""
         self.stopping.set()
         if self._thread is None:
             return True
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._thread.join(timeout)
         if self.uploader is not None:
-            self.uploader.stop(timeout)
+            self.uploader.stop(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not self._thread.is_alive()
 
     def wait(self, timeout: float | None = None) -> bool:
