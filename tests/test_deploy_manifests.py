@@ -1001,7 +1001,11 @@ HARDENING = {
 
 @pytest.mark.parametrize(
     "path,command",
-    [(SERVICE, "serve"), (BACKUP_SERVICE, "backup --once"), (PITR_SERVICE, "pitr stream")],
+    [
+        (SERVICE, "serve"),
+        (BACKUP_SERVICE, "backup --once"),
+        (PITR_SERVICE, "pitr stream --metrics-port 5000"),
+    ],
     ids=["serve", "backup", "pitr"],
 )
 def test_systemd_service_keys(path, command):
@@ -1021,7 +1025,7 @@ def test_systemd_service_keys(path, command):
     if command == "serve":
         assert {"admin-token", "read-token"} <= credentials.keys()
         assert values(sections, "Install", "WantedBy") == ["multi-user.target"]
-    elif command == "pitr stream":
+    elif command.startswith("pitr stream"):
         assert values(sections, "Service", "Restart") == ["on-failure"]
         assert values(sections, "Service", "KillSignal") == ["SIGTERM"], "SIGTERM stores the last slice"
         assert values(sections, "Install", "WantedBy") == ["multi-user.target"]
