@@ -93,9 +93,9 @@ def wait_for_slices(settings: Settings, count: int, timeout: float = 60) -> None
 
 
 @contextmanager
-def archiving(settings: Settings) -> Iterator[PitrRunner]:
+def archiving(settings: Settings, standalone_recheck: float | None = None) -> Iterator[PitrRunner]:
     """The archiver in its thread, as ``sidecar serve`` runs it; stopped (and flushed) on exit."""
-    runner = PitrRunner(settings)
+    runner = PitrRunner(settings, standalone_recheck=standalone_recheck)
     runner.start()
     try:
         yield runner

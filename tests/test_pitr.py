@@ -292,6 +292,30 @@ def test_pitr_on_refuses_a_standalone_server_in_stream_and_serve(tmp_path):
         server.stop()
 
 
+def test_serve_starts_archiving_once_a_standalone_server_is_a_replica_set_member(tmp_path):
+    """SIDECAR_PITR=auto in serve: the replica set initiated after the sidecar started is archived."""
+    server = EmbeddedServer(tmp_path / "standalone", extra_args=("--standalone",)).start()
+    settings = settings_for(server.uri, tmp_path, pitr="auto", pitr_slice_seconds=0.2)
+    try:
+        with archiving(settings, standalone_recheck=0.2) as runner:
+            deadline = time.monotonic() + 30
+            while runner.state.enabled is not False:
+                assert time.monotonic() < deadline, runner.state
+                time.sleep(0.05)
+            assert runner.wait(0.5) is False, "the runner asks again instead of ending"
+            server.stop()
+            server = EmbeddedServer(tmp_path / "member", port=server.port).start()
+            wait_running(runner, timeout=60)
+            assert runner.state.enabled is True
+            with pymongo.MongoClient(server.uri) as client:
+                client.pitrlate.docs.insert_one({"after": "rs.initiate"})
+                wait_until_stored(settings, client)
+        namespaces = {bson.decode(raw).get("ns") for raw in archived(settings)}
+        assert "pitrlate.docs" in namespaces
+    finally:
+        server.stop()
+
+
 def test_a_second_archiver_on_the_same_directory_stands_by(make_settings, pitr_client):
     settings = make_settings(pitr="auto", pitr_slice_seconds=0.2)
     with archiving(settings) as first:

@@ -14,7 +14,7 @@ from sidecar.config import ConfigError, Settings, check_backup_dir
 from sidecar.health import HealthMonitor
 from sidecar.logs import LogTail, Redactor
 from sidecar.metrics import SidecarMetrics
-from sidecar.pitr.runner import PitrRunner
+from sidecar.pitr.runner import STANDALONE_RECHECK_SECONDS, PitrRunner
 from sidecar.scheduler import SidecarScheduler
 from sidecar.service import BackupService, JobRunner
 
@@ -26,7 +26,7 @@ class Sidecar:
         self.settings = settings
         self.service = BackupService(settings)
         self.health = HealthMonitor(settings)
-        self.pitr = PitrRunner(settings)
+        self.pitr = PitrRunner(settings, standalone_recheck=STANDALONE_RECHECK_SECONDS)
         self.metrics = SidecarMetrics(settings, self.service, self.health, pitr=self.pitr.state)
         self.runner = JobRunner(self.service)
         self.scheduler = SidecarScheduler(settings, self.runner, self.health, self.metrics)

@@ -1,8 +1,10 @@
 """Runs the archiver in a thread: inside ``sidecar serve`` (started and stopped with the Sidecar) and as
 ``sidecar pitr stream``. A failure (the server gone, a full disk) is logged and the archiver starts
 again after ``RESTART_SECONDS`` from the newest stored entry, so nothing is lost while the oplog still
-holds it. While another archiver holds the directory this one stands by. ``stop()`` lets the archiver
-store what it holds and waits for it.
+holds it. While another archiver holds the directory this one stands by. With SIDECAR_PITR=auto and a
+standalone server, ``serve`` asks again every ``STANDALONE_RECHECK_SECONDS`` (a replica set initiated
+after the sidecar started gets its archive without a restart). ``stop()`` lets the archiver store what
+it holds and waits for it.
 """
 
 from __future__ import annotations
@@ -26,11 +28,17 @@ log = logging.getLogger("sidecar.pitr")
 
 RESTART_SECONDS = 5
 STANDBY_SECONDS = 30.0  # how often an archiver that found another one at work tries again
+STANDALONE_RECHECK_SECONDS = 60.0
 
 
 class PitrRunner:
-    def __init__(self, settings: Settings, state: PitrState | None = None):
+    def __init__(
+        self, settings: Settings, state: PitrState | None = None, standalone_recheck: float | None = None
+    ):
+        """``standalone_recheck``: seconds between asking a standalone server again whether it is a
+        replica set member now (SIDECAR_PITR=auto); None ends the runner at the first answer."""
         self.settings = settings
+        self.standalone_recheck = standalone_recheck
         self.state = state or PitrState()
         self.stopping = threading.Event()
         self.fatal: str | None = None  # why the archiver will not run (SIDECAR_PITR=on, no oplog)
@@ -68,7 +76,10 @@ class PitrRunner:
             try:
                 with self._client() as client:
                     if not self._resolve(client):
-                        return
+                        if self.standalone_recheck is None:
+                            return
+                        self.stopping.wait(self.standalone_recheck)
+                        continue
                     OplogArchiver(self.settings, client, self.state, self._refresh).run(self.stopping)
                     self._refresh()
             except PitrError as exc:
@@ -97,9 +108,12 @@ class PitrRunner:
 
     def _resolve(self, client: pymongo.MongoClient) -> bool:
         enabled = pitr_enabled(self.settings, client)
+        if enabled != self.state.enabled:
+            if enabled is False:
+                log.info("SIDECAR_PITR=auto and the server is standalone (no oplog): no oplog archive")
+            elif self.state.enabled is False:
+                log.info("the server is a replica set member now: the oplog archive starts")
         self.state.enabled = enabled
-        if not enabled:
-            log.info("SIDECAR_PITR=auto and the server is standalone (no oplog): no oplog archive")
         return enabled
 
     def _refuse(self, reason: str) -> None:
