@@ -4,9 +4,14 @@
 
 (a) Backup wall time on the embedded server with a grown oplog (``--documents`` ~1 kB documents loaded
     in 8 collections: one oplog entry per document), without an archiver (the backup reads the
-XX
-    Before each backup one document is written and left a moment to be archived, so the dump's start
-    is an archived entry in both cases. Medians of ``--repeat`` backups.
+    server's oplog: ``source server``) and with ``sidecar pitr stream`` running on the same backup
+    directory with the default 60-second slices (``source archive``; a backup that fell back to the
+    server ends the benchmark).
+    Before each backup one document is written and left a second for the archiver to take in, so the
+    dump's start is an entry the archive holds (not one read from the server by its timestamp), and a
+    writer inserts a document every 0.1 s during the dump
+    (a dump without writes has a one-entry cut, read from the server either way). Medians of
+    ``--repeat`` backups.
 (b) At the embedded server's maximum sustained write rate (``--writers`` threads inserting one
     document after another for ``--load-seconds``, on a fresh server), with ``sidecar pitr stream``
     and ``SIDECAR_PITR_SLICE_SECONDS=1``:
@@ -31,19 +36,20 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import bson
 import pymongo
 from bson.timestamp import Timestamp
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from sidecar.config import load_settings  # noqa: E402
-from sidecar.embedded import EmbeddedServer  # noqa: E402
+from sidecar.embedded import EmbeddedServer, free_port  # noqa: E402
 from sidecar.pitr.catalog import SliceCatalog  # noqa: E402
-from sidecar.pitr.cut import archiver_running  # noqa: E402
 from sidecar.pitr.slices import oplog_dir, read_entries  # noqa: E402
 from sidecar.pitr.tailer import OplogTail, Rollover, oplog_window  # noqa: E402
 from sidecar.sampledata import load_bulk_data  # noqa: E402
@@ -58,26 +64,40 @@ def environment(uri: str, work: Path, **extra: str) -> dict[str, str]:
         "SIDECAR_MIN_FREE_BYTES": "0",
         "SIDECAR_VERIFY_AFTER_BACKUP": "off",
         "SIDECAR_PITR": "auto",
-        "SIDECAR_PITR_SLICE_SECONDS": "1",
     }
     return {**env, **extra}
 
 
 def start_stream(env: dict[str, str]) -> subprocess.Popen:
+    """``sidecar pitr stream``, returned once its tail has read the whole oplog (its first caught-up
+    mark): its start reads the oplog, which on the embedded server scans all of it."""
+    port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "sidecar", "pitr", "stream"],
+        [sys.executable, "-m", "sidecar", "pitr", "stream", "--metrics-port", str(port)],
         cwd=ROOT,
-        env={**os.environ, **env},
+        env={**os.environ, **env, "SIDECAR_HOST": "127.0.0.1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    directory = oplog_dir(load_settings(env))
-    deadline = time.monotonic() + 60
-    while not archiver_running(directory):
+    deadline = time.monotonic() + 120
+    while caught_up(port) <= 0:
         if time.monotonic() > deadline or process.poll() is not None:
             raise SystemExit("sidecar pitr stream did not start")
-        time.sleep(0.05)
+        time.sleep(0.1)
     return process
+
+
+def caught_up(port: int) -> float:
+    """The stream's mongobackup_pitr_caught_up_timestamp_seconds (0 before it has one)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "mongobackup_pitr_caught_up_timestamp_seconds":
+            return max((sample.value for sample in family.samples), default=0.0)
+    return 0.0
 
 
 def stop_stream(process: subprocess.Popen) -> None:
@@ -104,13 +124,20 @@ def timed_backups(settings, client: pymongo.MongoClient, repeat: int, archived: 
     runs = []
     for n in range(repeat):
         client.benchpitr.marks.insert_one({"n": n})
-        if archived:
-            wait_stored(settings, client)
-        else:
-            time.sleep(1.0)
+        time.sleep(1.0)
+        stop = threading.Event()
+        trickle = threading.Thread(target=writer, args=(client, stop, [0], 0.1))
         t0 = time.perf_counter()
-        entry = BackupService(settings).run_backup(prune_after=False)
-        runs.append({"seconds": time.perf_counter() - t0, "source": entry["oplog"]["source"]})
+        trickle.start()
+        try:
+            entry = BackupService(settings).run_backup(prune_after=False)
+        finally:
+            stop.set()
+            trickle.join()
+        seconds = time.perf_counter() - t0
+        if archived and entry["oplog"]["source"] != "archive":
+            raise SystemExit(f"the backup read the server's oplog: {entry['oplog'].get('fallback')}")
+        runs.append({"seconds": seconds, "source": entry["oplog"]["source"]})
     return runs
 
 
@@ -163,17 +190,19 @@ def watch_slices(settings, stop: threading.Event, seen: dict[str, float]) -> Non
         time.sleep(0.05)
 
 
-def writer(uri: str, stop: threading.Event, counter: list[int]) -> None:
-    with pymongo.MongoClient(uri) as client:
-        events = client.benchpitr.load
-        while not stop.is_set():
-            events.insert_one({"at": time.time()})
-            counter[0] += 1
+def writer(client: pymongo.MongoClient, stop: threading.Event, counter: list[int], pause: float = 0) -> None:
+    """Inserts one document after another (``pause`` seconds apart) until ``stop`` is set."""
+    events = client.benchpitr.load
+    while not stop.is_set():
+        events.insert_one({"at": time.time()})
+        counter[0] += 1
+        if pause:
+            stop.wait(pause)
 
 
 def part_b(work: Path, seconds: float, writers: int) -> dict:
     with EmbeddedServer(work / "b-data") as server:
-        env = environment(server.uri, work / "b")
+        env = environment(server.uri, work / "b", SIDECAR_PITR_SLICE_SECONDS="1")
         settings = load_settings(env)
         stream = start_stream(env)
         stop, done = threading.Event(), threading.Event()
@@ -184,7 +213,9 @@ def part_b(work: Path, seconds: float, writers: int) -> dict:
             threading.Thread(target=tail_lags, args=(server.uri, done, lags)),
             threading.Thread(target=watch_slices, args=(settings, done, seen)),
         ]
-        load = [threading.Thread(target=writer, args=(server.uri, stop, c)) for c in counters]
+        clients = [pymongo.MongoClient(server.uri) for _ in counters]
+        pairs = zip(clients, counters, strict=True)
+        load = [threading.Thread(target=writer, args=(k, stop, c)) for k, c in pairs]
         try:
             for t in helpers:
                 t.start()
@@ -205,6 +236,8 @@ def part_b(work: Path, seconds: float, writers: int) -> dict:
             done.set()
             for t in helpers:
                 t.join()
+            for k in clients:
+                k.close()
             stop_stream(stream)
         stored = stored_lags(settings, seen)
     written = sum(c[0] for c in counters)
