@@ -76,6 +76,12 @@ def _history(client: pymongo.MongoClient, other: str) -> list[tuple[str, Step]]:
         ("$inc", lambda db: db.people.update_one({"_id": 2}, {"$inc": {"visits": 1}})),
         ("$currentDate", lambda db: db.people.update_one({"_id": 2}, {"$currentDate": {"seen": True}})),
         ("$rename", lambda db: db.people.update_one({"_id": 2}, {"$rename": {"k": "kk"}})),
+        (
+            "$rename into a new parent",
+            lambda db: db.people.update_one(
+                {"_id": 3}, {"$rename": {"k": "moved.k"}, "$set": {"moved.v": 1}}
+            ),
+        ),
         ("$addToSet", lambda db: db.people.update_one({"_id": 2}, {"$addToSet": {"tags": "y"}})),
         ("array set past its end", lambda db: db.people.update_one({"_id": 2}, {"$set": {"tags.4": "far"}})),
         (

@@ -11,9 +11,10 @@ document a fuzzy base dump read later than the entry, and still converge:
   ``$v: 1`` or no ``$v``: sent as the update), ``delta`` (mongod's ``$v: 2`` diff: read the document,
   apply the diff as mongod does (``doc_diff``), replace it), ``fields`` (the embedded server's
   ``$v: 2`` shape ``{diff: {updatedFields, removedFields, truncatedArrays, disambiguatedPaths}}``:
-  ``$set`` of the dotted paths, ``$unset`` of the removed ones, then each truncation as
-  ``$push: {$each: [], $slice: n}``; a path whose ``disambiguatedPaths`` parts hold a field name
-  with a dot (or a ``$``) cannot be written as a dotted path and is refused).
+  ``$set`` of the dotted paths (less those under another path it sets whole), ``$unset`` of the
+  removed ones, then each truncation as ``$push: {$each: [], $slice: n}``; a path whose
+  ``disambiguatedPaths`` parts hold a field name with a dot (or a ``$``) cannot be written as a
+  dotted path and is refused).
 
 Documents and values go to the server as the raw bytes of the entry: nothing is decoded.
 """
@@ -26,7 +27,7 @@ import bson
 from bson.raw_bson import RawBSONDocument
 from pymongo.operations import DeleteOne, InsertOne, ReplaceOne, UpdateOne
 
-from sidecar.engine.bson_raw import Element, document, elements, find
+from sidecar.engine.bson_raw import Element, document, elements, find, subdocument
 from sidecar.engine.doc_diff import DiffError, validate_diff
 from sidecar.engine.doc_diff import apply_diff as apply_delta
 from sidecar.engine.oplog_units import OplogOp
@@ -158,12 +159,23 @@ class Write:
         return _fields_models(key, o["diff"])
 
 
+def _covered(path: str, whole: set[str]) -> bool:
+    """An ancestor of ``path`` is among the paths set whole by the same update."""
+    parts = path.split(".")
+    return any(".".join(parts[:n]) in whole for n in range(1, len(parts)))
+
+
 def _fields_models(key: RawBSONDocument, diff: RawBSONDocument) -> list[WriteModel]:
     parts: list[Element] = []
     updated = find(diff.raw, "updatedFields")
-    if updated is not None and next(elements(updated.value), None) is not None:
-        parts.append(updated.renamed("$set"))
-    removed = diff.get("removedFields", [])
+    sets = list(elements(updated.value)) if updated is not None else []
+    # After a $rename into a parent that did not exist, the embedded server lists the new parent with
+    # its whole value and the leaf under it: one $set of both is a path conflict; the parent holds it.
+    whole = {item.name for item in sets}
+    kept = [item for item in sets if not _covered(item.name, whole)]
+    if kept:
+        parts.append(subdocument("$set", document(kept)))
+    removed = [path for path in diff.get("removedFields", []) if not _covered(path, whole)]
     if removed:
         parts.append(next(elements(bson.encode({"$unset": {path: "" for path in removed}}))))
     models: list[WriteModel] = []
