@@ -9,9 +9,8 @@
     server ends the benchmark).
     Before each backup one document is written and left a second for the archiver to take in, so the
     dump's start is an entry the archive holds (not one read from the server by its timestamp), and a
-    writer inserts a document every 0.1 s during the dump
-    (a dump without writes has a one-entry cut, read from the server either way). Medians of
-    ``--repeat`` backups.
+    writer inserts a document every 0.1 s during the dump (a dump without writes has a one-entry cut,
+    read from the server either way). Medians of ``--repeat`` backups.
 (b) At the embedded server's maximum sustained write rate (``--writers`` threads inserting one
     document after another for ``--load-seconds``, on a fresh server), with ``sidecar pitr stream``
     and ``SIDECAR_PITR_SLICE_SECONDS=1``:
