@@ -28,8 +28,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sidecar import clock
 from sidecar.engine.encryption import parse_recipients
-from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry, iso_utc, parse_iso, utc_now
+from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry, iso_utc, parse_iso
 from sidecar.store.objects import LOCAL, S3, ObjectInfo, StoreError
 from sidecar.store.retention import Policy, Removal, locations, plan, upload_candidates
 from sidecar.store.sink import ArchiveSink
@@ -189,7 +190,7 @@ class Offsite:
 
     def _todo(self, entries: list[Entry], entry: Entry | None, missing: set[str]) -> list[Entry]:
         """The new archive first, then earlier ones the bucket should hold but does not, oldest first."""
-        now = utc_now()
+        now = clock.now()
         wanted = upload_candidates(entries, now, S3, policies(self.settings)[S3], self.settings.timezone)
         lost = [
             e
@@ -247,7 +248,7 @@ class Offsite:
             previous = errors.get(S3) or {}
             errors[S3] = {
                 "error": str(exc),
-                "at": iso_utc(utc_now()),
+                "at": iso_utc(clock.now()),
                 "attempts": previous.get("attempts", 0) + 1,
             }
 
@@ -343,7 +344,7 @@ def remote_record(bucket: S3Backend, info: ObjectInfo) -> dict[str, Any]:
         "sizeBytes": info.size,
         "sha256": info.sha256,
         "etag": info.etag,
-        "uploadedAt": iso_utc(utc_now()),
+        "uploadedAt": iso_utc(clock.now()),
     }
 
 
