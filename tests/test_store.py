@@ -10,6 +10,7 @@ import pathlib
 
 import pytest
 
+from sidecar import clock
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import iso_utc
 from sidecar.store.source import ArchiveSource
@@ -33,7 +34,7 @@ def test_a_crash_during_pruning_leaves_no_completed_entry_without_its_file(make_
     settings = make_settings(retention_days=30, retention_min_count=1)
     settings.backup_dir.mkdir(parents=True)
     service = BackupService(settings)
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime(2026, 3, 2, 2, 0, tzinfo=dt.UTC)
     for age in (50, 40, 0):
         name = f"maekcord-backup-{now - dt.timedelta(days=age):%Y-%m-%dT%H-%M-%S}.gz"
         (settings.backup_dir / name).write_bytes(b"x")
@@ -48,12 +49,13 @@ def test_a_crash_during_pruning_leaves_no_completed_entry_without_its_file(make_
             raise Crash()  # the first archive file is gone, the process with it
 
     monkeypatch.setattr(pathlib.Path, "unlink", unlink_then_crash)
-    with pytest.raises(Crash):
+    with clock.set_to(now), pytest.raises(Crash):
         service.run_prune()
     monkeypatch.undo()
     assert completed_without_file(service) == []
     # the next prune finishes the interrupted deletion: both old archives and their entries go
-    BackupService(settings).run_prune()
+    with clock.set_to(now):
+        BackupService(settings).run_prune()
     assert [e["status"] for e in service.list_backups()] == ["completed"]
     assert sorted(p.name for p in settings.backup_dir.glob("*.gz")) == [service.list_backups()[0]["fileName"]]
 

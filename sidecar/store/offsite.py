@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -139,7 +138,13 @@ class Offsite:
         if not self.enabled:
             return None
         s3 = self.s3
-        outcome: dict[str, Any] = {"ok": True, "bytes": 0, "at": time.time(), "files": [], "retried": []}
+        outcome: dict[str, Any] = {
+            "ok": True,
+            "bytes": 0,
+            "at": clock.timestamp(),
+            "files": [],
+            "retried": [],
+        }
         result.setdefault("uploads", {})[S3] = outcome
         try:
             s3.check()
@@ -148,7 +153,7 @@ class Offsite:
             if entry is not None:
                 self.discard(entry["fileName"])
                 self._record_failure(entry["fileName"], exc)
-            outcome.update(ok=False, error=str(exc), at=time.time())
+            outcome.update(ok=False, error=str(exc), at=clock.timestamp())
             return self._failure_message(entry, [str(exc)])
         entries = self.catalog.load()
         outcome["reconcile"] = self.reconcile(entries, listing)
@@ -171,7 +176,7 @@ class Offsite:
                 outcome["retried"].append(name)
         for name in list(self._streaming):
             self.discard(name)
-        outcome["at"] = time.time()
+        outcome["at"] = clock.timestamp()
         if outcome["retried"]:
             log.info(
                 "uploaded earlier archives missing from %s: %s", s3.describe(), ", ".join(outcome["retried"])
