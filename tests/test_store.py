@@ -13,6 +13,7 @@ import pytest
 from sidecar import clock
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import iso_utc
+from sidecar.store.sink import ArchiveSink
 from sidecar.store.source import ArchiveSource
 
 
@@ -102,3 +103,42 @@ def test_a_pinned_local_source_reads_its_first_bytes_after_the_file_is_replaced(
                 assert raw.read() == first
     with source.open_stored() as raw:  # unpinned: the file as it is now
         assert raw.read() == b"something else"
+
+
+def open_paths() -> set[str]:
+    """The files this process holds open."""
+    fds = pathlib.Path("/proc/self/fd")
+    return {os.path.realpath(fd) for fd in fds.iterdir() if fd.is_symlink()}
+
+
+def test_a_commit_makes_the_bytes_durable_before_they_take_the_final_name(tmp_path, monkeypatch):
+    """Every stored byte flushed and fsynced, the partial file closed, then the rename, then the
+    directory's fsync: a crash at any point leaves either no NAME or a NAME with all its bytes."""
+    events: list[tuple] = []
+    synced_size: dict[str, int] = {}
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        synced_size.setdefault(events[-1][1], os.fstat(fd).st_size)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", str(dst), str(src) in open_paths()))
+        real_replace(src, dst)
+
+    final = tmp_path / "b.gz"
+    with ArchiveSink(final) as sink:
+        sink.archive.write(os.urandom(300_000))  # more than one buffer's worth
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
+        digest = sink.commit()
+    monkeypatch.undo()
+    partial = str(sink.partial)
+    assert events == [
+        ("fsync", partial),
+        ("replace", str(final), False),  # closed before it takes its name
+        ("fsync", str(tmp_path)),  # the directory: the new name is durable
+    ]
+    assert synced_size[partial] == digest.size  # flushed before the fsync: every byte was synced
+    assert not sink.partial.exists() and final.stat().st_size == digest.size
