@@ -26,6 +26,7 @@ from sidecar.config import Settings
 from sidecar.integrity.slices import check_slice
 from sidecar.pitr import optime
 from sidecar.pitr.catalog import SliceCatalog
+from sidecar.pitr.retention import Base, plan_slices
 from sidecar.pitr.slices import (
     SLICE_NAME,
     SliceBuffer,
@@ -373,3 +374,35 @@ def test_the_slice_a_stop_stores_is_in_the_bucket_when_the_stop_returns(own_serv
     assert entry["last"] == optime.as_json(newest) and "s3" in entry["locations"], entry
     body = s3_env.client().get_object(Bucket=s3_env.bucket, Key=entry["remote"]["s3"]["key"])["Body"].read()
     assert hashlib.sha256(body).hexdigest() == entry["sha256"]
+
+
+def test_a_slices_last_copy_stays_while_a_destination_that_wants_it_lacks_it() -> None:
+    """Pure, on plan_slices: the disk lets a slice go that the bucket wants but does not hold yet (its
+    upload is pending): the local copy stays. Once the bucket holds it, or wants it no more, it goes."""
+    old, new = "oplog-1-1.bson.gz", "oplog-2-1.bson.gz"
+
+    def document(where: list[str]) -> dict:
+        rows = [(old, where, 1), (new, ["local", "s3"], 2)]
+        return {
+            "slices": [
+                {
+                    "fileName": n,
+                    "locations": w,
+                    "createdAt": "",
+                    "first": {"t": t, "i": 1},
+                    "last": {"t": t, "i": 2},
+                }
+                for n, w, t in rows
+            ]
+        }
+
+    base = Base("b.gz", Timestamp(2, 1), Timestamp(2, 2))
+    bases = {"local": [base], "s3": [base]}
+    wanted_by_bucket = {"local": {new: "newest"}, "s3": {old: "weekly", new: "newest"}}
+    assert plan_slices(document(["local"]), wanted_by_bucket, bases) == []
+    (removal,) = plan_slices(document(["local", "s3"]), wanted_by_bucket, bases)
+    assert (removal.file_name, removal.destination) == (old, "local")
+    assert "before the window of the oldest retained base backup b.gz" in removal.reason
+    wanted_nowhere = {"local": {new: "newest"}, "s3": {new: "newest"}}
+    (removal,) = plan_slices(document(["local"]), wanted_nowhere, bases)
+    assert (removal.file_name, removal.destination) == (old, "local")
