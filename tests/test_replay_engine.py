@@ -320,7 +320,6 @@ def test_drop_database_under_renaming_drops_what_came_from_it(mongo_client, scra
     assert plain not in mongo_client.list_database_names()
 
 
-
 def test_drop_database_under_a_rename_only_scope_drops_only_the_renamed_targets(mongo_client, scratch_db):
     """--ns-from/--ns-to without an include or exclude: every namespace is replayed, the source's under
     the new name. Its dropDatabase drops what it renamed, not the live database under the source name
@@ -340,6 +339,7 @@ def test_drop_database_under_a_rename_only_scope_drops_only_the_renamed_targets(
     assert result.namespaces[f"{target}.a"] == {"insert": 1, "drop": 1}
     assert mongo_client[source].list_collection_names() == ["live"]
     assert mongo_client[target].list_collection_names() == ["keep"]
+
 
 def test_a_cancelled_replay_stops(history, mongo_client, scratch_db):
     source, entries, _ = history
