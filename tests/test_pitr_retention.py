@@ -26,7 +26,7 @@ from sidecar.config import Settings
 from sidecar.integrity.slices import check_slice
 from sidecar.pitr import optime
 from sidecar.pitr.catalog import SliceCatalog
-from sidecar.pitr.retention import Base, plan_slices
+from sidecar.pitr.retention import Base, oldest_left, plan_slices
 from sidecar.pitr.slices import (
     SLICE_NAME,
     SliceBuffer,
@@ -406,3 +406,48 @@ def test_a_slices_last_copy_stays_while_a_destination_that_wants_it_lacks_it() -
     wanted_nowhere = {"local": {new: "newest"}, "s3": {new: "newest"}}
     (removal,) = plan_slices(document(["local"]), wanted_nowhere, bases)
     assert (removal.file_name, removal.destination) == (old, "local")
+
+
+def _slices(*spans: tuple[int, int], where: tuple[str, ...] = ("local",)) -> list[dict]:
+    return [
+        {"fileName": f"oplog-{a}.1-{b}.1.bson.gz", "first": {"t": a, "i": 1}, "last": {"t": b, "i": 1}}
+        | {"locations": list(where), "createdAt": "2026-12-01T00:00:00.000Z"}
+        for a, b in spans
+    ]
+
+
+def test_the_reasons_a_slice_goes_are_exact() -> None:
+    """Up to the oldest base's consistent point (inclusive: a slice ending there holds nothing of its
+    window) it is 'before the window'; elsewhere, outside every kept window and cut."""
+    slices = _slices((1, 10), (11, 20), (21, 30), (31, 40))
+    base = Base("maekcord-backup-a.gz", None, Timestamp(20, 1))  # no cut recorded: its point only
+    later = Base("maekcord-backup-b.gz", Timestamp(29, 1), Timestamp(30, 1))
+    keep = {"local": {slices[2]["fileName"]: "cut", slices[3]["fileName"]: "newest"}}
+    removals = plan_slices({"slices": slices}, keep, {"local": [base, later]})
+    point = optime.iso(Timestamp(20, 1))
+    assert [(r.file_name, r.status, r.kind, r.reason) for r in removals] == [
+        (
+            s["fileName"],
+            "slice",
+            "slice",
+            f"before the window of the oldest retained base backup {base.name} ({point})",
+        )
+        for s in slices[:2]
+    ]
+    keep = {"local": {slices[0]["fileName"]: "cut", slices[3]["fileName"]: "newest"}}
+    (removal, other) = plan_slices({"slices": slices}, keep, {"local": [Base("x.gz", None, Timestamp(5, 1))]})
+    assert (
+        removal.reason
+        == other.reason
+        == ("in no kept point-in-time window (SIDECAR_PITR_RETENTION_DAYS) and no retained backup's cut")
+    )
+
+
+def test_the_oldest_slice_left_is_the_first_with_a_copy_that_stays() -> None:
+    slices = _slices((1, 10), (11, 20), (21, 30), where=("local", "s3"))
+    document = {"slices": slices}
+    first, second, third = (s["fileName"] for s in slices)
+    assert oldest_left(document, {}) == Timestamp(1, 1)
+    assert oldest_left(document, {first: ["local"]}) == Timestamp(1, 1)  # its bucket copy stays
+    assert oldest_left(document, {first: ["local", "s3"], second: ["local", "s3"]}) == Timestamp(21, 1)
+    assert oldest_left(document, {n: ["local", "s3"] for n in (first, second, third)}) is None

@@ -142,3 +142,45 @@ def test_a_commit_makes_the_bytes_durable_before_they_take_the_final_name(tmp_pa
     ]
     assert synced_size[partial] == digest.size  # flushed before the fsync: every byte was synced
     assert not sink.partial.exists() and final.stat().st_size == digest.size
+
+
+class RecordingUpload:
+    """A tee that keeps what it is sent and counts its aborts (the bucket side of a streaming upload)."""
+
+    def __init__(self) -> None:
+        self.data, self.aborts = bytearray(), 0
+
+    def write(self, data) -> int:
+        self.data += data
+        return len(data)
+
+    def commit(self, **_: object) -> None:
+        raise AssertionError("an aborted sink never commits its tee")
+
+    def abort(self) -> None:
+        self.aborts += 1
+
+
+def test_an_abort_mid_archive_removes_the_partial_and_aborts_the_tee_once(tmp_path):
+    """Aborted while gzip still holds a trailer (the layers below already closed): no error, no file,
+    and the tee aborted once even when the ``with`` block's exit aborts again."""
+    tee = RecordingUpload()
+    final = tmp_path / "b.gz"
+    with ArchiveSink(final, tee=tee) as sink:
+        sink.archive.write(os.urandom(200_000))
+        sink.abort()
+        assert not sink.partial.exists()
+    assert tee.aborts == 1 and tee.data  # the bytes had streamed; the upload is dropped
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_an_abort_never_raises_when_the_partial_or_its_descriptor_is_gone(tmp_path):
+    """A recovery removed the partial file, or its descriptor failed: the abort still finishes."""
+    with ArchiveSink(tmp_path / "a.gz") as sink:
+        sink.gzipped.write(b"x")
+        sink.partial.unlink()
+    with ArchiveSink(tmp_path / "b.gz") as sink:
+        sink.gzipped.write(b"x" * 10)
+        (fd,) = [fd.name for fd in pathlib.Path("/proc/self/fd").iterdir() if fd.resolve() == sink.partial]
+        os.close(int(fd))  # beneath the file object: closing it now fails (EBADF)
+    assert sorted(tmp_path.iterdir()) == []
