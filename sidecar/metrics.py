@@ -251,6 +251,7 @@ class _PitrCollector(Collector):
         with st.lock:
             slices, gaps, window_start = dict(st.slices), st.gaps, st.window_start
             last, caught_up, server = st.last_timestamp, st.caught_up_timestamp, st.server_window
+            left_out = st.left_out
         if not st.standing_by:  # the archiver at work exports them; these would stand still
             yield _gauge("pitr_last_timestamp_seconds", "Newest oplog entry safely stored.", last)
             yield _gauge(
@@ -270,6 +271,11 @@ class _PitrCollector(Collector):
         for result in ("ok", "failed"):
             family.add_metric([result], slices.get(result, 0))
         yield family
+        yield CounterMetricFamily(
+            f"{PREFIX}_pitr_scratch_entries_left_out",
+            "Oplog entries of the restore proofs' scratch databases the archiver did not store.",
+            value=left_out,
+        )
         yield _gauge(
             "oplog_window_seconds",
             "The server's own oplog, first to last entry (0 = unknown).",

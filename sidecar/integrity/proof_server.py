@@ -231,8 +231,8 @@ def embedded_server(settings: Settings, expected_bytes: int, job_id: str) -> Ite
     if free < expected_bytes + settings.min_free_bytes:
         raise refused(
             f"SIDECAR_DRILL_DIR: {root} has {human_size(free)} free, the embedded scratch server needs "
-            f"about {human_size(expected_bytes)} (the archive's raw size) plus SIDECAR_MIN_FREE_BYTES; "
-            f"free space there or point SIDECAR_DRILL_DIR at a larger volume"
+            f"about {human_size(expected_bytes)} (the raw size of what it restores) plus "
+            f"SIDECAR_MIN_FREE_BYTES; free space there or point SIDECAR_DRILL_DIR at a larger volume"
         )
     home = root / f"{SERVER_DIR_PREFIX}{job_id}"
     with _held(home):
