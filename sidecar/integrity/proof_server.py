@@ -108,10 +108,10 @@ def proof_server(settings: Settings, proof: str, expected_bytes: int, job_id: st
 
 
 @contextlib.contextmanager
-def given_server(uri: str, kind: str = SCRATCH, timeout: float = 10.0) -> Iterator[ProofServer]:
-    """A server named by URI, as a proof's (tests give theirs this way)."""
+def given_server(uri: str, timeout: float = 10.0) -> Iterator[ProofServer]:
+    """A scratch server named by URI, unchecked (tests give theirs to ``verify_archive`` this way)."""
     with _connect(uri, timeout) as client:
-        yield ProofServer(kind, client)
+        yield ProofServer(SCRATCH, client)
 
 
 # -- a scratch server named by URI ---------------------------------------------------------------
