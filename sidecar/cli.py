@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sidecar.config import ConfigError, Settings, load_settings
 from sidecar.engine.restore_plan import CLI_WORDING
@@ -20,7 +21,7 @@ from sidecar.pitr.find_cli import add_parser as add_oplog_parser
 from sidecar.pitr.plan import PointTarget
 from sidecar.progress import TerminalProgress
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import CatalogError, Entry, Reconciliation, Status
+from sidecar.store.catalog import CatalogError, Entry, Reconciliation, Status, human_size
 from sidecar.text import counted
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 1, 2, 3
@@ -150,7 +151,10 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
             f"{full.get('uncompressedBytes', 0) / 1e6:,.1f} MB at {full.get('throughputMBps', 0)} MB/s"
         )
         if args.level == "drill":
-            detail += f"; restored into {', '.join(record.get('scratchDatabases', []))} and compared"
+            detail += (
+                f"; restored into {', '.join(record.get('scratchDatabases', []))}{_on_server(record)} "
+                f"and compared"
+            )
     print(f"{args.level} verification passed: {result['fileName']} ({detail}, {record['durationSeconds']}s)")
     return 0
 
@@ -175,9 +179,16 @@ def cmd_verify_pitr(args: argparse.Namespace, settings: Settings) -> int:
             f"pitr verification passed: {pair['older']} + {counted(len(pair['slices']), 'slice')} "
             f"({counted(record['replay']['entries'], 'oplog entry', 'oplog entries')}) replayed through "
             f"{pair['throughTime']} reproduce {pair['newer']} ({counted(record['namespaces'], 'namespace')}, "
-            f"{counted(record['documents'], 'document')}, {record['durationSeconds']}s)"
+            f"{counted(record['documents'], 'document')}, {record['durationSeconds']}s{_on_server(record)})"
         )
     return 0
+
+
+def _on_server(record: dict[str, Any]) -> str:
+    """Where a proof ran and what it wrote there (integrity/proof_server.py)."""
+    if not record.get("server"):
+        return ""
+    return f" on the {record['server']} server ({human_size(int(record.get('writtenBytes', 0)))} written)"
 
 
 def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:

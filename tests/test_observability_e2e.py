@@ -124,11 +124,11 @@ def sel(sidecar: SidecarServer, **labels: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def backed_up(sidecar: SidecarServer, prometheus: Prometheus) -> dict:
+def backed_up(sidecar: SidecarServer, prometheus: Prometheus, e2e_mongo: EmbeddedServer) -> dict:
     """One manual backup through the API (with its off-site copy and the full integrity test that
-    follows it), then a restore drill of it, taken after Prometheus has recorded the state before them
-    (so the dashboards' increase() panels see them happen), and scraped since, once the oplog archive
-    holds a restorable window from that backup."""
+    follows it), then a restore drill of it (on a throwaway embedded server), taken after Prometheus
+    has recorded the state before them (so the dashboards' increase() panels see them happen), and
+    scraped since, once the oplog archive holds a restorable window from that backup."""
     prometheus.wait_for(
         f"count_over_time(mongobackup_backup_runs_total{sel(sidecar, trigger='manual')}[1m]) >= 2"
     )
@@ -143,7 +143,11 @@ def backed_up(sidecar: SidecarServer, prometheus: Prometheus) -> dict:
     assert drill.status == 200, drill.text
     body["drill"] = drill.json()
     prometheus.wait_for(f"mongobackup_verify_last_success_timestamp_seconds{sel(sidecar, level='drill')} > 0")
-    # the drill's writes are archived after the backup's consistent point: the backup opens a window
+    assert body["drill"]["verification"]["verification"]["drill"]["server"] == "embedded", body["drill"]
+    # the application's next write is archived after the backup's consistent point: the backup opens
+    # a window (the drill wrote nothing there)
+    with pymongo.MongoClient(e2e_mongo.uri) as client:
+        client.e2e_app.events.insert_one({"after": "the backup"})
     prometheus.wait_for(f"mongobackup_pitr_window_start_timestamp_seconds{sel(sidecar)} > 0")
     body["backup"] = sidecar.get("/api/backup/list", token=sidecar.read_token).json()["backups"][0]
     return body

@@ -124,6 +124,7 @@ def test_verify_level_pitr_passes_on_a_healthy_chain(chain, tmp_path, monkeypatc
     assert cli_main(["verify", "--level", "pitr", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert f"pitr verification passed: {pair.older} + " in out and f"reproduce {pair.newer}" in out
+    assert "s on the embedded server (" in out and " written))" in out
     entries = {e["fileName"]: e for e in BackupService(settings).list_backups()}
     result = entries[pair.newer]["verification"]["pitr"]
     assert result["ok"] and result["pair"]["older"] == pair.older

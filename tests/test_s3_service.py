@@ -12,13 +12,13 @@ import datetime as dt
 import hashlib
 import json
 
-import pymongo
 import pyrage
 import pytest
 
 from sidecar import clock
 from sidecar.archive import ArchiveReader, NamespaceEnd
 from sidecar.integrity.levels import verify_archive
+from sidecar.integrity.proof_server import given_server
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import iso_utc
 from sidecar.store.retention import Policy, keep_reasons
@@ -427,12 +427,12 @@ def test_a_drill_restores_the_bytes_its_scan_verified_when_the_bucket_copy_chang
     path = settings.backup_dir / entry["fileName"]
     path.unlink()
 
-    def drill_client():  # called between the scan and the drill's restore
+    def drill_server(raw_bytes: int):  # called between the scan and the drill's restore
         damage_object(s3_env, PREFIX + entry["fileName"])
-        return pymongo.MongoClient(mongo_uri)
+        return given_server(mongo_uri)
 
     report = verify_archive(
-        source_for(settings, path, entry), entry, "drill", job_id="pin", drill_client=drill_client
+        source_for(settings, path, entry), entry, "drill", job_id="pin", drill_server=drill_server
     )
     assert report.ok, report.reason
     assert report.records["drill"]["documents"] == report.records["full"]["documents"]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pymongo
@@ -15,6 +18,7 @@ from sidecar.cli import main as cli_main
 from sidecar.embedded import EmbeddedServer
 from sidecar.integrity.drill import DRILL_PREFIX, drill_database_name
 from sidecar.integrity.levels import verify_archive
+from sidecar.integrity.proof_server import given_server
 from sidecar.jobs import Job, JobLock
 from sidecar.progress import Progress
 from sidecar.sampledata import load_bulk_data
@@ -153,14 +157,15 @@ def test_cli_verify_prints_one_line_and_exits_by_the_outcome(
     assert err[-1].startswith("sidecar: error: quick verification of") and "truncated" in err[-1]
 
 
-def test_drill_drops_leftovers_of_crashed_drills_first(sample_archive, tmp_path, mongo_uri, mongo_client):
-    service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
+def test_drill_drops_leftovers_of_crashed_drills_first(sample_archive, tmp_path, mongo_uri, scratch_server):
+    service, _ = sample_archive.copy_into(tmp_path, mongo_uri, drill_mongodb_uri=scratch_server.uri)
     leftover = drill_database_name("deadbeef0000", "maekcord")
-    mongo_client[leftover].crashed.insert_one({"x": 1})
-    result = service.run_verify(level="drill")
-    record = result["verification"]["drill"]
-    assert leftover in record["leftoversDropped"]
-    assert drill_databases(mongo_client) == []
+    with pymongo.MongoClient(scratch_server.uri) as scratch:
+        scratch[leftover].crashed.insert_one({"x": 1})
+        result = service.run_verify(level="drill")
+        record = result["verification"]["drill"]
+        assert leftover in record["leftoversDropped"] and record["server"] == "scratch"
+        assert drill_databases(scratch) == []
 
 
 def test_drill_database_names_stay_within_mongodb_limits():
@@ -169,34 +174,42 @@ def test_drill_database_names_stay_within_mongodb_limits():
     assert long.startswith("sidecar_drill_0123456789ab_") and len(long) <= 63
 
 
-def test_a_drill_that_loses_its_server_midway_leaves_nothing_behind_or_says_what(own_server, tmp_path):
-    """The server stops during the drill's restore: the failure names the scratch databases it could
-    not drop; once the server is back, the next drill drops them and passes."""
-    with pymongo.MongoClient(own_server.uri) as client:
-        load_bulk_data(client, target_bytes=6 * 1024 * 1024, collections=1, db_name="bulk")
-    settings = settings_for(own_server.uri, tmp_path, connect_timeout_seconds=1)
-    service = BackupService(settings)
-    name = service.run_backup()["fileName"]
-
-    job = service.new_job("verify", level="drill")
+def _stop_when_restoring(job: Job, stop: Callable[[], None]) -> threading.Event:
+    """Call ``stop`` once the drill of ``job`` has restored 1000 documents; set the event then."""
     stopped = threading.Event()
 
-    def stop_mid_restore() -> None:
+    def watch() -> None:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and job.state != "failed" and job.state != "succeeded":
+        while time.monotonic() < deadline and job.state not in ("failed", "succeeded"):
             progress = job.progress.as_json()
             if progress.get("phase") == "drill-documents" and progress.get("documents", 0) > 1000:
-                own_server.stop()
+                stop()
                 stopped.set()
                 return
             time.sleep(0.005)
 
-    watcher = threading.Thread(target=stop_mid_restore, daemon=True)
-    watcher.start()
+    threading.Thread(target=watch, daemon=True).start()
+    return stopped
+
+
+def _bulk_backup(server: EmbeddedServer, tmp_path: Path, **values: object) -> tuple[BackupService, str]:
+    with pymongo.MongoClient(server.uri) as client:
+        load_bulk_data(client, target_bytes=6 * 1024 * 1024, collections=1, db_name="bulk")
+    service = BackupService(settings_for(server.uri, tmp_path, connect_timeout_seconds=1, **values))
+    return service, service.run_backup()["fileName"]
+
+
+def test_a_drill_that_loses_its_server_midway_leaves_nothing_behind_or_says_what(
+    own_server, scratch_server, tmp_path
+):
+    """The scratch server stops during the drill's restore: the failure names the scratch databases
+    it could not drop; once the server is back, the next drill drops them and passes."""
+    service, name = _bulk_backup(own_server, tmp_path, drill_mongodb_uri=scratch_server.uri)
+    job = service.new_job("verify", level="drill")
+    stopped = _stop_when_restoring(job, scratch_server.stop)
     with pytest.raises(JobFailed) as info:
         service.run_verify(job, level="drill")
-    watcher.join()
-    assert stopped.is_set(), "the drill finished before the server could be stopped"
+    assert stopped.wait(10), "the drill finished before the server could be stopped"
     message = str(info.value)
     assert "restore into the scratch databases failed" in message
     entry = service.catalog.get(name)
@@ -210,7 +223,9 @@ def test_a_drill_that_loses_its_server_midway_leaves_nothing_behind_or_says_what
     assert all(name in message for name in reported)
     assert all(name.startswith(f"{DRILL_PREFIX}{job.id}_") for name in reported)
 
-    restarted = EmbeddedServer(own_server.data_dir, port=own_server.port).start()
+    restarted = EmbeddedServer(
+        scratch_server.data_dir, port=scratch_server.port, extra_args=scratch_server.extra_args
+    ).start()
     try:
         with pymongo.MongoClient(restarted.uri) as client:
             left = set(drill_databases(client))
@@ -220,6 +235,60 @@ def test_a_drill_that_loses_its_server_midway_leaves_nothing_behind_or_says_what
             assert drill_databases(client) == []
     finally:
         restarted.stop()
+
+
+def _scratch_pid(drill_dir: Path) -> int:
+    (pid_file,) = drill_dir.glob("server-*/pid")
+    return int(pid_file.read_text())
+
+
+def test_a_drill_whose_embedded_server_is_killed_fails_as_the_servers_and_leaves_nothing(
+    own_server, tmp_path
+):
+    """The default: a throwaway embedded server. Killed midway, the drill fails as drill-server,
+    no server runs and no scratch directory is left; the backed-up server saw none of it."""
+    service, name = _bulk_backup(own_server, tmp_path)
+    drill_dir = service.settings.drill_directory
+    with pymongo.MongoClient(own_server.uri) as client:
+        oplog_before = client.local["oplog.rs"].count_documents({})
+    job = service.new_job("verify", level="drill")
+    pids: list[int] = []
+
+    def kill() -> None:
+        pids.append(_scratch_pid(drill_dir))
+        os.kill(pids[0], signal.SIGKILL)
+
+    stopped = _stop_when_restoring(job, kill)
+    with pytest.raises(JobFailed):
+        service.run_verify(job, level="drill")
+    assert stopped.wait(10), "the drill finished before its server could be killed"
+    record = service.catalog.get(name)["verification"]["drill"]
+    assert record["ok"] is False and record["failedCheck"] == "drill-server"
+    assert record["server"] == "embedded"
+    assert not Path(f"/proc/{pids[0]}").exists()
+    assert list(drill_dir.iterdir()) == []
+    again = service.run_verify(level="drill")["verification"]["drill"]
+    assert again["ok"] and again["server"] == "embedded" and again["writtenBytes"] > 5 * 1024 * 1024
+    assert list(drill_dir.iterdir()) == []
+    with pymongo.MongoClient(own_server.uri) as client:
+        assert drill_databases(client) == []
+        assert client.local["oplog.rs"].count_documents({}) == oplog_before
+
+
+def test_the_next_drill_removes_the_scratch_server_a_killed_sidecar_left(sample_archive, tmp_path, mongo_uri):
+    """A sidecar killed during a drill leaves its embedded server running and its directory: the next
+    drill ends that process and removes the directory before it starts its own."""
+    service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
+    home = service.settings.drill_directory / "server-deadbeef0000"
+    home.mkdir(parents=True)
+    left = EmbeddedServer(home / "data", extra_args=("--standalone",), pid_file=home / "pid").start()
+    try:
+        record = service.run_verify(level="drill")["verification"]["drill"]
+        assert record["ok"] and record["scratchServersRemoved"] == ["server-deadbeef0000"]
+        assert left.process.wait(10) is not None  # ended
+        assert list(service.settings.drill_directory.iterdir()) == []
+    finally:
+        left.stop()
 
 
 def test_verify_of_a_missing_file_is_recorded_as_failed(sample_archive, tmp_path, mongo_uri):
@@ -233,8 +302,9 @@ def test_verify_of_a_missing_file_is_recorded_as_failed(sample_archive, tmp_path
 
 
 def test_a_drill_can_use_a_separate_scratch_server(
-    sample_archive, own_server, tmp_path, mongo_uri, mongo_client
+    sample_archive, scratch_server, tmp_path, mongo_uri, mongo_client
 ):
+    own_server = scratch_server
     service, _ = sample_archive.copy_into(tmp_path, mongo_uri, drill_mongodb_uri=own_server.uri)
     assert service.settings.public_view()["SIDECAR_DRILL_MONGODB_URI"] == "set"  # a secret, masked
     seen: dict[str, set[str]] = {"drill": set(), "backed-up": set()}
@@ -311,7 +381,7 @@ def test_a_drill_fails_when_the_restored_data_differs_from_the_archive(
         entry,
         "drill",
         job_id="tamper",
-        drill_client=lambda: pymongo.MongoClient(mongo_uri),
+        drill_server=lambda raw_bytes: given_server(mongo_uri),
         progress=Tamper(),
     )
     assert report.records["full"]["ok"] is True

@@ -386,6 +386,8 @@ async def monitoring_status(request: web.Request) -> web.Response:
             "health": health_body(sidecar),
             "currentJob": running.as_json() if running else None,
             "lastSuccessfulBackup": newest_usable(entries),
+            # where the newest drill and pitr check ran and what they wrote there
+            "proofs": sidecar.metrics.catalog_summary.proofs,
             "scheduler": sidecar.scheduler.status(),
             "catalog": {
                 "entries": len(entries),

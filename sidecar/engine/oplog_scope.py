@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sidecar.engine.dump import namespace_matches
 from sidecar.engine.restore_plan import SKIPPED_DATABASES, Renamer, RestoreOptions
+from sidecar.engine.scratch_names import is_scratch_database
 
 
 def split_namespace(ns: str) -> tuple[str, str]:
@@ -21,9 +22,10 @@ def split_namespace(ns: str) -> tuple[str, str]:
 
 
 def is_internal(ns: str) -> bool:
-    """A namespace the restore never writes: local/config, system collections but system.js."""
+    """A namespace the restore never writes: local/config, a proof's scratch database, system
+    collections but system.js."""
     db, _, coll = ns.partition(".")
-    if ns.startswith("__mdb_internal") or db in SKIPPED_DATABASES:
+    if ns.startswith("__mdb_internal") or db in SKIPPED_DATABASES or is_scratch_database(db):
         return True
     return coll.startswith("system.") and coll != "system.js"
 

@@ -22,6 +22,7 @@ from sidecar.archive.metadata import parse_metadata_json
 from sidecar.archive.reader import DocumentChunk, Prelude
 from sidecar.engine.dump import namespace_matches
 from sidecar.engine.restore_errors import RestoreError
+from sidecar.engine.scratch_names import is_scratch_database
 from sidecar.text import counted
 
 SKIPPED_DATABASES = frozenset({"local", "config"})
@@ -198,6 +199,9 @@ def plan_restore(
             continue
         if ns.db in SKIPPED_DATABASES:
             plan.skipped.append({"namespace": source, "reason": f"the {ns.db} database is never restored"})
+            continue
+        if is_scratch_database(ns.db):  # left by a proof that ran on the backed-up server
+            plan.skipped.append({"namespace": source, "reason": "a restore proof's scratch database"})
             continue
         if ns.collection.startswith("system.") and ns.collection != "system.js":
             plan.skipped.append({"namespace": source, "reason": "system collection"})

@@ -19,13 +19,14 @@ import pymongo
 from sidecar.engine.restore import NativeRestore
 from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import RestoreOptions, RestorePlan, plan_restore
+from sidecar.engine.scratch_names import SCRATCH_PREFIX
 from sidecar.integrity.digest import server_content_hash
 from sidecar.integrity.failure import SERVER_CHECK, VerifyFailed, first_problem
 from sidecar.integrity.scan import ArchiveScan
 from sidecar.progress import Progress
 from sidecar.store.source import ArchiveReadError, ArchiveSource
 
-DRILL_PREFIX = "sidecar_drill_"
+DRILL_PREFIX = SCRATCH_PREFIX
 
 
 def drill_database_name(job_id: str, db: str) -> str:
@@ -86,6 +87,7 @@ class Drill:
     job_id: str
     progress: Progress = field(default_factory=Progress, kw_only=True)
     cancel: threading.Event | None = field(default=None, kw_only=True)
+    written_bytes: int = field(default=0, init=False)  # document bytes restored
 
     def run(self) -> dict[str, Any]:
         assert self.scan.prelude is not None
@@ -157,6 +159,7 @@ class Drill:
             raise VerifyFailed(f"cannot read the archive again for the drill: {exc}", check="drill") from None
         finally:
             self.progress.scope = ""
+        self.written_bytes += result.bytes
         if result.error_count:
             raise VerifyFailed(
                 f"{result.error_count} write(s) failed in the scratch databases "

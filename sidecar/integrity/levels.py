@@ -15,18 +15,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pymongo
-
 from sidecar.integrity.checks import compare_file, compare_manifest, record
 from sidecar.integrity.drill import Drill
 from sidecar.integrity.failure import ARCHIVE_LEVELS, LEVELS, SERVER_CHECK, VerifyFailed, first_problem
+from sidecar.integrity.proof_server import ProofServer, run_on
 from sidecar.integrity.scan import ArchiveScan, as_source, read_failed, scan_archive
 from sidecar.progress import Progress
 from sidecar.store.source import ArchiveReadError, ArchiveSource
+
+# the drill's server, given the archive's raw size (integrity/proof_server.py)
+DrillServer = Callable[[int], AbstractContextManager[ProofServer]]
 
 
 @dataclass
@@ -54,7 +57,7 @@ def verify_archive(
     level: str,
     *,
     job_id: str = "adhoc",
-    drill_client: Callable[[], pymongo.MongoClient] | None = None,
+    drill_server: DrillServer | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> VerifyReport:
@@ -70,7 +73,7 @@ def verify_archive(
             return _scan_levels(source, entry, report, emit, cancel)
         with source.pinned():  # the drill restores the bytes the scan checked
             if _scan_levels(source, entry, report, emit, cancel).ok:
-                report.records["drill"] = _drill(source, report.scan, job_id, drill_client, emit, cancel)
+                report.records["drill"] = _drill(source, report.scan, job_id, drill_server, emit, cancel)
             return report
     except ArchiveReadError as exc:  # the pin found no copy to read
         return _unreadable(report, source, read_failed(exc))
@@ -148,21 +151,18 @@ def _drill(
     source: ArchiveSource,
     scan: ArchiveScan | None,
     job_id: str,
-    drill_client: Callable[[], pymongo.MongoClient] | None,
+    drill_server: DrillServer | None,
     emit: Progress,
     cancel: threading.Event | None,
 ) -> dict[str, Any]:
     assert scan is not None
     t1 = time.monotonic()
     try:
-        if drill_client is None:
+        if drill_server is None:
             raise VerifyFailed("no MongoDB server to drill against", check=SERVER_CHECK)
-        try:
-            client = drill_client()
-        except Exception as exc:
-            raise VerifyFailed(f"cannot connect to the drill server: {exc}", check=SERVER_CHECK) from None
-        with client:
-            details = Drill(client, source, scan, job_id, progress=emit, cancel=cancel).run()
+        with drill_server(scan.uncompressed_bytes) as server:
+            drill = Drill(server.client, source, scan, job_id, progress=emit, cancel=cancel)
+            details = run_on(server, drill)
         return record(True, None, time.monotonic() - t1, **details)
     except VerifyFailed as exc:
         return record(False, exc.reason, time.monotonic() - t1, **exc.as_json())

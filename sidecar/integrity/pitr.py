@@ -32,7 +32,7 @@ from sidecar.engine.restore import NativeRestore
 from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import RestoreOptions, plan_restore
 from sidecar.integrity.checks import compare_file, compare_manifest
-from sidecar.integrity.drill import DRILL_PREFIX, drop_drill_databases
+from sidecar.integrity.drill import drop_drill_databases
 from sidecar.integrity.failure import SERVER_CHECK, VerifyFailed, first_problem
 from sidecar.integrity.scan import ArchiveScan, scan_archive
 from sidecar.integrity.scratch import (
@@ -49,7 +49,6 @@ from sidecar.progress import Progress
 from sidecar.store.catalog import Catalog, Entry
 from sidecar.store.source import ArchiveReadError, ArchiveSource, source_for
 
-SCRATCH = f"{DRILL_PREFIX}*"  # the scratch databases of drills and checks: never restored or replayed
 EXPLAINED_NAMESPACES = 3
 
 
@@ -67,6 +66,7 @@ class PitrCheck:
         self.settings, self.client, self.pair = settings, client, pair
         self.progress, self.cancel = progress or Progress(), cancel or threading.Event()
         self.replayed, self.restored = ScratchSet(f"{job_id}p"), ScratchSet(f"{job_id}n")
+        self.written_bytes = 0  # document bytes restored and oplog entry bytes replayed
 
     def run(self) -> dict[str, Any]:
         """The details of a passing check, or VerifyFailed (check ``pitr``, ``slice``, ``pitr-base`` or
@@ -130,11 +130,12 @@ class PitrCheck:
         try:
             with _base_readable(name), source.pinned():
                 scan = self._full_check(name, source, entry, keep_oplog)
-                options = RestoreOptions(oplog_replay=False, ns_exclude=(SCRATCH,))
+                options = RestoreOptions(oplog_replay=False)  # never a proof's scratch database
                 plan = plan_restore(scan.prelude, scan.counts(), options, rename=scratch.rename)
                 with source.open() as opened:
                     restore = NativeRestore(self.client, plan, options, self.progress, self.cancel)
                     written = restore.run(opened.data)
+            self.written_bytes += written.bytes
             if written.error_count:
                 raise VerifyFailed(
                     f"{written.error_count} write(s) of base backup {name} failed in the scratch databases",
@@ -142,10 +143,11 @@ class PitrCheck:
                     details={"writeErrors": written.errors},
                 )
             entries = itertools.chain(itertools.islice(spool.raw_entries(), 1, None), extra)
-            scope = ReplayScope(rename=scratch.rename, exclude=(SCRATCH,))
+            scope = ReplayScope(rename=scratch.rename)
             result: ReplayResult = replay(
                 self.client, entries, ReplayOptions(until=until, scope=scope), cancel=self.cancel
             )
+            self.written_bytes += result.bytes
             return result.as_json()
         finally:
             spool.close()

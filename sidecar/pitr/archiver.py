@@ -9,6 +9,9 @@ reached; or when a backup waits for an entry the buffer holds (``pitr/cutrequest
 At a stop in the middle of a stream the newest timestamp group may be incomplete: it is left for the
 next start, which reads it again (resume is "after the newest stored entry").
 
+Entries of the restore proofs' scratch databases (a proof the operator ran on this server) are left
+out and counted (each slice's ``leftOut``): the archive records the application, never a proof.
+
 Before a slice is stored, the server is asked how many entries its range holds; when the cursor
 passed over some (the embedded server's tailable cursor does, under concurrent writes, where one
 server batch ends and the next begins), the range is read again with a plain query, which does not.
@@ -28,6 +31,7 @@ from bson.timestamp import Timestamp
 
 from sidecar import clock
 from sidecar.config import Settings
+from sidecar.engine.scratch_names import is_scratch_entry
 from sidecar.pitr import optime
 from sidecar.pitr.bases import base_backups
 from sidecar.pitr.catalog import SliceCatalog
@@ -93,6 +97,11 @@ class OplogArchiver:
     def _take(self, entry: RawBSONDocument) -> None:
         ts = entry["ts"]
         buffer = self.buffer
+        if is_scratch_entry(entry):  # a proof's write on this server (opt-in): never archived
+            buffer.leave_out(ts)
+            with self.state.lock:
+                self.state.left_out += 1
+            return
         if len(buffer) and ts != buffer.last and self._due(extra=len(entry.raw)):
             self._cut()
         self.buffer.add(entry, ts)
@@ -152,7 +161,7 @@ class OplogArchiver:
         low = {"$gt": buffer.prev} if buffer.prev is not None else {"$gte": buffer.first}
         query = {"ts": {**low, "$lte": buffer.last}}
         held = oplog(self.client).count_documents(query)
-        if held <= len(buffer):
+        if held <= len(buffer) + buffer.left_out:
             return buffer
         log.warning(
             "the oplog cursor passed over %d entries up to %s; reading them again",
@@ -161,7 +170,11 @@ class OplogArchiver:
         )
         fresh = SliceBuffer(buffer.prev)
         for entry in oplog(self.client).find(query):
-            fresh.add(entry, entry["ts"])
+            if is_scratch_entry(entry):
+                fresh.leave_out(entry["ts"])
+            else:
+                fresh.add(entry, entry["ts"])
+        fresh.left_out_after += buffer.left_out_after
         return fresh
 
     def _cut(self) -> None:
@@ -177,7 +190,7 @@ class OplogArchiver:
             self.state.slices["ok"] += 1
             self.state.last_position = buffer.last
         log.info("oplog slice %s: %d entries, %d bytes", entry["fileName"], len(buffer), entry["sizeBytes"])
-        self.buffer = SliceBuffer(prev=buffer.last)
+        self.buffer = buffer.next()
         self.on_change()
 
     def _flush(self) -> None:

@@ -129,6 +129,11 @@ def describe(status: dict[str, Any]) -> list[str]:
             f"{_pos(s['first'])} .. {_pos(s['last'])} ({s['firstTime']} .. {s['lastTime']})"
         )
         lines.append(f"lag: {status['lagSeconds']:.1f}s since the newest stored entry")
+        if s.get("leftOutEntries"):
+            lines.append(
+                f"left out: {s['leftOutEntries']:,} entries of restore proofs' scratch databases "
+                f"(proofs run on this server by SIDECAR_DRILL_MONGODB_URI=source)"
+            )
     server = status["serverOplog"]
     if "error" in server:
         lines.append(f"server oplog: unknown ({server['error']})")
@@ -145,7 +150,8 @@ def describe(status: dict[str, Any]) -> list[str]:
     check = status.get("verification", {}).get("pitr")
     if check:
         verdict = "passed" if check["ok"] else f"FAILED: {check['reason']}"
-        lines.append(f"pitr check {check['older']} -> {check['newer']} at {check['at']}: {verdict}")
+        where = f" on the {check['server']} server" if check.get("server") else ""
+        lines.append(f"pitr check {check['older']} -> {check['newer']} at {check['at']}{where}: {verdict}")
     for g in status["gaps"]:
         lines.append(
             f"GAP {g['cause']}: after {_pos(g['from'])} ({g['fromTime']}) until {_pos(g['to'])} "

@@ -69,6 +69,10 @@ class SliceBuffer:
     namespaces: Counter[str] = field(default_factory=Counter)
     raw_bytes: int = 0
     started: float = 0.0  # monotonic time of the first entry
+    # entries of the proofs' scratch databases the slice leaves out (engine/scratch_names.py): those
+    # within its range, and those after its newest entry (within the next range once one follows)
+    left_out: int = 0
+    left_out_after: int = 0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -89,10 +93,22 @@ class SliceBuffer:
         self.last_wall = entry.get("wall") or self.last_wall
         self.namespaces[entry.get("ns") or ""] += 1
         self.raw_bytes += len(entry.raw)
+        self.left_out, self.left_out_after = self.left_out + self.left_out_after, 0
+
+    def leave_out(self, ts: Timestamp) -> None:
+        """An entry of a proof's scratch database at ``ts``: not stored, only counted."""
+        if ts == self.last:
+            self.left_out += 1
+        else:
+            self.left_out_after += 1
+
+    def next(self) -> SliceBuffer:
+        """The buffer after this one is stored: joined to it, with the entries left out after it."""
+        return SliceBuffer(prev=self.last, left_out_after=self.left_out_after)
 
     def without_last_group(self) -> SliceBuffer:
         """The same entries but those sharing the newest timestamp (a group that may be incomplete)."""
-        kept = SliceBuffer(self.prev)
+        kept = SliceBuffer(self.prev, left_out_after=self.left_out)  # those of the group too, at most
         for entry, ts in zip(self.entries, self.stamps, strict=True):
             if ts != self.last:
                 kept.add(entry, ts)
@@ -113,6 +129,7 @@ class SliceBuffer:
             "sizeBytes": size,
             "sha256": sha256,
             "namespaces": dict(sorted(self.namespaces.items())),
+            "leftOut": self.left_out,
             "firstWall": iso_utc(_utc(self.first_wall)) if self.first_wall else None,
             "lastWall": iso_utc(_utc(self.last_wall)) if self.last_wall else None,
             "createdAt": iso_utc(clock.now()),

@@ -20,6 +20,7 @@ class PitrState:
     caught_up: float = 0.0  # epoch s: every entry the server wrote before it was stored (see below)
     slices: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
     rollovers: int = 0  # gaps this process found on resume
+    left_out: int = 0  # entries of the proofs' scratch databases the archiver did not store
     gaps: int = 0  # gaps in the archive, from the last chain check
     window_start: float = 0.0  # start (epoch s) of the window that reaches the newest entry; 0 = none
     server_window: OplogWindow = field(default_factory=OplogWindow)

@@ -103,6 +103,7 @@ def pitr_status(
             "entries": sum(s["entries"] for s in slices),
             "sizeBytes": sum(s["sizeBytes"] for s in slices),
             "rawBytes": sum(s["rawBytes"] for s in slices),
+            "leftOutEntries": sum(s.get("leftOut", 0) for s in slices),  # the proofs' scratch writes
             "first": slices[0]["first"] if slices else None,
             "last": slices[-1]["last"] if slices else None,
             "firstTime": slices[0].get("firstWall") if slices else None,
@@ -126,5 +127,6 @@ def _archiver(state: PitrState | None) -> dict[str, Any] | None:
             "running": state.running,
             "slices": dict(state.slices),
             "rollovers": state.rollovers,
+            "leftOut": state.left_out,
             "error": state.error,
         }

@@ -1,5 +1,5 @@
 """The pitr verify job: the oplog archive replayed from base backup N-1 to base backup N
-(``integrity/pitr.py``), on the drill server.
+(``integrity/pitr.py``), on the proofs' server (``integrity/proof_server.py``).
 
 Recorded twice: in base N's catalog entry (``verification.pitr``, read by the metrics and alerts like
 every level) and beside the slices (``oplog-slices.json`` ``verification.pitr``). It never sets base
@@ -15,14 +15,14 @@ import time
 from typing import Any
 
 from sidecar.integrity.checks import record
-from sidecar.integrity.failure import SERVER_CHECK, VerifyFailed
+from sidecar.integrity.failure import VerifyFailed
 from sidecar.integrity.pitr import PitrCheck
+from sidecar.integrity.proof_server import proof_server, run_on
 from sidecar.jobs import Job
 from sidecar.pitr.catalog import SliceCatalog
 from sidecar.pitr.pair import BasePair, joined_pair
 from sidecar.pitr.slices import oplog_dir
 from sidecar.service.context import JobContext, JobFailed
-from sidecar.service.verify import drill_client
 
 LEVEL = "pitr"
 
@@ -58,16 +58,20 @@ def run_pitr_verify(ctx: JobContext, job: Job | None = None) -> dict[str, Any]:
 def _check(ctx: JobContext, job: Job, pair: BasePair) -> dict[str, Any]:
     started = time.monotonic()
     try:
-        try:
-            client = drill_client(ctx)
-        except JobFailed as exc:
-            raise VerifyFailed(f"cannot connect to the drill server: {exc}", check=SERVER_CHECK) from None
-        with client:
-            check = PitrCheck(ctx.settings, client, pair, job.id, progress=job.progress, cancel=ctx.cancel)
-            details = check.run()
+        with proof_server(ctx.settings, "pitr check", _raw_bytes(ctx, pair), job.id) as server:
+            check = PitrCheck(
+                ctx.settings, server.client, pair, job.id, progress=job.progress, cancel=ctx.cancel
+            )
+            details = run_on(server, check)
         return record(True, None, time.monotonic() - started, **details)
     except VerifyFailed as exc:
         return record(False, exc.reason, time.monotonic() - started, **exc.as_json())
+
+
+def _raw_bytes(ctx: JobContext, pair: BasePair) -> int:
+    """What the check restores and replays: both bases' raw size and the slices' entries."""
+    bases = [ctx.catalog.get(name) or {} for name in (pair.older, pair.newer)]
+    return sum(int(b.get("uncompressedBytes") or 0) for b in bases) + sum(s["rawBytes"] for s in pair.slices)
 
 
 def _verification(ctx: JobContext, file_name: str) -> dict[str, Any]:
@@ -75,5 +79,8 @@ def _verification(ctx: JobContext, file_name: str) -> dict[str, Any]:
 
 
 def _slice_record(pair: BasePair, outcome: dict[str, Any]) -> dict[str, Any]:
-    kept = ("ok", "reason", "at", "durationSeconds", "failedCheck", "slice", "suspectSlices")
+    kept = (
+        *("ok", "reason", "at", "durationSeconds", "failedCheck", "slice", "suspectSlices"),
+        *("server", "writtenBytes"),
+    )
     return {**{k: outcome[k] for k in kept if k in outcome}, "older": pair.older, "newer": pair.newer}

@@ -7,12 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pymongo
-
 from sidecar.integrity.failure import ARCHIVE_LEVELS, SERVER_CHECK
 from sidecar.integrity.levels import VerifyReport, verify_archive
+from sidecar.integrity.proof_server import proof_server
 from sidecar.jobs import Job
-from sidecar.service.context import JobContext, JobFailed, connect
+from sidecar.service.context import JobContext, JobFailed
 from sidecar.store.catalog import STATUS_COMPLETED, Entry, find_entry, newest_usable
 from sidecar.store.source import ArchiveSource, source_for
 
@@ -40,7 +39,7 @@ def run_verify(
             entry,
             level,
             job_id=job.id,
-            drill_client=lambda: drill_client(ctx),
+            drill_server=lambda raw_bytes: proof_server(ctx.settings, "restore drill", raw_bytes, job.id),
             progress=job.progress,
             cancel=ctx.cancel,
         )
@@ -71,11 +70,6 @@ def record_verification(ctx: JobContext, file_name: str, report: VerifyReport) -
     if last.get("failedCheck") != SERVER_CHECK:
         fields["lastVerification"] = {"level": report.level, "ok": last["ok"], "at": last["at"]}
     ctx.catalog.patch(file_name, **fields)
-
-
-def drill_client(ctx: JobContext) -> pymongo.MongoClient:
-    uri = ctx.settings.drill_mongodb_uri or ctx.settings.mongodb_uri
-    return connect(ctx.settings.replace(mongodb_uri=uri))
 
 
 def resolve_archive(
