@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sidecar import clock
 from sidecar.config import Settings
 from sidecar.health import HealthMonitor, HealthSnapshot
 from sidecar.metrics import CatalogSummary, summarize_catalog
 from sidecar.pitr.state import PitrState
 from sidecar.service import BackupService
 
-PROCESS_START = time.time()
+PROCESS_START = clock.timestamp()
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ def evaluate(
         settings,
         summary or summarize_catalog(service.catalog.load()),
         health.snapshot,
-        time.time() if now is None else now,
+        clock.timestamp() if now is None else now,
         pitr,
     )
     out = []

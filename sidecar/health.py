@@ -18,6 +18,7 @@ import pymongo
 from pymongo.common import MIN_HEARTBEAT_INTERVAL
 from pymongo.errors import OperationFailure, PyMongoError
 
+from sidecar import clock
 from sidecar.config import Settings, uri_hosts
 
 log = logging.getLogger("sidecar.health")
@@ -89,7 +90,7 @@ class HealthMonitor:
         with self._lock:
             values = self._probe_disk()
             values.update(self._probe_mongodb())
-            self.snapshot = HealthSnapshot(checked_at=time.time(), **values)
+            self.snapshot = HealthSnapshot(checked_at=clock.timestamp(), **values)
             return self.snapshot
 
     def _probe_mongodb(self) -> dict:

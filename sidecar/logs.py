@@ -1,12 +1,13 @@
 """Logging: JSON lines to stdout, daily files the runbook greps, and an in-memory tail for the API.
 
 Files are ``combined-YYYY-MM-DD.log`` (every record) and ``error-YYYY-MM-DD.log`` (ERROR and above)
-under ``SIDECAR_LOG_DIR``, dated in ``SIDECAR_TIMEZONE``, removed after ``SIDECAR_LOG_RETENTION_DAYS``
-(7 by default), so ``tail -f logs/combined-*.log`` and ``grep -i backup logs/combined-*.log`` work as
-the runbook says. A thread of their own writes them (``FileQueue``), never the event loop; records
-still queued at exit are written by ``teardown_logging`` or ``logging.shutdown``. Every line carries
-the job id when it was logged on behalf of a job. Tokens and the MongoDB passwords (of the backed-up
-server and of the drill server) are replaced by ``***`` before a record reaches any handler's output.
+under ``SIDECAR_LOG_DIR``, dated in ``SIDECAR_TIMEZONE`` by the one clock (sidecar/clock.py), removed
+after ``SIDECAR_LOG_RETENTION_DAYS`` (7 by default), so ``tail -f logs/combined-*.log`` and ``grep -i
+backup logs/combined-*.log`` work as the runbook says. A thread of their own writes them
+(``FileQueue``), never the event loop; records still queued at exit are written by ``teardown_logging``
+or ``logging.shutdown``. Every line carries the job id when it was logged on behalf of a job. Tokens and
+the MongoDB passwords (of the backed-up server and of the drill server) are replaced by ``***`` before a
+record reaches any handler's output.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import unquote, urlsplit
 
+from sidecar import clock
 from sidecar.config import Settings
 from sidecar.store.catalog import iso_utc
 
@@ -81,11 +83,13 @@ def record_dict(record: logging.LogRecord, redact: Redactor) -> dict[str, Any]:
 
 
 class _ContextFilter(logging.Filter):
-    """Stamps each record with the job id of the context it was logged in (before any handler runs)."""
+    """Stamps each record (before any handler runs) with the job id of the context it was logged in
+    and with the one clock's time, which dates its line and picks its daily file."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "_ctx_job_id"):
             record._ctx_job_id = JOB_ID.get()
+            record.created = clock.timestamp()
         return True
 
 
@@ -130,7 +134,7 @@ class DailyFileHandler(logging.Handler):
 
     def cleanup(self, today: dt.date | None = None) -> list[Path]:
         """Remove this handler's files dated more than ``retention_days`` before today."""
-        today = today or dt.datetime.now(self.tz).date()
+        today = today or clock.now().astimezone(self.tz).date()
         cutoff = today - dt.timedelta(days=self.retention_days)
         removed = []
         for path in self.directory.glob(f"{self.name_prefix}-*.log"):

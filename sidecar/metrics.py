@@ -10,7 +10,6 @@ from __future__ import annotations
 import platform
 import statistics
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from sidecar import __version__
+from sidecar import __version__, clock
 from sidecar.config import Settings
 from sidecar.health import HealthMonitor
 from sidecar.integrity.failure import LEVELS
@@ -434,7 +433,7 @@ class SidecarMetrics:
             # bytes counts only uploads that completed and were checked, even in a partly failed run
             self.upload_bytes.labels(dest).inc(outcome.get("bytes", 0))
             if outcome.get("ok"):
-                self.upload_success_ts[dest] = float(outcome.get("at", time.time()))
+                self.upload_success_ts[dest] = float(outcome.get("at", clock.timestamp()))
             else:
                 self.upload_failures.labels(dest).inc()
 
@@ -475,7 +474,7 @@ class SidecarMetrics:
 
     def summary(self) -> dict[str, Any]:
         """The JSON view of the same facts, for GET /api/v1/monitoring/metrics."""
-        s, h, now = self.catalog_summary, self.health.snapshot, time.time()
+        s, h, now = self.catalog_summary, self.health.snapshot, clock.timestamp()
         return {
             "backup": {
                 "lastSuccessAt": s.last_success_ts or None,

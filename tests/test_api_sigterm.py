@@ -1,7 +1,10 @@
 """`sidecar serve` as a real process: SIGTERM during a backup.
 
 Within the grace period the backup finishes and is catalogued; past it the backup is cancelled, its
-entry marked failed, its partial file removed, and no archive exists under a final name for it.
+entry marked failed, its partial file removed, and no archive exists under a final name for it. The
+backup reads through a proxy that holds the dump's stream after its first megabyte
+(tests/holding_proxy.py): the signal always lands while the dump runs, and the test releases the
+stream when the step it checks has happened (the refusal of new jobs; the cancel after the grace).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import pytest
 from sidecar.embedded import EmbeddedServer, free_port
 from sidecar.sampledata import load_bulk_data
 from sidecar.store.catalog import Catalog
+from tests.holding_proxy import HoldingProxy, holding_proxy
 
 ADMIN = "admin-token-for-sigterm-000001"
 SIDECAR = str(Path(sys.executable).with_name("sidecar"))
@@ -69,16 +73,19 @@ class Serve:
             assert time.monotonic() < deadline, "sidecar serve did not come up"
             time.sleep(0.1)
 
-    def start_backup_and_wait_for_bytes(self) -> dict[str, Any]:
+    def start_held_backup(self, proxy: HoldingProxy) -> dict[str, Any]:
+        """Start a backup and return its job once the proxy holds its dump stream."""
         status, body = call(self.port, "POST", "/api/backup/create")
         assert status == 202, body
-        job_id = body["job"]["id"]
-        deadline = time.monotonic() + 60
-        while True:
-            job = call(self.port, "GET", f"/api/backup/jobs/{job_id}")[1]["job"]
-            if job["progress"].get("bytes", 0) > 0:
-                return job
-            assert job["state"] in ("queued", "running") and time.monotonic() < deadline, job
+        assert proxy.holding.wait(60), "the dump never read a megabyte"
+        job = call(self.port, "GET", f"/api/backup/jobs/{body['job']['id']}")[1]["job"]
+        assert job["state"] == "running", job
+        return job
+
+    def wait_for_log(self, text: str) -> None:
+        deadline = time.monotonic() + 30
+        while not any(text in r["message"] for r in self.log()):
+            assert time.monotonic() < deadline and self.process.poll() is None, self.out.read_text()
             time.sleep(0.05)
 
     def log(self) -> list[dict[str, Any]]:
@@ -100,7 +107,7 @@ def bulk_server(tmp_path: Path) -> Any:
     server = EmbeddedServer(tmp_path / "bulk-mongo").start()
     try:
         with pymongo.MongoClient(server.uri) as client:
-            load_bulk_data(client, target_bytes=40_000_000)
+            load_bulk_data(client, target_bytes=8_000_000)  # 2 MB a collection: past the proxy's hold
         yield server
     finally:
         server.stop()
@@ -109,29 +116,30 @@ def bulk_server(tmp_path: Path) -> Any:
 @pytest.mark.slow
 def test_sigterm_during_a_backup(tmp_path: Path, bulk_server: EmbeddedServer) -> None:
     # 1. A long grace period: the running backup finishes, new jobs are refused meanwhile.
-    serve = Serve(tmp_path, bulk_server.uri, grace=120)
-    job = serve.start_backup_and_wait_for_bytes()
-    serve.process.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    status, body = call(serve.port, "POST", "/api/backup/create")
-    assert status == 503 and body["error"]["code"] == "shutting_down"
-    assert call(serve.port, "GET", "/health", None)[1]["status"] == "stopping"
-    assert serve.process.wait(120) == 0
+    with holding_proxy(bulk_server.port, pass_bytes=1_000_000) as proxy:
+        serve = Serve(tmp_path, proxy.uri(), grace=120)
+        job = serve.start_held_backup(proxy)
+        serve.process.send_signal(signal.SIGTERM)
+        serve.wait_for_log("shutdown: waiting up to 120s")
+        assert call(serve.port, "GET", "/health", None)[1]["status"] == "stopping"
+        status, body = call(serve.port, "POST", "/api/backup/create")
+        assert status == 503 and body["error"]["code"] == "shutting_down"
+        proxy.release()
+        assert serve.process.wait(120) == 0
     (entry,) = assert_catalog_consistent(serve.backups)
     assert entry["status"] == "completed" and entry["jobId"] == job["id"]
 
     # 2. A short grace period: the backup is cancelled cleanly.
-    serve = Serve(tmp_path, bulk_server.uri, grace=0.5)
-    job = serve.start_backup_and_wait_for_bytes()
-    t0 = time.monotonic()
-    serve.process.send_signal(signal.SIGTERM)
-    assert serve.process.wait(60) == 0
-    stopped_in = time.monotonic() - t0
+    with holding_proxy(bulk_server.port, pass_bytes=1_000_000) as proxy:
+        serve = Serve(tmp_path, proxy.uri(), grace=0.5)
+        job = serve.start_held_backup(proxy)
+        serve.process.send_signal(signal.SIGTERM)
+        serve.wait_for_log("grace period over, cancelling")
+        assert serve.process.poll() is None  # the job still holds it: the cancel waits for the job
+        proxy.release()  # the dump reads on, sees the cancel and stops
+        assert serve.process.wait(60) == 0
     first, second = assert_catalog_consistent(serve.backups)
     assert first["status"] == "completed"
     assert second["jobId"] == job["id"] and second["status"] == "failed"
     assert "cancelled" in second["error"] and not (serve.backups / second["fileName"]).exists()
-    messages = [r["message"] for r in serve.log()]
-    assert any("grace period over, cancelling" in m for m in messages)
-    assert any(f"backup job {job['id']} failed" in m for m in messages)
-    assert stopped_in < 30, stopped_in
+    assert any(f"backup job {job['id']} failed" in r["message"] for r in serve.log())

@@ -9,13 +9,13 @@ import json
 import logging
 import logging.handlers
 import threading
-import time
 import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from sidecar import clock
 from sidecar.config import Settings, load_settings
 from sidecar.logs import JOB_ID, DailyFileHandler, LogTail, Redactor, setup_logging, teardown_logging
 
@@ -72,17 +72,17 @@ def test_json_lines_with_job_ids(logged: tuple[io.StringIO, LogTail]) -> None:
 
 
 def test_daily_files_split_by_level(logged: tuple[io.StringIO, LogTail], settings: Settings) -> None:
-    logging.getLogger("sidecar.service").info("backup job x succeeded")
-    logging.getLogger("sidecar.service").error("backup job y failed: disk full")
-    try:
-        raise ValueError("boom")
-    except ValueError:
-        logging.getLogger("sidecar.api").exception("handler crashed")
+    with clock.set_to(dt.datetime(2026, 12, 7, 14, 59, 59, tzinfo=dt.UTC)):  # 23:59:59 in Seoul
+        logging.getLogger("sidecar.service").info("backup job x succeeded")
+        logging.getLogger("sidecar.service").error("backup job y failed: disk full")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("sidecar.api").exception("handler crashed")
     flush()
-    today = dt.datetime.now(dt.timezone(dt.timedelta(hours=9))).date().isoformat()  # Asia/Seoul
-    combined = settings.log_dir / f"combined-{today}.log"
-    error = settings.log_dir / f"error-{today}.log"
-    assert combined.exists() and error.exists()
+    combined = settings.log_dir / "combined-2026-12-07.log"
+    error = settings.log_dir / "error-2026-12-07.log"
+    assert sorted(p.name for p in settings.log_dir.iterdir()) == [combined.name, error.name]
     all_lines = [json.loads(x) for x in combined.read_text().splitlines()]
     error_lines = [json.loads(x) for x in error.read_text().splitlines()]
     assert [x["message"] for x in all_lines] == [
@@ -129,8 +129,7 @@ def test_files_older_than_retention_are_removed(tmp_path: Path) -> None:
 def test_file_switches_at_local_midnight(tmp_path: Path) -> None:
     handler = DailyFileHandler(tmp_path, "combined", level=0, retention_days=7, timezone="Asia/Seoul")
     handler.setFormatter(logging.Formatter("%(message)s"))
-    seoul = zoneinfo.ZoneInfo("Asia/Seoul")
-    midnight = dt.datetime.combine(dt.datetime.now(seoul).date(), dt.time(), seoul)
+    midnight = dt.datetime(2026, 12, 8, tzinfo=zoneinfo.ZoneInfo("Asia/Seoul"))
     before = midnight.timestamp() - 1
     for created, text in ((before, "late"), (before + 2, "early")):
         record = logging.LogRecord("x", logging.INFO, __file__, 1, text, None, None)
@@ -211,12 +210,13 @@ def test_redactor_alone() -> None:
 def test_tail_filters(logged: tuple[io.StringIO, LogTail]) -> None:
     _, tail = logged
     log = logging.getLogger("sidecar.t")
-    log.info("one backup")
-    log.warning("two restore")
-    time.sleep(0.01)
-    middle = dt.datetime.now(dt.UTC)
-    log.error("three backup", extra={"job_id": "j3"})
-    log.info("four")
+    middle = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
+    with clock.set_to(middle - dt.timedelta(milliseconds=1)):
+        log.info("one backup")
+        log.warning("two restore")
+    with clock.set_to(middle):
+        log.error("three backup", extra={"job_id": "j3"})
+        log.info("four")
     assert [r["message"] for r in tail.query()] == ["one backup", "two restore", "three backup", "four"]
     assert [r["message"] for r in tail.query(level="WARNING")] == ["two restore", "three backup"]
     assert [r["message"] for r in tail.query(since=middle)] == ["three backup", "four"]

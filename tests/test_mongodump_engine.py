@@ -106,8 +106,9 @@ SLOW = textwrap.dedent("""\
     #!{python}
     # A mongodump that hangs (a huge collection, a stalled server): it never finishes by itself.
     import os, sys, time
-    with open(os.environ["FAKE_RECORD"], "w") as f:
+    with open(os.environ["FAKE_RECORD"] + ".tmp", "w") as f:
         f.write(str(os.getpid()))
+    os.replace(os.environ["FAKE_RECORD"] + ".tmp", os.environ["FAKE_RECORD"])  # whole when it appears
     time.sleep(120)
 """)
 

@@ -38,6 +38,7 @@ from tests.prom_fixtures import (
     WebhookSink,
     binary,
     fast_rules,
+    http,
     run_sidecar,
     sidecar_env,
     start_prometheus,
@@ -615,6 +616,13 @@ def test_forced_pitr_gap_reaches_alertmanager(
 # -- (h) CronJob mode: the archiver alone, scraped ---------------------------------------------------
 
 
+def tailing(port: int) -> bool:
+    """The archiver behind ``port`` tails the oplog: its caught-up time is set (from its first idle)."""
+    exposition = http("GET", f"http://127.0.0.1:{port}/metrics").text
+    found = re.search(r"^mongobackup_pitr_caught_up_timestamp_seconds (\S+)$", exposition, re.M)
+    return found is not None and float(found[1]) > 0
+
+
 def test_pitr_stream_serves_the_metrics_its_alerts_need(tmp_path: Path, e2e_mongo: EmbeddedServer):
     """`sidecar pitr stream --metrics-port` (the archiver of CronJob mode, with no `serve` beside it)
     scraped by a real Prometheus under the scrape job the ServiceMonitor gives it: the oplog archive's
@@ -655,6 +663,9 @@ def test_pitr_stream_serves_the_metrics_its_alerts_need(tmp_path: Path, e2e_mong
         s = "{" + f'job="{JOB}",instance="127.0.0.1:{port}"' + "}"
         try:
             catalog = SliceCatalog(tmp_path / "backups" / "oplog")
+            wait_until(
+                "the archiver to tail the oplog", lambda: tailing(port)
+            )  # writes from now are archived
             for n in range(3):
                 before = len(catalog.slices())
                 client["shop"]["pitr_stream"].insert_one({"n": n})

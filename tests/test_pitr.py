@@ -134,6 +134,33 @@ def test_bsondump_reads_a_slice(make_settings, pitr_client, tmp_path):
     assert json.loads(lines[0])["ts"] == {"$timestamp": {"t": entry["first"]["t"], "i": entry["first"]["i"]}}
 
 
+def test_a_size_cut_due_inside_a_transaction_waits_for_its_last_entry(make_settings, pitr_client):
+    """The embedded server logs a transaction as one entry per write, all with one timestamp. Here they
+    pass SIDECAR_PITR_SLICE_MAX_BYTES several times over, so a size cut is due inside the group every
+    time: the slice still ends after its last entry. (mongod logs one applyOps entry: trivially whole.)"""
+    settings = make_settings(pitr="auto", pitr_slice_seconds=3600, pitr_slice_max_bytes=1024)
+    coll = pitr_client.pitrtx.visits
+    with archiving(settings) as runner:
+        wait_running(runner)
+        coll.insert_one({"_id": "before"})
+        with pitr_client.start_session() as session, session.start_transaction():
+            for k in range(6):
+                coll.insert_one({"_id": f"tx{k}", "note": "x" * 600}, session=session)
+        coll.insert_one({"_id": "after", "pad": "y" * 2048})  # past the limit alone: cut when idle
+        wait_until_stored(settings, pitr_client)
+    stamps = [
+        [bson.decode(raw)["ts"] for raw in read_entries(settings, oplog_dir(settings) / s["fileName"])]
+        for s in SliceCatalog(oplog_dir(settings)).slices()
+    ]
+    for before, after in itertools.pairwise(stamps):
+        assert before[-1] < after[0], "a slice ends inside a group of entries sharing one timestamp"
+    written = [bson.decode(raw) for raw in archived(settings)]
+    in_txn = [e["ts"] for e in written if e.get("ns") == "pitrtx.visits" and "txnNumber" in e]
+    if len(in_txn) > 1:  # the embedded server's shape: one timestamp, one slice
+        (holding,) = [s for s in stamps if in_txn[0] in s]
+        assert holding.count(in_txn[0]) == len(in_txn) == 6
+
+
 def test_slices_are_age_encrypted_when_recipients_are_set(make_settings, pitr_client, tmp_path):
     identity = pyrage.x25519.Identity.generate()
     key = tmp_path / "key.txt"

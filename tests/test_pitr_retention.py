@@ -1,7 +1,8 @@
 """Retention, off-site copies and content checks of oplog slices, over a simulated 40 days: slices with
 past timestamps written through the real writer (gzip, age, sha256, fsync) and base backups recorded
 with past times and oplog cuts in the real catalog; pruned through the prune job, against the real
-SeaweedFS bucket. The prune reads no clock but the real one: the history is placed relative to it."""
+SeaweedFS bucket. The history ends the day before NOW, a set date; the prune runs with the clock set to
+it (the bucket's signer keeps the real time)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import datetime as dt
 import gzip
 import hashlib
 import time
+import zoneinfo
+from collections.abc import Iterator
 from pathlib import Path
 
 import bson
@@ -18,10 +21,12 @@ import pytest
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
+from sidecar import clock
 from sidecar.config import Settings
 from sidecar.integrity.slices import check_slice
 from sidecar.pitr import optime
 from sidecar.pitr.catalog import SliceCatalog
+from sidecar.pitr.retention import Base, oldest_left, plan_slices
 from sidecar.pitr.slices import (
     SLICE_NAME,
     SliceBuffer,
@@ -44,8 +49,14 @@ from tests.pitr_support import archiving, wait_for_slices
 seaweed, s3_env = s3_fixture.seaweed, s3_fixture.s3_env  # the fixtures, for pytest to find
 PREFIX = "ward-7/"
 DAYS, SIX_HOURS = 40, 6 * 3600
-NOW = dt.datetime.now(dt.UTC)
-DAY0 = dt.datetime.combine(NOW.date(), dt.time(), dt.UTC) - dt.timedelta(days=1)  # yesterday 00:00
+NOW = dt.datetime(2026, 12, 9, 12, 0, tzinfo=dt.UTC)  # a Wednesday (21:00 in Asia/Seoul, the default zone)
+DAY0 = dt.datetime(2026, 12, 8, tzinfo=dt.UTC)  # the day before, 00:00: the history's last day
+
+
+@pytest.fixture
+def at_now() -> Iterator[dt.datetime]:
+    with clock.set_to(NOW) as now:
+        yield now
 
 
 def noop(ts: Timestamp, ns: str = "ward.notes") -> RawBSONDocument:
@@ -104,8 +115,14 @@ def history(settings: Settings, *, gap_days: tuple[int, ...] = ()) -> tuple[list
 
 def retained(settings: Settings, bases: list[dict], destination: str) -> list[dict]:
     """The bases the destination's archive policy keeps (store/retention.py, tested on its own)."""
-    kept = keep_reasons(bases, dt.datetime.now(dt.UTC), policies(settings)[destination])
+    tz = zoneinfo.ZoneInfo(settings.timezone)
+    kept = keep_reasons(bases, NOW, policies(settings)[destination], tz)
     return [b for b in bases if b["fileName"] in kept]
+
+
+def base_name(settings: Settings, age: int) -> str:
+    """The base backup of ``age`` days before DAY0."""
+    return archive_name(settings.file_prefix, DAY0 - dt.timedelta(days=age) + dt.timedelta(hours=2))
 
 
 def after_oldest(slices: list[dict], bases: list[dict]) -> set[str]:
@@ -128,7 +145,7 @@ def identity(tmp_path: Path) -> tuple[str, str]:
 
 
 def test_forty_days_keep_exactly_what_the_retained_backups_need_locally_and_in_the_bucket(
-    make_settings, s3_env, identity
+    make_settings, s3_env, identity, at_now
 ):
     recipient, identity_file = identity
     settings = make_settings(
@@ -144,6 +161,17 @@ def test_forty_days_keep_exactly_what_the_retained_backups_need_locally_and_in_t
         age_identity_file=identity_file,
     )
     slices, bases = history(settings, gap_days=(DAYS, 2))
+    tz = zoneinfo.ZoneInfo(settings.timezone)
+    assert keep_reasons(bases, NOW, policies(settings)["local"], tz) == {
+        base_name(settings, 0): "one of the newest 1",
+        **{base_name(settings, age): "younger than 30 days" for age in range(1, 29)},
+    }
+    weeks = {9: "2026-W48", 16: "2026-W47", 23: "2026-W46", 30: "2026-W45"}  # Sundays; W49, W50 are younger
+    assert keep_reasons(bases, NOW, policies(settings)["s3"], tz) == {
+        base_name(settings, 0): "one of the newest 1",
+        **{base_name(settings, age): "younger than 5 days" for age in range(1, 4)},
+        **{base_name(settings, age): f"weekly tier ({week})" for age, week in weeks.items()},
+    }
     keep_local = after_oldest(slices, retained(settings, bases, "local"))
     keep_s3 = after_oldest(slices, retained(settings, bases, "s3"))
     assert keep_local < keep_s3 < {s["fileName"] for s in slices}  # the bucket's tiers reach further back
@@ -187,11 +215,11 @@ def test_forty_days_keep_exactly_what_the_retained_backups_need_locally_and_in_t
     assert source.location == "s3" and check_slice(source, written) is None
 
 
-def test_a_shorter_pitr_retention_keeps_the_window_and_every_retained_backups_cut(make_settings):
+def test_a_shorter_pitr_retention_keeps_the_window_and_every_retained_backups_cut(make_settings, at_now):
     settings = make_settings(retention_days=30, retention_min_count=1, pitr_retention_days=7)
     slices, bases = history(settings)
     kept_bases = retained(settings, bases, "local")
-    cutoff = (dt.datetime.now(dt.UTC) - dt.timedelta(days=7)).timestamp()
+    cutoff = (NOW - dt.timedelta(days=7)).timestamp()
     before = [b for b in kept_bases if b["oplog"]["end"]["t"] < cutoff]
     opens = before[-1]["oplog"]["start"]["t"]  # the base whose window reaches over the cutoff
     expected = {s["fileName"] for s in slices if s["last"]["t"] >= opens}
@@ -205,7 +233,7 @@ def test_a_shorter_pitr_retention_keeps_the_window_and_every_retained_backups_cu
     assert len(expected) < len(after_oldest(slices, kept_bases))  # shorter than the backups' retention
 
 
-def test_a_crash_between_catalog_and_files_leaves_no_entry_without_its_file(make_settings):
+def test_a_crash_between_catalog_and_files_leaves_no_entry_without_its_file(make_settings, at_now):
     settings = make_settings(retention_days=30, retention_min_count=1)
     slices, bases = history(settings)
     expected = after_oldest(slices, retained(settings, bases, "local"))
@@ -346,3 +374,80 @@ def test_the_slice_a_stop_stores_is_in_the_bucket_when_the_stop_returns(own_serv
     assert entry["last"] == optime.as_json(newest) and "s3" in entry["locations"], entry
     body = s3_env.client().get_object(Bucket=s3_env.bucket, Key=entry["remote"]["s3"]["key"])["Body"].read()
     assert hashlib.sha256(body).hexdigest() == entry["sha256"]
+
+
+def test_a_slices_last_copy_stays_while_a_destination_that_wants_it_lacks_it() -> None:
+    """Pure, on plan_slices: the disk lets a slice go that the bucket wants but does not hold yet (its
+    upload is pending): the local copy stays. Once the bucket holds it, or wants it no more, it goes."""
+    old, new = "oplog-1-1.bson.gz", "oplog-2-1.bson.gz"
+
+    def document(where: list[str]) -> dict:
+        rows = [(old, where, 1), (new, ["local", "s3"], 2)]
+        return {
+            "slices": [
+                {
+                    "fileName": n,
+                    "locations": w,
+                    "createdAt": "",
+                    "first": {"t": t, "i": 1},
+                    "last": {"t": t, "i": 2},
+                }
+                for n, w, t in rows
+            ]
+        }
+
+    base = Base("b.gz", Timestamp(2, 1), Timestamp(2, 2))
+    bases = {"local": [base], "s3": [base]}
+    wanted_by_bucket = {"local": {new: "newest"}, "s3": {old: "weekly", new: "newest"}}
+    assert plan_slices(document(["local"]), wanted_by_bucket, bases) == []
+    (removal,) = plan_slices(document(["local", "s3"]), wanted_by_bucket, bases)
+    assert (removal.file_name, removal.destination) == (old, "local")
+    assert "before the window of the oldest retained base backup b.gz" in removal.reason
+    wanted_nowhere = {"local": {new: "newest"}, "s3": {new: "newest"}}
+    (removal,) = plan_slices(document(["local"]), wanted_nowhere, bases)
+    assert (removal.file_name, removal.destination) == (old, "local")
+
+
+def _slices(*spans: tuple[int, int], where: tuple[str, ...] = ("local",)) -> list[dict]:
+    return [
+        {"fileName": f"oplog-{a}.1-{b}.1.bson.gz", "first": {"t": a, "i": 1}, "last": {"t": b, "i": 1}}
+        | {"locations": list(where), "createdAt": "2026-12-01T00:00:00.000Z"}
+        for a, b in spans
+    ]
+
+
+def test_the_reasons_a_slice_goes_are_exact() -> None:
+    """Up to the oldest base's consistent point (inclusive: a slice ending there holds nothing of its
+    window) it is 'before the window'; elsewhere, outside every kept window and cut."""
+    slices = _slices((1, 10), (11, 20), (21, 30), (31, 40))
+    base = Base("maekcord-backup-a.gz", None, Timestamp(20, 1))  # no cut recorded: its point only
+    later = Base("maekcord-backup-b.gz", Timestamp(29, 1), Timestamp(30, 1))
+    keep = {"local": {slices[2]["fileName"]: "cut", slices[3]["fileName"]: "newest"}}
+    removals = plan_slices({"slices": slices}, keep, {"local": [base, later]})
+    point = optime.iso(Timestamp(20, 1))
+    assert [(r.file_name, r.status, r.kind, r.reason) for r in removals] == [
+        (
+            s["fileName"],
+            "slice",
+            "slice",
+            f"before the window of the oldest retained base backup {base.name} ({point})",
+        )
+        for s in slices[:2]
+    ]
+    keep = {"local": {slices[0]["fileName"]: "cut", slices[3]["fileName"]: "newest"}}
+    (removal, other) = plan_slices({"slices": slices}, keep, {"local": [Base("x.gz", None, Timestamp(5, 1))]})
+    assert (
+        removal.reason
+        == other.reason
+        == ("in no kept point-in-time window (SIDECAR_PITR_RETENTION_DAYS) and no retained backup's cut")
+    )
+
+
+def test_the_oldest_slice_left_is_the_first_with_a_copy_that_stays() -> None:
+    slices = _slices((1, 10), (11, 20), (21, 30), where=("local", "s3"))
+    document = {"slices": slices}
+    first, second, third = (s["fileName"] for s in slices)
+    assert oldest_left(document, {}) == Timestamp(1, 1)
+    assert oldest_left(document, {first: ["local"]}) == Timestamp(1, 1)  # its bucket copy stays
+    assert oldest_left(document, {first: ["local", "s3"], second: ["local", "s3"]}) == Timestamp(21, 1)
+    assert oldest_left(document, {n: ["local", "s3"] for n in (first, second, third)}) is None

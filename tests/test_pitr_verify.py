@@ -285,6 +285,28 @@ def test_a_base_backup_that_cannot_be_read_fails_as_that_base_not_as_the_slices(
     assert "suspectSlices" not in entry["verification"]["pitr"]
 
 
+@pytest.mark.parametrize(
+    ("field", "said"),
+    [
+        ("sha256", "sha256 is [0-9a-f]{64}, the catalog recorded 0{64}"),
+        ("sizeBytes", r"the file is \d+ bytes, the catalog recorded \d+"),
+    ],
+)
+def test_a_base_whose_bytes_are_not_the_catalogs_fails_as_that_base(chain, tmp_path, field, said):
+    """The base reads through and decodes, but its sha256 or size is not what the catalog recorded:
+    not the bytes that were backed up, so the proof stops there (pitr-base), before any replay."""
+    settings = _copy(chain, tmp_path)
+    pair = joined_pair(settings)
+    assert not isinstance(pair, str)
+    service = BackupService(settings)
+    recorded = service.catalog.get(pair.older)
+    service.catalog.patch(pair.older, **{field: "0" * 64 if field == "sha256" else recorded[field] + 1})
+    with pytest.raises(JobFailed, match=f"base backup {pair.older} fails its full check: .*{said}"):
+        service.run_pitr_verify()
+    entry = next(e for e in BackupService(settings).list_backups() if e["fileName"] == pair.newer)
+    assert entry["verification"]["pitr"]["failedCheck"] == "pitr-base"
+
+
 def test_a_document_that_differs_only_in_field_order_says_so(chain, tmp_path):
     settings = _copy(chain, tmp_path)
     altered = _alter_insert(settings, _reorder)

@@ -320,6 +320,27 @@ def test_drop_database_under_renaming_drops_what_came_from_it(mongo_client, scra
     assert plain not in mongo_client.list_database_names()
 
 
+def test_drop_database_under_a_rename_only_scope_drops_only_the_renamed_targets(mongo_client, scratch_db):
+    """--ns-from/--ns-to without an include or exclude: every namespace is replayed, the source's under
+    the new name. Its dropDatabase drops what it renamed, not the live database under the source name
+    (nor anything else in the target)."""
+    source, target = scratch_db(), scratch_db()
+    mongo_client[source].live.insert_one({"_id": 1})  # the deployment's database: no replay writes it
+    mongo_client[target].keep.insert_one({"_id": 1})
+    scope = ReplayScope.of(RestoreOptions(ns_from=(f"{source}.*",), ns_to=(f"{target}.*",)))
+    assert not scope.include and not scope.exclude and not scope.is_plain
+    t = 1_800_000_300
+    entries = [
+        entry(Timestamp(t, 1), "i", f"{source}.a", {"_id": 1}),
+        entry(Timestamp(t, 2), "i", f"{source}.b", {"_id": 1}),
+        entry(Timestamp(t, 3), "c", f"{source}.$cmd", {"dropDatabase": 1}),
+    ]
+    result = replay(mongo_client, entries, ReplayOptions(scope=scope))
+    assert result.namespaces[f"{target}.a"] == {"insert": 1, "drop": 1}
+    assert mongo_client[source].list_collection_names() == ["live"]
+    assert mongo_client[target].list_collection_names() == ["keep"]
+
+
 def test_a_cancelled_replay_stops(history, mongo_client, scratch_db):
     source, entries, _ = history
     cancel = threading.Event()

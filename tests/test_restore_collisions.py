@@ -125,6 +125,28 @@ def test_an_append_of_disjoint_ids_still_goes_ahead(live: Any, mongo_client: pym
     assert result["safetyBackupSkipped"] == 'opted out ("safetyBackup": false)'
 
 
+def test_one_colliding_target_refuses_the_restore_though_another_is_disjoint(
+    live: Any, mongo_client: pymongo.MongoClient
+) -> None:
+    """A disjoint append beside a collision: the one collision is enough, and only it is named."""
+    service, db, name = live
+    mongo_client[db].notes.delete_many({})
+    mongo_client[db].notes.insert_one({"_id": "someone else's"})  # disjoint from the archive's
+    job = service.new_job("restore")
+    with pytest.raises(JobFailed) as info:
+        service.run_restore(job, file_name=name, safety_backup=False)
+    message = str(info.value)
+    assert isinstance(info.value.__cause__, TargetsInUse)
+    assert "1 target collection holds documents with the archive's _ids already" in message
+    assert f"{db}.patients (50 of the archive's 50 _ids)" in message and f"{db}.notes" not in message
+    assert {c["target"]: c["refused"] for c in job.result["collisions"]} == {
+        f"{db}.patients": True,
+        f"{db}.notes": False,
+    }
+    assert mongo_client[db].notes.count_documents({}) == 1  # nothing written, not even the disjoint one
+    assert mongo_client[db].patients.count_documents({}) == 50
+
+
 def test_ids_past_the_limit_are_not_compared_and_the_restore_is_refused_saying_so(
     live: Any, mongo_client: pymongo.MongoClient
 ) -> None:

@@ -6,6 +6,7 @@ import datetime as dt
 
 import pytest
 
+from sidecar import clock
 from sidecar.store.catalog import iso_utc
 from sidecar.store.retention import Policy, plan
 
@@ -123,13 +124,10 @@ def test_prune_removes_files_and_entries_and_dry_run_keeps_them(make_settings):
     for entry in (old, new):
         (settings.backup_dir / entry["fileName"]).write_bytes(b"x")
         service.catalog.add(entry)
-    # relative to the real clock these are far older; keep them relative to now
-    now_old = dt.datetime.now(dt.UTC) - dt.timedelta(days=40)
-    service.catalog.patch(old["fileName"], createdAt=iso_utc(now_old))
-    service.catalog.patch(new["fileName"], createdAt=iso_utc(dt.datetime.now(dt.UTC)))
-    assert [r.file_name for r in service.plan_prune()] == [old["fileName"]]
-    assert (settings.backup_dir / old["fileName"]).exists()
-    removed = service.run_prune()
+    with clock.set_to(NOW):
+        assert [r.file_name for r in service.plan_prune()] == [old["fileName"]]
+        assert (settings.backup_dir / old["fileName"]).exists()
+        removed = service.run_prune()
     assert [r.file_name for r in removed] == [old["fileName"]]
     assert not (settings.backup_dir / old["fileName"]).exists()
     assert [e["fileName"] for e in service.list_backups()] == [new["fileName"]]

@@ -15,6 +15,7 @@ import json
 import pyrage
 import pytest
 
+from sidecar import clock
 from sidecar.archive import ArchiveReader, NamespaceEnd
 from sidecar.integrity.levels import verify_archive
 from sidecar.integrity.proof_server import given_server
@@ -28,6 +29,7 @@ from tests.s3_fixture import SeaweedS3
 
 seaweed, s3_env = s3_fixture.seaweed, s3_fixture.s3_env  # the fixtures, for pytest to find
 PREFIX = "hospital-a/"
+TIERS_NOW = dt.datetime(2026, 12, 9, 12, 0, tzinfo=dt.UTC)  # a Wednesday
 
 
 @pytest.fixture
@@ -65,7 +67,8 @@ def test_backup_is_uploaded_checked_and_recorded(s3_settings, s3_env):
     settings = s3_settings()
     service = BackupService(settings)
     job = service.new_job("backup")
-    entry = service.run_backup(job)
+    with clock.set_to(TIERS_NOW):
+        entry = service.run_backup(job)
     name = entry["fileName"]
     assert entry["locations"] == ["local", "s3"]
     remote = entry["remote"]["s3"]
@@ -128,7 +131,8 @@ def test_restore_source_falls_back_to_the_bucket_and_checks_its_sha256(s3_settin
 
 
 def test_tiered_retention_across_disk_and_bucket(s3_settings, s3_env, monkeypatch, capsys):
-    """90 days of history in both places: the disk keeps 3 days, the bucket weeks and months."""
+    """90 days of history in both places: the disk keeps 3 days, the bucket weeks and months. The
+    history is dated back from a set clock (a Wednesday); the bucket's signer keeps the real time."""
     settings = s3_settings(
         retention_days=3,
         retention_min_count=2,
@@ -139,13 +143,20 @@ def test_tiered_retention_across_disk_and_bucket(s3_settings, s3_env, monkeypatc
     service = BackupService(settings)
     settings.backup_dir.mkdir(parents=True, exist_ok=True)
     s3 = S3Backend.from_settings(settings)
-    bucket_policy = Policy(days=3, keep_last=2, weekly=4, monthly=3)
-    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)  # clear of day edges
-    times = [start - dt.timedelta(days=days_ago) for days_ago in range(90, 0, -1)]
+    times = [TIERS_NOW - dt.timedelta(hours=1, days=days_ago) for days_ago in range(90, 0, -1)]
     names = [f"{settings.file_prefix}-{at:%Y-%m-%dT%H-%M-%S}.gz" for at in times]
-    # the archive whose upload failed back then: an old one the bucket's monthly tier wants
-    sketch = [{"fileName": n, "createdAt": iso_utc(at)} for n, at in zip(names, times, strict=True)]
-    pending = sorted(keep_reasons(sketch, start, bucket_policy))[0]
+    on_disk = {names[-1]: "one of the newest 2", names[-2]: "one of the newest 2"}  # 12-08, 12-07
+    # the archive whose upload failed back then: the newest of October, which the monthly tier wants
+    pending = f"{settings.file_prefix}-2026-10-31T11-00-00.gz"
+    in_bucket = {  # what the bucket holds, without the pending one: October's newest there is the 30th
+        **on_disk,
+        f"{settings.file_prefix}-2026-12-06T11-00-00.gz": "weekly tier (2026-W49)",
+        f"{settings.file_prefix}-2026-11-29T11-00-00.gz": "weekly tier (2026-W48)",
+        f"{settings.file_prefix}-2026-11-22T11-00-00.gz": "weekly tier (2026-W47)",
+        f"{settings.file_prefix}-2026-11-30T11-00-00.gz": "monthly tier (2026-11)",
+        f"{settings.file_prefix}-2026-10-30T11-00-00.gz": "monthly tier (2026-10)",
+    }
+    assert pending in names and set(in_bucket) <= set(names)
     history = []
     for name, at in zip(names, times, strict=True):
         data = f"archive {name}".encode()
@@ -167,11 +178,12 @@ def test_tiered_retention_across_disk_and_bucket(s3_settings, s3_env, monkeypatc
         entry["locations"] = where
         service.catalog.add(entry)
         history.append(entry)
-    failed = {
-        "fileName": "f.gz",
-        "createdAt": iso_utc(dt.datetime.now(dt.UTC) - dt.timedelta(days=50)),
-        "status": "failed",
-    }
+    bucket_policy = Policy(days=3, keep_last=2, weekly=4, monthly=3)
+    uploaded = [e for e in history if e["fileName"] != pending]
+    assert keep_reasons(uploaded, TIERS_NOW, bucket_policy) == in_bucket
+    assert keep_reasons(history, TIERS_NOW, bucket_policy)[pending] == "monthly tier (2026-10)"
+    assert keep_reasons(history, TIERS_NOW, Policy(days=3, keep_last=2)) == on_disk
+    failed = {"fileName": "f.gz", "createdAt": iso_utc(TIERS_NOW - dt.timedelta(days=50)), "status": "failed"}
     service.catalog.add(failed)
     before = (sorted(p.name for p in settings.backup_dir.glob("*.gz")), s3_env.keys())
 
@@ -179,23 +191,20 @@ def test_tiered_retention_across_disk_and_bucket(s3_settings, s3_env, monkeypatc
         monkeypatch.setenv(name, value)
     from sidecar.cli import main
 
-    assert main(["prune", "--dry-run"]) == 0
+    with clock.set_to(TIERS_NOW):
+        assert main(["prune", "--dry-run"]) == 0
     printed = capsys.readouterr().out
     assert "(s3): older than 3 days" in printed and "(local): older than 3 days" in printed
     assert (sorted(p.name for p in settings.backup_dir.glob("*.gz")), s3_env.keys()) == before
 
     job = service.new_job("prune")
-    removed = service.run_prune(job)
-    now = dt.datetime.now(dt.UTC)
-    in_bucket = set(keep_reasons([e for e in history if e["fileName"] != pending], now, bucket_policy))
-    on_disk = set(keep_reasons(history, now, Policy(days=3, keep_last=2)))
-    assert len(on_disk) == 2 and 4 <= len(in_bucket) <= 2 + 4 + 3
-    assert pending not in on_disk and pending in keep_reasons(history, now, bucket_policy)
-    assert sorted(p.name for p in settings.backup_dir.glob("*.gz")) == sorted(on_disk | {pending})
+    with clock.set_to(TIERS_NOW):
+        removed = service.run_prune(job)
+    assert sorted(p.name for p in settings.backup_dir.glob("*.gz")) == sorted({*on_disk, pending})
     assert s3_env.keys() == sorted(PREFIX + n for n in in_bucket)
     catalog = {e["fileName"]: e for e in service.list_backups()}
     assert "f.gz" not in catalog  # the failed entry is gone
-    assert set(catalog) == on_disk | set(in_bucket) | {pending}
+    assert set(catalog) == {*on_disk, *in_bucket, pending}
     for name, entry in catalog.items():
         expected = [
             d
@@ -212,7 +221,8 @@ def test_tiered_retention_across_disk_and_bucket(s3_settings, s3_env, monkeypatc
     assert len(removed) == len(job.result["removed"]) == len(by_place["local"]) + len(by_place["s3"])
     # the next backup uploads the pending archive the bucket wants
     job = service.new_job("backup")
-    entry = service.run_backup(job)
+    with clock.set_to(TIERS_NOW):
+        entry = service.run_backup(job)
     assert job.result["uploads"]["s3"]["retried"] == [pending]
     assert PREFIX + pending in s3_env.keys(PREFIX)
     # uploaded, it no longer needs the disk: the same run's retention let the local copy go

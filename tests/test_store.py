@@ -10,8 +10,10 @@ import pathlib
 
 import pytest
 
+from sidecar import clock
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import iso_utc
+from sidecar.store.sink import ArchiveSink
 from sidecar.store.source import ArchiveSource
 
 
@@ -33,7 +35,7 @@ def test_a_crash_during_pruning_leaves_no_completed_entry_without_its_file(make_
     settings = make_settings(retention_days=30, retention_min_count=1)
     settings.backup_dir.mkdir(parents=True)
     service = BackupService(settings)
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime(2026, 3, 2, 2, 0, tzinfo=dt.UTC)
     for age in (50, 40, 0):
         name = f"maekcord-backup-{now - dt.timedelta(days=age):%Y-%m-%dT%H-%M-%S}.gz"
         (settings.backup_dir / name).write_bytes(b"x")
@@ -48,12 +50,13 @@ def test_a_crash_during_pruning_leaves_no_completed_entry_without_its_file(make_
             raise Crash()  # the first archive file is gone, the process with it
 
     monkeypatch.setattr(pathlib.Path, "unlink", unlink_then_crash)
-    with pytest.raises(Crash):
+    with clock.set_to(now), pytest.raises(Crash):
         service.run_prune()
     monkeypatch.undo()
     assert completed_without_file(service) == []
     # the next prune finishes the interrupted deletion: both old archives and their entries go
-    BackupService(settings).run_prune()
+    with clock.set_to(now):
+        BackupService(settings).run_prune()
     assert [e["status"] for e in service.list_backups()] == ["completed"]
     assert sorted(p.name for p in settings.backup_dir.glob("*.gz")) == [service.list_backups()[0]["fileName"]]
 
@@ -100,3 +103,84 @@ def test_a_pinned_local_source_reads_its_first_bytes_after_the_file_is_replaced(
                 assert raw.read() == first
     with source.open_stored() as raw:  # unpinned: the file as it is now
         assert raw.read() == b"something else"
+
+
+def open_paths() -> set[str]:
+    """The files this process holds open."""
+    fds = pathlib.Path("/proc/self/fd")
+    return {os.path.realpath(fd) for fd in fds.iterdir() if fd.is_symlink()}
+
+
+def test_a_commit_makes_the_bytes_durable_before_they_take_the_final_name(tmp_path, monkeypatch):
+    """Every stored byte flushed and fsynced, the partial file closed, then the rename, then the
+    directory's fsync: a crash at any point leaves either no NAME or a NAME with all its bytes."""
+    events: list[tuple] = []
+    synced_size: dict[str, int] = {}
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        synced_size.setdefault(events[-1][1], os.fstat(fd).st_size)
+
+    def replace(src, dst) -> None:
+        events.append(("replace", str(dst), str(src) in open_paths()))
+        real_replace(src, dst)
+
+    final = tmp_path / "b.gz"
+    with ArchiveSink(final) as sink:
+        sink.archive.write(os.urandom(300_000))  # more than one buffer's worth
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "replace", replace)
+        digest = sink.commit()
+    monkeypatch.undo()
+    partial = str(sink.partial)
+    assert events == [
+        ("fsync", partial),
+        ("replace", str(final), False),  # closed before it takes its name
+        ("fsync", str(tmp_path)),  # the directory: the new name is durable
+    ]
+    assert synced_size[partial] == digest.size  # flushed before the fsync: every byte was synced
+    assert not sink.partial.exists() and final.stat().st_size == digest.size
+
+
+class RecordingUpload:
+    """A tee that keeps what it is sent and counts its aborts (the bucket side of a streaming upload)."""
+
+    def __init__(self) -> None:
+        self.data, self.aborts = bytearray(), 0
+
+    def write(self, data) -> int:
+        self.data += data
+        return len(data)
+
+    def commit(self, **_: object) -> None:
+        raise AssertionError("an aborted sink never commits its tee")
+
+    def abort(self) -> None:
+        self.aborts += 1
+
+
+def test_an_abort_mid_archive_removes_the_partial_and_aborts_the_tee_once(tmp_path):
+    """Aborted while gzip still holds a trailer (the layers below already closed): no error, no file,
+    and the tee aborted once even when the ``with`` block's exit aborts again."""
+    tee = RecordingUpload()
+    final = tmp_path / "b.gz"
+    with ArchiveSink(final, tee=tee) as sink:
+        sink.archive.write(os.urandom(200_000))
+        sink.abort()
+        assert not sink.partial.exists()
+    assert tee.aborts == 1 and tee.data  # the bytes had streamed; the upload is dropped
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_an_abort_never_raises_when_the_partial_or_its_descriptor_is_gone(tmp_path):
+    """A recovery removed the partial file, or its descriptor failed: the abort still finishes."""
+    with ArchiveSink(tmp_path / "a.gz") as sink:
+        sink.gzipped.write(b"x")
+        sink.partial.unlink()
+    with ArchiveSink(tmp_path / "b.gz") as sink:
+        sink.gzipped.write(b"x" * 10)
+        (fd,) = [fd.name for fd in pathlib.Path("/proc/self/fd").iterdir() if fd.resolve() == sink.partial]
+        os.close(int(fd))  # beneath the file object: closing it now fails (EBADF)
+    assert sorted(tmp_path.iterdir()) == []

@@ -187,3 +187,39 @@ def test_policy_describes_itself():
         "last 3, all within 7 days, 1 per day for 14 days, 1 per week for 8 weeks, "
         "1 per month for 12 months, none older than 400 days"
     )
+
+
+def test_the_reasons_a_copy_goes_are_exact():
+    plain = entry(NOW - dt.timedelta(days=40, hours=1))
+    failed = entry(NOW - dt.timedelta(days=35, hours=1))
+    failed["lastVerification"] = {"level": "full", "ok": False, "at": failed["createdAt"]}
+    at_the_cap = entry(NOW - dt.timedelta(days=90, hours=5))  # 90 whole days: at the maximum age
+    newest = entry(NOW - dt.timedelta(days=1))
+    policy = Policy(days=30, keep_last=1, max_age_days=90)
+    reasons = {
+        r.file_name: r.reason for r in plan([plain, failed, at_the_cap, newest], NOW, {"local": policy})
+    }
+    assert reasons == {
+        plain["fileName"]: "older than 30 days (40 days) and not kept by a tier "
+        "(last 1, all within 30 days, none older than 90 days)",
+        failed["fileName"]: "older than 30 days (35 days) and not kept by a tier "
+        "(last 1, all within 30 days, none older than 90 days); its newest integrity test failed",
+        at_the_cap["fileName"]: "older than the maximum age of 90 days (90 days)",
+    }
+
+
+def test_upload_candidates_judge_tiers_in_the_zone_and_come_oldest_first():
+    """02:00 and 23:30 in Seoul each day: the daily tier wants each Seoul day's 23:30 backup (in UTC
+    days it would want the 02:00 ones). Listed in catalog order newest first, they come oldest first."""
+    days = [dt.date(2025, 6, 11) + dt.timedelta(days=k) for k in range(4)]
+    at = [dt.datetime.combine(d, t, SEOUL) for d in days for t in (dt.time(2), dt.time(23, 30))]
+    entries = [entry(moment.astimezone(dt.UTC)) for moment in reversed(at)]
+    policy = Policy(days=1, keep_last=1, daily=5)
+    chosen = upload_candidates(entries, NOW, "s3", policy, "Asia/Seoul")  # the zone as configured
+    assert [e["createdAt"] for e in chosen] == [
+        iso_utc(dt.datetime.combine(d, dt.time(23, 30), SEOUL)) for d in days
+    ]
+
+
+def test_the_description_counts_at_least_one_kept():
+    assert Policy(days=7, keep_last=0).describe() == "last 1, all within 7 days"

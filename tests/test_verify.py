@@ -343,6 +343,26 @@ def test_full_fails_when_the_archive_lacks_a_namespace_the_catalog_lists(sample_
     assert service.catalog.get(name)["verification"]["full"]["ok"] is False
 
 
+def test_full_fails_on_a_crc_the_catalog_did_not_record_though_the_counts_match(
+    sample_archive, tmp_path, mongo_uri
+):
+    """Same documents, same bytes, another CRC-64: content changed in place (a flipped bit inside a
+    value keeps every count), and only the CRC tells."""
+    service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
+    name = sample_archive.entry["fileName"]
+    manifest = {ns: dict(facts) for ns, facts in sample_archive.entry["namespaces"].items()}
+    recorded = manifest["maekcord.patients"]["crc"]
+    manifest["maekcord.patients"]["crc"] = recorded ^ 1
+    service.catalog.patch(name, namespaces=manifest)
+    with pytest.raises(JobFailed) as failed:
+        service.run_verify(file_name=name, level="full")
+    assert str(failed.value).count("the catalog recorded") == 1
+    assert f"maekcord.patients: crc is {recorded} in the archive, the catalog recorded {recorded ^ 1}" in str(
+        failed.value
+    )
+    assert service.catalog.get(name)["verification"]["full"]["ok"] is False
+
+
 def test_a_drill_fails_when_the_restored_data_differs_from_the_archive(
     sample_archive, tmp_path, mongo_uri, mongo_client
 ):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sidecar import clock
 from sidecar.integrity.scan import ArchiveScan
-from sidecar.store.catalog import iso_utc, utc_now
+from sidecar.store.catalog import iso_utc
 
 
 def compare_file(scan: ArchiveScan, entry: Mapping[str, Any] | None) -> list[str]:
@@ -61,6 +62,6 @@ def record(ok: bool, reason: str | None, seconds: float, **details: Any) -> dict
         "ok": ok,
         "reason": reason,
         "durationSeconds": round(seconds, 3),
-        "at": iso_utc(utc_now()),
+        "at": iso_utc(clock.now()),
         **{k: v for k, v in details.items() if v is not None},
     }

@@ -20,7 +20,6 @@ One count per slice: on that server every oplog query scans the whole oplog.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 import time
@@ -30,6 +29,7 @@ import pymongo
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
+from sidecar import clock
 from sidecar.config import Settings
 from sidecar.engine.scratch_names import is_scratch_entry
 from sidecar.pitr import optime
@@ -120,7 +120,7 @@ class OplogArchiver:
         """The tail gave out every entry the server holds: all before the open slice's first entry (or,
         with none open, before now) are stored."""
         first = self.buffer.first
-        self.state.mark_caught_up(float(first.time) if first is not None else time.time())
+        self.state.mark_caught_up(float(first.time) if first is not None else clock.timestamp())
 
     def _due(self, extra: int = 0) -> bool:
         s = self.settings
@@ -144,7 +144,7 @@ class OplogArchiver:
             "from": optime.as_json(event.after),
             "to": optime.as_json(event.first),
             "cause": "oplog-rollover",
-            "detectedAt": iso_utc(dt.datetime.now(dt.UTC)),
+            "detectedAt": iso_utc(clock.now()),
             "detail": f"the server's oplog no longer holds {optime.label(event.after)}; its oldest "
             f"entry is {optime.label(event.first)}: the entries between are lost",
         }

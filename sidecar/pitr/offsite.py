@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from sidecar import clock
 from sidecar.config import Settings
 from sidecar.pitr.catalog import SliceCatalog
 from sidecar.pitr.retention import Base, needed, oldest_left, plan_slices, retained_bases
@@ -148,7 +149,7 @@ class SliceUploader:
 
     def _round(self) -> None:
         try:
-            outcome = self.copies.upload(self.backups.load(), dt.datetime.now(dt.UTC))
+            outcome = self.copies.upload(self.backups.load(), clock.now())
         except Exception as exc:  # the catalog unreadable: logged, tried again
             log.warning("slice upload round failed: %s: %s", type(exc).__name__, exc)
         else:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+from sidecar import clock
 from sidecar.pitr.state import PitrState
 
 log = logging.getLogger("sidecar.pitr")
@@ -26,7 +26,7 @@ def write_health(path: Path, state: PitrState, redact: Callable[[str], str]) -> 
     """Replace ``path`` atomically with the archiver's state now (its error passed through ``redact``)."""
     with state.lock:
         body = {
-            "time": time.time(),
+            "time": clock.timestamp(),
             "pid": os.getpid(),
             "running": state.running,
             "error": redact(state.error) if state.error else None,
@@ -54,7 +54,7 @@ def health_problem(path: Path, max_age: float, ready: bool) -> str | None:
         return f"no health file {path}: sidecar pitr stream --health-file is not running"
     except (OSError, ValueError) as exc:
         return f"cannot read the health file {path}: {exc}"
-    age = time.time() - float(body.get("time", 0))
+    age = clock.timestamp() - float(body.get("time", 0))
     if age > max_age:
         return f"health file {path} is {age:.0f}s old (over {max_age:g}s): the archiver process hangs"
     if ready and not body.get("running"):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
+from sidecar import clock
 from sidecar.archive.format import MAX_BSON_SIZE
 from sidecar.config import Settings
 from sidecar.engine.encryption import parse_recipients
@@ -131,7 +132,7 @@ class SliceBuffer:
             "leftOut": self.left_out,
             "firstWall": iso_utc(_utc(self.first_wall)) if self.first_wall else None,
             "lastWall": iso_utc(_utc(self.last_wall)) if self.last_wall else None,
-            "createdAt": iso_utc(dt.datetime.now(dt.UTC)),
+            "createdAt": iso_utc(clock.now()),
             "encrypted": file_name.endswith(ENCRYPTED_SUFFIX),
         }
 

@@ -5,11 +5,11 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pymongo
 
+from sidecar import clock
 from sidecar.config import Settings
 from sidecar.integrity.slices import check_slice
 from sidecar.pitr import optime
@@ -110,7 +110,7 @@ def pitr_status(
             "lastTime": slices[-1].get("lastWall") if slices else None,
             "checked": "content" if deep else "size",
         },
-        "lagSeconds": round(time.time() - newest, 3) if newest is not None else None,
+        "lagSeconds": round(clock.timestamp() - newest, 3) if newest is not None else None,
         "windows": [w.as_json() for w in chain.windows],
         "gaps": [g.as_json() for g in chain.gaps],
         "verification": document.get("verification", {}),  # the newest pitr check (integrity/pitr.py)

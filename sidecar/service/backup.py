@@ -11,6 +11,7 @@ from typing import Any
 
 import pymongo
 
+from sidecar import clock
 from sidecar.engine.dump import DumpOptions, DumpResult, NativeDump, OplogFromArchive
 from sidecar.engine.mongodump import run_mongodump
 from sidecar.jobs import Job, JobBusy
@@ -28,7 +29,6 @@ from sidecar.store.catalog import (
     archive_name,
     human_size,
     iso_utc,
-    utc_now,
 )
 from sidecar.store.sink import ArchiveSink
 
@@ -92,7 +92,7 @@ def take_backup(ctx: JobContext, job: Job, options: DumpOptions) -> Entry:
     then the archive sink (partial file, fsync, rename), and only then ``completed``. Any failure
     leaves a failed entry and no file, the older archives untouched."""
     settings = ctx.settings
-    started, t0 = utc_now(), time.monotonic()
+    started, t0 = clock.now(), time.monotonic()
     name = free_name(ctx, started)
     job.result = {"fileName": name}
     # a safety backup names exact namespaces, which only the native engine can select
@@ -128,7 +128,7 @@ def take_backup(ctx: JobContext, job: Job, options: DumpOptions) -> Entry:
             error=str(failure),
             failedStage=failure.stage,
             durationSeconds=round(time.monotonic() - t0, 3),
-            finishedAt=iso_utc(utc_now()),
+            finishedAt=iso_utc(clock.now()),
         )
         if isinstance(exc, Exception):
             raise failure from None
@@ -140,7 +140,7 @@ def take_backup(ctx: JobContext, job: Job, options: DumpOptions) -> Entry:
         sizeBytes=stored.size,
         sha256=stored.hexdigest(),
         durationSeconds=round(time.monotonic() - t0, 3),
-        finishedAt=iso_utc(utc_now()),
+        finishedAt=iso_utc(clock.now()),
         serverVersion=result.server_version,
         uncompressedBytes=result.uncompressed_bytes,
         namespaces={
@@ -158,7 +158,7 @@ def free_name(ctx: JobContext, moment: Any) -> str:
         if not (ctx.settings.backup_dir / name).exists() and ctx.catalog.get(name) is None:
             return name
         time.sleep(0.2)
-        moment = utc_now()
+        moment = clock.now()
 
 
 def dump_options(ctx: JobContext) -> DumpOptions:

@@ -15,10 +15,11 @@ from typing import Any, Protocol
 import pymongo
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
+from sidecar import clock
 from sidecar.config import ConfigError, Settings, check_backup_dir, uri_hosts
 from sidecar.engine.dump import DumpError
 from sidecar.jobs import Job, JobLock
-from sidecar.store.catalog import Catalog, iso_utc, utc_now
+from sidecar.store.catalog import Catalog, iso_utc
 from sidecar.store.offsite import Offsite
 
 log = logging.getLogger("sidecar.service")
@@ -130,7 +131,7 @@ class JobContext:
         ``precheck=False``: the job checks the backup directory itself (a backup does, once its
         catalog entry exists, so that the refusal is in the catalog too).
         """
-        job.started_at = iso_utc(utc_now())
+        job.started_at = iso_utc(clock.now())
         locked = within is not None or self._acquire(job)
         if within is None:
             self.current = job
@@ -154,7 +155,7 @@ class JobContext:
             job.state, job.error = "failed", "interrupted"
             raise
         finally:
-            job.finished_at = iso_utc(utc_now())
+            job.finished_at = iso_utc(clock.now())
             if within is None:
                 self.current = None
                 self.lock.release()

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sidecar import clock
 from sidecar.jobs import Job
 from sidecar.pitr.offsite import SliceCopies
 from sidecar.pitr.retention import SLICE
 from sidecar.service.context import JobContext
-from sidecar.store.catalog import utc_now
 from sidecar.store.retention import Removal
 
 
@@ -24,7 +24,7 @@ def run_prune(ctx: JobContext, job: Job | None = None, *, dry_run: bool = False)
 
 def plan_prune(ctx: JobContext) -> list[Removal]:
     """One Removal per copy that retention lets go: archives, then oplog slices (``kind``)."""
-    entries, now = ctx.catalog.load(), utc_now()
+    entries, now = ctx.catalog.load(), clock.now()
     return ctx.offsite.plan(entries, now) + SliceCopies(ctx.settings).plan(entries, now)
 
 
@@ -40,7 +40,7 @@ def prune(
     SliceCopies.apply."""
     slices = SliceCopies(ctx.settings)
     if not dry_run and ctx.settings.s3_bucket:
-        uploaded = slices.upload(ctx.catalog.load(), utc_now())
+        uploaded = slices.upload(ctx.catalog.load(), clock.now())
         if result is not None:
             result.setdefault("uploads", {})["slices"] = uploaded
     removals = plan_prune(ctx)

@@ -10,9 +10,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sidecar import clock
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import JOB_ID
-from sidecar.store.catalog import iso_utc, utc_now
+from sidecar.store.catalog import iso_utc
 
 if TYPE_CHECKING:
     from sidecar.service import BackupService
@@ -112,7 +113,7 @@ class JobRunner:
             if job.state in ("queued", "running"):  # failed before the service recorded an outcome
                 job.state, job.error = "failed", str(exc) or type(exc).__name__
                 job.stage = getattr(exc, "stage", job.stage)
-                job.finished_at = iso_utc(utc_now())
+                job.finished_at = iso_utc(clock.now())
             raise
         finally:
             JOB_ID.reset(token)

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sidecar import clock
 from sidecar.engine.encryption import parse_recipients
-from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry, iso_utc, parse_iso, utc_now
+from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry, iso_utc, parse_iso
 from sidecar.store.objects import LOCAL, S3, ObjectInfo, StoreError
 from sidecar.store.retention import Policy, Removal, locations, plan, upload_candidates
 from sidecar.store.sink import ArchiveSink
@@ -138,7 +138,13 @@ class Offsite:
         if not self.enabled:
             return None
         s3 = self.s3
-        outcome: dict[str, Any] = {"ok": True, "bytes": 0, "at": time.time(), "files": [], "retried": []}
+        outcome: dict[str, Any] = {
+            "ok": True,
+            "bytes": 0,
+            "at": clock.timestamp(),
+            "files": [],
+            "retried": [],
+        }
         result.setdefault("uploads", {})[S3] = outcome
         try:
             s3.check()
@@ -147,7 +153,7 @@ class Offsite:
             if entry is not None:
                 self.discard(entry["fileName"])
                 self._record_failure(entry["fileName"], exc)
-            outcome.update(ok=False, error=str(exc), at=time.time())
+            outcome.update(ok=False, error=str(exc), at=clock.timestamp())
             return self._failure_message(entry, [str(exc)])
         entries = self.catalog.load()
         outcome["reconcile"] = self.reconcile(entries, listing)
@@ -170,7 +176,7 @@ class Offsite:
                 outcome["retried"].append(name)
         for name in list(self._streaming):
             self.discard(name)
-        outcome["at"] = time.time()
+        outcome["at"] = clock.timestamp()
         if outcome["retried"]:
             log.info(
                 "uploaded earlier archives missing from %s: %s", s3.describe(), ", ".join(outcome["retried"])
@@ -189,7 +195,7 @@ class Offsite:
 
     def _todo(self, entries: list[Entry], entry: Entry | None, missing: set[str]) -> list[Entry]:
         """The new archive first, then earlier ones the bucket should hold but does not, oldest first."""
-        now = utc_now()
+        now = clock.now()
         wanted = upload_candidates(entries, now, S3, policies(self.settings)[S3], self.settings.timezone)
         lost = [
             e
@@ -247,7 +253,7 @@ class Offsite:
             previous = errors.get(S3) or {}
             errors[S3] = {
                 "error": str(exc),
-                "at": iso_utc(utc_now()),
+                "at": iso_utc(clock.now()),
                 "attempts": previous.get("attempts", 0) + 1,
             }
 
@@ -343,7 +349,7 @@ def remote_record(bucket: S3Backend, info: ObjectInfo) -> dict[str, Any]:
         "sizeBytes": info.size,
         "sha256": info.sha256,
         "etag": info.etag,
-        "uploadedAt": iso_utc(utc_now()),
+        "uploadedAt": iso_utc(clock.now()),
     }
 
 
