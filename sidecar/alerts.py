@@ -17,7 +17,7 @@ from sidecar import clock
 from sidecar.config import Settings
 from sidecar.health import HealthMonitor, HealthSnapshot
 from sidecar.metrics import CatalogSummary, summarize_catalog
-from sidecar.pitr.state import PitrState
+from sidecar.pitr.capture.state import PitrState
 from sidecar.service import BackupService
 
 PROCESS_START = clock.timestamp()

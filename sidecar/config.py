@@ -136,7 +136,7 @@ def _optional_int(lo: int) -> Callable[[str], int | None]:
 
 
 def _age_recipients(raw: str) -> tuple[str, ...]:
-    from sidecar.engine.encryption import parse_recipients
+    from sidecar.codec.age_stream import parse_recipients
 
     # ValueError names a bad recipient by position, never echoes a whole key
     return tuple(str(recipient) for recipient in parse_recipients(raw))
@@ -425,7 +425,7 @@ def _check_offsite(settings: Settings) -> None:
     if not settings.s3_bucket and (settings.s3_endpoint or settings.s3_upload_mode == "streaming"):
         raise ConfigError("SIDECAR_S3_BUCKET: must be set when SIDECAR_S3_ENDPOINT or streaming upload is")
     if settings.age_identity_file:
-        from sidecar.engine.encryption import EncryptionError, load_identities
+        from sidecar.codec.age_stream import EncryptionError, load_identities
 
         try:
             load_identities(settings.age_identity_file)

@@ -33,7 +33,7 @@ from sidecar.health import HealthMonitor
 from sidecar.integrity.failure import LEVELS
 from sidecar.integrity.proof_server import SERVER_KINDS
 from sidecar.jobs import Job
-from sidecar.pitr.state import PitrState
+from sidecar.pitr.capture.state import PitrState
 from sidecar.pitr.status import refresh as refresh_pitr
 from sidecar.service import BackupService
 from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, Entry, is_usable, parse_iso

@@ -17,7 +17,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from sidecar.api.auth import Role, TokenAuth
 from sidecar.config import Settings
 from sidecar.metrics import archiver_registry
-from sidecar.pitr.state import PitrState
+from sidecar.pitr.capture.state import PitrState
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 

@@ -13,10 +13,10 @@ from bson.timestamp import Timestamp
 
 from sidecar.config import Settings
 from sidecar.pitr import optime
-from sidecar.pitr.catalog import SliceCatalog
-from sidecar.pitr.runner import PitrRunner
-from sidecar.pitr.slices import oplog_dir, read_entries
-from sidecar.pitr.tailer import oplog, oplog_window
+from sidecar.pitr.capture.runner import PitrRunner
+from sidecar.pitr.capture.tailer import oplog, oplog_window
+from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.slices import oplog_dir, read_entries
 
 
 def write_load(client: pymongo.MongoClient, db: str = "pitrload", rounds: int = 3) -> None:

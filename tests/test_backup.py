@@ -18,8 +18,8 @@ import pytest
 
 from sidecar.archive import ArchiveReader, DocumentChunk, NamespaceEnd
 from sidecar.archive.metadata import parse_metadata_json
+from sidecar.codec.gzip_stream import gzip_reader
 from sidecar.embedded import EmbeddedServer
-from sidecar.engine.compression import gzip_reader
 from sidecar.engine.dump import DumpError, DumpOptions, NativeDump
 from sidecar.jobs import JobBusy
 from sidecar.progress import Progress

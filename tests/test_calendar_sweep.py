@@ -19,7 +19,7 @@ from bson.timestamp import Timestamp
 from sidecar import clock
 from sidecar.config import load_settings
 from sidecar.logs import setup_logging, teardown_logging
-from sidecar.pitr.retention import needed, plan_slices, retained_bases
+from sidecar.pitr.record.retention import needed, plan_slices, retained_bases
 from sidecar.store.catalog import iso_utc, parse_iso
 from sidecar.store.retention import Policy, keep_reasons, plan
 from tests.calendar_sweep import Moment, history, sweep
@@ -204,7 +204,7 @@ def slice_history(moment: Moment) -> tuple[list[dict], list[dict]]:
 
 
 def reference_needed(slices: list[dict], bases: list, now: dt.datetime, pitr_days: int) -> dict[str, str]:
-    """pitr/retention.py's rule for one destination, slice by slice."""
+    """pitr/record/retention.py's rule for one destination, slice by slice."""
     if not bases:
         return {s["fileName"]: "no retained base backup yet" for s in slices}
     cutoff = (now - dt.timedelta(days=pitr_days)).timestamp() if pitr_days else None

@@ -567,7 +567,7 @@ def test_one_oplog_archiver_per_backup_volume(cronjob):
 
 def test_cronjob_mode_archiver_deployment():
     from sidecar.cli import build_parser
-    from sidecar.pitr.probe import BEAT_SECONDS
+    from sidecar.pitr.capture.probe import BEAT_SECONDS
 
     deployment = one("Deployment", "mongobackup-pitr")
     spec = deployment["spec"]

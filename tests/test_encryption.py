@@ -17,9 +17,7 @@ import pyrage
 import pytest
 
 from sidecar.archive import ArchiveReader, NamespaceEnd
-from sidecar.config import ConfigError, load_settings
-from sidecar.engine.compression import gzip_reader
-from sidecar.engine.encryption import (
+from sidecar.codec.age_stream import (
     AGE_MAGIC,
     AgeWriter,
     EncryptionError,
@@ -27,6 +25,8 @@ from sidecar.engine.encryption import (
     load_identities,
     parse_recipients,
 )
+from sidecar.codec.gzip_stream import gzip_reader
+from sidecar.config import ConfigError, load_settings
 from sidecar.store.objects import StoreError
 from sidecar.store.source import ArchiveReadError, ArchiveSource, source_for
 

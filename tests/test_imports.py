@@ -5,8 +5,9 @@
   would bring the cycle back. Imports under ``if TYPE_CHECKING:`` do not count (they never run).
   ``from sidecar.pkg import name`` depends on ``sidecar.pkg.name`` when that is a module, else on the
   package's ``__init__``; the parent packages a dotted import initialises are not counted as edges.
-- ``sidecar.archive``, ``sidecar.engine`` and ``sidecar.store`` import neither ``sidecar.api``,
-  ``sidecar.scheduler``, ``sidecar.metrics`` nor ``aiohttp``, directly or through other modules.
+- ``sidecar.archive``, ``sidecar.codec``, ``sidecar.engine`` and ``sidecar.store`` import neither
+  ``sidecar.api``, ``sidecar.scheduler``, ``sidecar.metrics`` nor ``aiohttp``, directly or through other
+  modules.
 - No ``_private`` name is imported from another sidecar module, nor read as ``module._private``.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 import sidecar
 
 PACKAGE = Path(sidecar.__file__).parent
-LOWER_LAYERS = ("sidecar.archive", "sidecar.engine", "sidecar.store")
+LOWER_LAYERS = ("sidecar.archive", "sidecar.codec", "sidecar.engine", "sidecar.store")
 UPPER_LAYERS = ("sidecar.api", "sidecar.scheduler", "sidecar.metrics", "aiohttp")
 
 

@@ -29,7 +29,7 @@ FAKE = textwrap.dedent("""\
     import json, os, stat, sys
     import bson
     from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata, Namespace
-    from sidecar.engine.compression import gzip_writer
+    from sidecar.codec.gzip_stream import gzip_writer
     args = sys.argv[1:]
     config = next(a.split("=", 1)[1] for a in args if a.startswith("--config="))
     assert "--archive" in args  # no file name: the archive goes to stdout

@@ -25,11 +25,11 @@ from sidecar.api.app import create_app
 from sidecar.api.state import Sidecar
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
-from sidecar.pitr.catalog import SliceCatalog
-from sidecar.pitr.find import find_operations
-from sidecar.pitr.find_query import FindQuery
-from sidecar.pitr.slices import SliceBuffer, oplog_dir, write_slice
-from sidecar.pitr.tailer import oplog
+from sidecar.pitr.capture.tailer import oplog
+from sidecar.pitr.find.query import FindQuery
+from sidecar.pitr.find.search import find_operations
+from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.slices import SliceBuffer, oplog_dir, write_slice
 from tests.helpers import settings_for
 from tests.pitr_support import archiving, wait_running, wait_until_stored
 

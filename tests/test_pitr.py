@@ -26,10 +26,10 @@ from sidecar.embedded import EmbeddedServer, free_port
 from sidecar.health import HealthMonitor
 from sidecar.metrics import SidecarMetrics
 from sidecar.pitr import optime
-from sidecar.pitr.catalog import SliceCatalog
-from sidecar.pitr.slices import oplog_dir, read_entries, stored_digest
+from sidecar.pitr.capture.tailer import oplog_window
+from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.slices import oplog_dir, read_entries, stored_digest
 from sidecar.pitr.status import pitr_status
-from sidecar.pitr.tailer import oplog_window
 from sidecar.service import BackupService
 from tests.helpers import settings_for
 from tests.pitr_support import (

@@ -10,7 +10,7 @@ import os
 import pytest
 from bson.timestamp import Timestamp
 
-from sidecar.pitr.catalog import SliceCatalog
+from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.store.catalog import CatalogError
 
 

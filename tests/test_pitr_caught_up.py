@@ -17,8 +17,8 @@ from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.health import HealthMonitor
 from sidecar.metrics import SidecarMetrics
-from sidecar.pitr.state import PitrState
-from sidecar.pitr.tailer import is_replica_set_member, oplog_window
+from sidecar.pitr.capture.state import PitrState
+from sidecar.pitr.capture.tailer import is_replica_set_member, oplog_window
 from sidecar.service import BackupService
 from tests.helpers import settings_for
 from tests.pitr_support import archiving, wait_until_stored

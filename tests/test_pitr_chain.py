@@ -7,7 +7,7 @@ from typing import Any
 
 from bson.timestamp import Timestamp
 
-from sidecar.pitr.chain import analyse
+from sidecar.pitr.record.chain import analyse
 
 
 def p(t: int, i: int = 1) -> dict[str, int]:

@@ -17,14 +17,14 @@ import pymongo
 import pytest
 
 from sidecar.archive import ArchiveReader, DocumentChunk
+from sidecar.codec.gzip_stream import gzip_reader
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
-from sidecar.engine.compression import gzip_reader
 from sidecar.pitr import optime
-from sidecar.pitr.cut import archiver_running
-from sidecar.pitr.cutrequest import REQUEST_NAME, requested_cut
-from sidecar.pitr.slices import oplog_dir
-from sidecar.pitr.tailer import oplog, oplog_window
+from sidecar.pitr.capture.cut import archiver_running
+from sidecar.pitr.capture.cut_request import REQUEST_NAME, requested_cut
+from sidecar.pitr.capture.tailer import oplog, oplog_window
+from sidecar.pitr.record.slices import oplog_dir
 from sidecar.service import BackupService
 from tests.helpers import settings_for
 from tests.pitr_support import archiving, wait_until_stored

@@ -15,8 +15,8 @@ from pathlib import Path
 import pymongo
 
 from sidecar.logs import Redactor
-from sidecar.pitr.probe import health_problem, write_health
-from sidecar.pitr.state import PitrState
+from sidecar.pitr.capture.probe import health_problem, write_health
+from sidecar.pitr.capture.state import PitrState
 from tests.helpers import settings_for
 from tests.pitr_support import wait_for_slices
 from tests.test_api_sigterm import Serve, call

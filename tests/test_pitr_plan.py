@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from bson.timestamp import Timestamp
 
-from sidecar.pitr.bases import base_backups
-from sidecar.pitr.chain import MISSING, analyse
-from sidecar.pitr.plan import PointRefused, PointTarget, plan_point
+from sidecar.pitr.planning.bases import base_backups
+from sidecar.pitr.planning.restore_point import PointRefused, PointTarget, plan_point
+from sidecar.pitr.record.chain import MISSING, analyse
 from sidecar.store.catalog import Catalog, Status
 from tests.helpers import settings_for
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pymongo
 
 from sidecar.embedded import free_port
-from sidecar.pitr.catalog import SliceCatalog
-from sidecar.pitr.slices import oplog_dir
+from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.slices import oplog_dir
 from tests.helpers import settings_for
 from tests.pitr_support import (
     archive_span,

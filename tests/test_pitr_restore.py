@@ -23,9 +23,9 @@ from sidecar.cli import main as cli_main
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.pitr import optime
-from sidecar.pitr.catalog import SliceCatalog
-from sidecar.pitr.plan import PointTarget
-from sidecar.pitr.slices import oplog_dir
+from sidecar.pitr.planning.restore_point import PointTarget
+from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.slices import oplog_dir
 from sidecar.service import BackupService, JobFailed
 from tests.helpers import settings_for
 from tests.pitr_support import archiving, wait_until_stored

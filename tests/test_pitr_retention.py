@@ -23,11 +23,11 @@ from bson.timestamp import Timestamp
 
 from sidecar import clock
 from sidecar.config import Settings
-from sidecar.integrity.slices import check_slice
 from sidecar.pitr import optime
-from sidecar.pitr.catalog import SliceCatalog
-from sidecar.pitr.retention import Base, oldest_left, plan_slices
-from sidecar.pitr.slices import (
+from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.retention import Base, oldest_left, plan_slices
+from sidecar.pitr.record.slice_check import check_slice
+from sidecar.pitr.record.slices import (
     SLICE_NAME,
     SliceBuffer,
     oplog_dir,

@@ -21,9 +21,9 @@ from sidecar.cli import main as cli_main
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.integrity.drill import DRILL_PREFIX
-from sidecar.pitr.catalog import SLICES_NAME, SliceCatalog
-from sidecar.pitr.pair import joined_pair
-from sidecar.pitr.slices import oplog_dir, read_entries
+from sidecar.pitr.planning.pair import joined_pair
+from sidecar.pitr.record.catalog import SLICES_NAME, SliceCatalog
+from sidecar.pitr.record.slices import oplog_dir, read_entries
 from sidecar.pitr.status import pitr_status
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import is_usable

@@ -11,9 +11,9 @@ import pymongo
 import pytest
 from bson.timestamp import Timestamp
 
-from sidecar.engine.oplog_replay import OplogReplay, OplogSummary
-from sidecar.engine.oplog_scope import ReplayScope
-from sidecar.engine.replay import ReplayError, ReplayOptions, plan_replay, replay, through_second
+from sidecar.engine.replay.archive_oplog import OplogReplay, OplogSummary
+from sidecar.engine.replay.engine import ReplayError, ReplayOptions, plan_replay, replay, through_second
+from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.restore_errors import RestoreCancelled
 from sidecar.engine.restore_plan import RestoreOptions
 from sidecar.progress import Progress

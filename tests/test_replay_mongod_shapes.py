@@ -12,11 +12,11 @@ from bson.codec_options import CodecOptions
 from bson.son import SON
 from bson.timestamp import Timestamp
 
-from sidecar.engine.doc_diff import DiffError, apply_diff, validate_diff
-from sidecar.engine.oplog_apply import apply_ops_entry
-from sidecar.engine.oplog_crud import crud_write
-from sidecar.engine.oplog_units import OplogOp
-from sidecar.engine.replay import ReplayOptions, plan_replay, replay
+from sidecar.engine.replay.apply import apply_ops_entry
+from sidecar.engine.replay.crud import crud_write
+from sidecar.engine.replay.doc_diff import DiffError, apply_diff, validate_diff
+from sidecar.engine.replay.engine import ReplayOptions, plan_replay, replay
+from sidecar.engine.replay.units import OplogOp
 from tests.replay_support import RAW, entry
 from tests.test_restore_support import scratch_db_fixture  # noqa: F401 - fixture
 

@@ -107,7 +107,7 @@ def test_every_damaged_document_gets_pymongos_verdict():
 def test_a_scan_without_a_progress_or_a_cancel_of_its_callers_own(tmp_path):
     """``scan_archive(path)`` alone, as the benchmarks call it: a progress and a cancel of its own."""
     from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata
-    from sidecar.engine.compression import gzip_writer
+    from sidecar.codec.gzip_stream import gzip_writer
     from sidecar.integrity.scan import scan_archive
 
     path = tmp_path / "a.gz"

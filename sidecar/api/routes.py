@@ -26,9 +26,9 @@ from sidecar.engine.restore_plan import TargetsInUse
 from sidecar.integrity.failure import LEVELS as VERIFY_LEVELS
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import LEVELS
-from sidecar.pitr.find import find_operations
-from sidecar.pitr.find_query import DEFAULT_LIMIT, MAX_LIMIT, FindError, FindQuery
-from sidecar.pitr.plan import PointRefused, PointTarget
+from sidecar.pitr.find.query import DEFAULT_LIMIT, MAX_LIMIT, FindError, FindQuery
+from sidecar.pitr.find.search import find_operations
+from sidecar.pitr.planning.restore_point import PointRefused, PointTarget
 from sidecar.pitr.status import pitr_status
 from sidecar.service import JobFailed, ShuttingDown
 from sidecar.store.catalog import SAFETY_TRIGGER, CatalogError, Status, find_entry, newest_usable
@@ -179,7 +179,7 @@ async def backup_pitr(request: web.Request) -> web.Response:
     params = v.query(request, ("verify",))
     deep = v.flag(params, "verify")
     sidecar = _sidecar(request)
-    state = sidecar.pitr.state
+    state = sidecar.pitr.capture.state
     server = state.server_window if state.running else None
     try:
         status = await asyncio.to_thread(pitr_status, sidecar.settings, deep=deep, state=state, server=server)
@@ -482,7 +482,7 @@ def health_state(sidecar: Sidecar) -> tuple[str, list[str]]:
 
 def pitr_problem(sidecar: Sidecar) -> str | None:
     """The oplog archiver refused to run, stands by behind another one, or waits to restart."""
-    runner, state = sidecar.pitr, sidecar.pitr.state
+    runner, state = sidecar.pitr, sidecar.pitr.capture.state
     if sidecar.settings.pitr == "off" or state.enabled is False:
         return None
     redact = sidecar.log_tail.redact

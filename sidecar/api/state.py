@@ -14,7 +14,7 @@ from sidecar.config import ConfigError, Settings, check_backup_dir
 from sidecar.health import HealthMonitor
 from sidecar.logs import LogTail, Redactor
 from sidecar.metrics import SidecarMetrics
-from sidecar.pitr.runner import STANDALONE_RECHECK_SECONDS, PitrRunner
+from sidecar.pitr.capture.runner import STANDALONE_RECHECK_SECONDS, PitrRunner
 from sidecar.scheduler import SidecarScheduler
 from sidecar.service import BackupService, JobRunner
 

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 import bson
 
 from sidecar.archive import ArchiveReader, DocumentChunk, NamespaceEnd
-from sidecar.engine.compression import gzip_reader
+from sidecar.codec.gzip_stream import gzip_reader
 from sidecar.engine.dump import DumpCancelled, DumpError, DumpOptions, DumpResult, NamespaceStats, OplogRange
 from sidecar.engine.tools import tool_process
 

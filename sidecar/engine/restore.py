@@ -25,7 +25,7 @@ from bson.son import SON
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from sidecar.archive import ArchiveReader, DocumentChunk
-from sidecar.engine.oplog_replay import OplogReplay, OplogSpool
+from sidecar.engine.replay.archive_oplog import OplogReplay, OplogSpool
 from sidecar.engine.restore_errors import (
     MAX_ERROR_SAMPLES,
     RestoreCancelled,

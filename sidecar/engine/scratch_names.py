@@ -11,7 +11,7 @@ from __future__ import annotations
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
-from sidecar.engine.oplog_units import flatten
+from sidecar.engine.replay.units import flatten
 
 SCRATCH_PREFIX = "sidecar_drill_"
 SCRATCH_PATTERN = f"{SCRATCH_PREFIX}*"  # as a namespace pattern (--ns-exclude)

@@ -25,9 +25,9 @@ from bson.timestamp import Timestamp
 
 from sidecar.archive import DocumentChunk
 from sidecar.config import Settings
-from sidecar.engine.oplog_replay import OplogSpool
-from sidecar.engine.oplog_scope import ReplayScope
-from sidecar.engine.replay import ReplayOptions, ReplayResult, replay
+from sidecar.engine.replay.archive_oplog import OplogSpool
+from sidecar.engine.replay.engine import ReplayOptions, ReplayResult, replay
+from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.restore import NativeRestore
 from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import RestoreOptions, plan_restore
@@ -43,8 +43,8 @@ from sidecar.integrity.scratch import (
     only_order_differs,
     writers,
 )
-from sidecar.pitr.pair import BasePair
-from sidecar.pitr.slices import SliceError, oplog_dir, read_entries
+from sidecar.pitr.planning.pair import BasePair
+from sidecar.pitr.record.slices import SliceError, oplog_dir, read_entries
 from sidecar.progress import Progress
 from sidecar.store.catalog import Catalog, Entry
 from sidecar.store.source import ArchiveReadError, ArchiveSource, source_for

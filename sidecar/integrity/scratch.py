@@ -21,8 +21,8 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 from sidecar.archive.reader import split_documents
-from sidecar.engine.oplog_scope import split_namespace
-from sidecar.engine.oplog_units import flatten
+from sidecar.engine.replay.scope import split_namespace
+from sidecar.engine.replay.units import flatten
 from sidecar.integrity.digest import server_content_hash
 from sidecar.integrity.drill import DRILL_PREFIX, comparable, drill_database_name, index_signature
 

@@ -11,14 +11,14 @@ import pymongo
 
 from sidecar import clock
 from sidecar.config import Settings
-from sidecar.integrity.slices import check_slice
 from sidecar.pitr import optime
-from sidecar.pitr.bases import base_backups
-from sidecar.pitr.catalog import SliceCatalog
-from sidecar.pitr.chain import DAMAGED, MISSING, Chain, analyse
-from sidecar.pitr.slices import SliceEntry, oplog_dir, slice_source
-from sidecar.pitr.state import PitrState
-from sidecar.pitr.tailer import OplogWindow, oplog_window
+from sidecar.pitr.capture.state import PitrState
+from sidecar.pitr.capture.tailer import OplogWindow, oplog_window
+from sidecar.pitr.planning.bases import base_backups
+from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.chain import DAMAGED, MISSING, Chain, analyse
+from sidecar.pitr.record.slice_check import check_slice
+from sidecar.pitr.record.slices import SliceEntry, oplog_dir, slice_source
 from sidecar.store.catalog import parse_iso
 from sidecar.store.objects import LOCAL
 from sidecar.store.retention import locations

@@ -15,7 +15,7 @@ from sidecar import clock
 from sidecar.engine.dump import DumpOptions, DumpResult, NativeDump, OplogFromArchive
 from sidecar.engine.mongodump import run_mongodump
 from sidecar.jobs import Job, JobBusy
-from sidecar.pitr.cut import ArchiveCut
+from sidecar.pitr.capture.cut import ArchiveCut
 from sidecar.service.context import JobContext, JobFailed, as_failure, connect, log
 from sidecar.service.prune import prune
 from sidecar.service.verify import run_verify

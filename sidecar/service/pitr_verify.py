@@ -19,9 +19,9 @@ from sidecar.integrity.failure import VerifyFailed
 from sidecar.integrity.pitr import PitrCheck
 from sidecar.integrity.proof_server import proof_server, run_on
 from sidecar.jobs import Job
-from sidecar.pitr.catalog import SliceCatalog
-from sidecar.pitr.pair import BasePair, joined_pair
-from sidecar.pitr.slices import oplog_dir
+from sidecar.pitr.planning.pair import BasePair, joined_pair
+from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.slices import oplog_dir
 from sidecar.service.context import JobContext, JobFailed
 
 LEVEL = "pitr"

@@ -24,13 +24,13 @@ from pymongo.errors import PyMongoError
 
 from sidecar.archive import DocumentChunk
 from sidecar.config import Settings
-from sidecar.engine.oplog_replay import OplogSpool
-from sidecar.engine.oplog_scope import ReplayScope
-from sidecar.engine.replay import ReplayError, ReplayOptions, ReplayPlan, plan_replay, replay
+from sidecar.engine.replay.archive_oplog import OplogSpool
+from sidecar.engine.replay.engine import ReplayError, ReplayOptions, ReplayPlan, plan_replay, replay
+from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.restore_errors import error_text
 from sidecar.engine.restore_plan import RestoreOptions
-from sidecar.pitr.plan import PitrPlan, PointRefused, PointTarget, plan_point, point_text
-from sidecar.pitr.slices import SliceError, oplog_dir, read_entries
+from sidecar.pitr.planning.restore_point import PitrPlan, PointRefused, PointTarget, plan_point, point_text
+from sidecar.pitr.record.slices import SliceError, oplog_dir, read_entries
 from sidecar.progress import Progress
 from sidecar.service.context import JobFailed
 

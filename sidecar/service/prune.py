@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 from sidecar import clock
 from sidecar.jobs import Job
-from sidecar.pitr.offsite import SliceCopies
-from sidecar.pitr.retention import SLICE
+from sidecar.pitr.record.offsite import SliceCopies
+from sidecar.pitr.record.retention import SLICE
 from sidecar.service.context import JobContext
 from sidecar.store.retention import Removal
 

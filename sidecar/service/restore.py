@@ -15,7 +15,7 @@ import pymongo
 from pymongo.errors import InvalidName, PyMongoError
 
 from sidecar.engine.mongorestore import MongorestoreResult, run_mongorestore
-from sidecar.engine.oplog_replay import OplogSummary
+from sidecar.engine.replay.archive_oplog import OplogSummary
 from sidecar.engine.restore import NamespaceOutcome, NativeRestore, RestoreResult, check_counts
 from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import (
@@ -35,7 +35,7 @@ from sidecar.integrity.checks import restore_problems
 from sidecar.integrity.failure import VerifyFailed
 from sidecar.integrity.scan import ArchiveScan, scan_archive
 from sidecar.jobs import Job
-from sidecar.pitr.plan import PointTarget
+from sidecar.pitr.planning.restore_point import PointTarget
 from sidecar.service.backup import backup_and_copy, dump_options
 from sidecar.service.context import JobContext, JobFailed, connect, log
 from sidecar.service.point import PointReplay, prepare_point

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sidecar import clock
-from sidecar.engine.encryption import parse_recipients
+from sidecar.codec.age_stream import parse_recipients
 from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry, iso_utc, parse_iso
 from sidecar.store.objects import LOCAL, S3, ObjectInfo, StoreError
 from sidecar.store.retention import Policy, Removal, locations, plan, upload_candidates

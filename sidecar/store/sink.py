@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from sidecar.engine.compression import gzip_writer
-from sidecar.engine.encryption import AgeWriter
+from sidecar.codec.age_stream import AgeWriter
+from sidecar.codec.gzip_stream import gzip_writer
 from sidecar.store.catalog import PARTIAL_SUFFIX, fsync_dir
 from sidecar.store.objects import Digest, StoreError, Upload
 

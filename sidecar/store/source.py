@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from isal import igzip_threaded
 
 from sidecar.archive.format import MAGIC
-from sidecar.engine.encryption import AGE_MAGIC, EncryptionError, decrypt_reader, load_identities
+from sidecar.codec.age_stream import AGE_MAGIC, EncryptionError, decrypt_reader, load_identities
 from sidecar.store.catalog import PARTIAL_SUFFIX, Entry
 from sidecar.store.objects import LOCAL, S3, Digest, StoreError
 

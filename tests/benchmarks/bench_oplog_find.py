@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from sidecar.embedded import EmbeddedServer  # noqa: E402
-from sidecar.pitr.catalog import SliceCatalog  # noqa: E402
-from sidecar.pitr.find import find_operations  # noqa: E402
-from sidecar.pitr.find_query import FindQuery  # noqa: E402
-from sidecar.pitr.slices import oplog_dir  # noqa: E402
+from sidecar.pitr.find.query import FindQuery  # noqa: E402
+from sidecar.pitr.find.search import find_operations  # noqa: E402
+from sidecar.pitr.record.catalog import SliceCatalog  # noqa: E402
+from sidecar.pitr.record.slices import oplog_dir  # noqa: E402
 from tests.helpers import settings_for  # noqa: E402
 from tests.pitr_support import archiving, wait_running, wait_until_stored  # noqa: E402
 

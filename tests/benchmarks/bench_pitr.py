@@ -48,9 +48,9 @@ sys.path.insert(0, str(ROOT))
 
 from sidecar.config import load_settings  # noqa: E402
 from sidecar.embedded import EmbeddedServer, free_port  # noqa: E402
-from sidecar.pitr.catalog import SliceCatalog  # noqa: E402
-from sidecar.pitr.slices import oplog_dir, read_entries  # noqa: E402
-from sidecar.pitr.tailer import OplogTail, Rollover, oplog_window  # noqa: E402
+from sidecar.pitr.capture.tailer import OplogTail, Rollover, oplog_window  # noqa: E402
+from sidecar.pitr.record.catalog import SliceCatalog  # noqa: E402
+from sidecar.pitr.record.slices import oplog_dir, read_entries  # noqa: E402
 from sidecar.sampledata import load_bulk_data  # noqa: E402
 from sidecar.service import BackupService  # noqa: E402
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from sidecar.embedded import EmbeddedServer  # noqa: E402
-from sidecar.pitr.plan import PointTarget  # noqa: E402
+from sidecar.pitr.planning.restore_point import PointTarget  # noqa: E402
 from sidecar.service import BackupService  # noqa: E402
 from tests.helpers import settings_for  # noqa: E402
 from tests.pitr_support import archiving, wait_until_stored  # noqa: E402

@@ -50,8 +50,8 @@ def _proof_slice_bytes(settings, before: set[str]) -> int:
 
 
 def _slice_list(settings) -> list[dict]:
-    from sidecar.pitr.catalog import SliceCatalog
-    from sidecar.pitr.slices import oplog_dir
+    from sidecar.pitr.record.catalog import SliceCatalog
+    from sidecar.pitr.record.slices import oplog_dir
 
     return SliceCatalog(oplog_dir(settings)).slices()
 

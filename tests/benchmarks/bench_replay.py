@@ -6,7 +6,7 @@ Starts a fresh embedded server in a temporary directory, inserts --inserts docum
 --doc-bytes each (insert_many batches of 1000: the server's own insert rate), then applies --updates
 single-document updates (``$set``/``$inc``/``$push``, in ordered bulk batches of 1000). It reads those
 entries back from local.oplog.rs as raw BSON and replays them with the native translation
-(``sidecar.engine.replay.replay``) into another database, the inserts and the updates timed apart.
+(``sidecar.engine.replay.engine.replay``) into another database, the inserts and the updates timed apart.
 Prints a Markdown table for docs/pitr-replay.md. Only 127.0.0.1 is contacted.
 """
 
@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from sidecar.embedded import EmbeddedServer  # noqa: E402
-from sidecar.engine.oplog_scope import ReplayScope  # noqa: E402
-from sidecar.engine.replay import ReplayOptions, replay  # noqa: E402
+from sidecar.engine.replay.engine import ReplayOptions, replay  # noqa: E402
+from sidecar.engine.replay.scope import ReplayScope  # noqa: E402
 from sidecar.engine.restore_plan import Renamer  # noqa: E402
 
 RAW = CodecOptions(document_class=RawBSONDocument)

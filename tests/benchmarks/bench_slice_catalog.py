@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from sidecar.pitr.catalog import SliceCatalog  # noqa: E402
+from sidecar.pitr.record.catalog import SliceCatalog  # noqa: E402
 from sidecar.store.jsonfile import LockedJsonFile  # noqa: E402
 
 
@@ -54,7 +54,8 @@ def timed(fn) -> float:
 def cold_read(directory: Path) -> float:
     """A fresh process's first read (as ``sidecar pitr status`` makes it), timed inside that process."""
     code = (
-        "import sys, time; sys.path.insert(0, sys.argv[1]); from sidecar.pitr.catalog import SliceCatalog; "
+        "import sys, time; sys.path.insert(0, sys.argv[1]); "
+        "from sidecar.pitr.record.catalog import SliceCatalog; "
         "c = SliceCatalog(sys.argv[2]); s = time.perf_counter(); c.load(); print(time.perf_counter() - s)"
     )
     answer = subprocess.run([sys.executable, "-c", code, str(ROOT), str(directory)], capture_output=True)

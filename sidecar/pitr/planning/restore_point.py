@@ -31,12 +31,12 @@ from typing import Any
 from bson.timestamp import Timestamp
 
 from sidecar.config import Settings
-from sidecar.engine.oplog_scope import ReplayScope
-from sidecar.engine.replay import ReplayOptions, through_second
+from sidecar.engine.replay.engine import ReplayOptions, through_second
+from sidecar.engine.replay.scope import ReplayScope
 from sidecar.pitr import optime
-from sidecar.pitr.bases import base_ranges
-from sidecar.pitr.chain import Chain, Gap, Segment, Window
-from sidecar.pitr.slices import SliceEntry
+from sidecar.pitr.planning.bases import base_ranges
+from sidecar.pitr.record.chain import Chain, Gap, Segment, Window
+from sidecar.pitr.record.slices import SliceEntry
 from sidecar.pitr.status import chain_of
 
 

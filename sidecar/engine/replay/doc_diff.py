@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sidecar.engine.bson_raw import (
+from sidecar.engine.replay.bson_raw import (
     ARRAY,
     DOCUMENT,
     Element,

@@ -17,12 +17,12 @@ import pymongo
 from pymongo.errors import PyMongoError
 
 from sidecar.config import Settings
-from sidecar.pitr.archiver import OplogArchiver
-from sidecar.pitr.catalog import ArchiverBusy
-from sidecar.pitr.offsite import SliceUploader
-from sidecar.pitr.state import PitrState
+from sidecar.pitr.capture.archiver import OplogArchiver
+from sidecar.pitr.capture.state import PitrState
+from sidecar.pitr.capture.tailer import PitrError, pitr_enabled
+from sidecar.pitr.record.catalog import ArchiverBusy
+from sidecar.pitr.record.offsite import SliceUploader
 from sidecar.pitr.status import refresh
-from sidecar.pitr.tailer import PitrError, pitr_enabled
 
 log = logging.getLogger("sidecar.pitr")
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sidecar import clock
-from sidecar.pitr.state import PitrState
+from sidecar.pitr.capture.state import PitrState
 
 log = logging.getLogger("sidecar.pitr")
 

@@ -16,7 +16,7 @@ from typing import Any
 from bson.timestamp import Timestamp
 
 from sidecar.pitr import optime
-from sidecar.pitr.slices import SliceEntry
+from sidecar.pitr.record.slices import SliceEntry
 
 MISSING, DAMAGED = "slice-missing", "slice-damaged"
 ROLLOVER, BREAK = "oplog-rollover", "chain-break"

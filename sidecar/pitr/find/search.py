@@ -22,12 +22,12 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 from sidecar.config import Settings
-from sidecar.engine.oplog_units import ReplayError
-from sidecar.pitr.catalog import SliceCatalog
-from sidecar.pitr.find_ops import Operation, position
-from sidecar.pitr.find_ops import operations as entry_operations
-from sidecar.pitr.find_query import FindQuery
-from sidecar.pitr.slices import SliceEntry, SliceError, iter_entries, oplog_dir
+from sidecar.engine.replay.units import ReplayError
+from sidecar.pitr.find.ops import Operation, position
+from sidecar.pitr.find.ops import operations as entry_operations
+from sidecar.pitr.find.query import FindQuery
+from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.slices import SliceEntry, SliceError, iter_entries, oplog_dir
 from sidecar.store.catalog import iso_utc
 
 GROUP_GAP_SECONDS = 2.0

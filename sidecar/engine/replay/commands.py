@@ -27,9 +27,9 @@ from typing import Any
 
 from bson.son import SON
 
-from sidecar.engine.oplog_crud import UnsupportedEntry
-from sidecar.engine.oplog_scope import ReplayScope, is_internal, split_namespace
-from sidecar.engine.oplog_units import OplogOp
+from sidecar.engine.replay.crud import UnsupportedEntry
+from sidecar.engine.replay.scope import ReplayScope, is_internal, split_namespace
+from sidecar.engine.replay.units import OplogOp
 from sidecar.engine.restore_plan import clean_index
 
 NAMESPACE_NOT_FOUND, INDEX_NOT_FOUND, NAMESPACE_EXISTS = 26, 27, 48

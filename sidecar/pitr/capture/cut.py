@@ -27,10 +27,10 @@ from bson.timestamp import Timestamp
 from sidecar.config import Settings
 from sidecar.engine.dump import DumpCancelled, DumpError
 from sidecar.pitr import optime
-from sidecar.pitr.catalog import ARCHIVER_LOCK, SliceCatalog
-from sidecar.pitr.cutrequest import requested_cut
-from sidecar.pitr.slices import SliceEntry, oplog_dir, read_entries
-from sidecar.pitr.tailer import oplog
+from sidecar.pitr.capture.cut_request import requested_cut
+from sidecar.pitr.capture.tailer import oplog
+from sidecar.pitr.record.catalog import ARCHIVER_LOCK, SliceCatalog
+from sidecar.pitr.record.slices import SliceEntry, oplog_dir, read_entries
 
 POLL_SECONDS = 0.1
 

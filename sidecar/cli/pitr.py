@@ -14,8 +14,8 @@ from typing import Any
 from sidecar.config import Settings
 from sidecar.logs import Redactor, setup_logging
 from sidecar.metrics_http import serve_archiver_metrics
-from sidecar.pitr.probe import BEAT_SECONDS, beat, health_problem, write_health
-from sidecar.pitr.runner import PitrRunner
+from sidecar.pitr.capture.probe import BEAT_SECONDS, beat, health_problem, write_health
+from sidecar.pitr.capture.runner import PitrRunner
 from sidecar.pitr.status import pitr_status
 from sidecar.store.catalog import human_size
 

@@ -13,8 +13,8 @@ from bson.timestamp import Timestamp
 
 from sidecar.config import Settings
 from sidecar.pitr import optime
-from sidecar.pitr.bases import base_backups
-from sidecar.pitr.slices import SliceEntry
+from sidecar.pitr.planning.bases import base_backups
+from sidecar.pitr.record.slices import SliceEntry
 from sidecar.pitr.status import chain_of
 
 

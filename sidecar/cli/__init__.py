@@ -12,13 +12,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sidecar.cli.oplog import add_parser as add_oplog_parser
+from sidecar.cli.pitr import add_parser as add_pitr_parser
 from sidecar.config import ConfigError, Settings, load_settings
 from sidecar.engine.restore_plan import CLI_WORDING
 from sidecar.integrity.failure import LEVELS
 from sidecar.jobs import JobBusy
-from sidecar.pitr.commands import add_parser as add_pitr_parser
-from sidecar.pitr.find_cli import add_parser as add_oplog_parser
-from sidecar.pitr.plan import PointTarget
+from sidecar.pitr.planning.restore_point import PointTarget
 from sidecar.progress import TerminalProgress
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import CatalogError, Entry, Reconciliation, Status, human_size

@@ -20,9 +20,9 @@ from typing import Any
 from bson.objectid import ObjectId
 from bson.timestamp import Timestamp
 
-from sidecar.pitr.find_ops import OPERATIONS, Operation, id_json, position
+from sidecar.pitr.find.ops import OPERATIONS, Operation, id_json, position
 from sidecar.pitr.optime import Point, from_json, parse_point
-from sidecar.pitr.slices import SliceEntry
+from sidecar.pitr.record.slices import SliceEntry
 from sidecar.store.catalog import iso_utc, parse_iso
 
 OP_CHOICES = tuple(OPERATIONS.values())

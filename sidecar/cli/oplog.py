@@ -9,8 +9,8 @@ import zoneinfo
 from typing import Any
 
 from sidecar.config import Settings
-from sidecar.pitr.find import find_operations
-from sidecar.pitr.find_query import DEFAULT_LIMIT, MAX_LIMIT, OP_CHOICES, FindError, FindQuery
+from sidecar.pitr.find.query import DEFAULT_LIMIT, MAX_LIMIT, OP_CHOICES, FindError, FindQuery
+from sidecar.pitr.find.search import find_operations
 from sidecar.store.catalog import parse_iso
 from sidecar.text import counted
 

@@ -33,12 +33,12 @@ from sidecar import clock
 from sidecar.config import Settings
 from sidecar.engine.scratch_names import is_scratch_entry
 from sidecar.pitr import optime
-from sidecar.pitr.bases import base_backups
-from sidecar.pitr.catalog import SliceCatalog
-from sidecar.pitr.cutrequest import CutRequests
-from sidecar.pitr.slices import SliceBuffer, oplog_dir, write_slice
-from sidecar.pitr.state import PitrState
-from sidecar.pitr.tailer import OplogTail, OplogWindow, Rollover, oldest_entry, oplog, oplog_window
+from sidecar.pitr.capture.cut_request import CutRequests
+from sidecar.pitr.capture.state import PitrState
+from sidecar.pitr.capture.tailer import OplogTail, OplogWindow, Rollover, oldest_entry, oplog, oplog_window
+from sidecar.pitr.planning.bases import base_backups
+from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.slices import SliceBuffer, oplog_dir, write_slice
 from sidecar.store.catalog import PARTIAL_SUFFIX, iso_utc
 
 log = logging.getLogger("sidecar.pitr")

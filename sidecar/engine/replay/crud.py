@@ -27,10 +27,10 @@ import bson
 from bson.raw_bson import RawBSONDocument
 from pymongo.operations import DeleteOne, InsertOne, ReplaceOne, UpdateOne
 
-from sidecar.engine.bson_raw import Element, document, elements, find, subdocument
-from sidecar.engine.doc_diff import DiffError, validate_diff
-from sidecar.engine.doc_diff import apply_diff as apply_delta
-from sidecar.engine.oplog_units import OplogOp
+from sidecar.engine.replay.bson_raw import Element, document, elements, find, subdocument
+from sidecar.engine.replay.doc_diff import DiffError, validate_diff
+from sidecar.engine.replay.doc_diff import apply_diff as apply_delta
+from sidecar.engine.replay.units import OplogOp
 
 WriteModel = InsertOne | ReplaceOne | UpdateOne | DeleteOne
 DUPLICATE_KEY = 11000

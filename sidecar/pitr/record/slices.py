@@ -23,8 +23,8 @@ from bson.timestamp import Timestamp
 
 from sidecar import clock
 from sidecar.archive.format import MAX_BSON_SIZE
+from sidecar.codec.age_stream import parse_recipients
 from sidecar.config import Settings
-from sidecar.engine.encryption import parse_recipients
 from sidecar.pitr import optime
 from sidecar.store.catalog import iso_utc
 from sidecar.store.objects import Digest

@@ -21,10 +21,10 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 from sidecar.archive import DocumentChunk
-from sidecar.engine.oplog_apply import Translator, action_kind
-from sidecar.engine.oplog_scope import ReplayScope
-from sidecar.engine.oplog_units import Assembler, OplogOp, ReplayError, Unit, ts_text
-from sidecar.engine.replay import ReplayOptions, replay, server_has_apply_ops
+from sidecar.engine.replay.apply import Translator, action_kind
+from sidecar.engine.replay.engine import ReplayOptions, replay, server_has_apply_ops
+from sidecar.engine.replay.scope import ReplayScope
+from sidecar.engine.replay.units import Assembler, OplogOp, ReplayError, Unit, ts_text
 from sidecar.engine.restore_errors import MAX_ERROR_SAMPLES
 
 __all__ = ["OplogReplay", "OplogSpool", "OplogSummary", "server_has_apply_ops"]

@@ -33,9 +33,9 @@ import pymongo
 from bson.timestamp import Timestamp
 from pymongo.errors import OperationFailure
 
-from sidecar.engine.oplog_apply import Action, ApplyOpsApplier, NativeApplier, Translator, action_kind
-from sidecar.engine.oplog_scope import ReplayScope
-from sidecar.engine.oplog_units import Cut, Reader, ReplayError, Unit, ts_text
+from sidecar.engine.replay.apply import Action, ApplyOpsApplier, NativeApplier, Translator, action_kind
+from sidecar.engine.replay.scope import ReplayScope
+from sidecar.engine.replay.units import Cut, Reader, ReplayError, Unit, ts_text
 from sidecar.engine.restore_errors import MAX_ERROR_SAMPLES, RestoreCancelled, server_message
 from sidecar.progress import Progress
 

@@ -30,7 +30,7 @@ from typing import Any
 from bson.timestamp import Timestamp
 
 from sidecar.pitr import optime
-from sidecar.pitr.slices import SliceEntry
+from sidecar.pitr.record.slices import SliceEntry
 from sidecar.store.catalog import Entry, Status, is_usable
 from sidecar.store.retention import Policy, Removal, keep_reasons, locations
 

@@ -18,15 +18,15 @@ from typing import Any
 
 from sidecar import clock
 from sidecar.config import Settings
-from sidecar.pitr.catalog import SliceCatalog
-from sidecar.pitr.retention import Base, needed, oldest_left, plan_slices, retained_bases
-from sidecar.pitr.slices import oplog_dir, slice_bucket
+from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.retention import Base, needed, oldest_left, plan_slices, retained_bases
+from sidecar.pitr.record.slices import oplog_dir, slice_bucket
 from sidecar.store.catalog import Catalog, Entry
 from sidecar.store.objects import LOCAL, S3, StoreError
 from sidecar.store.offsite import policies, remote_record
 from sidecar.store.retention import Removal, locations
 
-log = logging.getLogger("sidecar.pitr.offsite")
+log = logging.getLogger("sidecar.pitr.record.offsite")
 
 
 class SliceCopies:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from bson.timestamp import Timestamp
 
-from sidecar.pitr.tailer import OplogWindow
+from sidecar.pitr.capture.tailer import OplogWindow
 
 
 @dataclass

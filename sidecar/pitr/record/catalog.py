@@ -33,7 +33,7 @@ from typing import Any
 from bson.timestamp import Timestamp
 
 from sidecar.pitr import optime
-from sidecar.pitr.slices import SliceEntry
+from sidecar.pitr.record.slices import SliceEntry
 from sidecar.store.catalog import CatalogError
 from sidecar.store.jsonfile import LockedJsonFile, fsync_dir
 

@@ -19,7 +19,7 @@ from bson import json_util
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
-from sidecar.engine.oplog_units import OplogOp, flatten, ts_text
+from sidecar.engine.replay.units import OplogOp, flatten, ts_text
 from sidecar.store.catalog import iso_utc
 
 OPERATIONS = {"i": "insert", "u": "update", "d": "delete", "c": "command"}
