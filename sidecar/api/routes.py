@@ -179,7 +179,7 @@ async def backup_pitr(request: web.Request) -> web.Response:
     params = v.query(request, ("verify",))
     deep = v.flag(params, "verify")
     sidecar = _sidecar(request)
-    state = sidecar.pitr.capture.state
+    state = sidecar.pitr.state
     server = state.server_window if state.running else None
     try:
         status = await asyncio.to_thread(pitr_status, sidecar.settings, deep=deep, state=state, server=server)
@@ -482,7 +482,7 @@ def health_state(sidecar: Sidecar) -> tuple[str, list[str]]:
 
 def pitr_problem(sidecar: Sidecar) -> str | None:
     """The oplog archiver refused to run, stands by behind another one, or waits to restart."""
-    runner, state = sidecar.pitr, sidecar.pitr.capture.state
+    runner, state = sidecar.pitr, sidecar.pitr.state
     if sidecar.settings.pitr == "off" or state.enabled is False:
         return None
     redact = sidecar.log_tail.redact
