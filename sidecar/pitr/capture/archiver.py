@@ -175,6 +175,8 @@ class OplogArchiver:
             else:
                 fresh.add(entry, entry["ts"])
         fresh.left_out_after += buffer.left_out_after
+        with self.state.lock:  # the proofs' entries the cursor passed over count too
+            self.state.left_out += fresh.left_out - buffer.left_out
         return fresh
 
     def _cut(self) -> None:
