@@ -105,10 +105,6 @@ def iso_utc(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def parse_iso(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def archive_name(prefix: str, moment: dt.datetime) -> str:
     """``{prefix}-{YYYY-MM-DDTHH-mm-ss}.gz`` with the UTC time."""
     return f"{prefix}-{moment.astimezone(dt.UTC):%Y-%m-%dT%H-%M-%S}.gz"
