@@ -1,7 +1,8 @@
 """``sidecar``: serve | backup | verify | restore | list | prune | pitr | oplog | demo.
 
 Exit 0 on success; otherwise one line ``sidecar: error: <reason>`` on stderr and a non-zero code:
-2 for bad usage or configuration, 1 for a failed job, 3 when another job holds the lock.
+2 for bad usage or configuration, 1 for a failed job, 3 when another job holds the lock; ``pitr status``
+exits 4 when MongoDB cannot be reached (after printing what the archive says).
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ import pymongo
 
 from sidecar import clock
 from sidecar.config import Settings
+from sidecar.engine.restore_errors import error_text
 from sidecar.pitr import optime
+from sidecar.pitr.capture.presence import presence
 from sidecar.pitr.capture.state import PitrState
 from sidecar.pitr.capture.tailer import OplogWindow, oplog_window
 from sidecar.pitr.planning.bases import base_backups
@@ -73,13 +75,13 @@ def refresh(settings: Settings, state: PitrState) -> Chain:
 
 
 def server_window(settings: Settings) -> OplogWindow | str:
-    """The server's own oplog window, or why it cannot be read."""
+    """The server's own oplog window, or why it cannot be read (one line, no topology dump)."""
     timeout = int(settings.connect_timeout_seconds * 1000)
     try:
         with pymongo.MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=timeout) as client:
             return oplog_window(client)
     except pymongo.errors.PyMongoError as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return f"{type(exc).__name__}: {error_text(exc)}"
 
 
 def pitr_status(
@@ -97,7 +99,7 @@ def pitr_status(
     return {
         "mode": settings.pitr,
         "directory": str(oplog_dir(settings)),
-        "archiver": _archiver(state),
+        "archiver": _archiver(settings, state),
         "slices": {
             "count": len(slices),
             "entries": sum(s["entries"] for s in slices),
@@ -118,13 +120,17 @@ def pitr_status(
     }
 
 
-def _archiver(state: PitrState | None) -> dict[str, Any] | None:
-    if state is None:  # asked from another process than the archiver's
-        return None
+def _archiver(settings: Settings, state: PitrState | None) -> dict[str, Any]:
+    """From the lock and the presence file (any process); with ``state``, this process's own archiver's
+    counters too, and whether it (rather than another process) tails now."""
+    seen = presence(oplog_dir(settings))
+    if state is None:
+        return seen
     with state.lock:
-        return {
+        return seen | {
             "enabled": state.enabled,
-            "running": state.running,
+            "running": state.running or seen["running"],
+            "here": state.running,
             "slices": dict(state.slices),
             "rollovers": state.rollovers,
             "leftOut": state.left_out,

@@ -285,13 +285,6 @@ class Offsite:
             )
         return {"missing": missing, "stray": stray}
 
-    def reconcile_now(self) -> dict[str, list[str]] | None:
-        """Catalog vs bucket listing, for status output; None when no bucket is configured."""
-        if not self.enabled:
-            return None
-        listing = {o.name: o for o in self.s3.list()}
-        return self.reconcile(self.catalog.load(), listing)
-
     # -- retention -------------------------------------------------------------------------------
 
     def plan(self, entries: list[Entry], now: dt.datetime) -> list[Removal]:
