@@ -23,7 +23,7 @@ from bson.timestamp import Timestamp
 from sidecar.pitr.find.ops import OPERATIONS, Operation, id_json, position
 from sidecar.pitr.optime import from_json
 from sidecar.pitr.record.slices import SliceEntry
-from sidecar.store.catalog import iso_utc
+from sidecar.text import iso_utc
 from sidecar.time_input import Point, parse_iso, parse_point
 
 OP_CHOICES = tuple(OPERATIONS.values())
