@@ -61,12 +61,14 @@ def _script(client: pymongo.MongoClient, record: Callable[[str], None]) -> Times
     db = client[DB]
     db.patients.insert_many([{"_id": n, "n": n, "tags": ["a"]} for n in range(10, 20)])
     record("inserted")
-    # one new field per update: the embedded server's oplog may list several in another order
-    # than it appended them (docs/pitr-replay.md, Limits)
-    db.patients.update_one({"_id": 10}, {"$set": {"name": "kim"}})
-    db.patients.update_one({"_id": 10}, {"$set": {"vitals.bp": 120}})
-    db.patients.update_one({"_id": 11}, {"$push": {"tags": "b"}})
-    db.patients.update_one({"_id": 12}, {"$unset": {"tags": ""}})
+    # several new fields per update, each listed in MongoDB's order (the embedded server appends them
+    # in the order listed, MongoDB 5.0+ in its own; docs/pitr-replay.md, Limits)
+    db.patients.update_one({"_id": 10}, {"$set": {"name": "kim", "vitals.bp": 120, "vitals.hr": 60}})
+    db.patients.update_one({"_id": 12}, {"$unset": {"tags": ""}, "$inc": {"score": 2, "visits": 1}})
+    db.patients.update_many({"_id": {"$in": [11, 12]}}, {"$set": {"flag": "young"}, "$push": {"tags": "b"}})
+    db.patients.update_one(
+        {"_id": 13}, {"$inc": {"9": 1, "10": 1}, "$set": {"kept": 1}, "$rename": {"n": "number"}}
+    )
     record("updated")
     db.patients.replace_one({"_id": 13}, {"n": 13, "replaced": True})
     db.patients.delete_one({"_id": 14})

@@ -11,6 +11,7 @@ import pymongo
 
 from sidecar import clock
 from sidecar.config import Settings
+from sidecar.engine.client import mongo_client
 from sidecar.engine.restore_errors import error_text
 from sidecar.pitr import optime
 from sidecar.pitr.capture.presence import presence
@@ -76,9 +77,8 @@ def refresh(settings: Settings, state: PitrState) -> Chain:
 
 def server_window(settings: Settings) -> OplogWindow | str:
     """The server's own oplog window, or why it cannot be read (one line, no topology dump)."""
-    timeout = int(settings.connect_timeout_seconds * 1000)
     try:
-        with pymongo.MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=timeout) as client:
+        with mongo_client(settings.mongodb_uri, settings.connect_timeout_seconds, "status") as client:
             return oplog_window(client)
     except pymongo.errors.PyMongoError as exc:
         return f"{type(exc).__name__}: {error_text(exc)}"
