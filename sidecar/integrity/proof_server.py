@@ -35,8 +35,8 @@ from sidecar.embedded import EmbeddedServer, EmbeddedServerError, free_port
 from sidecar.engine.client import mongo_client
 from sidecar.engine.restore_errors import error_text
 from sidecar.integrity.failure import SERVER_CHECK, VerifyFailed
-from sidecar.store.catalog import human_size
 from sidecar.store.filelock import FileLock
+from sidecar.text import human_size
 
 log = logging.getLogger("sidecar.integrity")
 

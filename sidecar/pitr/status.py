@@ -22,9 +22,9 @@ from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.chain import DAMAGED, MISSING, Chain, analyse
 from sidecar.pitr.record.slice_check import check_slice
 from sidecar.pitr.record.slices import SliceEntry, oplog_dir, slice_source
-from sidecar.store.catalog import parse_iso
 from sidecar.store.objects import LOCAL
 from sidecar.store.retention import locations
+from sidecar.text import parse_iso
 
 
 def slice_problems(settings: Settings, slices: list[SliceEntry], deep: bool = False) -> dict[str, str]:

@@ -20,8 +20,9 @@ from sidecar.config import ConfigError, Settings, check_backup_dir
 from sidecar.engine.client import ConnectFailed, connected
 from sidecar.engine.dump import DumpError
 from sidecar.jobs import Job, JobLock
-from sidecar.store.catalog import Catalog, iso_utc
+from sidecar.store.catalog import Catalog
 from sidecar.store.offsite import Offsite
+from sidecar.text import iso_utc
 
 log = logging.getLogger("sidecar.service")
 
