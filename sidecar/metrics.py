@@ -36,7 +36,8 @@ from sidecar.jobs import Job
 from sidecar.pitr.capture.state import PitrState
 from sidecar.pitr.status import refresh as refresh_pitr
 from sidecar.service import BackupService
-from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, Entry, is_usable, parse_iso
+from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, Entry, is_usable
+from sidecar.text import parse_iso
 
 PREFIX = "mongobackup"
 TRIGGERS = ("schedule", "manual", "cronjob")

@@ -23,7 +23,7 @@ from sidecar.config import Settings
 from sidecar.cron import cron_trigger
 from sidecar.jobs import JobBusy
 from sidecar.service import JobFailed, JobRunner, ShuttingDown
-from sidecar.store.catalog import iso_utc
+from sidecar.text import iso_utc
 
 log = logging.getLogger("sidecar.scheduler")
 

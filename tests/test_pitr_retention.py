@@ -38,9 +38,10 @@ from sidecar.pitr.record.slices import (
 from sidecar.pitr.status import pitr_status
 from sidecar.service import BackupService
 from sidecar.service.prune import prune
-from sidecar.store.catalog import archive_name, iso_utc
+from sidecar.store.catalog import archive_name
 from sidecar.store.offsite import policies
 from sidecar.store.retention import keep_reasons
+from sidecar.text import iso_utc
 from tests import s3_fixture
 from tests.helpers import settings_for
 from tests.pitr_support import archiving, stored_digest, wait_for_slices

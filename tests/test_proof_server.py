@@ -31,7 +31,7 @@ from sidecar.pitr.record.slices import oplog_dir
 from sidecar.pitr.status import pitr_status
 from sidecar.sampledata import load_sample_data
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import human_size
+from sidecar.text import human_size
 from tests.helpers import settings_for
 from tests.pitr_support import archived, archiving, wait_until_stored
 

@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 
 from sidecar import clock
-from sidecar.store.catalog import iso_utc
 from sidecar.store.retention import Policy, plan
+from sidecar.text import iso_utc
 
 NOW = dt.datetime(2025, 3, 1, 2, 0, tzinfo=dt.UTC)
 

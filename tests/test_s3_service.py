@@ -20,11 +20,11 @@ from sidecar.archive import ArchiveReader, NamespaceEnd
 from sidecar.integrity.levels import verify_archive
 from sidecar.integrity.proof_server import given_server
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import iso_utc
 from sidecar.store.offsite import Offsite
 from sidecar.store.retention import Policy, keep_reasons
 from sidecar.store.s3 import S3Backend
 from sidecar.store.source import ArchiveReadError, BucketSource, source_for
+from sidecar.text import iso_utc
 from tests import s3_fixture
 from tests.s3_fixture import SeaweedS3
 

@@ -446,7 +446,7 @@ async def monitoring_alerts(request: web.Request) -> web.Response:
 def _iso(epoch: float) -> str:
     import datetime as dt
 
-    from sidecar.store.catalog import iso_utc
+    from sidecar.text import iso_utc
 
     return iso_utc(dt.datetime.fromtimestamp(epoch, dt.UTC))
 

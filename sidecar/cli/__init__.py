@@ -22,8 +22,8 @@ from sidecar.jobs import JobBusy
 from sidecar.pitr.planning.restore_point import PointTarget
 from sidecar.progress import TerminalProgress
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import CatalogError, Entry, Reconciliation, Status, human_size
-from sidecar.text import counted
+from sidecar.store.catalog import CatalogError, Entry, Reconciliation, Status
+from sidecar.text import counted, human_size
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 1, 2, 3
 

@@ -11,8 +11,7 @@ from typing import Any
 from sidecar.config import Settings
 from sidecar.pitr.find.query import DEFAULT_LIMIT, MAX_LIMIT, OP_CHOICES, FindError, FindQuery
 from sidecar.pitr.find.search import find_operations
-from sidecar.store.catalog import parse_iso
-from sidecar.text import counted
+from sidecar.text import counted, parse_iso
 
 EXIT_USAGE = 2
 

@@ -17,7 +17,7 @@ from sidecar.metrics_http import serve_archiver_metrics
 from sidecar.pitr.capture.probe import BEAT_SECONDS, beat, health_problem, write_health
 from sidecar.pitr.capture.runner import PitrRunner
 from sidecar.pitr.status import pitr_status
-from sidecar.store.catalog import human_size
+from sidecar.text import human_size
 
 EXIT_REFUSED = 2
 EXIT_SERVER_UNREACHABLE = 4  # ``pitr status``: the archive's facts printed, the server's oplog not read

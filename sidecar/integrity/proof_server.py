@@ -32,10 +32,11 @@ import pymongo
 
 from sidecar.config import Settings, uri_hosts
 from sidecar.embedded import EmbeddedServer, EmbeddedServerError, free_port
+from sidecar.engine.client import mongo_client
 from sidecar.engine.restore_errors import error_text
 from sidecar.integrity.failure import SERVER_CHECK, VerifyFailed
-from sidecar.store.catalog import human_size
 from sidecar.store.filelock import FileLock
+from sidecar.text import human_size
 
 log = logging.getLogger("sidecar.integrity")
 
@@ -321,11 +322,8 @@ def _log_tail(home: Path) -> str:
 @contextlib.contextmanager
 def _connect(uri: str, timeout: float) -> Iterator[pymongo.MongoClient]:
     """A client that answered a ping, or VerifyFailed(drill-server) naming the hosts, never a password."""
-    ms = int(timeout * 1000)
     try:
-        client = pymongo.MongoClient(
-            uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, appname="mongo-backup-sidecar-proof"
-        )
+        client = mongo_client(uri, timeout, "proof")
         client.admin.command("ping")
     except pymongo.errors.PyMongoError as exc:
         raise refused(f"cannot connect to the drill server {uri_hosts(uri)}: {error_text(exc)}") from None

@@ -11,6 +11,7 @@ import pymongo
 
 from sidecar import clock
 from sidecar.config import Settings
+from sidecar.engine.client import mongo_client
 from sidecar.engine.restore_errors import error_text
 from sidecar.pitr import optime
 from sidecar.pitr.capture.presence import presence
@@ -21,9 +22,9 @@ from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.chain import DAMAGED, MISSING, Chain, analyse
 from sidecar.pitr.record.slice_check import check_slice
 from sidecar.pitr.record.slices import SliceEntry, oplog_dir, slice_source
-from sidecar.store.catalog import parse_iso
 from sidecar.store.objects import LOCAL
 from sidecar.store.retention import locations
+from sidecar.text import parse_iso
 
 
 def slice_problems(settings: Settings, slices: list[SliceEntry], deep: bool = False) -> dict[str, str]:
@@ -76,9 +77,8 @@ def refresh(settings: Settings, state: PitrState) -> Chain:
 
 def server_window(settings: Settings) -> OplogWindow | str:
     """The server's own oplog window, or why it cannot be read (one line, no topology dump)."""
-    timeout = int(settings.connect_timeout_seconds * 1000)
     try:
-        with pymongo.MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=timeout) as client:
+        with mongo_client(settings.mongodb_uri, settings.connect_timeout_seconds, "status") as client:
             return oplog_window(client)
     except pymongo.errors.PyMongoError as exc:
         return f"{type(exc).__name__}: {error_text(exc)}"

@@ -29,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from sidecar import clock
 from sidecar.codec.age_stream import parse_recipients
-from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry, iso_utc, parse_iso
+from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry
 from sidecar.store.objects import LOCAL, S3, ObjectInfo, StoreError
 from sidecar.store.retention import Policy, Removal, locations, plan, upload_candidates
 from sidecar.store.sink import ArchiveSink
+from sidecar.text import iso_utc, parse_iso
 
 if TYPE_CHECKING:
     from sidecar.config import Settings

@@ -41,7 +41,8 @@ from sidecar.pitr.capture.tailer import OplogTail, OplogWindow, Rollover, oldest
 from sidecar.pitr.planning.bases import base_backups
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import SliceBuffer, oplog_dir, write_slice
-from sidecar.store.catalog import PARTIAL_SUFFIX, iso_utc
+from sidecar.store.catalog import PARTIAL_SUFFIX
+from sidecar.text import iso_utc
 
 log = logging.getLogger("sidecar.pitr")
 

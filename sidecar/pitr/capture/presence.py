@@ -18,7 +18,7 @@ from typing import Any
 from sidecar import clock
 from sidecar.pitr.capture.cut import archiver_running
 from sidecar.pitr.capture.state import PitrState
-from sidecar.store.catalog import iso_utc
+from sidecar.text import iso_utc
 
 PRESENCE_FILE = ".archiver-state.json"
 PRESENCE_SECONDS = 5.0

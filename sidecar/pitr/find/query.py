@@ -23,7 +23,7 @@ from bson.timestamp import Timestamp
 from sidecar.pitr.find.ops import OPERATIONS, Operation, id_json, position
 from sidecar.pitr.optime import Point, from_json, parse_point
 from sidecar.pitr.record.slices import SliceEntry
-from sidecar.store.catalog import iso_utc, parse_iso
+from sidecar.text import iso_utc, parse_iso
 
 OP_CHOICES = tuple(OPERATIONS.values())
 DEFAULT_LIMIT, MAX_LIMIT = 100, 10000

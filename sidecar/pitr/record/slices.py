@@ -26,9 +26,9 @@ from sidecar.archive.format import MAX_BSON_SIZE
 from sidecar.codec.age_stream import parse_recipients
 from sidecar.config import Settings
 from sidecar.pitr import optime
-from sidecar.store.catalog import iso_utc
 from sidecar.store.sink import ArchiveSink
 from sidecar.store.source import ArchiveSource, read_failure, source_for
+from sidecar.text import iso_utc
 
 if TYPE_CHECKING:
     from sidecar.store.s3 import S3Backend
