@@ -10,6 +10,7 @@ import shutil
 import threading
 import time
 import zoneinfo
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -330,3 +331,65 @@ def test_the_mongorestore_engine_restores_the_base_and_the_slices_are_replayed(h
     result = _restore(history, point=PointTarget.to_time(text), engine="mongorestore")
     assert result["engine"] == "mongorestore" and result["pointInTime"]["replay"]["transactions"] == 1
     assert _restored(history) == expected
+
+
+def _operations_after(history: History, after: Timestamp, last: Timestamp) -> Counter[str]:
+    """Namespace -> the source server's oplog operations in ``(after, last]`` on it (a transaction's
+    one by one; a command on the collection it names), read from the server, not the archive."""
+    found: Counter[str] = Counter()
+    with pymongo.MongoClient(history.source.uri) as client:
+        for entry in oplog(client).find({"ts": {"$gt": after, "$lte": last}}):
+            inner = entry["o"].get("applyOps") if entry["op"] == "c" else None
+            for op in inner if inner is not None else [entry]:
+                db, _, coll = op["ns"].partition(".")
+                if op["op"] == "c" and coll == "$cmd":
+                    coll = next(iter(op["o"].values()))
+                if op["op"] in "iudc" and db == DB:
+                    found[f"{db}.{coll}"] += 1
+    return found
+
+
+def test_a_drop_restore_counts_the_later_writes_it_discards(history: History, monkeypatch, capsys) -> None:
+    _restore(history, point=PointTarget.to_time(history.points["dropped"][0]))  # data in the target
+    text, _ = history.points["updated"]
+    last = SliceCatalog(oplog_dir(history.settings)).last_position()
+    assert last is not None
+    expected = _operations_after(history, optime.parse(text), last)
+    assert expected[f"{DB}.patients"] >= 8 and expected[f"{DB}.scratch"] == 1  # the script's, at least
+    target = PointTarget.to_time(text)
+
+    dry = _restore(history, fresh=False, drop=True, dry_run=True, point=target)
+    discarded = dry["pointInTime"]["discarded"]
+    assert discarded["namespaces"] == dict(expected) and discarded["total"] == expected.total()
+    assert len(discarded["operations"]) == min(20, expected.total())
+    on = ", ".join(f"{ns} ({n:,})" for ns, n in sorted(expected.items()))
+    assert dry["warnings"] == [
+        f"{expected.total()} writes on {on} after {text} would be discarded (--drop replaces those "
+        f"namespaces); they stay in the oplog archive"
+    ]
+
+    only = _restore(
+        history, fresh=False, drop=True, safety_backup=True, point=target, ns_include=[f"{DB}.patients"]
+    )
+    patients = expected[f"{DB}.patients"]
+    assert only["pointInTime"]["discarded"]["namespaces"] == {f"{DB}.patients": patients}
+    assert only["warnings"] == [
+        f"{patients} writes on {DB}.patients after {text} will be discarded (--drop replaces those "
+        f"namespaces); they stay in the safety backup {only['safetyBackup']} and in the oplog archive"
+    ]
+    kept = _restore(history, fresh=True, point=target, dry_run=True)  # no --drop: nothing discarded
+    assert "discarded" not in kept["pointInTime"] and "warnings" not in kept
+
+    for key, value in {
+        "SIDECAR_MONGODB_URI": history.target.uri,
+        "SIDECAR_BACKUP_DIR": str(history.settings.backup_dir),
+        "SIDECAR_MIN_FREE_BYTES": "0",
+        "SIDECAR_PITR": "off",
+    }.items():
+        monkeypatch.setenv(key, value)
+    _restore(history, point=PointTarget.to_time(history.points["dropped"][0]))
+    assert cli_main(["restore", "--to-time", text, "--drop", "--dry-run", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    shown = f"the first {min(20, expected.total())} of {expected.total()}"
+    assert f"writes after the point that --drop would discard ({shown}):" in out
+    assert f"warning: {dry['warnings'][0]}" in out

@@ -283,6 +283,14 @@ def _print_point(point: dict, *, dry_run: bool) -> None:
         f"{counted(replayed['transactions'], 'transaction')}); "
         f"end point: {end['time'] if end else 'the base backup itself'}"
     )
+    discarded = point.get("discarded") or {}
+    if dry_run and discarded.get("total"):
+        ops = discarded["operations"]
+        shown = f"the first {len(ops)} of {discarded['total']:,}"
+        print(f"writes after the point that --drop would discard ({shown}):")
+        for op in ops:
+            about = json.dumps(op["_id"]) if op["_id"] is not None else op["command"]
+            print(f"  {op['position']}  {op['wall'] or '-'}  {op['namespace']}  {op['operation']} {about}")
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
