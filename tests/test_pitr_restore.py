@@ -354,7 +354,7 @@ def test_a_drop_restore_counts_the_later_writes_it_discards(history: History, mo
     text, _ = history.points["updated"]
     last = SliceCatalog(oplog_dir(history.settings)).last_position()
     assert last is not None
-    expected = _operations_after(history, optime.parse(text), last)
+    expected = _operations_after(history, parse_position(text), last)
     assert expected[f"{DB}.patients"] >= 8 and expected[f"{DB}.scratch"] == 1  # the script's, at least
     target = PointTarget.to_time(text)
 
