@@ -22,11 +22,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
-import pymongo
-
 from sidecar.api.app import Sidecar, run_service
 from sidecar.config import Settings, load_settings
 from sidecar.embedded import EmbeddedServer
+from sidecar.engine.client import mongo_client
 from sidecar.jobs import JobBusy
 from sidecar.logs import setup_logging
 from sidecar.sampledata import load_sample_data
@@ -103,7 +102,7 @@ def run_demo(directory: Path, environ: Mapping[str, str] | None = None, out: Tex
             marker = directory / SAMPLE_MARKER
             if not marker.exists():
                 say("loading the sample data (databases maekcord, maekcord_files, analytics) ...")
-                with pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=10000) as client:
+                with mongo_client(server.uri, 10, "demo") as client:
                     counts = load_sample_data(client)
                 marker.write_text(counted(sum(counts.values()), "document") + "\n", encoding="utf-8")
         settings = load_settings(env)

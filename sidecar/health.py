@@ -20,6 +20,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from sidecar import clock
 from sidecar.config import Settings, uri_hosts
+from sidecar.engine.client import mongo_client
 
 log = logging.getLogger("sidecar.health")
 STANDALONE_STATE = -1
@@ -76,13 +77,7 @@ class HealthMonitor:
 
     def _get_client(self) -> pymongo.MongoClient:
         if self._client is None:
-            timeout_ms = int(self.timeout * 1000)
-            self._client = pymongo.MongoClient(
-                self.settings.mongodb_uri,
-                serverSelectionTimeoutMS=timeout_ms,
-                connectTimeoutMS=timeout_ms,
-                appname="mongo-backup-sidecar-health",
-            )
+            self._client = mongo_client(self.settings.mongodb_uri, self.timeout, "health")
         return self._client
 
     def probe(self) -> HealthSnapshot:

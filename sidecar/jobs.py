@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import threading
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.progress import Progress
+from sidecar.store.filelock import FileLock
 
 LOCK_NAME = ".sidecar-job.lock"
 
@@ -80,34 +80,26 @@ class JobLock:
 
     def __init__(self, directory: Path):
         self.path = Path(directory) / LOCK_NAME
-        self._handle = None
+        self._held: FileLock | None = None
         self._mutex = threading.Lock()
 
     def acquire(self, job: Job) -> None:
-        handle = open(self.path, "a+")  # noqa: SIM115 - held open for as long as the lock is held
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
+        lock = FileLock(self.path)
+        if not lock.acquire(wait=False):
             try:
-                holder = json.loads(handle.read() or "{}")
+                holder = json.loads(lock.holder() or "{}")
             except ValueError:
                 holder = {}
-            handle.close()
-            raise JobBusy(holder) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(
+            raise JobBusy(holder)
+        lock.record(
             json.dumps({"id": job.id, "kind": job.kind, "pid": os.getpid(), "startedAt": job.started_at})
         )
-        handle.flush()
         with self._mutex:
-            self._handle = handle
+            self._held = lock
 
     def release(self) -> None:
         with self._mutex:
-            handle, self._handle = self._handle, None
-        if handle is not None:
-            handle.truncate(0)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
+            lock, self._held = self._held, None
+        if lock is not None:
+            lock.record("")
+            lock.release()

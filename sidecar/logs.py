@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlsplit
 
 from sidecar import clock
 from sidecar.config import Settings
-from sidecar.store.catalog import iso_utc
+from sidecar.text import iso_utc
 
 # The job on whose behalf the current code runs. ``asyncio.to_thread`` copies the context into the
 # worker thread, so records logged by a job's thread carry its id without being passed it.

@@ -3,10 +3,12 @@ back, and the server's oplog over the same stretch (to compare byte for byte).""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pymongo
 from bson.timestamp import Timestamp
@@ -118,3 +120,8 @@ def background_writes(
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def stored_digest(path: Path) -> str:
+    """The sha256 of a slice file's stored bytes, as its catalog entry records it."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()

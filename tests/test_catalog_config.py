@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from sidecar.config import ConfigError, check_backup_dir, load_settings, redact_uri
-from sidecar.store.catalog import Catalog, CatalogError, human_size
+from sidecar.store.catalog import Catalog, CatalogError
+from sidecar.text import human_size
 
 
 @pytest.mark.parametrize(

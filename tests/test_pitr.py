@@ -28,7 +28,7 @@ from sidecar.metrics import SidecarMetrics
 from sidecar.pitr import optime
 from sidecar.pitr.capture.tailer import oplog_window
 from sidecar.pitr.record.catalog import SliceCatalog
-from sidecar.pitr.record.slices import oplog_dir, read_entries, stored_digest
+from sidecar.pitr.record.slices import oplog_dir, read_entries
 from sidecar.pitr.status import pitr_status
 from sidecar.service import BackupService
 from tests.helpers import settings_for
@@ -37,6 +37,7 @@ from tests.pitr_support import (
     archived,
     archiving,
     server_entries,
+    stored_digest,
     wait_for_slices,
     wait_running,
     wait_until_stored,

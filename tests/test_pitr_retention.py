@@ -33,18 +33,18 @@ from sidecar.pitr.record.slices import (
     oplog_dir,
     read_entries,
     slice_source,
-    stored_digest,
     write_slice,
 )
 from sidecar.pitr.status import pitr_status
 from sidecar.service import BackupService
 from sidecar.service.prune import prune
-from sidecar.store.catalog import archive_name, iso_utc
+from sidecar.store.catalog import archive_name
 from sidecar.store.offsite import policies
 from sidecar.store.retention import keep_reasons
+from sidecar.text import iso_utc
 from tests import s3_fixture
 from tests.helpers import settings_for
-from tests.pitr_support import archiving, wait_for_slices
+from tests.pitr_support import archiving, stored_digest, wait_for_slices
 
 seaweed, s3_env = s3_fixture.seaweed, s3_fixture.s3_env  # the fixtures, for pytest to find
 PREFIX = "ward-7/"

@@ -5,7 +5,9 @@ sha256 and size in the catalog updated to match) is caught by the content compar
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from sidecar.cli import main as cli_main
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.integrity.drill import DRILL_PREFIX
-from sidecar.pitr.planning.pair import joined_pair
+from sidecar.pitr.planning.pair import BasePair, BrokenChain, joined_pair
 from sidecar.pitr.record.catalog import SLICES_NAME, SliceCatalog
 from sidecar.pitr.record.slices import oplog_dir, read_entries
 from sidecar.pitr.status import pitr_status
@@ -211,13 +213,63 @@ def test_a_slice_whose_bytes_differ_from_its_catalog_fails_before_any_comparison
     assert _scratch_left(settings) == []
 
 
-def test_a_slice_of_another_size_is_a_gap_so_no_pair_is_joined(chain, tmp_path):
+@pytest.mark.parametrize(
+    ("damage", "cause"),
+    [
+        (
+            lambda path: path.write_bytes(path.read_bytes() + b"\0"),
+            r"slice-damaged: (\d+) bytes, the catalog says",
+        ),
+        (lambda path: path.unlink(), "slice-missing"),
+    ],
+    ids=["another-size", "missing"],
+)
+def test_a_broken_chain_fails_the_check_naming_the_slice_and_the_cause(
+    chain, tmp_path, monkeypatch, capsys, damage, cause
+):
+    """A CronJob running the check must fail: exit 1, the slice and why, recorded like any verdict."""
     settings = _copy(chain, tmp_path)
     pair = joined_pair(settings)
-    assert not isinstance(pair, str)
-    victim = oplog_dir(settings) / pair.slices[-1]["fileName"]
-    victim.write_bytes(victim.read_bytes() + b"\0")
-    assert "no two of the 2 usable base backups" in BackupService(settings).run_pitr_verify()["skipped"]
+    assert isinstance(pair, BasePair)
+    victim = oplog_dir(settings) / pair.slices[len(pair.slices) // 2]["fileName"]
+    damage(victim)
+    _use(monkeypatch, settings)
+    assert cli_main(["verify", "--level", "pitr"]) == 1
+    err = capsys.readouterr().err
+    assert f"does not join base backup {pair.older} to {pair.newer}: {victim.name}: " in err
+    assert re.search(cause, err), err
+    entry = next(e for e in BackupService(settings).list_backups() if e["fileName"] == pair.newer)
+    record = entry["verification"]["pitr"]
+    assert record["ok"] is False and record["failedCheck"] == "pitr-chain"
+    assert record["slice"] == victim.name and record["brokenSlices"] == [victim.name]
+    assert [g["files"] for g in record["gaps"]] == [[victim.name]]
+    assert SliceCatalog(oplog_dir(settings)).load()["verification"]["pitr"]["slice"] == victim.name
+    assert _scratch_left(settings) == []
+
+
+def test_a_chain_break_between_the_bases_fails_the_check_with_its_times(chain, tmp_path):
+    """A slice that does not follow the one before it (its prev moved): a break, named with its times."""
+    settings = _copy(chain, tmp_path)
+    pair = joined_pair(settings)
+    assert isinstance(pair, BasePair) and len(pair.slices) >= 2
+    catalog = oplog_dir(settings) / SLICES_NAME
+    moved = pair.slices[1]["fileName"]
+    lines = []
+    for line in catalog.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record["op"] == "slice" and record["slice"]["fileName"] == moved:
+            prev = record["slice"]["prev"]
+            record["slice"]["prev"] = {"t": prev["t"], "i": prev["i"] + 1000}
+        lines.append(json.dumps(record))
+    rewritten = catalog.with_name("rewritten")
+    rewritten.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rewritten.replace(catalog)  # a new file, as the catalog's own rewrites are
+    broken = joined_pair(settings)
+    assert isinstance(broken, BrokenChain) and broken.files == []
+    with pytest.raises(
+        JobFailed, match=r"does not join base backup .*: chain-break from \S+ to \S+ \(this slice"
+    ):
+        BackupService(settings).run_pitr_verify()
 
 
 def test_without_two_joined_base_backups_the_level_is_skipped_and_says_why(
@@ -227,9 +279,10 @@ def test_without_two_joined_base_backups_the_level_is_skipped_and_says_why(
     (oplog_dir(settings) / SLICES_NAME).write_text("", encoding="utf-8")  # a catalog that holds nothing
     _use(monkeypatch, settings)
     assert cli_main(["verify", "--level", "pitr"]) == 0
-    assert "pitr verification skipped: no two of the 2 usable base backups lie in one unbroken" in (
-        capsys.readouterr().out
-    )
+    assert (
+        "pitr verification skipped: the pitr check needs two usable base backups within the oplog archive, "
+        "which holds no slices: 0 of the 2 lie in it"
+    ) in capsys.readouterr().out
     empty = settings.replace(backup_dir=tmp_path / "empty")
     assert "the catalog holds none" in BackupService(empty).run_pitr_verify()["skipped"]
     assert cli_main(["verify", "--level", "pitr", "some.gz"]) == 2

@@ -12,7 +12,9 @@ import pytest
 from bson.timestamp import Timestamp
 
 from sidecar.engine.replay.archive_oplog import OplogReplay, OplogSummary
+from sidecar.engine.replay.bson_raw import string
 from sidecar.engine.replay.engine import ReplayError, ReplayOptions, plan_replay, replay, through_second
+from sidecar.engine.replay.field_order import update_order
 from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.restore_errors import RestoreCancelled
 from sidecar.engine.restore_plan import RestoreOptions
@@ -80,6 +82,23 @@ def _history(client: pymongo.MongoClient, other: str) -> list[tuple[str, Step]]:
             "$rename into a new parent",
             lambda db: db.people.update_one(
                 {"_id": 3}, {"$rename": {"k": "moved.k"}, "$set": {"moved.v": 1}}
+            ),
+        ),
+        (
+            "several new fields through several operators",
+            lambda db: db.people.update_one(
+                {"_id": 2},
+                {
+                    "$inc": {"9": 1, "10": 1},
+                    "$set": {"flag": "young", "g.a": 2, "g.b": 1},
+                    "$push": {"pushed": 1},
+                },
+            ),
+        ),
+        (
+            "$unset, $set and $rename together",
+            lambda db: db.people.update_one(
+                {"_id": 2}, {"$set": {"added": 1}, "$rename": {"visits": "seen_times"}, "$unset": {"flag": 1}}
             ),
         ),
         ("$addToSet", lambda db: db.people.update_one({"_id": 2}, {"$addToSet": {"tags": "y"}})),
@@ -447,3 +466,11 @@ def test_one_collection_replayed_under_a_new_name_beside_the_live_one(history, m
     restored = snapshot(mongo_client, source)["people_restored"]
     assert restored == steps[at][2]["people"]
     assert snapshot(mongo_client, source)["people"] == steps[-1][2]["people"]  # the live one untouched
+
+
+def test_paths_are_ordered_as_mongodb_applies_them():
+    names = ["b", "10", "a.10", "9", "a.9", "05", "0", "1x", "a", "Z", "", "_", "a.b", "a.B"]
+    items = [string(name, "") for name in names]
+    assert [item.name for item in update_order(items)] == [
+        "", "0", "05", "9", "10", "1x", "Z", "_", "a", "a.9", "a.10", "a.B", "a.b", "b",
+    ]  # fmt: skip

@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 
 from sidecar import clock
-from sidecar.store.catalog import iso_utc
 from sidecar.store.retention import Policy, plan
+from sidecar.text import iso_utc
 
 NOW = dt.datetime(2025, 3, 1, 2, 0, tzinfo=dt.UTC)
 
@@ -144,7 +144,7 @@ def test_safety_copies_taken_before_restores_never_count_as_the_newest_good_back
 
 
 def test_metrics_and_latest_ignore_safety_copies():
-    from sidecar.metrics import summarize_catalog
+    from sidecar.store.summary import summarize_catalog
 
     regular, safety = entries((3, C), (1, C))
     regular["sizeBytes"], safety["sizeBytes"] = 1000, 10

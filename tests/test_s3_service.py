@@ -20,10 +20,11 @@ from sidecar.archive import ArchiveReader, NamespaceEnd
 from sidecar.integrity.levels import verify_archive
 from sidecar.integrity.proof_server import given_server
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import iso_utc
+from sidecar.store.offsite import Offsite
 from sidecar.store.retention import Policy, keep_reasons
 from sidecar.store.s3 import S3Backend
 from sidecar.store.source import ArchiveReadError, BucketSource, source_for
+from sidecar.text import iso_utc
 from tests import s3_fixture
 from tests.s3_fixture import SeaweedS3
 
@@ -294,6 +295,11 @@ def test_an_upload_cut_off_by_the_store_stopping_is_not_trusted_and_the_next_run
         server.stop()
 
 
+def reconcile_now(offsite: Offsite) -> dict[str, list[str]]:
+    """The catalog against the bucket's listing now, as a backup's upload stage compares them."""
+    return offsite.reconcile(offsite.catalog.load(), {o.name: o for o in offsite.s3.list()})
+
+
 def test_reconciliation_reports_strays_and_uploads_missing_objects_again(s3_settings, s3_env):
     settings = s3_settings()
     service = BackupService(settings)
@@ -303,13 +309,13 @@ def test_reconciliation_reports_strays_and_uploads_missing_objects_again(s3_sett
     client.put_object(Bucket=s3_env.bucket, Key=PREFIX + stray, Body=b"not ours")
     client.put_object(Bucket=s3_env.bucket, Key=PREFIX + "other-2020-01-01T00-00-00.gz", Body=b"x")
     client.delete_object(Bucket=s3_env.bucket, Key=PREFIX + first["fileName"])
-    assert service.offsite.reconcile_now() == {"missing": [first["fileName"]], "stray": [stray]}
+    assert reconcile_now(service.offsite) == {"missing": [first["fileName"]], "stray": [stray]}
     job = service.new_job("backup")
     service.run_backup(job)
     upload = job.result["uploads"]["s3"]
     assert upload["reconcile"] == {"missing": [first["fileName"]], "stray": [stray]}
     assert first["fileName"] in upload["retried"]
-    assert service.offsite.reconcile_now() == {"missing": [], "stray": [stray]}
+    assert reconcile_now(service.offsite) == {"missing": [], "stray": [stray]}
 
 
 def test_wrong_credentials_fail_the_upload_stage_clearly_and_keep_the_local_archive(

@@ -12,9 +12,9 @@ import pytest
 
 from sidecar import clock
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import iso_utc
 from sidecar.store.sink import ArchiveSink
 from sidecar.store.source import ArchiveSource
+from sidecar.text import iso_utc
 
 
 class Crash(BaseException):

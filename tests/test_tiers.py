@@ -8,8 +8,8 @@ import zoneinfo
 
 import pytest
 
-from sidecar.store.catalog import iso_utc
 from sidecar.store.retention import Policy, keep_reasons, plan, upload_candidates
+from sidecar.text import iso_utc
 
 NOW = dt.datetime(2025, 6, 15, 3, 0, tzinfo=dt.UTC)
 SEOUL = zoneinfo.ZoneInfo("Asia/Seoul")

@@ -17,9 +17,10 @@ from sidecar.metrics_http import serve_archiver_metrics
 from sidecar.pitr.capture.probe import BEAT_SECONDS, beat, health_problem, write_health
 from sidecar.pitr.capture.runner import PitrRunner
 from sidecar.pitr.status import pitr_status
-from sidecar.store.catalog import human_size
+from sidecar.text import human_size
 
 EXIT_REFUSED = 2
+EXIT_SERVER_UNREACHABLE = 4  # ``pitr status``: the archive's facts printed, the server's oplog not read
 
 
 def add_parser(sub: Any) -> None:
@@ -108,9 +109,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     status = pitr_status(settings, deep=args.verify)
     if args.json:
         print(json.dumps(status, ensure_ascii=False, indent=2))
-        return 0
-    for line in describe(status):
-        print(line)
+    else:
+        for line in describe(status):
+            print(line)
+    unreachable = status["serverOplog"].get("error")
+    if unreachable:  # the archive's facts are above; the server's are not
+        print(f"sidecar: error: cannot read the server's oplog window: {unreachable}", file=sys.stderr)
+        return EXIT_SERVER_UNREACHABLE
     return 0
 
 
@@ -118,9 +123,28 @@ def _pos(data: dict[str, int] | None) -> str:
     return f"{data['t']}.{data['i']}" if data else "-"
 
 
+def archiver_line(archiver: dict[str, Any]) -> str:
+    """``archiver: running since ... (pid 12), caught up to ..., RPO 1.2s`` or why it is not."""
+    if archiver["running"]:
+        said = f"archiver: running since {archiver['since']} (pid {archiver['pid']})"
+    elif archiver["locked"]:
+        said = f"archiver: starting (pid {archiver['pid']})"
+    elif archiver["pid"] is None:
+        said = "archiver: not running (it never ran on this directory)"
+    else:
+        alive = ", its process waits to restart" if archiver["processAlive"] else ""
+        said = f"archiver: not running (pid {archiver['pid']} stopped at {archiver['stoppedAt']}{alive})"
+    if archiver["caughtUp"]:
+        said += f", caught up to {archiver['caughtUp']}, RPO {archiver['rpoSeconds']:.1f}s"
+    if archiver["lastError"]:
+        said += f"; last error: {archiver['lastError']}"
+    return said
+
+
 def describe(status: dict[str, Any]) -> list[str]:
     s = status["slices"]
     lines = [f"oplog archive in {status['directory']} (SIDECAR_PITR={status['mode']})"]
+    lines.append(archiver_line(status["archiver"]))
     if not s["count"]:
         lines.append("no slices yet")
     else:
@@ -136,7 +160,7 @@ def describe(status: dict[str, Any]) -> list[str]:
             )
     server = status["serverOplog"]
     if "error" in server:
-        lines.append(f"server oplog: unknown ({server['error']})")
+        lines.append("server oplog: unknown (the server cannot be reached)")
     else:
         span = f"{server['firstTime']} .. {server['lastTime']}"
         lines.append(f"server oplog: {span} ({server['seconds']:.0f}s)")

@@ -7,7 +7,7 @@ from typing import Any
 
 from sidecar import clock
 from sidecar.integrity.scan import ArchiveScan
-from sidecar.store.catalog import iso_utc
+from sidecar.text import iso_utc
 
 
 def compare_file(scan: ArchiveScan, entry: Mapping[str, Any] | None) -> list[str]:

@@ -18,7 +18,6 @@ Every refusal or failure here is ``VerifyFailed(check=drill-server)``: it says n
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
@@ -33,9 +32,11 @@ import pymongo
 
 from sidecar.config import Settings, uri_hosts
 from sidecar.embedded import EmbeddedServer, EmbeddedServerError, free_port
+from sidecar.engine.client import mongo_client
 from sidecar.engine.restore_errors import error_text
 from sidecar.integrity.failure import SERVER_CHECK, VerifyFailed
-from sidecar.store.catalog import human_size
+from sidecar.store.filelock import FileLock
+from sidecar.text import human_size
 
 log = logging.getLogger("sidecar.integrity")
 
@@ -260,8 +261,7 @@ def _held(home: Path) -> Iterator[None]:
     a killed one's. Removed afterwards, whatever happened."""
     home.mkdir(parents=True)
     try:
-        with open(home / "lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        with FileLock(home / "lock"):
             yield
     finally:
         shutil.rmtree(home, ignore_errors=True)
@@ -272,14 +272,16 @@ def remove_leftovers(root: Path) -> list[str]:
     directory whose run still holds its lock stays. The names removed."""
     removed = []
     for home in sorted(root.glob(f"{SERVER_DIR_PREFIX}*")) if root.is_dir() else []:
+        lock = FileLock(home / "lock")
         try:
-            with open(home / "lock", "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                _end_server(home)
-        except BlockingIOError:
-            continue  # a live run's
+            if not lock.acquire(wait=False):
+                continue  # a live run's
         except OSError:
-            _end_server(home)  # no lock file: killed before it existed
+            pass  # no lock file: killed before it existed
+        try:
+            _end_server(home)
+        finally:
+            lock.release()
         shutil.rmtree(home, ignore_errors=True)
         removed.append(home.name)
         log.warning("removed the scratch server directory %s left by a killed proof", home)
@@ -320,11 +322,8 @@ def _log_tail(home: Path) -> str:
 @contextlib.contextmanager
 def _connect(uri: str, timeout: float) -> Iterator[pymongo.MongoClient]:
     """A client that answered a ping, or VerifyFailed(drill-server) naming the hosts, never a password."""
-    ms = int(timeout * 1000)
     try:
-        client = pymongo.MongoClient(
-            uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, appname="mongo-backup-sidecar-proof"
-        )
+        client = mongo_client(uri, timeout, "proof")
         client.admin.command("ping")
     except pymongo.errors.PyMongoError as exc:
         raise refused(f"cannot connect to the drill server {uri_hosts(uri)}: {error_text(exc)}") from None

@@ -11,7 +11,10 @@ import pymongo
 
 from sidecar import clock
 from sidecar.config import Settings
+from sidecar.engine.client import mongo_client
+from sidecar.engine.restore_errors import error_text
 from sidecar.pitr import optime
+from sidecar.pitr.capture.presence import presence
 from sidecar.pitr.capture.state import PitrState
 from sidecar.pitr.capture.tailer import OplogWindow, oplog_window
 from sidecar.pitr.planning.bases import base_backups
@@ -19,9 +22,9 @@ from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.chain import DAMAGED, MISSING, Chain, analyse
 from sidecar.pitr.record.slice_check import check_slice
 from sidecar.pitr.record.slices import SliceEntry, oplog_dir, slice_source
-from sidecar.store.catalog import parse_iso
 from sidecar.store.objects import LOCAL
 from sidecar.store.retention import locations
+from sidecar.time_input import parse_iso
 
 
 def slice_problems(settings: Settings, slices: list[SliceEntry], deep: bool = False) -> dict[str, str]:
@@ -73,13 +76,12 @@ def refresh(settings: Settings, state: PitrState) -> Chain:
 
 
 def server_window(settings: Settings) -> OplogWindow | str:
-    """The server's own oplog window, or why it cannot be read."""
-    timeout = int(settings.connect_timeout_seconds * 1000)
+    """The server's own oplog window, or why it cannot be read (one line, no topology dump)."""
     try:
-        with pymongo.MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=timeout) as client:
+        with mongo_client(settings.mongodb_uri, settings.connect_timeout_seconds, "status") as client:
             return oplog_window(client)
     except pymongo.errors.PyMongoError as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return f"{type(exc).__name__}: {error_text(exc)}"
 
 
 def pitr_status(
@@ -97,7 +99,7 @@ def pitr_status(
     return {
         "mode": settings.pitr,
         "directory": str(oplog_dir(settings)),
-        "archiver": _archiver(state),
+        "archiver": _archiver(settings, state),
         "slices": {
             "count": len(slices),
             "entries": sum(s["entries"] for s in slices),
@@ -118,13 +120,17 @@ def pitr_status(
     }
 
 
-def _archiver(state: PitrState | None) -> dict[str, Any] | None:
-    if state is None:  # asked from another process than the archiver's
-        return None
+def _archiver(settings: Settings, state: PitrState | None) -> dict[str, Any]:
+    """From the lock and the presence file (any process); with ``state``, this process's own archiver's
+    counters too, and whether it (rather than another process) tails now."""
+    seen = presence(oplog_dir(settings))
+    if state is None:
+        return seen
     with state.lock:
-        return {
+        return seen | {
             "enabled": state.enabled,
-            "running": state.running,
+            "running": state.running or seen["running"],
+            "here": state.running,
             "slices": dict(state.slices),
             "rollovers": state.rollovers,
             "leftOut": state.left_out,

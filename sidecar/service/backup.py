@@ -27,10 +27,9 @@ from sidecar.store.catalog import (
     STATUS_RUNNING,
     Entry,
     archive_name,
-    human_size,
-    iso_utc,
 )
 from sidecar.store.sink import ArchiveSink
+from sidecar.text import human_size, iso_utc
 
 
 def run_backup(ctx: JobContext, job: Job | None = None, *, prune_after: bool = True) -> Entry:

@@ -13,14 +13,16 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 import pymongo
-from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from sidecar import clock
-from sidecar.config import ConfigError, Settings, check_backup_dir, uri_hosts
+from sidecar.config import ConfigError, Settings, check_backup_dir
+from sidecar.engine.client import ConnectFailed, connected
 from sidecar.engine.dump import DumpError
 from sidecar.jobs import Job, JobLock
-from sidecar.store.catalog import Catalog, iso_utc
+from sidecar.store.catalog import Catalog
 from sidecar.store.offsite import Offsite
+from sidecar.text import iso_utc
 
 log = logging.getLogger("sidecar.service")
 
@@ -44,34 +46,10 @@ class JobListener(Protocol):
 
 def connect(settings: Settings) -> pymongo.MongoClient:
     """A client that has answered a ping, or JobFailed(stage=connect) naming the host, never the password."""
-    timeout_ms = int(settings.connect_timeout_seconds * 1000)
     try:
-        client = pymongo.MongoClient(
-            settings.mongodb_uri,
-            serverSelectionTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,
-            appname="mongo-backup-sidecar",
-        )
-        client.admin.command("ping")
-        return client
-    except OperationFailure as exc:
-        reason = (
-            "authentication failed"
-            if exc.code in (18, 13)
-            else f"server refused: {exc.details.get('errmsg')}"
-        )
-        raise JobFailed(
-            f"cannot use MongoDB at {uri_hosts(settings.mongodb_uri)}: {reason}", "connect"
-        ) from None
-    except (ConfigurationError, PyMongoError) as exc:
-        detail = (
-            f"no answer within {settings.connect_timeout_seconds:g}s"
-            if "Timeout" in type(exc).__name__
-            else str(exc)
-        )
-        raise JobFailed(
-            f"cannot reach MongoDB at {uri_hosts(settings.mongodb_uri)}: {detail}", "connect"
-        ) from None
+        return connected(settings.mongodb_uri, settings.connect_timeout_seconds)
+    except ConnectFailed as exc:
+        raise JobFailed(str(exc), "connect") from None
 
 
 def as_failure(exc: BaseException, stage: str, name: str) -> JobFailed:

@@ -4,9 +4,11 @@
 Recorded twice: in base N's catalog entry (``verification.pitr``, read by the metrics and alerts like
 every level) and beside the slices (``oplog-slices.json`` ``verification.pitr``). It never sets base
 N's ``lastVerification``: a failure says the slices do not carry N-1 to N, not that N is bad, so N
-stays usable (its own levels decide that). With no two base backups the archive joins, the job
-succeeds with ``skipped`` saying why: nothing is recorded, no archive is blamed; the age alert
-(MongoBackupPitrVerifyTooOld) tells when that lasts.
+stays usable (its own levels decide that). When gaps (slices missing or of another size, a break, a
+rollover) lie between N-1 and N, the check fails as ``pitr-chain`` naming them, without a replay.
+With fewer than two base backups within the archive, the job succeeds with ``skipped`` saying why:
+nothing is recorded, no archive is blamed; the age alert (MongoBackupPitrVerifyTooOld) tells when
+that lasts.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sidecar.integrity.failure import VerifyFailed
 from sidecar.integrity.pitr import PitrCheck
 from sidecar.integrity.proof_server import proof_server, run_on
 from sidecar.jobs import Job
-from sidecar.pitr.planning.pair import BasePair, joined_pair
+from sidecar.pitr.planning.pair import BasePair, BrokenChain, joined_pair
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import oplog_dir
 from sidecar.service.context import JobContext, JobFailed
@@ -28,8 +30,8 @@ LEVEL = "pitr"
 
 
 def run_pitr_verify(ctx: JobContext, job: Job | None = None) -> dict[str, Any]:
-    """Replay the archive from the newest joined pair of base backups and compare; JobFailed when the
-    replay does not reproduce the newer base."""
+    """Replay the archive from the newest two base backups within it and compare; JobFailed when the
+    archive does not join them or the replay does not reproduce the newer base."""
     job = job or ctx.new_job("verify", level=LEVEL)
     with ctx.running(job):
         job.stage = "verify"
@@ -38,7 +40,7 @@ def run_pitr_verify(ctx: JobContext, job: Job | None = None) -> dict[str, Any]:
             job.result = {"level": LEVEL, "ok": None, "skipped": pair}
             return job.result
         job.params["fileName"] = pair.newer
-        outcome = _check(ctx, job, pair)
+        outcome = _check(ctx, job, pair) if isinstance(pair, BasePair) else _broken(pair)
         ctx.catalog.patch(pair.newer, verification={**_verification(ctx, pair.newer), LEVEL: outcome})
         SliceCatalog(oplog_dir(ctx.settings)).record_verification(LEVEL, _slice_record(pair, outcome))
         job.result = {
@@ -68,6 +70,10 @@ def _check(ctx: JobContext, job: Job, pair: BasePair) -> dict[str, Any]:
         return record(False, exc.reason, time.monotonic() - started, **exc.as_json())
 
 
+def _broken(chain: BrokenChain) -> dict[str, Any]:
+    return record(False, chain.reason, 0.0, **chain.as_json())
+
+
 def _raw_bytes(ctx: JobContext, pair: BasePair) -> int:
     """What the check restores and replays: both bases' raw size and the slices' entries."""
     bases = [ctx.catalog.get(name) or {} for name in (pair.older, pair.newer)]
@@ -78,9 +84,9 @@ def _verification(ctx: JobContext, file_name: str) -> dict[str, Any]:
     return dict((ctx.catalog.get(file_name) or {}).get("verification") or {})
 
 
-def _slice_record(pair: BasePair, outcome: dict[str, Any]) -> dict[str, Any]:
+def _slice_record(pair: BasePair | BrokenChain, outcome: dict[str, Any]) -> dict[str, Any]:
     kept = (
-        *("ok", "reason", "at", "durationSeconds", "failedCheck", "slice", "suspectSlices"),
+        *("ok", "reason", "at", "durationSeconds", "failedCheck", "slice", "suspectSlices", "brokenSlices"),
         *("server", "writtenBytes"),
     )
     return {**{k: outcome[k] for k in kept if k in outcome}, "older": pair.older, "newer": pair.newer}

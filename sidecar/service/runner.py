@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sidecar import clock
 from sidecar.jobs import Job, JobBusy
 from sidecar.logs import JOB_ID
-from sidecar.store.catalog import iso_utc
+from sidecar.text import iso_utc
 
 if TYPE_CHECKING:
     from sidecar.service import BackupService

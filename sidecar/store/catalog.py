@@ -39,6 +39,11 @@ class Status(StrEnum):
 STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED = Status.RUNNING, Status.COMPLETED, Status.FAILED
 
 
+ARCHIVE_LEVELS = ("quick", "full", "drill")  # the levels of one archive's test (integrity/levels.py)
+# pitr: the oplog archive replayed from one base backup to the next (integrity/pitr.py); on the newer
+LEVELS = (*ARCHIVE_LEVELS, "pitr")
+
+
 class LevelResult(TypedDict, total=False):
     """The newest result of one integrity test level (``verification[level]``), plus its details."""
 
@@ -88,25 +93,6 @@ class Entry(TypedDict, total=False):
 
 class CatalogError(RuntimeError):
     pass
-
-
-def human_size(size: int) -> str:
-    """The runbook's ``fileSize`` style: ``15.2MB``."""
-    value = float(size)
-    for unit in ("B", "KB", "MB"):
-        if value < 1024:
-            return f"{int(value)}B" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{value:.1f}GB"
-
-
-def iso_utc(moment: dt.datetime) -> str:
-    """``2024-12-01T02:00:00.000Z``: ISO-8601 UTC with milliseconds, as the runbook shows."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def parse_iso(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def archive_name(prefix: str, moment: dt.datetime) -> str:

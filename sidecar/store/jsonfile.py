@@ -6,12 +6,13 @@ document intact. ``backup-info.json`` and the oplog slice catalog are both kept 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from sidecar.store.filelock import FileLock
 
 
 def fsync_dir(directory: Path) -> None:
@@ -32,12 +33,8 @@ class LockedJsonFile:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        with open(self.lock_path, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with FileLock(self.lock_path):
+            yield
 
     def read(self, default: Any) -> Any:
         """The document, or ``default`` when the file is absent or empty."""

@@ -29,10 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from sidecar import clock
 from sidecar.codec.age_stream import parse_recipients
-from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry, iso_utc, parse_iso
+from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry
 from sidecar.store.objects import LOCAL, S3, ObjectInfo, StoreError
 from sidecar.store.retention import Policy, Removal, locations, plan, upload_candidates
 from sidecar.store.sink import ArchiveSink
+from sidecar.text import iso_utc
+from sidecar.time_input import parse_iso
 
 if TYPE_CHECKING:
     from sidecar.config import Settings
@@ -283,13 +285,6 @@ class Offsite:
                 ", ".join(stray) or "none",
             )
         return {"missing": missing, "stray": stray}
-
-    def reconcile_now(self) -> dict[str, list[str]] | None:
-        """Catalog vs bucket listing, for status output; None when no bucket is configured."""
-        if not self.enabled:
-            return None
-        listing = {o.name: o for o in self.s3.list()}
-        return self.reconcile(self.catalog.load(), listing)
 
     # -- retention -------------------------------------------------------------------------------
 

@@ -31,8 +31,9 @@ import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from sidecar.store.catalog import Entry, Status, is_usable, newest_test_passed, parse_iso
+from sidecar.store.catalog import Entry, Status, is_usable, newest_test_passed
 from sidecar.store.objects import LOCAL
+from sidecar.time_input import parse_iso
 
 
 @dataclass(frozen=True)

@@ -373,11 +373,6 @@ class S3Upload:
             except Exception as exc:
                 self.error = self.backend.error(exc, f"upload part {number} of", self.name)
 
-    @property
-    def parts_done(self) -> int:
-        """Parts the store has acknowledged so far."""
-        return len(self._parts)
-
     def write(self, data: Any) -> int:
         if self._finished:
             raise ValueError("write to a finished upload")

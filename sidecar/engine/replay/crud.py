@@ -11,10 +11,11 @@ document a fuzzy base dump read later than the entry, and still converge:
   ``$v: 1`` or no ``$v``: sent as the update), ``delta`` (mongod's ``$v: 2`` diff: read the document,
   apply the diff as mongod does (``doc_diff``), replace it), ``fields`` (the embedded server's
   ``$v: 2`` shape ``{diff: {updatedFields, removedFields, truncatedArrays, disambiguatedPaths}}``:
-  ``$set`` of the dotted paths (less those under another path it sets whole), ``$unset`` of the
-  removed ones, then each truncation as ``$push: {$each: [], $slice: n}``; a path whose
-  ``disambiguatedPaths`` parts hold a field name with a dot (or a ``$``) cannot be written as a
-  dotted path and is refused).
+  ``$set`` of the dotted paths (less those under another path it sets whole) in the order
+  MongoDB 5.0+ applies them (``field_order``: new fields are appended in that order; the server's
+  list does not keep it), ``$unset`` of the removed ones, then each truncation as
+  ``$push: {$each: [], $slice: n}``; a path whose ``disambiguatedPaths`` parts hold a field name
+  with a dot (or a ``$``) cannot be written as a dotted path and is refused).
 
 Documents and values go to the server as the raw bytes of the entry: nothing is decoded.
 """
@@ -30,6 +31,7 @@ from pymongo.operations import DeleteOne, InsertOne, ReplaceOne, UpdateOne
 from sidecar.engine.replay.bson_raw import Element, document, elements, find, subdocument
 from sidecar.engine.replay.doc_diff import DiffError, validate_diff
 from sidecar.engine.replay.doc_diff import apply_diff as apply_delta
+from sidecar.engine.replay.field_order import update_order
 from sidecar.engine.replay.units import OplogOp
 
 WriteModel = InsertOne | ReplaceOne | UpdateOne | DeleteOne
@@ -172,7 +174,7 @@ def _fields_models(key: RawBSONDocument, diff: RawBSONDocument) -> list[WriteMod
     # After a $rename into a parent that did not exist, the embedded server lists the new parent with
     # its whole value and the leaf under it: one $set of both is a path conflict; the parent holds it.
     whole = {item.name for item in sets}
-    kept = [item for item in sets if not _covered(item.name, whole)]
+    kept = update_order(item for item in sets if not _covered(item.name, whole))
     if kept:
         parts.append(subdocument("$set", document(kept)))
     removed = [path for path in diff.get("removedFields", []) if not _covered(path, whole)]

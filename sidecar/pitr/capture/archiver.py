@@ -32,14 +32,17 @@ from bson.timestamp import Timestamp
 from sidecar import clock
 from sidecar.config import Settings
 from sidecar.engine.scratch_names import is_scratch_entry
+from sidecar.logs import Redactor
 from sidecar.pitr import optime
 from sidecar.pitr.capture.cut_request import CutRequests
+from sidecar.pitr.capture.presence import PRESENCE_SECONDS, write_presence
 from sidecar.pitr.capture.state import PitrState
 from sidecar.pitr.capture.tailer import OplogTail, OplogWindow, Rollover, oldest_entry, oplog, oplog_window
 from sidecar.pitr.planning.bases import base_backups
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import SliceBuffer, oplog_dir, write_slice
-from sidecar.store.catalog import PARTIAL_SUFFIX, iso_utc
+from sidecar.store.catalog import PARTIAL_SUFFIX
+from sidecar.text import iso_utc
 
 log = logging.getLogger("sidecar.pitr")
 
@@ -64,6 +67,9 @@ class OplogArchiver:
         self._complete = True  # the newest buffered timestamp group is known to be complete
         self._probed = 0.0
         self.requests = CutRequests(self.catalog.directory)  # a backup waiting for its cut
+        self._since = 0.0
+        self._presence_written = 0.0
+        self._redact = Redactor.for_settings(settings)
 
     def run(self, stop: threading.Event) -> None:
         with self.catalog.archiver_lock():
@@ -73,7 +79,10 @@ class OplogArchiver:
             start = last if last is not None else self._first_start()
             self.buffer = SliceBuffer(prev=start)
             self.state.running, self.state.standing_by, self.state.error = True, False, None
+            self._since = clock.timestamp()
+            self._write_presence()
             log.info("oplog archiver started after %s", optime.label(start) if start else "nothing")
+            error = None
             try:
                 for event in OplogTail(self.client, start).events(stop):
                     if event is None:
@@ -83,8 +92,22 @@ class OplogArchiver:
                     else:
                         self._take(event)
                 self._flush()
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                raise
             finally:
                 self.state.running = False
+                self._write_presence(error)
+
+    def _write_presence(self, error: str | None = None) -> None:
+        """The presence file for ``pitr status`` in other processes; a failed write costs no entry."""
+        self._presence_written = time.monotonic()
+        try:
+            write_presence(
+                self.catalog.directory, self.state, self._since, self._redact(error) if error else None
+            )
+        except OSError as exc:
+            log.warning("cannot write the archiver's presence file: %s", exc)
 
     def _first_start(self) -> Timestamp | None:
         window = self.state.server_window = oplog_window(self.client)
@@ -112,6 +135,8 @@ class OplogArchiver:
         if len(self.buffer) and self._due():
             self._cut()
         self._mark_caught_up()
+        if time.monotonic() - self._presence_written > PRESENCE_SECONDS:
+            self._write_presence()
         if time.monotonic() - self._probed > WINDOW_PROBE_SECONDS:
             self._probe_window()
             self.on_change()  # and the chain: a slice removed or damaged on an idle server shows too
@@ -193,6 +218,7 @@ class OplogArchiver:
             self.state.last_position = buffer.last
         log.info("oplog slice %s: %d entries, %d bytes", entry["fileName"], len(buffer), entry["sizeBytes"])
         self.buffer = buffer.next()
+        self._write_presence()
         self.on_change()
 
     def _flush(self) -> None:

@@ -14,7 +14,6 @@ backup's cut, on an idle server), the entries at ``start`` are read from the ser
 
 from __future__ import annotations
 
-import fcntl
 import threading
 import time
 from collections.abc import Iterator
@@ -31,22 +30,14 @@ from sidecar.pitr.capture.cut_request import requested_cut
 from sidecar.pitr.capture.tailer import oplog
 from sidecar.pitr.record.catalog import ARCHIVER_LOCK, SliceCatalog
 from sidecar.pitr.record.slices import SliceEntry, oplog_dir, read_entries
+from sidecar.store.filelock import is_locked
 
 POLL_SECONDS = 0.1
 
 
 def archiver_running(directory: Path) -> bool:
     """An archiver (this process's or another's) holds the directory's lock."""
-    path = Path(directory) / ARCHIVER_LOCK
-    if not path.exists():
-        return False
-    with open(path, "a+") as handle:  # a second open file: flock conflicts within one process too
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
+    return is_locked(Path(directory) / ARCHIVER_LOCK)
 
 
 def covering(slices: list[SliceEntry], start: Timestamp, end: Timestamp) -> list[SliceEntry] | None:

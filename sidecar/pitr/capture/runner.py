@@ -17,6 +17,7 @@ import pymongo
 from pymongo.errors import PyMongoError
 
 from sidecar.config import Settings
+from sidecar.engine.client import mongo_client
 from sidecar.pitr.capture.archiver import OplogArchiver
 from sidecar.pitr.capture.state import PitrState
 from sidecar.pitr.capture.tailer import PitrError, pitr_enabled
@@ -101,10 +102,7 @@ class PitrRunner:
             self.stopping.wait(RESTART_SECONDS)
 
     def _client(self) -> pymongo.MongoClient:
-        timeout = int(self.settings.connect_timeout_seconds * 1000)
-        return pymongo.MongoClient(
-            self.settings.mongodb_uri, serverSelectionTimeoutMS=timeout, connectTimeoutMS=timeout
-        )
+        return mongo_client(self.settings.mongodb_uri, self.settings.connect_timeout_seconds, "pitr")
 
     def _resolve(self, client: pymongo.MongoClient) -> bool:
         enabled = pitr_enabled(self.settings, client)

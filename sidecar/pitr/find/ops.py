@@ -20,7 +20,7 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 from sidecar.engine.replay.units import OplogOp, flatten, ts_text
-from sidecar.store.catalog import iso_utc
+from sidecar.text import iso_utc
 
 OPERATIONS = {"i": "insert", "u": "update", "d": "delete", "c": "command"}
 DROPS = ("drop", "dropDatabase")

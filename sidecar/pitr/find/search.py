@@ -28,7 +28,7 @@ from sidecar.pitr.find.ops import operations as entry_operations
 from sidecar.pitr.find.query import FindQuery
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import SliceEntry, SliceError, iter_entries, oplog_dir
-from sidecar.store.catalog import iso_utc
+from sidecar.text import iso_utc
 
 GROUP_GAP_SECONDS = 2.0
 _MAX_NAMES = 20  # the collections a drop group lists

@@ -22,7 +22,6 @@ line per slice and gap, atomically. A process parses only the lines added since 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import threading
@@ -35,6 +34,7 @@ from bson.timestamp import Timestamp
 from sidecar.pitr import optime
 from sidecar.pitr.record.slices import SliceEntry
 from sidecar.store.catalog import CatalogError
+from sidecar.store.filelock import FileLock
 from sidecar.store.jsonfile import LockedJsonFile, fsync_dir
 
 SLICES_NAME = "oplog-slices.jsonl"
@@ -285,19 +285,12 @@ class SliceCatalog:
     def archiver_lock(self) -> Iterator[None]:
         """Held while an archiver runs: a second one (here or in another process) is refused."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / ARCHIVER_LOCK, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "?"
-                raise ArchiverBusy(
-                    f"another oplog archiver (pid {holder}) is writing {self.directory}"
-                ) from None
-            handle.truncate(0)
-            handle.write(str(os.getpid()))
-            handle.flush()
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        lock = FileLock(self.directory / ARCHIVER_LOCK)
+        if not lock.acquire(wait=False):
+            holder = lock.holder().strip() or "?"
+            raise ArchiverBusy(f"another oplog archiver (pid {holder}) is writing {self.directory}")
+        try:
+            lock.record(str(os.getpid()))
+            yield
+        finally:
+            lock.release()

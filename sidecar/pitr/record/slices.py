@@ -26,10 +26,9 @@ from sidecar.archive.format import MAX_BSON_SIZE
 from sidecar.codec.age_stream import parse_recipients
 from sidecar.config import Settings
 from sidecar.pitr import optime
-from sidecar.store.catalog import iso_utc
-from sidecar.store.objects import Digest
 from sidecar.store.sink import ArchiveSink
 from sidecar.store.source import ArchiveSource, read_failure, source_for
+from sidecar.text import iso_utc
 
 if TYPE_CHECKING:
     from sidecar.store.s3 import S3Backend
@@ -201,12 +200,3 @@ def iter_entries(
         raise SliceError(f"{path.name}: {read_failure(exc)}") from None
     if sha256 is not None and digest != sha256:
         raise SliceError(f"{path.name}: its sha256 is {digest}, the catalog says {sha256}")
-
-
-def stored_digest(path: Path) -> str:
-    """The sha256 of the stored bytes of a slice file, as its catalog entry records it."""
-    digest = Digest()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
