@@ -242,6 +242,8 @@ class Settings:
     pitr_retention_days: int = _setting(_int(0, 36500), "0")
     # how long a backup waits for the archive to hold its cut before it reads the server's oplog itself
     pitr_cut_wait_seconds: float = _setting(_float(0.0, 3600), "30")
+    # writer threads of a point-in-time restore's replay (engine/replay/parallel.py); 0 = one, in oplog order
+    pitr_replay_writers: int = _setting(_int(0, 16), "4")
 
     @property
     def oplog_window_min_seconds(self) -> int:
