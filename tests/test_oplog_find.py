@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from sidecar.pitr.find.query import FindQuery
 from sidecar.pitr.find.search import find_operations
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import SliceBuffer, oplog_dir, write_slice
-from tests.helpers import settings_for
+from tests.helpers import run_cli, settings_for
 from tests.pitr_support import archiving, wait_running, wait_until_stored
 
 DB = "findhist"
@@ -239,21 +238,7 @@ def test_cli_refuses_a_bad_time_in_one_line(history: History) -> None:
 
 
 def _cli(history: History, *args: str) -> subprocess.CompletedProcess[str]:
-    s = history.settings
-    env = {
-        **os.environ,
-        "SIDECAR_MONGODB_URI": s.mongodb_uri,
-        "SIDECAR_BACKUP_DIR": str(s.backup_dir),
-        "SIDECAR_LOG_DIR": str(s.log_dir),
-        "SIDECAR_TIMEZONE": "Asia/Seoul",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "sidecar", "oplog", "find", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(history.settings, "oplog", "find", *args, timeout=60)
 
 
 async def test_the_api_answers_what_the_cli_prints_as_json(history: History, aiohttp_client: Any) -> None:

@@ -4,10 +4,8 @@ live embedded server: first beside the live data under the new name it names, th
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +16,7 @@ import pytest
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.service import BackupService
-from tests.helpers import settings_for
+from tests.helpers import run_cli, settings_for
 from tests.pitr_support import archiving, wait_running, wait_until_stored
 from tests.replay_support import snapshot
 
@@ -68,19 +66,8 @@ def mistake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mistake]:
 
 
 def _sidecar(mistake: Mistake, argv: list[str]) -> subprocess.CompletedProcess[str]:
-    s = mistake.settings
-    env = {
-        **os.environ,
-        "SIDECAR_MONGODB_URI": mistake.uri,
-        "SIDECAR_BACKUP_DIR": str(s.backup_dir),
-        "SIDECAR_LOG_DIR": str(s.log_dir),
-        "SIDECAR_MIN_FREE_BYTES": "0",
-        "SIDECAR_PITR": "off",
-    }
     assert argv[0] == "sidecar", argv
-    return subprocess.run(
-        [sys.executable, "-m", "sidecar", *argv[1:]], env=env, capture_output=True, text=True, timeout=300
-    )
+    return run_cli(mistake.settings, *argv[1:])
 
 
 def _printed_undo(mistake: Mistake) -> tuple[str, str]:
