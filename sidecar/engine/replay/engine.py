@@ -204,7 +204,9 @@ def replay(
     cancel: threading.Event | None = None,
     progress: Progress | None = None,
 ) -> ReplayResult:
-    """Apply the entries within the cut; ``progress.documents``/``bytes`` count operations and entry bytes."""
+    """Apply the entries within the cut; ``progress.documents``/``bytes`` count operations and entry
+    bytes, ``progress.advance`` the entries applied and the newest one's ``ts`` (a pass the caller
+    began with the planned total: ``begin(phase, unit="entries", total=plan.entries)``)."""
     options = options or ReplayOptions()
     started = time.monotonic()
     result = ReplayResult(method=_method(client, options.method))
@@ -223,6 +225,7 @@ def replay(
         if progress is not None:
             progress.documents += len(actions)
             progress.bytes = reader.bytes
+            progress.advance(reader.entries - progress.done, reader.last_ts)  # entries of the cut read
     applier.flush()
     result.close(reader)
     result.seconds = time.monotonic() - started
