@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+import zoneinfo
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from sidecar.pitr.planning.restore_point import PointTarget
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import oplog_dir
 from sidecar.service import BackupService, JobFailed
+from sidecar.time_input import parse_iso, parse_position
 from tests.helpers import settings_for
 from tests.pitr_support import archiving, wait_until_stored
 from tests.replay_support import newest_ts, oplog, snapshot
@@ -151,13 +153,13 @@ def test_every_recorded_point_restores_byte_for_byte(history: History) -> None:
             assert _restored(history) == expected, (label, given)
             point = result["pointInTime"]
             assert point["baseBackup"] == history.base["fileName"]
-            assert point["endPoint"]["t"] <= optime.parse(text).time
+            assert point["endPoint"]["t"] <= parse_position(text).time
             assert point["replay"]["pendingTransactions"] == 0
 
 
 def test_a_transaction_is_never_half_applied(history: History) -> None:
     text, with_txn = history.points["transaction"]
-    ts = optime.parse(text)
+    ts = parse_position(text)
     _restore(history, point=PointTarget.to_time(f"{ts.time}:{ts.inc - 1}"))
     before = _restored(history)
     assert before == history.points["replaced-deleted"][1]
@@ -182,7 +184,7 @@ def test_dry_run_names_the_plan_and_writes_nothing(history: History) -> None:
     point = result["pointInTime"]
     slices = [s["fileName"] for s in SliceCatalog(oplog_dir(history.settings)).slices()]
     assert point["slices"] and set(point["slices"]) <= set(slices)
-    assert point["endPoint"]["t"] == optime.parse(text).time
+    assert point["endPoint"]["t"] == parse_position(text).time
     deletes = point["planned"]["namespaces"][f"{DB}.patients"]["delete"]
     assert deletes == 5  # delete_one and the four of the deleteMany
     assert point["planned"]["namespaces"][f"{DB}.visits"]["insert"] == 1
@@ -275,7 +277,7 @@ async def test_the_api_restores_to_a_point_and_refuses_outside_the_window(
     assert resp.status == 200, body
     point = body["restore"]["pointInTime"]
     assert point["baseBackup"] == history.base["fileName"] and point["slices"]
-    assert point["endPoint"]["t"] == optime.parse(text).time
+    assert point["endPoint"]["t"] == parse_position(text).time
     assert point["replay"]["namespaces"][f"{DB}.patients"]["createIndexes"] == 1
     assert _restored(history) == expected
     end = history.base["oplog"]["end"]
@@ -302,10 +304,22 @@ def test_cli_restore_to_time_prints_the_plan(history: History, monkeypatch, caps
     out = capsys.readouterr().out
     assert f"base backup: {history.base['fileName']}" in out
     assert f"  {DB}.patients: " in out and "5 deletes" in out
-    assert f"end point: {optime.parse(history.points[label][0]).time}:" in out
+    assert f"end point: {parse_position(history.points[label][0]).time}:" in out
     assert out.strip().endswith("nothing was written")
-    assert cli_main(["restore", "--to-time", "2024-12-01T14:31:06", "--quiet"]) == 2
-    assert "has no zone" in capsys.readouterr().err
+    # the same second as a local time without a zone, read in --tz
+    seoul = parse_iso(history.seconds[label]).astimezone(zoneinfo.ZoneInfo("Asia/Seoul"))
+    local = f"{seoul:%Y-%m-%d %H:%M:%S}"
+    assert cli_main(["restore", "--to-time", local, "--tz", "Asia/Seoul", "--dry-run", "--quiet"]) == 0
+    assert f"end point: {parse_position(history.points[label][0]).time}:" in capsys.readouterr().out
+    # a refused time names the flag that was used, and only that one
+    for flag, text, said in (
+        ("--to-time", "2999-01-01T00:00:00Z", "is outside the times an oplog position can hold"),
+        ("--to-time", "now+5m", "is in the future"),
+        ("--before-op", "2024-12-01T14:31:06Z", "is not an oplog position"),
+    ):
+        assert cli_main(["restore", flag, text, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag}: '{text}' {said}" in err and err.count("--") == 1, err
     assert cli_main(["restore", "--before-op", "1:1", "--quiet"]) == 1
     assert "the earliest after it is" in capsys.readouterr().err
 
@@ -340,7 +354,7 @@ def test_a_drop_restore_counts_the_later_writes_it_discards(history: History, mo
     text, _ = history.points["updated"]
     last = SliceCatalog(oplog_dir(history.settings)).last_position()
     assert last is not None
-    expected = _operations_after(history, optime.parse(text), last)
+    expected = _operations_after(history, parse_position(text), last)
     assert expected[f"{DB}.patients"] >= 8 and expected[f"{DB}.scratch"] == 1  # the script's, at least
     target = PointTarget.to_time(text)
 

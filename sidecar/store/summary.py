@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar.store.catalog import LEVELS, SAFETY_TRIGGER, STATUS_COMPLETED, Entry, is_usable
-from sidecar.text import parse_iso
+from sidecar.time_input import parse_iso
 
 DESTINATIONS = ("local",)
 BASELINE_WINDOW = 7  # the size baseline: the median of this many usable backups before the newest
