@@ -418,7 +418,7 @@ def test_the_replay_reports_progress_toward_its_planned_total(history: History, 
     done = [d for d, _, _ in seen]
     assert done == sorted(done) and done[-1] == total
     positions = [p for _, _, p in seen if p is not None]
-    assert positions == sorted(positions) and positions[-1] == optime.parse(point["replay"]["lastTs"])
+    assert positions == sorted(positions) and positions[-1] == parse_position(point["replay"]["lastTs"])
     shown = job.as_json()["progress"]
     assert (shown["unit"], shown["done"], shown["total"], shown["ratio"]) == ("entries", total, total, 1.0)
     assert shown["pointReached"]["t"] == point["endPoint"]["t"] and shown["etaSeconds"] == 0
