@@ -16,9 +16,9 @@ from typing import Any
 from sidecar import clock
 from sidecar.config import Settings
 from sidecar.health import HealthMonitor, HealthSnapshot
-from sidecar.metrics import CatalogSummary, summarize_catalog
 from sidecar.pitr.capture.state import PitrState
 from sidecar.service import BackupService
+from sidecar.store.summary import CatalogSummary, summarize_catalog
 
 PROCESS_START = clock.timestamp()
 

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import tempfile
-import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import yaml
 
 from sidecar.cron import cron_trigger
+from sidecar.time_input import zone_name
 
 
 class ConfigError(ValueError):
@@ -82,14 +82,6 @@ def _patterns(raw: str) -> tuple[str, ...]:
         if not re.fullmatch(r"[^.\s]+(\..+)?", item):
             raise ValueError(f"{item!r} is not a namespace pattern like db.coll, db.*, *.patients")
     return items
-
-
-def _timezone(raw: str) -> str:
-    try:
-        zoneinfo.ZoneInfo(raw)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {raw!r} (use an IANA name like Asia/Seoul)") from None
-    return raw
 
 
 def _cron(raw: str) -> str:
@@ -170,7 +162,7 @@ class Settings:
     read_token: str = _setting(_token, "", secret=True)
     metrics_require_token: bool = _setting(_bool, "false")
     schedule: str = _setting(_cron, "0 2 * * *")
-    timezone: str = _setting(_timezone, "Asia/Seoul")
+    timezone: str = _setting(zone_name, "Asia/Seoul")
     retention_days: int = _setting(_int(1), "30")
     retention_min_count: int = _setting(_int(1), "7")
     file_prefix: str = _setting(_prefix, "maekcord-backup")
@@ -250,6 +242,8 @@ class Settings:
     pitr_retention_days: int = _setting(_int(0, 36500), "0")
     # how long a backup waits for the archive to hold its cut before it reads the server's oplog itself
     pitr_cut_wait_seconds: float = _setting(_float(0.0, 3600), "30")
+    # writer threads of a point-in-time restore's replay (engine/replay/parallel.py); 0 = one, in oplog order
+    pitr_replay_writers: int = _setting(_int(0, 16), "4")
 
     @property
     def oplog_window_min_seconds(self) -> int:

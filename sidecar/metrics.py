@@ -8,10 +8,8 @@ job's progress). A scrape never does I/O, and every series exists from start-up.
 from __future__ import annotations
 
 import platform
-import statistics
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import (
@@ -36,94 +34,19 @@ from sidecar.jobs import Job
 from sidecar.pitr.capture.state import PitrState
 from sidecar.pitr.status import refresh as refresh_pitr
 from sidecar.service import BackupService
-from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED, Entry, is_usable
-from sidecar.text import parse_iso
+from sidecar.store.catalog import SAFETY_TRIGGER, STATUS_COMPLETED
+from sidecar.store.summary import DESTINATIONS, CatalogSummary, summarize_catalog
 
 PREFIX = "mongobackup"
 TRIGGERS = ("schedule", "manual", "cronjob")
 STAGES = ("connect", "dump", "write", "verify", "upload")
 PROOF_LEVELS = ("drill", "pitr")  # the levels that restore into a server (integrity/proof_server.py)
-DESTINATIONS = ("local",)
 OFFSITE = ("s3",)
 DURATION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
-BASELINE_WINDOW = 7
 CRONJOB_PUSH_JOB = "mongobackup_cronjob"
 
 # The *_created series double the exposition and no rule or dashboard of ours reads them.
 disable_created_metrics()
-
-
-@dataclass
-class CatalogSummary:
-    """What the gauges need from the catalog, computed once per refresh."""
-
-    last_success_ts: float = 0.0
-    last_attempt_ts: float = 0.0
-    last_success: int = 1
-    last_size: float = 0.0
-    last_duration: float = 0.0
-    size_baseline: float = 0.0
-    archives: dict[str, dict[str, float]] = field(default_factory=dict)
-    verify: dict[str, dict[str, float]] = field(default_factory=dict)
-    # drill, pitr: where the newest proof ran (integrity/proof_server.py) and the bytes it wrote there
-    proofs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    uploads: dict[str, float] = field(default_factory=dict)  # off-site destination -> newest upload
-
-
-def _end_time(entry: Entry) -> float:
-    stamp = entry.get("finishedAt") or entry["createdAt"]
-    return parse_iso(stamp).timestamp()
-
-
-def summarize_catalog(entries: list[Entry], destinations: tuple[str, ...] = DESTINATIONS) -> CatalogSummary:
-    summary = CatalogSummary()
-    # the backup series describe regular backups; a restore's partial safety copy is no backup run
-    regular = [e for e in entries if e.get("trigger") != SAFETY_TRIGGER]
-    finished = [e for e in regular if e.get("status") in (STATUS_COMPLETED, "failed")]
-    good = [e for e in entries if is_usable(e)]  # the newest of them is newest_usable(entries)
-    stored = [e for e in entries if e.get("status") == STATUS_COMPLETED]  # every archive takes space
-    if finished:
-        newest = max(finished, key=_end_time)
-        summary.last_attempt_ts = _end_time(newest)
-        summary.last_success = int(newest.get("status") == STATUS_COMPLETED)
-    if good:
-        good.sort(key=_end_time)
-        summary.last_success_ts = _end_time(good[-1])
-        summary.last_size = float(good[-1].get("sizeBytes", 0))
-        summary.last_duration = float(good[-1].get("durationSeconds", 0))
-        previous = [float(e.get("sizeBytes", 0)) for e in good[-BASELINE_WINDOW - 1 : -1]]
-        summary.size_baseline = statistics.median(previous) if previous else 0.0
-    for dest in sorted(set(destinations) | {d for e in stored for d in e.get("locations", ["local"])}):
-        here = [e for e in stored if dest in e.get("locations", ["local"])]
-        created = [parse_iso(e["createdAt"]).timestamp() for e in here]
-        summary.archives[dest] = {
-            "count": len(here),
-            "bytes": sum(float(e.get("sizeBytes", 0)) for e in here),
-            "oldest": min(created, default=0.0),
-            "newest": max(created, default=0.0),
-        }
-        if dest != "local":  # the catalog keeps the upload time, so it survives a restart
-            stamps = [((e.get("remote") or {}).get(dest) or {}).get("uploadedAt") for e in entries]
-            summary.uploads[dest] = max((parse_iso(t).timestamp() for t in stamps if t), default=0.0)
-    for level in LEVELS:
-        results = [e["verification"][level] for e in entries if level in (e.get("verification") or {})]
-        results = [r for r in results if r.get("at")]
-        results.sort(key=lambda r: parse_iso(r["at"]))
-        passed = [r for r in results if r.get("ok")]
-        summary.verify[level] = {
-            "last_run": parse_iso(results[-1]["at"]).timestamp() if results else 0.0,
-            "last_success_ts": parse_iso(passed[-1]["at"]).timestamp() if passed else 0.0,
-            "last_success": float(bool(results[-1].get("ok"))) if results else 1.0,
-        }
-        placed = [r for r in results if r.get("server")]
-        if placed:
-            newest = placed[-1]
-            summary.proofs[level] = {
-                "server": newest["server"],
-                "writtenBytes": float(newest.get("writtenBytes") or 0),
-                "at": newest["at"],
-            }
-    return summary
 
 
 def _gauge(

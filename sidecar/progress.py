@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from sidecar.text import counted
@@ -22,6 +22,7 @@ class Progress:
     documents: int = 0
     bytes: int = 0
     scope: str = ""  # set by a job that runs another's steps: "drill" shows as drill-documents
+    notes: list[str] = field(default_factory=list)  # warnings for the operator now (the CLI prints them)
 
     def begin(self, phase: str, namespaces_total: int = 0) -> None:
         """A new pass over the data: the counters start again."""
@@ -54,7 +55,8 @@ class TerminalProgress:
         interval: float = 0.25,
     ):
         self.progress, self.stream, self.interval = progress, stream or sys.stderr, interval
-        self.enabled = enabled and self.stream.isatty()
+        self.enabled = enabled and self.stream.isatty()  # the line; the notes are printed in any case
+        self._noted = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -69,19 +71,29 @@ class TerminalProgress:
             f"{counted(p.documents, 'document')}  {p.bytes / 1e6:,.1f} MB{phase}"
         )
 
+    def _notes(self) -> None:
+        """The job's new warnings, each on a line of its own above the progress line."""
+        while self._noted < len(self.progress.notes):
+            clear = "\r\033[K" if self.enabled else ""
+            self.stream.write(f"{clear}warning: {self.progress.notes[self._noted]}\n")
+            self._noted += 1
+        self.stream.flush()
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.stream.write(self._line())
-            self.stream.flush()
+            self._notes()
+            if self.enabled:
+                self.stream.write(self._line())
+                self.stream.flush()
 
     def __enter__(self) -> TerminalProgress:
-        if self.enabled:
-            self._thread.start()
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._notes()
         if self.enabled:
-            self._stop.set()
-            self._thread.join()
             self.stream.write(self._line() + "\n")
             self.stream.flush()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -108,43 +109,39 @@ class SidecarScheduler:
 
     # -- the scheduled jobs ----------------------------------------------------------------------
 
-    async def scheduled_backup(self) -> None:
+    async def _run_scheduled(
+        self, what: str, kind: str, work: Callable[..., Any], *, failure_logged: bool = False, **params: Any
+    ) -> dict[str, Any] | None:
+        """The one wrapper of a scheduled job: its result, or None when it was skipped (another job
+        runs), failed (logged here unless the service has logged it) or the sidecar shuts down."""
         try:
-            _, task = await self.runner.submit("backup", "schedule", self.runner.service.run_backup)
-            await asyncio.shield(task)
+            _, task = await self.runner.submit(kind, "schedule", work, **params)
+            return await asyncio.shield(task)
         except JobBusy as exc:
-            log.warning("scheduled backup skipped: %s", exc)
-        except (ShuttingDown, JobFailed):
-            pass  # a failure: the service logged it with the job id, recorded it in the catalog and metrics
+            log.warning("scheduled %s skipped: %s", what, exc)
+        except JobFailed as exc:
+            if not failure_logged:
+                log.error("scheduled %s did not pass: %s", what, exc)
+        except ShuttingDown:
+            pass
+        return None
+
+    async def scheduled_backup(self) -> None:
+        # a failure: the service logged it with the job id, recorded it in the catalog and metrics
+        try:
+            await self._run_scheduled("backup", "backup", self.runner.service.run_backup, failure_logged=True)
         finally:
             self._publish_next_backup()
 
     async def scheduled_drill(self) -> None:
-        try:
-            drill = self.runner.service.run_drill
-            _, task = await self.runner.submit("verify", "schedule", drill, level="drill")
-            await asyncio.shield(task)
-        except JobBusy as exc:
-            log.warning("scheduled restore drill skipped: %s", exc)
-        except JobFailed as exc:
-            log.error("scheduled restore drill did not pass: %s", exc)
-        except ShuttingDown:
-            pass
+        await self._run_scheduled("restore drill", "verify", self.runner.service.run_drill, level="drill")
 
     async def scheduled_pitr_verify(self) -> None:
         """The pitr level, beside the drill: the oplog archive replayed from base backup N-1 to N."""
-        try:
-            check = self.runner.service.run_pitr_verify
-            _, task = await self.runner.submit("verify", "schedule", check, level="pitr")
-            result = await asyncio.shield(task)
-            if result.get("skipped"):
-                log.info("scheduled pitr verification skipped: %s", result["skipped"])
-        except JobBusy as exc:
-            log.warning("scheduled pitr verification skipped: %s", exc)
-        except JobFailed as exc:
-            log.error("scheduled pitr verification did not pass: %s", exc)
-        except ShuttingDown:
-            pass
+        check = self.runner.service.run_pitr_verify
+        result = await self._run_scheduled("pitr verification", "verify", check, level="pitr")
+        if result and result.get("skipped"):
+            log.info("scheduled pitr verification skipped: %s", result["skipped"])
 
     async def probe_health(self) -> None:
         """Refresh the caches /health and /metrics read: MongoDB and disk, and the catalog summary

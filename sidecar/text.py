@@ -1,5 +1,6 @@
 """The sidecar's words for numbers and times: counts ("2 documents"), sizes ("15.2MB") and
-ISO-8601 UTC times, as the catalog, the logs, the API and the command line write them."""
+ISO-8601 UTC times, as the catalog, the logs, the API and the command line write them. Reading a time
+back is ``sidecar/time_input.py``'s (the one parser)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,3 @@ def human_size(size: int) -> str:
 def iso_utc(moment: dt.datetime) -> str:
     """``2024-12-01T02:00:00.000Z``: ISO-8601 UTC with milliseconds, as the runbook shows."""
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def parse_iso(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))

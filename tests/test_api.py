@@ -328,7 +328,7 @@ BAD_INPUT = [
     ),
     ("/api/backup/restore", b'{"pointInTime": "1:2", "beforeOp": "1:3"}', "invalid_field", "pointInTime and"),
     ("/api/backup/restore", b'{"pointInTime": "yesterday"}', "invalid_field", "ISO-8601"),
-    ("/api/backup/restore", b'{"pointInTime": "2024-12-01T14:31:06"}', "invalid_field", "no zone"),
+    ("/api/backup/restore", b'{"pointInTime": "2024-12-01T14:31:06"}', "invalid_field", "no time zone"),
     ("/api/backup/restore", b'{"beforeOp": "2024-12-01T14:31:06Z"}', "invalid_field", "oplog position"),
     ("/api/backup/restore", b'{"beforeOp": "99999999999:1"}', "invalid_field", "beforeOp"),
     ("/api/backup/restore", b'{"pointInTime": 5}', "invalid_field", "pointInTime"),
@@ -470,10 +470,13 @@ async def test_monitoring_logs_filters_and_job_ids(client: TestClient) -> None:
     logging.getLogger("sidecar.test").error("disk on fire")
     errors = await (await client.get("/api/v1/monitoring/logs?level=ERROR", headers=auth(READ))).json()
     assert [r["message"] for r in errors["logs"]] == ["disk on fire"]
-    later = await (
-        await client.get("/api/v1/monitoring/logs?since=2999-01-01T00:00:00Z", headers=auth(READ))
-    ).json()
-    assert later == {"logs": [], "count": 0}
+    # since: a time as the CLI reads one (sidecar/time_input.py)
+    recent = await (await client.get("/api/v1/monitoring/logs?since=now-1h", headers=auth(READ))).json()
+    assert "disk on fire" in [r["message"] for r in recent["logs"]]
+    later = await (await client.get("/api/v1/monitoring/logs?since=now", headers=auth(READ))).json()
+    assert "disk on fire" not in [r["message"] for r in later["logs"]]
+    future = await client.get("/api/v1/monitoring/logs?since=2999-01-01T00:00:00Z", headers=auth(READ))
+    assert future.status == 400 and "since: '2999-01-01T00:00:00Z' is outside" in await future.text()
 
 
 async def test_tokens_and_passwords_never_reach_the_logs(client: TestClient, sidecar_app: Sidecar) -> None:

@@ -21,7 +21,8 @@ from sidecar.config import load_settings
 from sidecar.logs import setup_logging, teardown_logging
 from sidecar.pitr.record.retention import needed, plan_slices, retained_bases
 from sidecar.store.retention import Policy, keep_reasons, plan
-from sidecar.text import iso_utc, parse_iso
+from sidecar.text import iso_utc
+from sidecar.time_input import parse_iso
 from tests.calendar_sweep import Moment, history, sweep
 
 TWO_A_DAY = (dt.time(2, 0), dt.time(23, 30))  # the default schedule's 02:00, and one just before midnight

@@ -64,6 +64,7 @@ def test_reconcile_reports_missing_stray_and_partial_files(tmp_path):
             "SIDECAR_ALERT_SIZE_DROP_RATIO: must be between 0.0 and 1.0",
         ),
         ({"SIDECAR_MONGODB_URI": "http://x"}, "SIDECAR_MONGODB_URI: must start with mongodb://"),
+        ({"SIDECAR_PITR_REPLAY_WRITERS": "17"}, "SIDECAR_PITR_REPLAY_WRITERS: must be between 0 and 16"),
     ],
 )
 def test_bad_settings_are_named(env, message):

@@ -17,7 +17,7 @@ from sidecar.api.app import Sidecar, create_app
 from sidecar.api.state import SIDECAR_KEY
 from sidecar.config import Settings
 from sidecar.metrics import STAGES, TRIGGERS
-from sidecar.text import parse_iso
+from sidecar.time_input import parse_iso
 
 ADMIN = "admin-token-for-metrics-0123456789"
 

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 from sidecar.config import Settings
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import CATALOG_NAME, newest_usable
-from sidecar.text import parse_iso
+from sidecar.time_input import parse_iso
 from tests.test_api import (  # noqa: F401 - fixtures
     ADMIN,
     READ,

@@ -25,7 +25,7 @@ import yaml
 from sidecar import __version__
 from sidecar.embedded import EmbeddedServer, free_port
 from sidecar.pitr.record.catalog import SliceCatalog
-from sidecar.text import parse_iso
+from sidecar.time_input import parse_iso
 from tests import prom_fixtures, s3_fixture
 from tests.dashboard_queries import DASHBOARDS, METRICS_DOC, documented_metrics, iter_panel_queries
 from tests.prom_fixtures import (

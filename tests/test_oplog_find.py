@@ -218,7 +218,7 @@ def test_cli_text_names_the_group_in_utc_and_seoul_time_and_the_undo(history: Hi
 
 
 def test_cli_refuses_a_bad_time_in_one_line(history: History) -> None:
-    for value, said in (("yesterday", "neither an oplog position"), ("2024-12-01T10:00:00", "no time zone")):
+    for value, said in (("yesterday", "neither an oplog position"), ("2024-12-01T10", "names only an hour")):
         result = _cli(history, "--since", value)
         assert result.returncode == 2 and result.stdout == ""
         assert result.stderr.startswith("sidecar: error: --since: ") and said in result.stderr
@@ -262,6 +262,48 @@ async def test_the_api_answers_what_the_cli_prints_as_json(history: History, aio
     raw = f"/api/backup/oplog?ns={PATIENTS}&op=delete&since={seoul.isoformat(timespec='milliseconds')}"
     typed = await client.get(raw, headers={"Authorization": f"Bearer {READ}"})
     assert typed.status == 200 and (await typed.json())["items"][0]["firstWall"] == wall
+
+
+async def test_one_parser_serves_the_cli_and_the_api(history: History, aiohttp_client: Any) -> None:
+    """The second of the update, spelled as sidecar/time_input.py accepts it, gives one listing from the
+    CLI and the API (a local time: the CLI reads it in --tz, the API wants the zone written)."""
+    update = find(history, ns=PATIENTS, op="update")["items"][0]
+    second = dt.datetime.fromisoformat(update["wall"].replace("Z", "+00:00")).replace(microsecond=0)
+    seoul = second.astimezone(SEOUL)
+    spellings = [
+        f"{second:%Y-%m-%dT%H:%M:%S}Z",
+        f"{second:%Y-%m-%dt%H:%M:%S}z",
+        f"{seoul:%Y-%m-%dT%H:%M:%S}+09:00",
+        f"{seoul:%Y-%m-%d %H:%M:%S}+0900",
+        f"{seoul:%Y-%m-%dT%H:%M:%S}+09",
+        f"{second:%Y%m%dT%H%M%S}Z",
+        f"@{int(second.timestamp())}",
+    ]
+    client = await aiohttp_client(create_app(Sidecar(history.api)))
+    listings = []
+    for since in spellings:
+        resp = await client.get(
+            "/api/backup/oplog",
+            params={"ns": PATIENTS, "op": "update", "since": since, "limit": "3"},
+            headers={"Authorization": f"Bearer {READ}"},
+        )
+        assert resp.status == 200, await resp.text()
+        listings.append(await resp.json())
+    local_time = f"{seoul:%Y-%m-%d %H:%M:%S}"
+    cli = _cli(history, "--ns", PATIENTS, "--op", "update", "--since", local_time, "--tz", "Asia/Seoul")
+    as_json = _cli(
+        history, "--ns", PATIENTS, "--op", "update", "--since", local_time, "--limit", "3", "--json"
+    )
+    assert cli.returncode == 0 and as_json.returncode == 0, cli.stderr + as_json.stderr
+    assert all(listing == listings[0] for listing in listings) and json.loads(as_json.stdout) == listings[0]
+    assert listings[0]["query"]["since"] == f"{second:%Y-%m-%dT%H:%M:%S}.000Z"
+    assert update in listings[0]["items"] and pos(history.positions["update"]) in cli.stdout
+    zoneless = await client.get(
+        "/api/backup/oplog",
+        params={"since": f"{seoul:%Y-%m-%dT%H:%M:%S}"},
+        headers={"Authorization": f"Bearer {READ}"},
+    )
+    assert zoneless.status == 400 and "has no time zone" in await zoneless.text()
 
 
 @pytest.mark.parametrize(

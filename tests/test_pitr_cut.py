@@ -21,13 +21,12 @@ from sidecar.codec.gzip_stream import gzip_reader
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.pitr import optime
-from sidecar.pitr.capture.cut import archiver_running
 from sidecar.pitr.capture.cut_request import REQUEST_NAME, requested_cut
 from sidecar.pitr.capture.tailer import oplog, oplog_window
 from sidecar.pitr.record.slices import oplog_dir
 from sidecar.service import BackupService
 from tests.helpers import settings_for
-from tests.pitr_support import archiving, wait_until_stored
+from tests.pitr_support import archiving, wait_running, wait_until_stored
 from tests.test_backup import NamespaceHook
 
 STOCK_TOOLS = Path(__file__).resolve().parents[1].parent / "shared/tools/mongodb-database-tools/bin"
@@ -88,21 +87,14 @@ def _archived_oplog(settings: Settings, entry: dict) -> list[bytes]:
         ]
 
 
-def _wait_running(settings: Settings, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not archiver_running(oplog_dir(settings)):
-        assert time.monotonic() < deadline, "the archiver did not start"
-        time.sleep(0.05)
-
-
 @pytest.mark.parametrize("start_archived", [False, True], ids=["archive-follows-start", "start-archived"])
 def test_with_the_archiver_running_the_cut_comes_from_the_archive(
     make_settings, cut_client, tmp_path, start_archived
 ):
     # slices are due after 10 min: only the backup's cut request makes the archiver store one now
     settings = make_settings(pitr="auto", pitr_slice_seconds=600, pitr_cut_wait_seconds=20)
-    with archiving(settings):
-        _wait_running(settings)
+    with archiving(settings) as runner:
+        wait_running(runner)  # it has its start position: writes from now on are archived
         if start_archived:  # else the archive begins right after the newest entry, the dump's start
             cut_client.cutdata.before.insert_one({"k": 0})
             with requested_cut(oplog_dir(settings), oplog_window(cut_client).last):
@@ -152,8 +144,8 @@ def test_without_the_archiver_the_backup_reads_the_servers_oplog_and_says_so(mak
 
 def test_an_archive_that_does_not_reach_the_cut_in_time_is_a_fallback(make_settings, cut_client):
     settings = make_settings(pitr="auto", pitr_slice_seconds=600, pitr_cut_wait_seconds=0)
-    with archiving(settings):
-        _wait_running(settings)
+    with archiving(settings) as runner:
+        wait_running(runner)  # it has its start position: writes from now on are archived
         entry, _ = _backup(settings, cut_client)
     cut = entry["oplog"]
     assert cut["source"] == "server"

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+import zoneinfo
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import oplog_dir
 from sidecar.pitr.status import caught_up_position, pitr_status
 from sidecar.service import BackupService, JobFailed
+from sidecar.time_input import parse_iso, parse_position
 from tests.helpers import settings_for
 from tests.pitr_support import archiving, wait_until_stored
 from tests.replay_support import newest_ts, oplog, snapshot
@@ -167,13 +170,13 @@ def test_every_recorded_point_restores_byte_for_byte(history: History) -> None:
             assert _restored(history) == expected, (label, given)
             point = result["pointInTime"]
             assert point["baseBackup"] == history.base["fileName"]
-            assert point["endPoint"]["t"] <= optime.parse(text).time
+            assert point["endPoint"]["t"] <= parse_position(text).time
             assert point["replay"]["pendingTransactions"] == 0
 
 
 def test_a_transaction_is_never_half_applied(history: History) -> None:
     text, with_txn = history.points["transaction"]
-    ts = optime.parse(text)
+    ts = parse_position(text)
     _restore(history, point=PointTarget.to_time(f"{ts.time}:{ts.inc - 1}"))
     before = _restored(history)
     assert before == history.points["replaced-deleted"][1]
@@ -198,7 +201,7 @@ def test_dry_run_names_the_plan_and_writes_nothing(history: History) -> None:
     point = result["pointInTime"]
     slices = [s["fileName"] for s in SliceCatalog(oplog_dir(history.settings)).slices()]
     assert point["slices"] and set(point["slices"]) <= set(slices)
-    assert point["endPoint"]["t"] == optime.parse(text).time
+    assert point["endPoint"]["t"] == parse_position(text).time
     deletes = point["planned"]["namespaces"][f"{DB}.patients"]["delete"]
     assert deletes == 5  # delete_one and the four of the deleteMany
     assert point["planned"]["namespaces"][f"{DB}.visits"]["insert"] == 1
@@ -329,7 +332,7 @@ async def test_the_api_restores_to_a_point_and_refuses_outside_the_window(
     assert resp.status == 200, body
     point = body["restore"]["pointInTime"]
     assert point["baseBackup"] == history.base["fileName"] and point["slices"]
-    assert point["endPoint"]["t"] == optime.parse(text).time
+    assert point["endPoint"]["t"] == parse_position(text).time
     assert point["replay"]["namespaces"][f"{DB}.patients"]["createIndexes"] == 1
     assert _restored(history) == expected
     end = history.base["oplog"]["end"]
@@ -356,10 +359,22 @@ def test_cli_restore_to_time_prints_the_plan(history: History, monkeypatch, caps
     out = capsys.readouterr().out
     assert f"base backup: {history.base['fileName']}" in out
     assert f"  {DB}.patients: " in out and "5 deletes" in out
-    assert f"end point: {optime.parse(history.points[label][0]).time}:" in out
+    assert f"end point: {parse_position(history.points[label][0]).time}:" in out
     assert out.strip().endswith("nothing was written")
-    assert cli_main(["restore", "--to-time", "2024-12-01T14:31:06", "--quiet"]) == 2
-    assert "has no zone" in capsys.readouterr().err
+    # the same second as a local time without a zone, read in --tz
+    seoul = parse_iso(history.seconds[label]).astimezone(zoneinfo.ZoneInfo("Asia/Seoul"))
+    local = f"{seoul:%Y-%m-%d %H:%M:%S}"
+    assert cli_main(["restore", "--to-time", local, "--tz", "Asia/Seoul", "--dry-run", "--quiet"]) == 0
+    assert f"end point: {parse_position(history.points[label][0]).time}:" in capsys.readouterr().out
+    # a refused time names the flag that was used, and only that one
+    for flag, text, said in (
+        ("--to-time", "2999-01-01T00:00:00Z", "is outside the times an oplog position can hold"),
+        ("--to-time", "now+5m", "is in the future"),
+        ("--before-op", "2024-12-01T14:31:06Z", "is not an oplog position"),
+    ):
+        assert cli_main(["restore", flag, text, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag}: '{text}' {said}" in err and err.count("--") == 1, err
     assert cli_main(["restore", "--before-op", "1:1", "--quiet"]) == 1
     assert "the earliest after it is" in capsys.readouterr().err
 
@@ -371,3 +386,65 @@ def test_the_mongorestore_engine_restores_the_base_and_the_slices_are_replayed(h
     result = _restore(history, point=PointTarget.to_time(text), engine="mongorestore")
     assert result["engine"] == "mongorestore" and result["pointInTime"]["replay"]["transactions"] == 1
     assert _restored(history) == expected
+
+
+def _operations_after(history: History, after: Timestamp, last: Timestamp) -> Counter[str]:
+    """Namespace -> the source server's oplog operations in ``(after, last]`` on it (a transaction's
+    one by one; a command on the collection it names), read from the server, not the archive."""
+    found: Counter[str] = Counter()
+    with pymongo.MongoClient(history.source.uri) as client:
+        for entry in oplog(client).find({"ts": {"$gt": after, "$lte": last}}):
+            inner = entry["o"].get("applyOps") if entry["op"] == "c" else None
+            for op in inner if inner is not None else [entry]:
+                db, _, coll = op["ns"].partition(".")
+                if op["op"] == "c" and coll == "$cmd":
+                    coll = next(iter(op["o"].values()))
+                if op["op"] in "iudc" and db == DB:
+                    found[f"{db}.{coll}"] += 1
+    return found
+
+
+def test_a_drop_restore_counts_the_later_writes_it_discards(history: History, monkeypatch, capsys) -> None:
+    _restore(history, point=PointTarget.to_time(history.points["dropped"][0]))  # data in the target
+    text, _ = history.points["updated"]
+    last = SliceCatalog(oplog_dir(history.settings)).last_position()
+    assert last is not None
+    expected = _operations_after(history, parse_position(text), last)
+    assert expected[f"{DB}.patients"] >= 8 and expected[f"{DB}.scratch"] == 1  # the script's, at least
+    target = PointTarget.to_time(text)
+
+    dry = _restore(history, fresh=False, drop=True, dry_run=True, point=target)
+    discarded = dry["pointInTime"]["discarded"]
+    assert discarded["namespaces"] == dict(expected) and discarded["total"] == expected.total()
+    assert len(discarded["operations"]) == min(20, expected.total())
+    on = ", ".join(f"{ns} ({n:,})" for ns, n in sorted(expected.items()))
+    assert dry["warnings"] == [
+        f"{expected.total()} writes on {on} after {text} would be discarded (--drop replaces those "
+        f"namespaces); they stay in the oplog archive"
+    ]
+
+    only = _restore(
+        history, fresh=False, drop=True, safety_backup=True, point=target, ns_include=[f"{DB}.patients"]
+    )
+    patients = expected[f"{DB}.patients"]
+    assert only["pointInTime"]["discarded"]["namespaces"] == {f"{DB}.patients": patients}
+    assert only["warnings"] == [
+        f"{patients} writes on {DB}.patients after {text} will be discarded (--drop replaces those "
+        f"namespaces); they stay in the safety backup {only['safetyBackup']} and in the oplog archive"
+    ]
+    kept = _restore(history, fresh=True, point=target, dry_run=True)  # no --drop: nothing discarded
+    assert "discarded" not in kept["pointInTime"] and "warnings" not in kept
+
+    for key, value in {
+        "SIDECAR_MONGODB_URI": history.target.uri,
+        "SIDECAR_BACKUP_DIR": str(history.settings.backup_dir),
+        "SIDECAR_MIN_FREE_BYTES": "0",
+        "SIDECAR_PITR": "off",
+    }.items():
+        monkeypatch.setenv(key, value)
+    _restore(history, point=PointTarget.to_time(history.points["dropped"][0]))
+    assert cli_main(["restore", "--to-time", text, "--drop", "--dry-run", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    shown = f"the first {min(20, expected.total())} of {expected.total()}"
+    assert f"writes after the point that --drop would discard ({shown}):" in out
+    assert f"warning: {dry['warnings'][0]}" in out

@@ -24,13 +24,13 @@ from sidecar.config import ConfigError, Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.engine.scratch_names import SCRATCH_PREFIX, is_scratch_entry
 from sidecar.integrity.proof_server import ServerIdentity, identity, server_free_bytes
-from sidecar.metrics import summarize_catalog
 from sidecar.pitr.planning.pair import joined_pair
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import oplog_dir
 from sidecar.pitr.status import pitr_status
 from sidecar.sampledata import load_sample_data
 from sidecar.service import BackupService, JobFailed
+from sidecar.store.summary import summarize_catalog
 from sidecar.text import human_size
 from tests.helpers import settings_for
 from tests.pitr_support import archived, archiving, wait_until_stored

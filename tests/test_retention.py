@@ -144,7 +144,7 @@ def test_safety_copies_taken_before_restores_never_count_as_the_newest_good_back
 
 
 def test_metrics_and_latest_ignore_safety_copies():
-    from sidecar.metrics import summarize_catalog
+    from sidecar.store.summary import summarize_catalog
 
     regular, safety = entries((3, C), (1, C))
     regular["sizeBytes"], safety["sizeBytes"] = 1000, 10

@@ -24,7 +24,7 @@ from sidecar.progress import Progress
 from sidecar.sampledata import load_bulk_data
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import newest_usable
-from sidecar.text import parse_iso
+from sidecar.time_input import parse_iso
 from tests.helpers import settings_for
 from tests.test_restore_support import sample_archive_fixture  # noqa: F401
 

@@ -357,7 +357,9 @@ def _restore_point(body: dict[str, Any]) -> PointTarget | None:
     if given[0] == "fileName":
         return None
     try:
-        return PointTarget.given(body.get("pointInTime"), body.get("beforeOp"))
+        if given[0] == "beforeOp":
+            return PointTarget.before_op(body["beforeOp"])
+        return PointTarget.to_time(body["pointInTime"])  # RFC 3339: a time has its zone
     except ValueError as exc:
         raise ApiError(400, "invalid_field", f"field {given[0]}: {exc}") from None
 
@@ -410,7 +412,7 @@ async def monitoring_metrics(request: web.Request) -> web.Response:
 async def monitoring_logs(request: web.Request) -> web.Response:
     params = v.query(request, ("level", "since", "limit", "text", "jobId"))
     level = v.choice(params, "level", LEVELS)
-    since = v.timestamp(params, "since")
+    since = v.moment(params, "since")
     limit = v.integer(params, "limit", 100, 1, 5000)
     text = params.get("text")
     if text is not None and len(text) > 200:

@@ -14,13 +14,13 @@ from typing import Any
 
 from aiohttp import web
 
+from sidecar import time_input
 from sidecar.api.errors import ApiError
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_FILE_NAME = 255
 _NS_PATTERN = re.compile(r"[^.\s]+(\..+)?")
 _BOOL = {"true": True, "false": False}
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
 @dataclass(frozen=True)
@@ -170,20 +170,15 @@ def integer(params: Mapping[str, str], name: str, default: int, lo: int, hi: int
     return value
 
 
-def timestamp(params: Mapping[str, str], name: str) -> dt.datetime | None:
-    """An RFC 3339 time with its zone, like ``2024-12-01T02:00:00Z`` or ``2024-12-01T11:00:00+09:00``."""
+def moment(params: Mapping[str, str], name: str) -> dt.datetime | None:
+    """A time as ``time_input`` reads one, with its zone (``2024-12-01T02:00:00Z``, ``now-1h``)."""
     raw = params.get(name)
     if raw is None:
         return None
     try:
-        if not _RFC3339.fullmatch(raw):
-            raise ValueError(raw)
-        return dt.datetime.fromisoformat(raw.upper().replace("Z", "+00:00"))
-    except ValueError:
-        raise bad(
-            "invalid_parameter",
-            f"query parameter {name} must be an RFC 3339 time like 2024-12-01T02:00:00Z, got {raw[:40]!r}",
-        ) from None
+        return time_input.parse_moment(raw)
+    except ValueError as exc:
+        raise bad("invalid_parameter", f"query parameter {name}: {exc}") from None
 
 
 def choice(params: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str | None:

@@ -24,6 +24,7 @@ from sidecar.progress import TerminalProgress
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import CatalogError, Entry, Reconciliation, Status
 from sidecar.text import counted, human_size
+from sidecar.time_input import zone_name
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUSY = 1, 2, 3
 
@@ -207,7 +208,7 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
         "safety_backup": not args.no_safety_backup,
         "engine": args.engine,
     }
-    point = _point_target(args)
+    point = _point_target(args, settings)
     job = service.new_job(
         "restore",
         **({"pointInTime": point.as_json()} if point is not None else {"fileName": args.file or "--latest"}),
@@ -254,13 +255,16 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _point_target(args: argparse.Namespace) -> PointTarget | None:
-    if args.to_time is None and args.before_op is None:
-        return None
+def _point_target(args: argparse.Namespace, settings: Settings) -> PointTarget | None:
+    """``--to-time`` (a time without a zone is read in ``--tz``, else SIDECAR_TIMEZONE) or ``--before-op``."""
     try:
-        return PointTarget.given(args.to_time, args.before_op)
+        if args.before_op is not None:
+            return PointTarget.before_op(args.before_op)
+        if args.to_time is not None:
+            return PointTarget.to_time(args.to_time, args.tz or settings.timezone)
     except ValueError as exc:
-        raise ConfigError(f"--to-time/--before-op: {exc}") from None
+        raise ConfigError(f"{'--before-op' if args.before_op is not None else '--to-time'}: {exc}") from None
+    return None
 
 
 def _print_point(point: dict, *, dry_run: bool) -> None:
@@ -279,6 +283,14 @@ def _print_point(point: dict, *, dry_run: bool) -> None:
         f"{counted(replayed['transactions'], 'transaction')}); "
         f"end point: {end['time'] if end else 'the base backup itself'}"
     )
+    discarded = point.get("discarded") or {}
+    if dry_run and discarded.get("total"):
+        ops = discarded["operations"]
+        shown = f"the first {len(ops)} of {discarded['total']:,}"
+        print(f"writes after the point that --drop would discard ({shown}):")
+        for op in ops:
+            about = json.dumps(op["_id"]) if op["_id"] is not None else op["command"]
+            print(f"  {op['position']}  {op['wall'] or '-'}  {op['namespace']}  {op['operation']} {about}")
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -357,10 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument(
         "--to-time",
         metavar="T",
-        help="restore to a point: ISO-8601 with a zone (its whole second) or an oplog position t:i",
+        help="restore to a point: a time (its whole second; 2024-12-01T14:31:07+09:00, now-5m, "
+        "@1733011200: docs/pitr.md, 'Times you can type') or an oplog position t:i",
     )
     which.add_argument(
         "--before-op", metavar="T:I", help="restore to just before this oplog entry (`sidecar oplog find`)"
+    )
+    restore.add_argument(
+        "--tz",
+        type=zone_name,
+        metavar="ZONE",
+        help="read a --to-time without a zone in this IANA zone (default: SIDECAR_TIMEZONE)",
     )
     which.add_argument(
         "--latest",

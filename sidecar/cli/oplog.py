@@ -11,7 +11,8 @@ from typing import Any
 from sidecar.config import Settings
 from sidecar.pitr.find.query import DEFAULT_LIMIT, MAX_LIMIT, OP_CHOICES, FindError, FindQuery
 from sidecar.pitr.find.search import find_operations
-from sidecar.text import counted, parse_iso
+from sidecar.text import counted
+from sidecar.time_input import parse_iso, zone_name
 
 EXIT_USAGE = 2
 
@@ -23,8 +24,10 @@ def add_parser(sub: Any) -> None:
     find = commands.add_parser(
         "find",
         help="list the archived operations that match, each with the --before-op that undoes it",
-        description="T is an oplog position t:i (compared with ts) or an ISO-8601 time with a zone "
-        "(compared with the wall time). VALUE is an ObjectId when 24 hex digits, else an integer when a "
+        description="T is an oplog position t:i (compared with ts) or a time (compared with the wall "
+        "time): 2024-12-01T14:31:07+09:00, now-5m, 2h ago, @1733011200; without a zone, in --tz "
+        "(default SIDECAR_TIMEZONE); docs/pitr.md, 'Times you can type'. "
+        "VALUE is an ObjectId when 24 hex digits, else an integer when a "
         "whole number, else a string ('\"42\"' is the string 42).",
     )
     find.add_argument(
@@ -33,6 +36,9 @@ def add_parser(sub: Any) -> None:
     find.add_argument("--op", choices=OP_CHOICES, help="only this kind of operation")
     find.add_argument("--since", metavar="T", help="at or after T")
     find.add_argument("--until", metavar="T", help="at or before T")
+    find.add_argument(
+        "--tz", type=zone_name, metavar="ZONE", help="read a T without a zone in this IANA zone"
+    )
     find.add_argument("--id", metavar="VALUE", help="only operations on the document with this _id")
     find.add_argument(
         "--limit", type=int, default=DEFAULT_LIMIT, help=f"list at most this many (1-{MAX_LIMIT})"
@@ -43,7 +49,8 @@ def add_parser(sub: Any) -> None:
 
 def cmd_find(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        query = FindQuery.parse(args.ns, args.op, args.since, args.until, args.id, args.limit)
+        tz = args.tz or settings.timezone
+        query = FindQuery.parse(args.ns, args.op, args.since, args.until, args.id, args.limit, tz)
     except FindError as exc:
         print(f"sidecar: error: --{exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -22,9 +22,9 @@ from bson.timestamp import Timestamp
 
 from sidecar import __version__
 from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata, Namespace
+from sidecar.archive.bsonstream import split_documents
 from sidecar.archive.format import OPLOG_NAMESPACE, count_documents
 from sidecar.archive.metadata import build_metadata_json
-from sidecar.archive.reader import split_documents
 from sidecar.progress import Progress
 
 SYSTEM_DATABASES = frozenset({"admin", "local", "config"})

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-ARCHIVE_LEVELS = ("quick", "full", "drill")  # the levels of one archive's test (levels.py)
-# pitr: the oplog archive replayed from one base backup to the next (pitr.py); recorded on the newer
-LEVELS = (*ARCHIVE_LEVELS, "pitr")
+from sidecar.store.catalog import ARCHIVE_LEVELS, LEVELS
+
+__all__ = ["ARCHIVE_LEVELS", "LEVELS", "SERVER_CHECK", "VerifyFailed", "first_problem"]
+
 # A drill that could not reach or lost its server proved nothing either way about the archive.
 SERVER_CHECK = "drill-server"
 

@@ -20,7 +20,7 @@ import pymongo
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
-from sidecar.archive.reader import split_documents
+from sidecar.archive.bsonstream import split_documents
 from sidecar.engine.replay.scope import split_namespace
 from sidecar.engine.replay.units import flatten
 from sidecar.integrity.digest import server_content_hash

@@ -26,7 +26,7 @@ from sidecar.pitr.record.slice_check import check_slice
 from sidecar.pitr.record.slices import SliceEntry, oplog_dir, slice_source
 from sidecar.store.objects import LOCAL
 from sidecar.store.retention import locations
-from sidecar.text import parse_iso
+from sidecar.time_input import parse_iso
 
 
 def slice_problems(settings: Settings, slices: list[SliceEntry], deep: bool = False) -> dict[str, str]:

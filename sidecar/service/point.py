@@ -12,6 +12,7 @@ without its oplog and calls ``run``: one replay, under the restore's filters and
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 from collections.abc import Iterator
@@ -98,7 +99,9 @@ def prepare_point(settings: Settings, target: PointTarget, options: RestoreOptio
         plan = plan_point(settings, target)
     except PointRefused as exc:
         raise JobFailed(f"{exc}; nothing was written", "restore") from exc
-    replay_options = plan.replay_options(ReplayScope.of(options))
+    replay_options = dataclasses.replace(
+        plan.replay_options(ReplayScope.of(options)), writers=settings.pitr_replay_writers
+    )
     spool = OplogSpool()
     try:
         _read_slices(settings, plan, spool)

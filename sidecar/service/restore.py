@@ -35,6 +35,7 @@ from sidecar.integrity.checks import restore_problems
 from sidecar.integrity.failure import VerifyFailed
 from sidecar.integrity.scan import ArchiveScan, scan_archive
 from sidecar.jobs import Job
+from sidecar.pitr.find.later import Discarded, later_writes
 from sidecar.pitr.planning.restore_point import PointTarget
 from sidecar.service.backup import backup_and_copy, dump_options
 from sidecar.service.context import JobContext, JobFailed, connect, log
@@ -182,7 +183,10 @@ def _restore(ctx: JobContext, run: RestoreRun, *, safety_backup: bool) -> dict[s
     with client:
         run.job.stage = "restore"
         touched = _inspect(client, run, plan, oplog)
+        discarded = _discarded(ctx, run, plan)
         if options.dry_run:
+            if discarded is not None and discarded.total:
+                result.setdefault("warnings", []).append(discarded.message(None, dry_run=True))
             result["safetyBackup"] = {"wouldBackUp": touched} if safety_backup and touched else None
             if run.tool is not None:
                 result["mongorestore"] = _mongorestore(ctx, run, plan).as_json()
@@ -196,6 +200,11 @@ def _restore(ctx: JobContext, run: RestoreRun, *, safety_backup: bool) -> dict[s
             result.update(safetyBackup=safety["fileName"], safetyBackupJobId=safety["jobId"])
         elif touched:
             result["safetyBackupSkipped"] = f"opted out ({run.wording.no_safety_backup})"
+        if discarded is not None and discarded.total:  # said before the first write of the restore
+            warning = discarded.message(result.get("safetyBackup"), dry_run=False)
+            log.warning("restore job %s: %s", run.job.id, warning, extra={"job_id": run.job.id})
+            run.job.progress.notes.append(warning)
+            result.setdefault("warnings", []).append(warning)
         # 4. The writes, 5. the runbook's post-restore verification.
         restored = _write_restore(ctx, client, run, plan, oplog)
         _report_writes(result, restored)
@@ -208,6 +217,16 @@ def _restore(ctx: JobContext, run: RestoreRun, *, safety_backup: bool) -> dict[s
     result["durationSeconds"] = round(time.monotonic() - t0, 3)
     _raise_for_outcome(run.name, plan, restored, check)
     return result
+
+
+def _discarded(ctx: JobContext, run: RestoreRun, plan: RestorePlan) -> Discarded | None:
+    """A ``--drop`` restore to a point: the archived writes after the point on what it replaces."""
+    if run.point is None or not run.options.drop:
+        return None
+    replaced = {p.target for p in plan.namespaces} | set(run.point.namespaces)
+    found = later_writes(ctx.settings, run.point.options.cut, run.point.plan.target.text, replaced)
+    run.result["pointInTime"]["discarded"] = found.as_json()
+    return found
 
 
 def _plan(run: RestoreRun, scan: ArchiveScan, renamer: Renamer) -> RestorePlan:

@@ -39,6 +39,11 @@ class Status(StrEnum):
 STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED = Status.RUNNING, Status.COMPLETED, Status.FAILED
 
 
+ARCHIVE_LEVELS = ("quick", "full", "drill")  # the levels of one archive's test (integrity/levels.py)
+# pitr: the oplog archive replayed from one base backup to the next (integrity/pitr.py); on the newer
+LEVELS = (*ARCHIVE_LEVELS, "pitr")
+
+
 class LevelResult(TypedDict, total=False):
     """The newest result of one integrity test level (``verification[level]``), plus its details."""
 

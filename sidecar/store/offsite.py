@@ -33,7 +33,8 @@ from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry
 from sidecar.store.objects import LOCAL, S3, ObjectInfo, StoreError
 from sidecar.store.retention import Policy, Removal, locations, plan, upload_candidates
 from sidecar.store.sink import ArchiveSink
-from sidecar.text import iso_utc, parse_iso
+from sidecar.text import iso_utc
+from sidecar.time_input import parse_iso
 
 if TYPE_CHECKING:
     from sidecar.config import Settings

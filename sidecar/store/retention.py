@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from sidecar.store.catalog import Entry, Status, is_usable, newest_test_passed
 from sidecar.store.objects import LOCAL
-from sidecar.text import parse_iso
+from sidecar.time_input import parse_iso
 
 
 @dataclass(frozen=True)

@@ -115,19 +115,26 @@ class NativeApplier:
                 self.flush()
                 run_command(self.client, action)
                 continue
-            if action.target != self.target:
-                self.flush()
-                self.target = action.target
             current = None
             if action.needs_current:
                 self.flush()
                 current = self._current(action)
-            for model in action.models(current):
-                self.models.append(model)
-                self.sources.append(action)
-            self.size += len(action.op.doc.raw)
-            if len(self.models) >= self.batch_ops or self.size >= self.batch_bytes:
-                self.flush()
+            self.add(action, action.models(current))
+
+    def add(self, write: Write, models: list[WriteModel]) -> None:
+        """Queue the models that apply ``write``, in order after those queued before."""
+        if write.target != self.target:
+            self.flush()
+            self.target = write.target
+        for model in models:
+            self.models.append(model)
+            self.sources.append(write)
+        self.size += len(write.op.doc.raw)
+        if len(self.models) >= self.batch_ops or self.size >= self.batch_bytes:
+            self.flush()
+
+    def close(self) -> None:
+        """Nothing to let go of (the parallel applier's writers are)."""
 
     def _current(self, write: Write) -> bytes | None:
         db, coll = split_namespace(write.target)
@@ -206,6 +213,9 @@ class ApplyOpsApplier:
                 self.flush()
         if unit.transaction:
             self.flush()
+
+    def close(self) -> None:
+        self.native.close()
 
     def flush(self) -> None:
         if not self.ops:

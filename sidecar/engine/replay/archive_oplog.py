@@ -21,6 +21,7 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 from sidecar.archive import DocumentChunk
+from sidecar.archive.bsonstream import read_documents
 from sidecar.engine.replay.apply import Translator, action_kind
 from sidecar.engine.replay.engine import ReplayOptions, replay, server_has_apply_ops
 from sidecar.engine.replay.scope import ReplayScope
@@ -115,9 +116,7 @@ class OplogSpool:
 
     def raw_entries(self) -> Iterator[bytes]:
         self.file.seek(0)
-        while header := self.file.read(4):
-            size = int.from_bytes(header, "little")
-            yield header + self.file.read(size - 4)
+        yield from read_documents(self.file)
 
     def close(self) -> None:
         self.file.close()

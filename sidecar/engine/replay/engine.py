@@ -34,6 +34,7 @@ from bson.timestamp import Timestamp
 from pymongo.errors import OperationFailure
 
 from sidecar.engine.replay.apply import Action, ApplyOpsApplier, NativeApplier, Translator, action_kind
+from sidecar.engine.replay.parallel import DEFAULT_WRITERS, MAX_WRITERS, WINDOW_OPS, ParallelApplier
 from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.replay.units import Cut, Reader, ReplayError, Unit, ts_text
 from sidecar.engine.restore_errors import MAX_ERROR_SAMPLES, RestoreCancelled, server_message
@@ -65,11 +66,17 @@ class ReplayOptions:
     before: Timestamp | None = None  # or every entry before this one
     scope: ReplayScope = field(default_factory=ReplayScope)
     method: str = "auto"  # auto (applyOps when the server has it) | applyOps | native
+    writers: int = DEFAULT_WRITERS  # parallel writers of the native method (parallel.py); 0 = in oplog order
+    window_ops: int = WINDOW_OPS  # at most this many writes per parallel window
 
     def __post_init__(self) -> None:
         Cut(self.until, self.before)  # refuses both at once
         if self.method not in METHODS:
             raise ValueError(f"method is one of {', '.join(METHODS)}, not {self.method!r}")
+        if not 0 <= self.writers <= MAX_WRITERS:
+            raise ValueError(f"writers is between 0 and {MAX_WRITERS}, not {self.writers}")
+        if self.window_ops < 1:
+            raise ValueError(f"window_ops is at least 1, not {self.window_ops}")
 
     @property
     def cut(self) -> Cut:
@@ -196,6 +203,16 @@ def _method(client: pymongo.MongoClient, method: str) -> str:
     return "applyOps" if server_has_apply_ops(client)[0] else "native"
 
 
+def _applier(
+    client: pymongo.MongoClient, method: str, options: ReplayOptions, on_batch: Callable[[int], None] | None
+) -> NativeApplier | ApplyOpsApplier | ParallelApplier:
+    if method == "applyOps":
+        return ApplyOpsApplier(client)
+    if options.writers:
+        return ParallelApplier(client, options.writers, on_batch, window_ops=options.window_ops)
+    return NativeApplier(client)
+
+
 def replay(
     client: pymongo.MongoClient,
     entries: Iterable[bytes],
@@ -203,27 +220,33 @@ def replay(
     *,
     cancel: threading.Event | None = None,
     progress: Progress | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> ReplayResult:
-    """Apply the entries within the cut; ``progress.documents``/``bytes`` count operations and entry bytes."""
+    """Apply the entries within the cut; ``progress.documents``/``bytes`` count operations and entry bytes
+    as they are read, ``on_batch(n)`` hears of each batch of ``n`` operations once it is written
+    (the parallel applier's windows)."""
     options = options or ReplayOptions()
     started = time.monotonic()
     result = ReplayResult(method=_method(client, options.method))
-    applier = ApplyOpsApplier(client) if result.method == "applyOps" else NativeApplier(client)
+    applier = _applier(client, result.method, options, on_batch)
     reader, translator = Reader(options.cut), Translator(options.scope)
 
     def refuse(exc: ReplayError) -> None:
         applier.flush()  # what is left is the state just before the refused entry
         raise exc
 
-    for unit, actions in _units_and_actions(reader, entries, translator, refuse):
-        if cancel is not None and cancel.is_set():
-            raise RestoreCancelled()
-        applier.apply(unit, actions)
-        result.count(unit, actions)
-        if progress is not None:
-            progress.documents += len(actions)
-            progress.bytes = reader.bytes
-    applier.flush()
+    try:
+        for unit, actions in _units_and_actions(reader, entries, translator, refuse):
+            if cancel is not None and cancel.is_set():
+                raise RestoreCancelled()
+            applier.apply(unit, actions)
+            result.count(unit, actions)
+            if progress is not None:
+                progress.documents += len(actions)
+                progress.bytes = reader.bytes
+        applier.flush()
+    finally:
+        applier.close()
     result.close(reader)
     result.seconds = time.monotonic() - started
     return result

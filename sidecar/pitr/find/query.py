@@ -4,8 +4,8 @@
   a database (``maekcord`` = ``maekcord.*``). A command matches by the collection it acts on, a
   rename by either name, ``dropDatabase`` by its database.
 - ``op``: insert, update, delete or command.
-- ``since``/``until`` (inclusive): ``t:i`` compares with the entry's ``ts``; an ISO-8601 time with a
-  zone with its wall time (milliseconds, as shown).
+- ``since``/``until`` (inclusive): ``t:i`` compares with the entry's ``ts``; a time (``time_input``:
+  ISO-8601, ``now-5m``, epoch seconds) with its wall time (milliseconds, as shown).
 - ``id``: 24 hex digits are an ObjectId, a whole number an integer (any BSON number type equal to
   it), anything else a string; quotes force a string (``'"42"'``).
 """
@@ -21,9 +21,10 @@ from bson.objectid import ObjectId
 from bson.timestamp import Timestamp
 
 from sidecar.pitr.find.ops import OPERATIONS, Operation, id_json, position
-from sidecar.pitr.optime import Point, from_json, parse_point
+from sidecar.pitr.optime import from_json
 from sidecar.pitr.record.slices import SliceEntry
-from sidecar.text import iso_utc, parse_iso
+from sidecar.text import iso_utc
+from sidecar.time_input import Point, parse_iso, parse_point
 
 OP_CHOICES = tuple(OPERATIONS.values())
 DEFAULT_LIMIT, MAX_LIMIT = 100, 10000
@@ -49,11 +50,11 @@ def parse_id(text: str) -> Any:
     return text
 
 
-def _point(parameter: str, text: str | None) -> Point | None:
+def _point(parameter: str, text: str | None, tz: str | None) -> Point | None:
     if text is None:
         return None
     try:
-        return parse_point(text)
+        return parse_point(text, tz)
     except ValueError as exc:
         raise FindError(parameter, str(exc)) from None
 
@@ -95,8 +96,10 @@ class FindQuery:
         until: str | None = None,
         doc_id: str | None = None,
         limit: int = DEFAULT_LIMIT,
+        tz: str | None = None,
     ) -> FindQuery:
-        """The query from its text form; FindError names the bad parameter."""
+        """The query from its text form (``tz`` reads a time without a zone); FindError names the bad
+        parameter."""
         if op is not None and op not in OP_CHOICES:
             raise FindError("op", f"must be one of {', '.join(OP_CHOICES)}, got {op[:40]!r}")
         if not 1 <= limit <= MAX_LIMIT:
@@ -106,8 +109,8 @@ class FindQuery:
         query = cls(
             patterns=tuple(_pattern(p) for p in ns),
             op=op,
-            since=_point("since", since),
-            until=_point("until", until),
+            since=_point("since", since, tz),
+            until=_point("until", until, tz),
             doc_id=() if doc_id is None else (parse_id(doc_id),),
             limit=limit,
         )

@@ -3,7 +3,7 @@
 The shared entry point for ``restore --to-time/--before-op``, ``oplog find`` (to name the restorable
 points around a hit) and the ``pitr`` integrity level::
 
-    target = PointTarget.to_time("2026-12-02T14:31:06+09:00")   # or "1733011200:5"
+    target = PointTarget.to_time("2026-12-02T14:31:06+09:00")   # "now-5m", "1733011200:5": time_input
     target = PointTarget.before_op("1733011267:3")
     plan = plan_point(settings, target)      # PointRefused (a ValueError) with the nearest points
     plan.base, plan.base_end, plan.slices, plan.replay_options(scope), plan.as_json()
@@ -26,12 +26,12 @@ the restore's namespace filters and renaming, as one replay.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
 from bson.timestamp import Timestamp
 
+from sidecar import time_input
 from sidecar.config import Settings
 from sidecar.engine.replay.engine import ReplayOptions, through_second
 from sidecar.engine.replay.scope import ReplayScope
@@ -47,21 +47,6 @@ def point_text(ts: Timestamp) -> str:
     return f"{ts.time}:{ts.inc} ({optime.iso(ts)})"
 
 
-def parse_time(text: str) -> Timestamp:
-    """``t:i`` (that entry), or ISO-8601 with a zone (every entry of that second and before)."""
-    try:
-        return optime.parse(text)
-    except ValueError:
-        pass
-    try:
-        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{text!r} is neither ISO-8601 with a zone nor an oplog position t:i") from None
-    if moment.tzinfo is None:
-        raise ValueError(f"{text!r} has no zone: add one (Z, +09:00) so the point is not ambiguous")
-    return through_second(int(moment.timestamp()))
-
-
 @dataclass(frozen=True)
 class PointTarget:
     """Where a restore stops: every entry with ``ts <= until``, or every entry before ``before``."""
@@ -71,19 +56,16 @@ class PointTarget:
     text: str = ""  # as the operator gave it
 
     @classmethod
-    def to_time(cls, text: str) -> PointTarget:
-        return cls(until=parse_time(text), text=text)
+    def to_time(cls, text: str, tz: str | None = None) -> PointTarget:
+        """``t:i`` (through that entry), or a time (``time_input``: every entry of its second and
+        before); ``tz`` reads a time without a zone. TimeInputError (a ValueError) when neither."""
+        point = time_input.parse_point(text, tz)
+        until = point if isinstance(point, Timestamp) else through_second(int(point.timestamp()))
+        return cls(until=until, text=text)
 
     @classmethod
     def before_op(cls, text: str) -> PointTarget:
-        return cls(before=optime.parse(text), text=text)
-
-    @classmethod
-    def given(cls, to_time: str | None, before_op: str | None) -> PointTarget:
-        """``--to-time``/``pointInTime`` or ``--before-op``/``beforeOp``: exactly one (ValueError)."""
-        if (to_time is None) == (before_op is None):
-            raise ValueError("give exactly one of a time to restore to and an operation to stop before")
-        return cls.to_time(to_time) if to_time is not None else cls.before_op(before_op or "")
+        return cls(before=time_input.parse_position(text), text=text)
 
     @property
     def point(self) -> Timestamp:
