@@ -19,7 +19,7 @@ from sidecar.archive.metadata import build_metadata_json
 from sidecar.cli import main as cli_main
 from sidecar.engine.replay.archive_oplog import server_has_apply_ops
 from sidecar.engine.restore_plan import Renamer
-from sidecar.integrity.drill import index_signature
+from sidecar.integrity.compare import index_signature
 from sidecar.jobs import Job, JobBusy, JobLock
 from sidecar.service import JobFailed
 from tests.helpers import settings_for

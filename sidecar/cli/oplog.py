@@ -78,6 +78,13 @@ def _id_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _undo_lines(item: dict[str, Any]) -> list[str]:
+    return [
+        f"    undo as {item['restoredAs']}, beside the live data: {item['restoreCommand']}",
+        f"    or in place, discarding {item['dropDiscards']}: {item['dropCommand']}",
+    ]
+
+
 def _item_lines(item: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
     if item["kind"] == "group":
         head = (
@@ -85,7 +92,7 @@ def _item_lines(item: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
             f"{_when(item['firstWall'], tz)} and {_when(item['lastWall'], tz)}, "
             f"{item['firstPosition']} .. {item['lastPosition']}"
         )
-        return [head, f"    undo: {item['restoreCommand']}"]
+        return [head, *_undo_lines(item)]
     what = item["command"] if item["operation"] == "command" else item["operation"]
     parts = [item["position"], _when(item["wall"], tz), what, item["namespace"]]
     if item["_id"] is not None:
@@ -94,7 +101,7 @@ def _item_lines(item: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
         parts.append(f"({item['detail']})")
     if item["transaction"]:
         parts.append("[transaction]")
-    return ["  ".join(parts) + f"  --before-op {item['beforeOp']}"]
+    return ["  ".join(parts) + f"  --before-op {item['beforeOp']}", *_undo_lines(item)]
 
 
 def describe(listing: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
@@ -112,5 +119,7 @@ def describe(listing: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
         more = f"search again with --since {listing['next']}"
         lines.append(f"... more after the {listing['count']} listed: {more}")
     if listing["items"]:
-        lines.append("undo one: sidecar restore --before-op T:I (the data as it was just before it)")
+        lines.append(
+            "each undo gives the data as it was just before that operation (--dry-run shows the plan)"
+        )
     return lines

@@ -1,5 +1,6 @@
 """``sidecar oplog find`` and ``GET /api/backup/oplog``: the operations of the archived oplog that
-match a query (``find_query``), oldest first, with the ``--before-op`` that undoes each.
+match a query (``find_query``), oldest first, with the ``--before-op`` that undoes each and the two
+restores that do it (``undo``: under a new name beside the live data, or in place with ``--drop``).
 
 The slices are read one entry at a time, in chain order; the catalog's per-slice first/last positions,
 wall times and namespaces skip, unopened, the slices that cannot hold a match. At most ``limit`` items
@@ -14,6 +15,7 @@ last ``t:i``; its ``beforeOp`` is the first one's. A search by ``id`` lists sing
 
 from __future__ import annotations
 
+import shlex
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,10 +38,22 @@ _MAX_NAMES = 20  # the collections a drop group lists
 GroupKey = tuple[str, str]  # ("delete", namespace) or ("drop", database)
 
 
-def restore_command(before: Timestamp, namespace: str) -> str:
-    """The restore an operator runs to get the data back as it was just before ``before``."""
+def undo(before: Timestamp, namespace: str) -> dict[str, str]:
+    """The restores that give back ``namespace`` as it was just before ``before``, as commands that
+    run as printed: first beside the live data under a new name (the runbook's compare-then-swap),
+    then in place with ``--drop``, which discards what was written to it since."""
     include = namespace if not namespace.endswith(".$cmd") else namespace.removesuffix("$cmd") + "*"
-    return f"sidecar restore --before-op {position(before)} --ns-include '{include}'"
+    restored_as = f"{include}_before_{before.time}_{before.inc}"  # db.* -> db.*_before_...: each one
+    restore = f"sidecar restore --before-op {position(before)} --ns-include {shlex.quote(include)}"
+    return {
+        "restoredAs": restored_as,
+        "restoreCommand": f"{restore} --ns-from {shlex.quote(include)} --ns-to {shlex.quote(restored_as)}",
+        "dropCommand": f"{restore} --drop",
+        "dropDiscards": (
+            f"every write to {include} at or after {position(before)} (a safety backup of what it "
+            "replaces is taken first; --dry-run counts them)"
+        ),
+    }
 
 
 def _group_key(op: Operation) -> GroupKey | None:
@@ -88,9 +102,9 @@ class Item:
         return self.first.namespace
 
     def as_json(self) -> dict[str, Any]:
-        undo = restore_command(self.first.ts, self.namespace)
+        commands = undo(self.first.ts, self.namespace)
         if self.count == 1:
-            return {**self.first.as_json(), "restoreCommand": undo}
+            return {**self.first.as_json(), **commands}
         operation = "delete" if self.first.operation == "delete" else "drop"
         first, last = self.first, self.last
         walls = [iso_utc(o.wall) if o.wall else None for o in (first, last)]
@@ -109,7 +123,7 @@ class Item:
             "collections": self.names if operation == "drop" else None,
             "summary": f"{self.count} {operation}s on {self.namespace} between {walls[0]} and {walls[1]}",
             "beforeOp": position(first.ts),
-            "restoreCommand": undo,
+            **commands,
         }
 
 
