@@ -165,9 +165,10 @@ def describe(status: dict[str, Any]) -> list[str]:
         span = f"{server['firstTime']} .. {server['lastTime']}"
         lines.append(f"server oplog: {span} ({server['seconds']:.0f}s)")
     for w in status["windows"]:
+        caught_up = f" (caught up; its last entry {w['lastEntryTime']})" if w["caughtUp"] else ""
         lines.append(
             f"window: {w['startTime']} .. {w['endTime']} ({_pos(w['start'])} .. {_pos(w['end'])}), "
-            f"from {w['baseBackup']}"
+            f"from {w['baseBackup']}{caught_up}"
         )
     if not status["windows"]:
         lines.append("no restorable window: no base backup's consistent point lies in the archive")
