@@ -448,3 +448,46 @@ def test_a_drop_restore_counts_the_later_writes_it_discards(history: History, mo
     shown = f"the first {min(20, expected.total())} of {expected.total()}"
     assert f"writes after the point that --drop would discard ({shown}):" in out
     assert f"warning: {dry['warnings'][0]}" in out
+
+
+def test_the_replay_reports_progress_toward_its_planned_total(history: History, monkeypatch, capsys) -> None:
+    text, expected = history.points["indexed"]
+    with pymongo.MongoClient(history.target.uri) as client:
+        client.drop_database(DB)
+    service = BackupService(history.target_settings())
+    job = service.new_job("restore")
+    seen: list[tuple[int, int, Timestamp | None]] = []
+    advance = job.progress.advance
+
+    def record(count: int, position: Timestamp | None = None) -> None:  # the replay's hook
+        advance(count, position)
+        if job.progress.phase == "oplog-replay":
+            seen.append((job.progress.done, job.progress.total, job.progress.position))
+
+    job.progress.advance = record  # type: ignore[method-assign]
+    result = service.run_restore(job, point=PointTarget.to_time(text), safety_backup=False)
+    assert _restored(history) == expected
+    point = result["pointInTime"]
+    total = point["planned"]["entries"]
+    assert len(seen) > 1 and {t for _, t, _ in seen} == {total} and total == point["replay"]["entries"]
+    done = [d for d, _, _ in seen]
+    assert done == sorted(done) and done[-1] == total
+    positions = [p for _, _, p in seen if p is not None]
+    assert positions == sorted(positions) and positions[-1] == parse_position(point["replay"]["lastTs"])
+    shown = job.as_json()["progress"]
+    assert (shown["unit"], shown["done"], shown["total"], shown["ratio"]) == ("entries", total, total, 1.0)
+    assert shown["pointReached"]["t"] == point["endPoint"]["t"] and shown["etaSeconds"] == 0
+
+    for key, value in {
+        "SIDECAR_MONGODB_URI": history.target.uri,
+        "SIDECAR_BACKUP_DIR": str(history.settings.backup_dir),
+        "SIDECAR_MIN_FREE_BYTES": "0",
+        "SIDECAR_PITR": "off",
+    }.items():
+        monkeypatch.setenv(key, value)
+    with pymongo.MongoClient(history.target.uri) as client:
+        client.drop_database(DB)
+    assert cli_main(["restore", "--to-time", text, "--quiet", "--no-safety-backup"]) == 0
+    base = sum(ns["documents"] for ns in history.base["namespaces"].values())
+    operations = point["replay"]["operations"]
+    assert f"({base} documents from the base, {operations} operations replayed;" in capsys.readouterr().out

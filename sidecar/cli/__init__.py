@@ -248,11 +248,24 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
             f"{counted(replay['indexBuilds'], 'index build')}, {replay['skipped']} skipped"
         )
     print(
-        f"restore completed: {result['fileName']} ({counted(result['documentsWritten'], 'document')}; "
+        f"restore completed: {result['fileName']} ({restored_counts(result)}; "
         f"counts checked against the archive: {'ok' if result['postRestoreCheck']['ok'] else 'MISMATCH'}; "
         f"{result['durationSeconds']}s)"
     )
     return 0
+
+
+def restored_counts(result: dict[str, Any]) -> str:
+    """``800 documents from the base, 20,000 operations replayed``: the base's writes and the
+    replay's (the base archive's own oplog, or the point in time's slices) apart."""
+    base = counted(result["documentsWritten"], "document")
+    point = (result.get("pointInTime") or {}).get("replay")
+    replayed = (
+        point["operations"] if point else ((result.get("oplog") or {}).get("replay") or {}).get("applied")
+    )
+    if replayed is None:
+        return base
+    return f"{base} from the base, {counted(replayed, 'operation')} replayed"
 
 
 def _point_target(args: argparse.Namespace, settings: Settings) -> PointTarget | None:

@@ -15,13 +15,13 @@ import pymongo
 from pymongo.errors import InvalidName, PyMongoError
 
 from sidecar.engine.mongorestore import MongorestoreResult, run_mongorestore
+from sidecar.engine.namespaces import Renamer
 from sidecar.engine.replay.archive_oplog import OplogSummary
 from sidecar.engine.restore import NamespaceOutcome, NativeRestore, RestoreResult, check_counts
 from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import (
     API_WORDING,
     ArchiveIds,
-    Renamer,
     RestoreOptions,
     RestorePlan,
     TargetsInUse,

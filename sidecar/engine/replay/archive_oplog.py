@@ -27,6 +27,7 @@ from sidecar.engine.replay.engine import ReplayOptions, replay, server_has_apply
 from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.replay.units import Assembler, OplogOp, ReplayError, Unit, ts_text
 from sidecar.engine.restore_errors import MAX_ERROR_SAMPLES
+from sidecar.progress import Progress
 
 __all__ = ["OplogReplay", "OplogSpool", "OplogSummary", "server_has_apply_ops"]
 INDEX_BUILD = "createIndexes"
@@ -129,10 +130,10 @@ class OplogReplay:
         self.client = client
         self.cancel = cancel or threading.Event()
 
-    def run(self, raw_entries: Iterable[bytes]) -> dict[str, Any]:
+    def run(self, raw_entries: Iterable[bytes], progress: Progress | None = None) -> dict[str, Any]:
         entries = iter(raw_entries)
         first = next(entries, None)
-        result = replay(self.client, entries, ReplayOptions(), cancel=self.cancel)
+        result = replay(self.client, entries, ReplayOptions(), cancel=self.cancel, progress=progress)
         index_builds = sum(ops.get(INDEX_BUILD, 0) for ops in result.namespaces.values())
         return {
             "applied": result.operations - index_builds,
