@@ -86,13 +86,14 @@ def _undo_lines(item: dict[str, Any]) -> list[str]:
 
 
 def _item_lines(item: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
+    fresh = "  [not archived yet]" if "serverOplog" in item["source"] else ""
     if item["kind"] == "group":
         head = (
             f"{counted(item['count'], item['operation'])} on {item['namespace']} between "
             f"{_when(item['firstWall'], tz)} and {_when(item['lastWall'], tz)}, "
             f"{item['firstPosition']} .. {item['lastPosition']}"
         )
-        return [head, *_undo_lines(item)]
+        return [head + fresh, *_undo_lines(item)]
     what = item["command"] if item["operation"] == "command" else item["operation"]
     parts = [item["position"], _when(item["wall"], tz), what, item["namespace"]]
     if item["_id"] is not None:
@@ -101,7 +102,20 @@ def _item_lines(item: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
         parts.append(f"({item['detail']})")
     if item["transaction"]:
         parts.append("[transaction]")
-    return ["  ".join(parts) + f"  --before-op {item['beforeOp']}", *_undo_lines(item)]
+    return ["  ".join(parts) + f"  --before-op {item['beforeOp']}{fresh}", *_undo_lines(item)]
+
+
+def _server_line(server: dict[str, Any]) -> str:
+    """Where the search went past the archive: the server's oplog after the newest stored entry."""
+    after = f"after {server['after']}" if server["after"] else "(nothing archived yet)"
+    if server["error"]:
+        return f"WARNING: not archived yet, not searched: {server['error']}"
+    if not server["searched"]:
+        return f"the server's oplog {after} was not searched: {server['skipped']}"
+    return (
+        f"and the server's oplog {after}, not archived yet: {server['entriesRead']:,} entries read, "
+        f"{counted(server['matches'], 'match', 'matches')} (marked [not archived yet])"
+    )
 
 
 def describe(listing: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
@@ -111,6 +125,7 @@ def describe(listing: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
         f"catalog, {s['unread']} not read; {listing['entriesRead']:,} entries read"
     ]
     lines += [f"WARNING: {u['error']}" for u in s["unreadable"]]
+    lines.append(_server_line(listing["serverOplog"]))
     if not listing["items"]:
         lines.append("no matching operation")
     for item in listing["items"]:
