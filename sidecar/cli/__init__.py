@@ -22,6 +22,7 @@ from sidecar.jobs import JobBusy
 from sidecar.pitr.planning.restore_point import PointTarget
 from sidecar.progress import TerminalProgress
 from sidecar.service import BackupService, JobFailed
+from sidecar.service.restore_request import RestoreRequest
 from sidecar.store.catalog import CatalogError, Entry, Reconciliation, Status
 from sidecar.text import counted, human_size
 from sidecar.time_input import zone_name
@@ -197,27 +198,24 @@ def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
     if len(args.ns_from) != len(args.ns_to):
         raise ConfigError("--ns-from and --ns-to come in pairs")
     service = BackupService(settings)
-    options = {
-        "ns_include": tuple(args.ns_include),
-        "ns_exclude": tuple(args.ns_exclude),
-        "ns_from": tuple(args.ns_from),
-        "ns_to": tuple(args.ns_to),
-        "drop": args.drop,
-        "dry_run": args.dry_run,
-        "oplog_replay": not args.no_oplog_replay,
-        "safety_backup": not args.no_safety_backup,
-        "engine": args.engine,
-    }
     point = _point_target(args, settings)
-    job = service.new_job(
-        "restore",
-        **({"pointInTime": point.as_json()} if point is not None else {"fileName": args.file or "--latest"}),
-        **options,
-    )
+    request = RestoreRequest(
+        file_name=args.file,
+        latest=args.latest,
+        point=point,
+        ns_include=args.ns_include,
+        ns_exclude=args.ns_exclude,
+        ns_from=args.ns_from,
+        ns_to=args.ns_to,
+        drop=args.drop,
+        dry_run=args.dry_run,
+        oplog_replay=not args.no_oplog_replay,
+        safety_backup=not args.no_safety_backup,
+        engine=args.engine,
+    ).for_settings(settings)
+    job = service.new_job("restore", **request.as_json())
     with TerminalProgress(job.progress, enabled=not (args.quiet or args.json)):
-        result = service.run_restore(
-            job, file_name=args.file, latest=args.latest, wording=CLI_WORDING, point=point, **options
-        )
+        result = service.run_restore(job, request, wording=CLI_WORDING)
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
