@@ -320,19 +320,7 @@ async def backup_restore(request: web.Request) -> web.Response:
     sidecar = _sidecar(request)
     point = _restore_point(body)
     name = await _usable_archive(sidecar, body["fileName"]) if point is None else None
-    asked = RestoreRequest(
-        file_name=name,
-        point=point,
-        ns_include=body.get("nsInclude", ()),
-        ns_exclude=body.get("nsExclude", ()),
-        ns_from=body.get("nsFrom", ()),
-        ns_to=body.get("nsTo", ()),
-        drop=body.get("drop", False),
-        dry_run=body.get("dryRun", False),
-        safety_backup=body.get("safetyBackup", True),
-        oplog_replay=body.get("oplogReplay", True),
-        engine=body.get("engine"),
-    ).for_settings(sidecar.settings)
+    asked = RestoreRequest.from_json(body, file_name=name, point=point).for_settings(sidecar.settings)
 
     def work(job: Job) -> Any:
         return sidecar.service.run_restore(job, asked)

@@ -8,13 +8,12 @@ import sys
 import zoneinfo
 from typing import Any
 
+from sidecar.cli.common import EXIT_USAGE
 from sidecar.config import Settings
 from sidecar.pitr.find.query import DEFAULT_LIMIT, MAX_LIMIT, OP_CHOICES, FindError, FindQuery
 from sidecar.pitr.find.search import find_operations
 from sidecar.text import counted
 from sidecar.time_input import parse_iso, zone_name
-
-EXIT_USAGE = 2
 
 
 def add_parser(sub: Any) -> None:

@@ -1,20 +1,20 @@
 """What a restore is asked to do, declared once for the command line, the API and the service: one
-spelling of each parameter (the fields), one record of them in the job (``as_json``, the API's
-field names), whichever way the request came in.
+spelling of each parameter (the fields, mongorestore's options and the restore's own), one record of
+them in the job (``as_json``, by the API's field names), whichever way the request came in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from sidecar.config import Settings
-from sidecar.engine.restore_plan import RestoreOptions
+from sidecar.engine.restore_plan import OPTION_KEYS, RestoreOptions
 from sidecar.pitr.planning.restore_point import PointTarget
 
 ENGINES = ("native", "mongorestore")
-PATTERN_FIELDS = ("ns_include", "ns_exclude", "ns_from", "ns_to")
+REQUEST_KEYS = {**OPTION_KEYS, "safety_backup": "safetyBackup", "engine": "engine"}  # field -> JSON name
 
 
 def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -24,25 +24,23 @@ def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class RestoreRequest:
+class RestoreRequest(RestoreOptions):
     """An archive (``file_name``, or ``latest``) or a point in time (``point``), and the options."""
 
     file_name: str | None = None
     latest: bool = False
     point: PointTarget | None = None
-    ns_include: tuple[str, ...] = ()
-    ns_exclude: tuple[str, ...] = ()
-    ns_from: tuple[str, ...] = ()
-    ns_to: tuple[str, ...] = ()
-    drop: bool = False
-    dry_run: bool = False
-    oplog_replay: bool = True
     safety_backup: bool = True
     engine: str | None = None  # None: mongorestore when SIDECAR_ENGINE=mongodump, else native
 
     def __post_init__(self) -> None:
-        for name in PATTERN_FIELDS:  # a single pattern, a list, or None, as callers pass them
+        for name in ("ns_include", "ns_exclude", "ns_from", "ns_to"):  # one pattern, a list or None
             object.__setattr__(self, name, _as_tuple(getattr(self, name)))
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any], **given: Any) -> RestoreRequest:
+        """From the fields of a request body named as ``as_json`` names them, and ``given``."""
+        return cls(**{name: body[key] for name, key in REQUEST_KEYS.items() if key in body}, **given)
 
     def for_settings(self, settings: Settings) -> RestoreRequest:
         """The request with its engine decided (ValueError for an unknown one)."""
@@ -53,15 +51,8 @@ class RestoreRequest:
 
     @property
     def options(self) -> RestoreOptions:
-        return RestoreOptions(
-            ns_include=self.ns_include,
-            ns_exclude=self.ns_exclude,
-            ns_from=self.ns_from,
-            ns_to=self.ns_to,
-            drop=self.drop,
-            dry_run=self.dry_run,
-            oplog_replay=self.oplog_replay,
-        )
+        """mongorestore's options alone, as the planner and the engines take them."""
+        return RestoreOptions(**{f.name: getattr(self, f.name) for f in fields(RestoreOptions)})
 
     def as_json(self) -> dict[str, Any]:
         """The job's recorded parameters: the same keys from the command line and from the API."""
@@ -70,4 +61,8 @@ class RestoreRequest:
             if self.point is not None
             else {"fileName": self.file_name or "--latest"}
         )
-        return {**target, "engine": self.engine, "safetyBackup": self.safety_backup, **self.options.as_json()}
+        return {**target, **{key: _plain(getattr(self, name)) for name, key in REQUEST_KEYS.items()}}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
