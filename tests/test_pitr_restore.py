@@ -383,6 +383,10 @@ def test_cli_restore_to_time_prints_the_plan(history: History, monkeypatch, caps
     local = f"{seoul:%Y-%m-%d %H:%M:%S}"
     assert cli_main(["restore", "--to-time", local, "--tz", "Asia/Seoul", "--dry-run", "--quiet"]) == 0
     assert f"end point: {parse_position(history.points[label][0]).time}:" in capsys.readouterr().out
+    # the runbook's "5 minutes ago" as written (docs/pitr-restore.ko.md, 절차 2; verify-restore.md)
+    with clock.set_to(parse_iso(history.seconds[label]) + dt.timedelta(minutes=5)):
+        assert cli_main(["restore", "--to-time", "now-5m", "--dry-run"]) == 0
+    assert f"end point: {parse_position(history.points[label][0]).time}:" in capsys.readouterr().out
     # a refused time names the flag that was used, and only that one
     for flag, text, said in (
         ("--to-time", "2999-01-01T00:00:00Z", "is outside the times an oplog position can hold"),
