@@ -45,7 +45,7 @@ def add_parser(sub: Any) -> None:
         metavar="PORT",
         help="serve the archiver's Prometheus metrics on SIDECAR_HOST:PORT/metrics (CronJob mode's alerts)",
     )
-    stream.set_defaults(func=cmd_stream)
+    stream.set_defaults(func=cmd_stream, logs_to_terminal=True)  # its log is its output
     probe = commands.add_parser(
         "probe", help="exit 0 when `pitr stream --health-file` is alive (an exec probe), else 1 and why"
     )

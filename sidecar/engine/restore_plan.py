@@ -49,15 +49,23 @@ class RestoreOptions:
         return not (self.ns_include or self.ns_exclude or self.ns_from)
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "nsInclude": list(self.ns_include),
-            "nsExclude": list(self.ns_exclude),
-            "nsFrom": list(self.ns_from),
-            "nsTo": list(self.ns_to),
-            "drop": self.drop,
-            "dryRun": self.dry_run,
-            "oplogReplay": self.oplog_replay,
-        }
+        """The options by their JSON names (the API's fields, a job's recorded parameters)."""
+        return {key: _plain(getattr(self, name)) for name, key in OPTION_KEYS.items()}
+
+
+OPTION_KEYS = {  # field -> JSON name
+    "ns_include": "nsInclude",
+    "ns_exclude": "nsExclude",
+    "ns_from": "nsFrom",
+    "ns_to": "nsTo",
+    "drop": "drop",
+    "dry_run": "dryRun",
+    "oplog_replay": "oplogReplay",
+}
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 # -- planning ------------------------------------------------------------------------------------
