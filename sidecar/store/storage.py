@@ -24,8 +24,6 @@ class Storage(Protocol):
 
     name: str
 
-    def describe(self) -> str: ...
-
     def delete(self, name: str) -> None: ...
 
 
@@ -36,9 +34,6 @@ class LocalStorage:
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
-
-    def describe(self) -> str:
-        return str(self.directory)
 
     def delete(self, name: str) -> None:
         """Remove the file; one already gone is no error."""
