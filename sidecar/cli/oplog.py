@@ -8,12 +8,12 @@ import sys
 import zoneinfo
 from typing import Any
 
-from sidecar.cli.common import EXIT_USAGE
+from sidecar.cli.common import EXIT_USAGE, time_zone
 from sidecar.config import Settings
 from sidecar.pitr.find.query import DEFAULT_LIMIT, MAX_LIMIT, OP_CHOICES, FindError, FindQuery
 from sidecar.pitr.find.search import find_operations
 from sidecar.text import counted
-from sidecar.time_input import parse_iso, zone_name
+from sidecar.time_input import parse_iso
 
 
 def add_parser(sub: Any) -> None:
@@ -36,7 +36,7 @@ def add_parser(sub: Any) -> None:
     find.add_argument("--since", metavar="T", help="at or after T")
     find.add_argument("--until", metavar="T", help="at or before T")
     find.add_argument(
-        "--tz", type=zone_name, metavar="ZONE", help="read a T without a zone in this IANA zone"
+        "--tz", type=time_zone, metavar="ZONE", help="read a T without a zone in this IANA zone"
     )
     find.add_argument("--id", metavar="VALUE", help="only operations on the document with this _id")
     find.add_argument(

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from sidecar.cli.common import time_zone
 from sidecar.config import ConfigError, Settings
 from sidecar.engine.restore_plan import CLI_WORDING
 from sidecar.pitr.planning.restore_point import PointTarget
@@ -13,7 +14,6 @@ from sidecar.progress import TerminalProgress
 from sidecar.service import BackupService
 from sidecar.service.restore_request import RestoreRequest
 from sidecar.text import counted
-from sidecar.time_input import zone_name
 
 
 def add_parser(sub: Any) -> None:
@@ -33,7 +33,7 @@ def add_parser(sub: Any) -> None:
     )
     restore.add_argument(
         "--tz",
-        type=zone_name,
+        type=time_zone,
         metavar="ZONE",
         help="read a --to-time without a zone in this IANA zone (default: SIDECAR_TIMEZONE)",
     )
