@@ -102,6 +102,27 @@ class _ConfigCollector(Collector):
             )
 
 
+def _restore_gauges(restore: Job | None) -> Iterator[Metric]:
+    """The running restore's pass (its writes of the archive's documents, then the oplog replay)."""
+    p = restore.progress if restore is not None else None
+    yield _gauge("restore_in_progress", "1 while a restore runs.", float(p is not None))
+    yield _gauge(
+        "restore_progress_ratio",
+        "Done of planned in the running restore's pass: documents written, then oplog entries replayed.",
+        (p.ratio or 0.0) if p is not None else 0.0,
+    )
+    yield _gauge(
+        "restore_eta_seconds",
+        "Seconds left in the running restore's pass at its rate so far (0 = none or not known yet).",
+        (p.eta or 0.0) if p is not None else 0.0,
+    )
+    yield _gauge(
+        "restore_replay_position_timestamp_seconds",
+        "Time of the newest oplog entry the running restore's replay applied (0 = none).",
+        float(p.position.time) if p is not None and p.position is not None else 0.0,
+    )
+
+
 class _StateCollector(Collector):
     """Yields the gauges from cached state at scrape time."""
 
@@ -134,6 +155,7 @@ class _StateCollector(Collector):
             "Uncompressed bytes dumped by the running backup.",
             float(running.progress.bytes) if backing_up else 0.0,
         )
+        yield from _restore_gauges(running if running is not None and running.kind == "restore" else None)
         for name, key, doc in (
             ("archives", "count", "Archives held per destination."),
             ("archives_size_bytes", "bytes", "Bytes held per destination."),

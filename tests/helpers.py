@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from sidecar.config import Settings, load_settings
@@ -19,3 +22,19 @@ def settings_for(mongo_uri: str, directory: Path, **values: object) -> Settings:
     }
     env.update({f"SIDECAR_{k.upper()}": str(v) for k, v in values.items()})
     return load_settings(env)
+
+
+def run_cli(settings: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``sidecar ARGS`` in a child process, on ``settings``' server and directories (no archiver)."""
+    env = {
+        **os.environ,
+        "SIDECAR_MONGODB_URI": settings.mongodb_uri,
+        "SIDECAR_BACKUP_DIR": str(settings.backup_dir),
+        "SIDECAR_LOG_DIR": str(settings.log_dir),
+        "SIDECAR_MIN_FREE_BYTES": "0",
+        "SIDECAR_TIMEZONE": settings.timezone,
+        "SIDECAR_PITR": "off",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )

@@ -1,13 +1,15 @@
-"""The house rules of DESIGN.md about imports, read from the source with ``ast``.
+"""The house rules of docs/architecture.md about imports, read from the source with ``ast``.
 
 - No import cycle among ``sidecar`` modules. Imports inside functions count like module-level ones: a
   lazy import hides a cycle from the interpreter but not from the reader, and moving it to the top
   would bring the cycle back. Imports under ``if TYPE_CHECKING:`` do not count (they never run).
   ``from sidecar.pkg import name`` depends on ``sidecar.pkg.name`` when that is a module, else on the
   package's ``__init__``; the parent packages a dotted import initialises are not counted as edges.
-- ``sidecar.archive``, ``sidecar.codec``, ``sidecar.engine`` and ``sidecar.store`` import neither
-  ``sidecar.api``, ``sidecar.scheduler``, ``sidecar.metrics`` nor ``aiohttp``, directly or through other
-  modules.
+- Imports go downhill through the layers of ``LAYERS`` (lowest first): a module of a layer imports
+  nothing of a higher layer nor of ``UPPER`` (the faces and the process-wide parts: api, cli,
+  scheduler, metrics, alerts, aiohttp), directly or through modules outside the layers (config, logs,
+  jobs, ...). ``sidecar.archive``, ``sidecar.codec``, ``sidecar.engine`` and ``sidecar.store`` are the
+  lowest two.
 - No ``_private`` name is imported from another sidecar module, nor read as ``module._private``.
 """
 
@@ -20,8 +22,22 @@ from pathlib import Path
 import sidecar
 
 PACKAGE = Path(sidecar.__file__).parent
-LOWER_LAYERS = ("sidecar.archive", "sidecar.codec", "sidecar.engine", "sidecar.store")
-UPPER_LAYERS = ("sidecar.api", "sidecar.scheduler", "sidecar.metrics", "aiohttp")
+LAYERS: tuple[tuple[str, ...], ...] = (  # lowest first
+    ("sidecar.archive", "sidecar.codec"),  # bytes and their formats
+    ("sidecar.engine", "sidecar.store"),  # moving data; where bytes live
+    ("sidecar.pitr",),  # the oplog archive
+    ("sidecar.integrity",),  # the proofs (the pitr level reads the oplog archive)
+    ("sidecar.service",),  # the one place a job runs
+)
+UPPER = (
+    "sidecar.api",
+    "sidecar.cli",
+    "sidecar.scheduler",
+    "sidecar.metrics",
+    "sidecar.metrics_http",
+    "sidecar.alerts",
+    "aiohttp",
+)
 
 
 def module_name(path: Path) -> str:
@@ -125,21 +141,32 @@ def shortest_cycle(edges: dict[str, set[str]], group: set[str]) -> list[str]:
     raise AssertionError(f"no cycle in {group}")
 
 
+def rank(name: str) -> int | None:
+    """The index of ``name``'s layer in LAYERS; len(LAYERS) for UPPER; None outside both."""
+    for number, layer in enumerate(LAYERS):
+        if within(name, layer):
+            return number
+    return len(LAYERS) if within(name, UPPER) else None
+
+
 def layer_violations() -> list[str]:
-    """Direct imports, and those through other sidecar modules (store -> service -> scheduler)."""
+    """Direct imports, and those through modules outside the layers (store -> logs -> api)."""
     edges = graph()
     found = set()
-    for module in (m for m in MODULES if within(m, LOWER_LAYERS)):
+    for module in MODULES:
+        own = rank(module)
+        if own is None or own == len(LAYERS):
+            continue
         path = {module: [module]}
         frontier = [module]
         while frontier:
             node = frontier.pop(0)
             for target, _, _ in imports(node):
-                if within(target, UPPER_LAYERS):
+                if (other := rank(target)) is not None and other > own:
                     found.add(" -> ".join([*path[node], target]))
             for nxt in sorted(edges[node] - path.keys()):
-                if within(nxt, LOWER_LAYERS + UPPER_LAYERS):
-                    continue  # a lower module is checked on its own, an upper one was reported
+                if rank(nxt) is not None:
+                    continue  # a layered module is checked on its own, a higher one was reported
                 path[nxt] = [*path[node], nxt]
                 frontier.append(nxt)
     return sorted(found)
@@ -191,6 +218,9 @@ def test_the_checks_see_what_they_should() -> None:
     assert resolve("sidecar.api.auth", node) == "sidecar.config"  # type: ignore[arg-type]
     assert resolve("sidecar.api", node) == "sidecar.config"  # type: ignore[arg-type]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert rank("sidecar.store.catalog") == rank("sidecar.engine") < rank("sidecar.pitr.record.catalog")
+    assert rank("sidecar.integrity.pitr") > rank("sidecar.pitr.status") and rank("sidecar.config") is None
+    assert rank("aiohttp.web") == rank("sidecar.api.app") == len(LAYERS)
     guarded = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import x\nimport y\n")
     names = [a.name for n in runtime_nodes(guarded) if isinstance(n, ast.Import) for a in n.names]
     assert names == ["y"]

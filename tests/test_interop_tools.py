@@ -21,7 +21,7 @@ from sidecar.engine.mongorestore import mongorestore_arguments, run_mongorestore
 from sidecar.engine.restore_errors import RestoreError
 from sidecar.engine.restore_plan import RestoreOptions
 from sidecar.engine.tools import write_tool_config
-from sidecar.integrity.drill import index_signature
+from sidecar.integrity.compare import index_signature
 from sidecar.service import BackupService, JobFailed
 from tests.helpers import settings_for
 from tests.test_restore_support import (  # noqa: F401 - fixtures

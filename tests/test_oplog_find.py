@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from sidecar.pitr.find.query import FindQuery
 from sidecar.pitr.find.search import find_operations
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import SliceBuffer, oplog_dir, write_slice
-from tests.helpers import settings_for
+from tests.helpers import run_cli, settings_for
 from tests.pitr_support import archiving, wait_running, wait_until_stored
 
 DB = "findhist"
@@ -132,7 +131,12 @@ def test_a_namespace_lists_its_history_with_the_mass_delete_as_one_group(history
     assert (group["operation"], group["count"], group["namespace"]) == ("delete", 421, PATIENTS)
     assert (group["firstPosition"], group["lastPosition"]) == (pos(first), pos(last))
     assert group["beforeOp"] == pos(first)
-    assert group["restoreCommand"] == f"sidecar restore --before-op {pos(first)} --ns-include '{PATIENTS}'"
+    restore = f"sidecar restore --before-op {pos(first)} --ns-include {PATIENTS}"
+    renamed = f"{PATIENTS}_before_{first.time}_{first.inc}"
+    assert group["restoredAs"] == renamed
+    assert group["restoreCommand"] == f"{restore} --ns-from {PATIENTS} --ns-to {renamed}"
+    assert group["dropCommand"] == f"{restore} --drop"
+    assert group["dropDiscards"].startswith(f"every write to {PATIENTS} at or after {pos(first)} ")
     assert group["summary"].startswith(f"421 deletes on {PATIENTS} between {group['firstWall']} and ")
     assert all(i["beforeOp"] == i["position"] for i in items if i["kind"] == "operation")
     positions = [i.get("position") or i["firstPosition"] for i in items]
@@ -148,7 +152,10 @@ def test_commands_list_the_drop_and_group_the_dropped_database(history: History)
     assert group["operation"] == "drop" and group["namespace"] == f"{DB}scratch.*"
     assert group["count"] >= 3 and group["commands"]["dropDatabase"] == 1
     assert sorted(group["collections"]) == [f"{DB}scratch.a", f"{DB}scratch.b"]
-    assert group["restoreCommand"].endswith(f"--ns-include '{DB}scratch.*'")
+    assert (
+        f"--ns-include '{DB}scratch.*' --ns-from '{DB}scratch.*' --ns-to '{DB}scratch.*_before_"
+        in (group["restoreCommand"])
+    )
     # a database name alone is db.*: the drop of visits, nothing of the other database
     alone = find(history, ns=DB, op="command")["items"]
     assert drop in alone and all(i["namespace"].startswith(f"{DB}.") for i in alone)
@@ -214,7 +221,13 @@ def test_cli_text_names_the_group_in_utc_and_seoul_time_and_the_undo(history: Hi
     lines = result.stdout.splitlines()
     group_line = next(line for line in lines if line.startswith("421 deletes on"))
     assert "Asia/Seoul)" in group_line and f"{first} .. " in group_line
-    assert lines[lines.index(group_line) + 1].strip().startswith(f"undo: sidecar restore --before-op {first}")
+    undo, in_place = (line.strip() for line in lines[lines.index(group_line) + 1 :][:2])
+    assert undo.startswith(f"undo as {PATIENTS}_before_") and undo.endswith(
+        f": sidecar restore --before-op {first} --ns-include {PATIENTS} --ns-from {PATIENTS} "
+        f"--ns-to {PATIENTS}_before_{first.replace(':', '_')}"
+    )
+    assert in_place.startswith(f"or in place, discarding every write to {PATIENTS} at or after {first} ")
+    assert in_place.endswith(f": sidecar restore --before-op {first} --ns-include {PATIENTS} --drop")
 
 
 def test_cli_refuses_a_bad_time_in_one_line(history: History) -> None:
@@ -222,24 +235,12 @@ def test_cli_refuses_a_bad_time_in_one_line(history: History) -> None:
         result = _cli(history, "--since", value)
         assert result.returncode == 2 and result.stdout == ""
         assert result.stderr.startswith("sidecar: error: --since: ") and said in result.stderr
+    result = _cli(history, "--since", "2024-12-01 10:00", "--tz", "Mars/Olympus")
+    assert result.returncode == 2 and "argument --tz: unknown time zone 'Mars/Olympus'" in result.stderr
 
 
 def _cli(history: History, *args: str) -> subprocess.CompletedProcess[str]:
-    s = history.settings
-    env = {
-        **os.environ,
-        "SIDECAR_MONGODB_URI": s.mongodb_uri,
-        "SIDECAR_BACKUP_DIR": str(s.backup_dir),
-        "SIDECAR_LOG_DIR": str(s.log_dir),
-        "SIDECAR_TIMEZONE": "Asia/Seoul",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "sidecar", "oplog", "find", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(history.settings, "oplog", "find", *args, timeout=60)
 
 
 async def test_the_api_answers_what_the_cli_prints_as_json(history: History, aiohttp_client: Any) -> None:

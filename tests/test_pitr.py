@@ -280,7 +280,7 @@ def test_a_rollover_while_stopped_is_a_gap_and_a_later_base_backup_opens_a_new_w
                 (first["fileName"], pos(first["oplog"]["end"])),
                 (second["fileName"], pos(second["oplog"]["end"])),
             ]
-            assert pos(status["windows"][1]["end"]) == newest
+            assert pos(status["windows"][1]["lastEntry"]) == newest
         assert runner.state.window_start == float(second["oplog"]["end"]["t"])
         assert not [p for p in oplog_dir(settings).iterdir() if p.name.endswith(".partial")]
     finally:

@@ -68,3 +68,18 @@ def test_a_slice_that_does_not_follow_the_one_before_is_a_chain_break() -> None:
 def test_a_rollover_found_before_any_new_slice_is_shown() -> None:
     document = {"slices": SLICES[:2], "gaps": [ROLLOVER]}
     assert summary(analyse(document, {}, []))[0] == [("oplog-rollover", 120, 200, [])]
+
+
+def test_the_newest_window_reaches_the_archivers_caught_up_position_unless_a_gap_follows_it() -> None:
+    document = {"slices": SLICES, "gaps": [ROLLOVER]}
+    backups = [("b1", Timestamp(95, 1)), ("b3", Timestamp(205, 1))]
+    chain = analyse(document, {}, backups, caught_up=Timestamp(260, 0xFFFFFFFF))
+    assert summary(chain)[1] == [(95, 120, ["b1"]), (205, 260, ["b3"])]  # only the newest segment's
+    assert [w.last_entry.time for w in chain.windows] == [120, 230]
+    assert [w.as_json()["caughtUp"] for w in chain.windows] == [False, True]
+    behind = analyse(document, {}, backups, caught_up=Timestamp(225, 0xFFFFFFFF))
+    assert summary(behind)[1][-1] == (205, 230, ["b3"])  # never short of the last entry
+    damaged = analyse(document, {"e": "slice-damaged: its sha256 differs"}, backups, Timestamp(260, 0))
+    assert summary(damaged)[1][-1] == (205, 220, ["b3"])  # entries after the damaged slice are lost
+    pending = {"slices": SLICES, "gaps": [ROLLOVER, {**ROLLOVER, "from": p(230), "to": p(240)}]}
+    assert summary(analyse(pending, {}, backups, Timestamp(260, 0)))[1][-1] == (205, 230, ["b3"])

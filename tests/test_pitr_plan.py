@@ -53,8 +53,10 @@ def settings(tmp_path: Path):
     return settings
 
 
-def _plan(settings, target: PointTarget, lost: tuple[str, ...] = ()):
-    chain = analyse({"slices": SLICES, "gaps": []}, dict.fromkeys(lost, MISSING), base_backups(settings))
+def _plan(settings, target: PointTarget, lost: tuple[str, ...] = (), caught_up: Timestamp | None = None):
+    chain = analyse(
+        {"slices": SLICES, "gaps": []}, dict.fromkeys(lost, MISSING), base_backups(settings), caught_up
+    )
     return plan_point(settings, target, chain=chain)
 
 
@@ -98,3 +100,13 @@ def test_points_outside_the_windows_or_in_a_gap_are_refused_with_the_nearest(set
     assert "the latest before it is 120:1" in str(gap.value)
     assert "earliest after" not in str(gap.value)  # no base backup after the gap: no window yet
     assert _plan(settings, PointTarget.to_time("119:0"), lost).base == "base-b.gz"
+
+
+def test_a_point_up_to_the_caught_up_position_is_the_state_at_the_last_entry(settings) -> None:
+    caught_up = Timestamp(150, 0xFFFFFFFF)  # the archiver, idle, had read everything until second 151
+    plan = _plan(settings, PointTarget.to_time("1970-01-01T00:02:30Z"), caught_up=caught_up)
+    assert plan.base == "base-b.gz" and [s["first"]["t"] for s in plan.slices] == [111, 121, 131]
+    assert plan.window.end == caught_up and plan.window.last_entry == Timestamp(140, 1)
+    with pytest.raises(PointRefused) as late:
+        _plan(settings, PointTarget.to_time("1970-01-01T00:02:31Z"), caught_up=caught_up)
+    assert "the latest before it is 150:4294967295 (1970-01-01T00:02:30Z)" in str(late.value)

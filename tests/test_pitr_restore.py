@@ -6,7 +6,11 @@ gap or outside the window are refused naming the nearest restorable points."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import zoneinfo
@@ -20,14 +24,17 @@ import pymongo
 import pytest
 from bson.timestamp import Timestamp
 
+from sidecar import clock
 from sidecar.api.app import Sidecar, create_app
 from sidecar.cli import main as cli_main
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.pitr import optime
+from sidecar.pitr.capture.presence import caught_up_epoch
 from sidecar.pitr.planning.restore_point import PointTarget
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import oplog_dir
+from sidecar.pitr.status import caught_up_position, pitr_status
 from sidecar.service import BackupService, JobFailed
 from sidecar.time_input import parse_iso, parse_position
 from tests.helpers import settings_for
@@ -47,6 +54,8 @@ class History:
     points: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # label -> (T, snapshot)
     seconds: dict[str, str] = field(default_factory=dict)  # label -> ISO second (nothing else in it)
     delete_many: Timestamp | None = None  # its first entry
+    last_entry: Timestamp | None = None  # the archive's newest entry
+    final: dict[str, Any] = field(default_factory=dict)  # the snapshot at the last entry
 
     def target_settings(self) -> Settings:
         return settings_for(self.target.uri, self.root)
@@ -91,6 +100,14 @@ def _script(client: pymongo.MongoClient, record: Callable[[str], None]) -> Times
     return first_delete
 
 
+def _caught_up_past(settings: Settings, epoch: float, timeout: float = 60) -> None:
+    """Until the archiver has recorded a caught-up time past ``epoch`` (it does so while idle)."""
+    deadline = time.monotonic() + timeout
+    while (caught_up_epoch(oplog_dir(settings)) or 0) < epoch:
+        assert time.monotonic() < deadline, f"the archiver did not record a caught-up time past {epoch}"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
     root = tmp_path_factory.mktemp("pitr-restore")
@@ -118,7 +135,9 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
 
         with archiving(settings):
             first = _script(client, record)
-            wait_until_stored(settings, client)
+            history.last_entry = wait_until_stored(settings, client)
+            history.final = snapshot(client, DB)
+            _caught_up_past(settings, history.last_entry.time + 2)  # the archiver idles, caught up
         history.delete_many = next(
             e["ts"] for e in oplog(client).find({"ts": {"$gt": first}, "op": "d", "ns": f"{DB}.patients"})
         )
@@ -235,7 +254,8 @@ def test_one_collection_under_a_new_name_beside_the_changing_live_one(history: H
 
 def test_points_outside_the_window_or_in_a_gap_are_refused_naming_the_nearest(history: History) -> None:
     end = optime.from_json(history.base["oplog"]["end"])
-    window_end = SliceCatalog(oplog_dir(history.settings)).last_position()
+    window_end = caught_up_position(history.settings)
+    assert window_end is not None
     with pytest.raises(JobFailed) as early:
         _restore(history, point=PointTarget.to_time(f"{end.time - 5}:1"))
     assert f"the earliest after it is {end.time}:{end.inc}" in str(early.value)
@@ -261,6 +281,43 @@ def test_points_outside_the_window_or_in_a_gap_are_refused_naming_the_nearest(hi
     assert f"the latest before it is {before['t']}:{before['i']}" in str(gap.value)
 
 
+def test_a_point_after_the_last_entry_up_to_the_caught_up_time_is_the_state_at_the_last_entry(
+    history: History,
+) -> None:
+    """A quiet server: nothing written after the last entry, the archiver caught up past it. A point a
+    second later restores (to the last entry); one past the caught-up time is refused naming it; a CLI
+    restore in another process sees the same window (the archiver recorded it beside the slices)."""
+    last, caught_up = history.last_entry, caught_up_position(history.settings)
+    assert last is not None and caught_up is not None and caught_up.time > last.time
+    after = optime.iso(Timestamp(last.time + 1, 0))
+    result = _restore(history, point=PointTarget.to_time(after))
+    assert _restored(history) == history.final
+    assert (result["pointInTime"]["endPoint"]["t"], result["pointInTime"]["endPoint"]["i"]) == (
+        last.time,
+        last.inc,
+    )
+    window = pitr_status(history.settings, server="not read")["windows"][-1]
+    assert window["end"] == optime.as_json(caught_up) and window["lastEntry"] == optime.as_json(last)
+    assert window["caughtUp"] is True
+    beyond = optime.iso(Timestamp(caught_up.time + 1, 0))
+    with pytest.raises(JobFailed) as refused:
+        _restore(history, point=PointTarget.to_time(beyond))
+    assert f"the latest before it is {caught_up.time}:{caught_up.inc} ({optime.iso(caught_up)})" in str(
+        refused.value
+    )
+    env = {
+        **os.environ,
+        "SIDECAR_MONGODB_URI": history.target.uri,
+        "SIDECAR_BACKUP_DIR": str(history.settings.backup_dir),
+        "SIDECAR_MIN_FREE_BYTES": "0",
+        "SIDECAR_PITR": "off",
+    }
+    cli = [sys.executable, "-m", "sidecar", "restore", "--to-time", after, "--dry-run", "--quiet"]
+    done = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert f"end point: {last.time}:{last.inc}" in done.stdout
+
+
 async def test_the_api_restores_to_a_point_and_refuses_outside_the_window(
     history: History, aiohttp_client: Any
 ) -> None:
@@ -280,6 +337,21 @@ async def test_the_api_restores_to_a_point_and_refuses_outside_the_window(
     assert point["endPoint"]["t"] == parse_position(text).time
     assert point["replay"]["namespaces"][f"{DB}.patients"]["createIndexes"] == 1
     assert _restored(history) == expected
+    # the same second as epoch seconds and as a relative time: the CLI's parser (time_input)
+    second = parse_iso(history.seconds["indexed"])
+    for given in (f"@{int(second.timestamp())}", "now-1m30s", "2024-12-01T00:00"):
+        with clock.set_to(second + dt.timedelta(seconds=90)):
+            resp = await client.post(
+                "/api/backup/restore?wait=true", json={"pointInTime": given, "dryRun": True}, headers=headers
+            )
+        body = await resp.json()
+        if given.startswith("2024"):  # the API wants the zone written (no SIDECAR_TIMEZONE reading)
+            assert resp.status == 400
+            assert "field pointInTime: '2024-12-01T00:00' has no time zone" in body["error"]["message"]
+            continue
+        assert resp.status == 200, body
+        target = body["restore"]["pointInTime"]["target"]
+        assert (target["given"], target["time"]) == (given, history.seconds["indexed"])
     end = history.base["oplog"]["end"]
     resp = await client.post(
         "/api/backup/restore?wait=true", json={"beforeOp": f"{end['t'] - 5}:0"}, headers=headers
@@ -310,6 +382,10 @@ def test_cli_restore_to_time_prints_the_plan(history: History, monkeypatch, caps
     seoul = parse_iso(history.seconds[label]).astimezone(zoneinfo.ZoneInfo("Asia/Seoul"))
     local = f"{seoul:%Y-%m-%d %H:%M:%S}"
     assert cli_main(["restore", "--to-time", local, "--tz", "Asia/Seoul", "--dry-run", "--quiet"]) == 0
+    assert f"end point: {parse_position(history.points[label][0]).time}:" in capsys.readouterr().out
+    # the runbook's "5 minutes ago" as written (docs/pitr-restore.ko.md, 절차 2; verify-restore.md)
+    with clock.set_to(parse_iso(history.seconds[label]) + dt.timedelta(minutes=5)):
+        assert cli_main(["restore", "--to-time", "now-5m", "--dry-run"]) == 0
     assert f"end point: {parse_position(history.points[label][0]).time}:" in capsys.readouterr().out
     # a refused time names the flag that was used, and only that one
     for flag, text, said in (
@@ -393,3 +469,46 @@ def test_a_drop_restore_counts_the_later_writes_it_discards(history: History, mo
     shown = f"the first {min(20, expected.total())} of {expected.total()}"
     assert f"writes after the point that --drop would discard ({shown}):" in out
     assert f"warning: {dry['warnings'][0]}" in out
+
+
+def test_the_replay_reports_progress_toward_its_planned_total(history: History, monkeypatch, capsys) -> None:
+    text, expected = history.points["indexed"]
+    with pymongo.MongoClient(history.target.uri) as client:
+        client.drop_database(DB)
+    service = BackupService(history.target_settings())
+    job = service.new_job("restore")
+    seen: list[tuple[int, int, Timestamp | None]] = []
+    advance = job.progress.advance
+
+    def record(count: int, position: Timestamp | None = None) -> None:  # the replay's hook
+        advance(count, position)
+        if job.progress.phase == "oplog-replay":
+            seen.append((job.progress.done, job.progress.total, job.progress.position))
+
+    job.progress.advance = record  # type: ignore[method-assign]
+    result = service.run_restore(job, point=PointTarget.to_time(text), safety_backup=False)
+    assert _restored(history) == expected
+    point = result["pointInTime"]
+    total = point["planned"]["entries"]
+    assert len(seen) > 1 and {t for _, t, _ in seen} == {total} and total == point["replay"]["entries"]
+    done = [d for d, _, _ in seen]
+    assert done == sorted(done) and done[-1] == total
+    positions = [p for _, _, p in seen if p is not None]
+    assert positions == sorted(positions) and positions[-1] == parse_position(point["replay"]["lastTs"])
+    shown = job.as_json()["progress"]
+    assert (shown["unit"], shown["done"], shown["total"], shown["ratio"]) == ("entries", total, total, 1.0)
+    assert shown["pointReached"]["t"] == point["endPoint"]["t"] and shown["etaSeconds"] == 0
+
+    for key, value in {
+        "SIDECAR_MONGODB_URI": history.target.uri,
+        "SIDECAR_BACKUP_DIR": str(history.settings.backup_dir),
+        "SIDECAR_MIN_FREE_BYTES": "0",
+        "SIDECAR_PITR": "off",
+    }.items():
+        monkeypatch.setenv(key, value)
+    with pymongo.MongoClient(history.target.uri) as client:
+        client.drop_database(DB)
+    assert cli_main(["restore", "--to-time", text, "--quiet", "--no-safety-backup"]) == 0
+    base = sum(ns["documents"] for ns in history.base["namespaces"].values())
+    operations = point["replay"]["operations"]
+    assert f"({base} documents from the base, {operations} operations replayed;" in capsys.readouterr().out

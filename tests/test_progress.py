@@ -5,8 +5,14 @@ from __future__ import annotations
 import io
 import time
 
+from bson.timestamp import Timestamp
+
+from sidecar.health import HealthMonitor
 from sidecar.jobs import Job
-from sidecar.progress import TerminalProgress
+from sidecar.metrics import SidecarMetrics
+from sidecar.progress import Progress, TerminalProgress
+from sidecar.service import BackupService
+from tests.test_job_path import sample
 
 
 class FakeTerminal(io.StringIO):
@@ -32,3 +38,73 @@ def test_progress_is_silent_when_not_a_terminal():
         job.progress.namespaces_total = job.progress.namespaces_done = 1
         time.sleep(0.03)
     assert pipe.getvalue() == ""
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_counted_pass_reports_ratio_rate_eta_and_the_point_reached():
+    clock = FakeClock()
+    p = Progress(now=clock)
+    p.begin("oplog-replay", unit="entries", total=20_000)
+    assert p.as_json()["ratePerSecond"] is None and p.as_json()["etaSeconds"] is None
+    clock.t += 5
+    p.advance(2_000, Timestamp(1_733_030_467, 3))
+    p.advance(500, Timestamp(1_733_030_470, 1))
+    shown = p.as_json()
+    assert (shown["unit"], shown["done"], shown["total"], shown["ratio"]) == ("entries", 2_500, 20_000, 0.125)
+    assert shown["ratePerSecond"] == 500.0 and shown["etaSeconds"] == 35.0
+    assert shown["pointReached"] == {"t": 1_733_030_470, "i": 1, "time": "2024-12-01T05:21:10.000Z"}
+    line = TerminalProgress(p, stream=FakeTerminal())._line()
+    assert line == (
+        "\r[###.....................] 2,500/20,000 entries  500/s  ETA 0:35  at 2024-12-01T05:21:10.000Z"
+        "  oplog-replay    "
+    )
+    p.begin("documents")  # a new pass: nothing counted, no total
+    assert (p.done, p.total, p.position, p.as_json()["ratio"]) == (0, 0, None, None)
+
+
+def test_a_restores_writes_count_the_archives_documents_and_bytes():
+    clock = FakeClock()
+    p = Progress(now=clock)
+    p.begin("prepare", 2)
+    p.phase = "documents"
+    p.count("documents", 800, bytes_total=4_000_000)
+    clock.t += 2
+    p.documents, p.bytes = 400, 2_000_000
+    p.advance(400)
+    line = TerminalProgress(p, stream=FakeTerminal())._line()
+    assert (
+        line
+        == "\r[############............] 400/800 documents  2.0/4.0 MB  200/s  ETA 0:02  documents       "
+    )
+    assert p.as_json()["bytesTotal"] == 4_000_000 and p.as_json()["etaSeconds"] == 2.0
+
+
+def test_a_scrape_during_a_restore_shows_its_pass(make_settings):
+    settings = make_settings()
+    service = BackupService(settings)
+    health = HealthMonitor(settings)
+    metrics = SidecarMetrics(settings, service, health)
+    clock = FakeClock()
+    try:
+        assert sample(metrics, "mongobackup_restore_in_progress") == 0
+        assert sample(metrics, "mongobackup_restore_replay_position_timestamp_seconds") == 0
+        job = service.new_job("restore")
+        job.progress.now = clock
+        job.progress.begin("oplog-replay", unit="entries", total=1_000)
+        clock.t += 10
+        job.progress.advance(250, Timestamp(1_733_030_467, 3))
+        service.current = job  # as while the restore runs
+        assert sample(metrics, "mongobackup_restore_in_progress") == 1
+        assert sample(metrics, "mongobackup_restore_progress_ratio") == 0.25
+        assert sample(metrics, "mongobackup_restore_eta_seconds") == 30
+        assert sample(metrics, "mongobackup_restore_replay_position_timestamp_seconds") == 1_733_030_467
+        assert job.as_json()["progress"]["etaSeconds"] == 30
+    finally:
+        health.close()

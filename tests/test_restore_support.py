@@ -21,8 +21,8 @@ import bson
 import pymongo
 import pytest
 
+from sidecar.archive.bsonstream import split_documents
 from sidecar.archive.format import MAGIC
-from sidecar.archive.reader import split_documents
 from sidecar.config import Settings
 from sidecar.service import BackupService
 from sidecar.store.catalog import Catalog

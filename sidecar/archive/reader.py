@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 import bson
 
+from sidecar.archive.bsonstream import MAX_OPLOG_ENTRY_SIZE, split_documents
 from sidecar.archive.crc64 import crc64_update, to_signed
 from sidecar.archive.format import (
     MAGIC,
@@ -26,8 +27,6 @@ from sidecar.archive.format import (
 
 _INT32 = struct.Struct("<i")
 _READ_SIZE = 1 << 20
-# mongorestore reads oplog entries with 16 KiB of headroom over the 16 MiB document limit.
-_MAX_OPLOG_ENTRY_SIZE = MAX_BSON_SIZE + 16 * 1024
 
 
 class ArchiveStreamError(ArchiveFormatError):
@@ -42,15 +41,6 @@ class ArchiveStreamError(ArchiveFormatError):
         super().__init__(
             f"the stream cannot be read past this point ({type(cause).__name__}: {detail})", offset, namespace
         )
-
-
-def split_documents(data: memoryview | bytes) -> Iterator[memoryview]:
-    """The documents of concatenated raw BSON (as a chunk or a server batch holds them)."""
-    view, pos = memoryview(data), 0
-    while pos < len(view):
-        size = _INT32.unpack_from(view, pos)[0]
-        yield view[pos : pos + size]
-        pos += size
 
 
 @dataclass
@@ -255,7 +245,7 @@ class ArchiveReader:
         # refilled only when a length or a document crosses its end.
         buf = self._buf
         name = str(ns)
-        max_size = _MAX_OPLOG_ENTRY_SIZE if ns.is_oplog else MAX_BSON_SIZE
+        max_size = MAX_OPLOG_ENTRY_SIZE if ns.is_oplog else MAX_BSON_SIZE
         limit = self._chunk_bytes
         unpack = _INT32.unpack_from
         while True:

@@ -94,13 +94,14 @@ class NativeRestore:
         spool = OplogSpool() if self.plan.replay_oplog else None
         try:
             self.state.phase = "documents"
+            self.state.count("documents", self.plan.documents, self.plan.bytes)
             self._copy_documents(stream, spool)
             self.state.phase = "indexes"
             self._build_indexes()
             self._create_views()
             if spool is not None:
-                self.state.phase = "oplog"
-                self.result.oplog = OplogReplay(self.client, self.cancel).run(spool.raw_entries())
+                self.state.begin("oplog", unit="entries", total=max(spool.entries - 1, 0))  # not the first
+                self.result.oplog = OplogReplay(self.client, self.cancel).run(spool.raw_entries(), self.state)
         finally:
             if spool is not None:
                 spool.close()
@@ -184,6 +185,7 @@ class NativeRestore:
         self.result.bytes += written
         self.state.documents += len(batch)
         self.state.bytes += size
+        self.state.advance(len(batch))
 
     def _build_indexes(self) -> None:
         for p in self.plan.namespaces:

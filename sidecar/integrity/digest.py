@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import pymongo
 
-from sidecar.archive.reader import split_documents
+from sidecar.archive.bsonstream import split_documents
 
 MOD256 = 1 << 256
 

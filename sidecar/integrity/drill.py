@@ -10,23 +10,28 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import pymongo
 
 from sidecar.engine.restore import NativeRestore
-from sidecar.engine.restore_errors import RestoreError, error_text
+from sidecar.engine.restore_errors import error_text
 from sidecar.engine.restore_plan import RestoreOptions, RestorePlan, plan_restore
 from sidecar.engine.scratch_names import SCRATCH_PREFIX
+from sidecar.integrity.compare import Wording, comparable, index_differences, index_signatures
 from sidecar.integrity.digest import server_content_hash
-from sidecar.integrity.failure import SERVER_CHECK, VerifyFailed, first_problem
+from sidecar.integrity.failure import PROOF_ERRORS, VerifyFailed, first_problem, server_or_data
 from sidecar.integrity.scan import ArchiveScan
 from sidecar.progress import Progress
 from sidecar.store.source import ArchiveReadError, ArchiveSource
 
 DRILL_PREFIX = SCRATCH_PREFIX
+RESTORED = Wording(  # the server's copy (have) against the archive (want)
+    missing="{ns}: index {name} missing after the restore",
+    unexpected="{ns}: unexpected index {name} after the restore",
+    differs="{ns}: index {name} is {have}, the archive has {want}",
+)
 
 
 def drill_database_name(job_id: str, db: str) -> str:
@@ -55,26 +60,6 @@ def drop_drill_databases(
         except pymongo.errors.PyMongoError as exc:
             failed.append({"name": name, "error": error_text(exc)})
     return dropped, failed
-
-
-def comparable(value: Any) -> Any:
-    """A value as comparable facts: numbers as floats (int, Int64 and double alike), mappings as dicts."""
-    if isinstance(value, Mapping):
-        return {str(k): comparable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [comparable(v) for v in value]
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return float(value)
-    return value
-
-
-def index_signature(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """An index as comparable facts: its key in order, its options in any order, no v or ns."""
-    out = {k: comparable(v) for k, v in spec.items() if k not in ("v", "ns", "key", "entryFormat")}
-    out["key"] = [(str(k), comparable(v)) for k, v in spec.get("key", {}).items()]
-    return out
 
 
 @dataclass
@@ -120,13 +105,8 @@ class Drill:
                 )
         except VerifyFailed as exc:
             failure = exc
-        except (RestoreError, pymongo.errors.PyMongoError) as exc:
-            # the server's failure (gone, unreachable), not the data's; the engine's error wraps the driver's
-            lost = any(isinstance(e, pymongo.errors.ConnectionFailure) for e in (exc, exc.__context__))
-            failure = VerifyFailed(
-                f"restore into the scratch databases failed: {error_text(exc)}",
-                check=SERVER_CHECK if lost else "drill",
-            )
+        except PROOF_ERRORS as exc:
+            failure = server_or_data(exc, "restore", "drill")
         finally:
             dropped, not_dropped = drop_drill_databases(
                 self.client, f"{DRILL_PREFIX}{self.job_id}_", sorted(set(mapping.values()))
@@ -192,16 +172,7 @@ class Drill:
                 )
             elif digest != facts.content_hash:
                 mismatches.append(f"{p.source}: the content hash of the restored documents differs")
-            want = {str(ix["name"]): index_signature(ix) for ix in p.indexes}
-            got = {str(ix["name"]): index_signature(ix) for ix in db[p.target_collection].list_indexes()}
+            got = index_signatures(db[p.target_collection].list_indexes())
             indexes += len(got)
-            for name in sorted(set(want) | set(got)):
-                if name not in got:
-                    mismatches.append(f"{p.source}: index {name} missing after the restore")
-                elif name not in want:
-                    mismatches.append(f"{p.source}: unexpected index {name} after the restore")
-                elif want[name] != got[name]:
-                    mismatches.append(
-                        f"{p.source}: index {name} is {got[name]}, the archive has {want[name]}"
-                    )
+            mismatches += index_differences(p.source, got, index_signatures(p.indexes), RESTORED)
         return mismatches, {"namespaces": len(plan.namespaces), "documents": documents, "indexes": indexes}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pymongo
+
+from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.store.catalog import ARCHIVE_LEVELS, LEVELS
 
 __all__ = ["ARCHIVE_LEVELS", "LEVELS", "SERVER_CHECK", "VerifyFailed", "first_problem"]
@@ -40,3 +43,17 @@ class VerifyFailed(Exception):
 def first_problem(problems: list[str]) -> str:
     """The first of several problems, saying how many more there are."""
     return problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+
+
+# What a proof's restore or replay raises when it fails, beside VerifyFailed.
+PROOF_ERRORS = (RestoreError, pymongo.errors.PyMongoError)
+
+
+def server_or_data(exc: BaseException, doing: str, check: str) -> VerifyFailed:
+    """A proof's failed restore or replay (one of PROOF_ERRORS) as the server's failure (its
+    connection lost: SERVER_CHECK, which proves nothing about the data) or the data's (``check``).
+    The engine's error wraps the driver's, hence the look at its context."""
+    lost = any(isinstance(e, pymongo.errors.ConnectionFailure) for e in (exc, exc.__context__))
+    return VerifyFailed(
+        f"{doing} into the scratch databases failed: {error_text(exc)}", check=SERVER_CHECK if lost else check
+    )

@@ -29,11 +29,10 @@ from sidecar.engine.replay.archive_oplog import OplogSpool
 from sidecar.engine.replay.engine import ReplayOptions, ReplayResult, replay
 from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.restore import NativeRestore
-from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import RestoreOptions, plan_restore
 from sidecar.integrity.checks import compare_file, compare_manifest
 from sidecar.integrity.drill import drop_drill_databases
-from sidecar.integrity.failure import SERVER_CHECK, VerifyFailed, first_problem
+from sidecar.integrity.failure import PROOF_ERRORS, VerifyFailed, first_problem, server_or_data
 from sidecar.integrity.scan import ArchiveScan, scan_archive
 from sidecar.integrity.scratch import (
     ScratchSet,
@@ -81,12 +80,8 @@ class PitrCheck:
             details.update(self._check())
         except VerifyFailed as exc:
             failure = exc
-        except (RestoreError, pymongo.errors.PyMongoError) as exc:
-            lost = any(isinstance(e, pymongo.errors.ConnectionFailure) for e in (exc, exc.__context__))
-            failure = VerifyFailed(
-                f"restore or replay into the scratch databases failed: {error_text(exc)}",
-                check=SERVER_CHECK if lost else "pitr",
-            )
+        except PROOF_ERRORS as exc:
+            failure = server_or_data(exc, "restore or replay", "pitr")
         finally:
             self.progress.scope = ""
             details.update(self._drop())

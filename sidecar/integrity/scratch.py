@@ -20,13 +20,19 @@ import pymongo
 from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
-from sidecar.archive.reader import split_documents
-from sidecar.engine.replay.scope import split_namespace
+from sidecar.archive.bsonstream import split_documents
+from sidecar.engine.namespaces import split_namespace
 from sidecar.engine.replay.units import flatten
+from sidecar.integrity.compare import Wording, comparable, index_differences, index_signatures
 from sidecar.integrity.digest import server_content_hash
-from sidecar.integrity.drill import DRILL_PREFIX, comparable, drill_database_name, index_signature
+from sidecar.integrity.drill import DRILL_PREFIX, drill_database_name
 
 MAX_DIFFERING = 5
+REPLAYED = Wording(  # the replayed set (have) against the next base restored (want)
+    missing="{ns}: index {name} is missing after the replay",
+    unexpected="{ns}: index {name} exists after the replay only",
+    differs="{ns}: index {name} is {have} after the replay, {want} in the base",
+)
 
 
 @dataclass
@@ -64,23 +70,9 @@ def collection_facts(client: pymongo.MongoClient, scratch: ScratchSet) -> dict[s
             }
             if item["type"] != "view":
                 item["documents"], item["hash"] = server_content_hash(db[name])
-                item["indexes"] = {str(ix["name"]): index_signature(ix) for ix in db[name].list_indexes()}
+                item["indexes"] = index_signatures(db[name].list_indexes())
             facts[f"{source}.{name}"] = item
     return facts
-
-
-def _index_problems(ns: str, replayed: dict[str, Any], restored: dict[str, Any]) -> list[str]:
-    problems = []
-    for name in sorted(set(replayed) | set(restored)):
-        if name not in replayed:
-            problems.append(f"{ns}: index {name} is missing after the replay")
-        elif name not in restored:
-            problems.append(f"{ns}: index {name} exists after the replay only")
-        elif replayed[name] != restored[name]:
-            problems.append(
-                f"{ns}: index {name} is {replayed[name]} after the replay, {restored[name]} in the base"
-            )
-    return problems
 
 
 def compare_facts(
@@ -106,7 +98,7 @@ def compare_facts(
                 )
             elif a["hash"] != b["hash"]:
                 problems.append(f"{ns}: the content hash of its documents differs")
-            problems += _index_problems(ns, a["indexes"], b["indexes"])
+            problems += index_differences(ns, a["indexes"], b["indexes"], REPLAYED)
         if problems:
             out[ns] = problems
     return out

@@ -8,13 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 import pymongo
+from bson.timestamp import Timestamp
 
 from sidecar import clock
 from sidecar.config import Settings
 from sidecar.engine.client import mongo_client
+from sidecar.engine.replay.engine import through_second
 from sidecar.engine.restore_errors import error_text
 from sidecar.pitr import optime
-from sidecar.pitr.capture.presence import presence
+from sidecar.pitr.capture.presence import caught_up_epoch, presence
 from sidecar.pitr.capture.state import PitrState
 from sidecar.pitr.capture.tailer import OplogWindow, oplog_window
 from sidecar.pitr.planning.bases import base_backups
@@ -48,10 +50,17 @@ def slice_problems(settings: Settings, slices: list[SliceEntry], deep: bool = Fa
     return problems
 
 
+def caught_up_position(settings: Settings) -> Timestamp | None:
+    """Through which oplog position every entry is stored, by the archiver's recorded caught-up time
+    (its presence file, so any process knows it): every whole second before that time."""
+    epoch = caught_up_epoch(oplog_dir(settings))
+    return through_second(int(epoch) - 1) if epoch is not None and epoch >= 1 else None
+
+
 def chain_of(settings: Settings, deep: bool = False) -> tuple[dict[str, Any], Chain]:
     document = SliceCatalog(oplog_dir(settings)).load()
     problems = slice_problems(settings, document["slices"], deep)
-    return document, analyse(document, problems, base_backups(settings))
+    return document, analyse(document, problems, base_backups(settings), caught_up_position(settings))
 
 
 def _newest_time(slices: list[SliceEntry]) -> float | None:
@@ -66,7 +75,7 @@ def refresh(settings: Settings, state: PitrState) -> Chain:
     with state.refreshing:
         document, chain = chain_of(settings)
         newest = chain.segments[-1] if chain.segments else None
-        current = [w for w in chain.windows if newest is not None and w.end == newest.last]
+        current = [w for w in chain.windows if newest is not None and w.last_entry == newest.last]
         with state.lock:
             state.gaps = len(chain.gaps)
             state.window_start = float(current[0].start.time) if current else 0.0

@@ -78,7 +78,7 @@ class PointReplay:
     def run(
         self, client: pymongo.MongoClient, progress: Progress, cancel: threading.Event | None
     ) -> dict[str, Any]:
-        progress.begin("oplog-replay")
+        progress.begin("oplog-replay", unit="entries", total=self.planned.entries)
         try:
             result = replay(client, self.entries(), self.options, cancel=cancel, progress=progress)
         except ReplayError as exc:

@@ -24,10 +24,11 @@ from bson.son import SON
 from pymongo.errors import BulkWriteError, OperationFailure
 from pymongo.operations import InsertOne
 
+from sidecar.engine.namespaces import split_namespace
 from sidecar.engine.replay.bson_raw import document, elements, string
 from sidecar.engine.replay.commands import Command, CommandTranslator
 from sidecar.engine.replay.crud import DUPLICATE_KEY, UnsupportedEntry, Write, WriteModel, crud_write
-from sidecar.engine.replay.scope import ReplayScope, split_namespace
+from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.replay.units import OplogOp, ReplayError, Unit
 from sidecar.engine.restore_errors import server_message
 

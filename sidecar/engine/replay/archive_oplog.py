@@ -21,11 +21,13 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 from sidecar.archive import DocumentChunk
+from sidecar.archive.bsonstream import read_documents
 from sidecar.engine.replay.apply import Translator, action_kind
 from sidecar.engine.replay.engine import ReplayOptions, replay, server_has_apply_ops
 from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.replay.units import Assembler, OplogOp, ReplayError, Unit, ts_text
 from sidecar.engine.restore_errors import MAX_ERROR_SAMPLES
+from sidecar.progress import Progress
 
 __all__ = ["OplogReplay", "OplogSpool", "OplogSummary", "server_has_apply_ops"]
 INDEX_BUILD = "createIndexes"
@@ -115,9 +117,7 @@ class OplogSpool:
 
     def raw_entries(self) -> Iterator[bytes]:
         self.file.seek(0)
-        while header := self.file.read(4):
-            size = int.from_bytes(header, "little")
-            yield header + self.file.read(size - 4)
+        yield from read_documents(self.file)
 
     def close(self) -> None:
         self.file.close()
@@ -130,10 +130,10 @@ class OplogReplay:
         self.client = client
         self.cancel = cancel or threading.Event()
 
-    def run(self, raw_entries: Iterable[bytes]) -> dict[str, Any]:
+    def run(self, raw_entries: Iterable[bytes], progress: Progress | None = None) -> dict[str, Any]:
         entries = iter(raw_entries)
         first = next(entries, None)
-        result = replay(self.client, entries, ReplayOptions(), cancel=self.cancel)
+        result = replay(self.client, entries, ReplayOptions(), cancel=self.cancel, progress=progress)
         index_builds = sum(ops.get(INDEX_BUILD, 0) for ops in result.namespaces.values())
         return {
             "applied": result.operations - index_builds,

@@ -223,7 +223,9 @@ def replay(
     on_batch: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Apply the entries within the cut; ``progress.documents``/``bytes`` count operations and entry bytes
-    as they are read, ``on_batch(n)`` hears of each batch of ``n`` operations once it is written
+    as they are read, ``progress.advance`` the entries handed to the applier and the newest one's
+    ``ts`` (a pass the caller began with the planned total: ``begin(phase, unit="entries",
+    total=plan.entries)``), ``on_batch(n)`` hears of each batch of ``n`` operations once it is written
     (the parallel applier's windows)."""
     options = options or ReplayOptions()
     started = time.monotonic()
@@ -244,6 +246,7 @@ def replay(
             if progress is not None:
                 progress.documents += len(actions)
                 progress.bytes = reader.bytes
+                progress.advance(reader.entries - progress.done, reader.last_ts)  # entries of the cut read
         applier.flush()
     finally:
         applier.close()

@@ -27,12 +27,12 @@ from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import OperationFailure
 
+from sidecar.engine.namespaces import split_namespace
 from sidecar.engine.replay.apply import Action, Issued, NativeApplier, run_command
 from sidecar.engine.replay.commands import NAMESPACE_EXISTS
 from sidecar.engine.replay.crud import Write
 from sidecar.engine.replay.doc_chains import Chain, chains, rounds
 from sidecar.engine.replay.doc_key import stored_key
-from sidecar.engine.replay.scope import split_namespace
 from sidecar.engine.replay.units import Unit
 
 DEFAULT_WRITERS = 4

@@ -45,6 +45,17 @@ def write_presence(directory: Path, state: PitrState, since: float, error: str |
     os.replace(scratch, directory / PRESENCE_FILE)
 
 
+def caught_up_epoch(directory: Path) -> float | None:
+    """The caught-up time (epoch s) the archiver last recorded: every entry the server wrote before
+    it is stored, or lost in a gap the catalog records. None: never recorded, or unreadable."""
+    try:
+        body = json.loads((Path(directory) / PRESENCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = body.get("caughtUpEpoch") if isinstance(body, dict) else None
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def _pid_alive(pid: Any) -> bool:
     return isinstance(pid, int) and Path(f"/proc/{pid}").exists()
 

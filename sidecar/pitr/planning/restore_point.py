@@ -13,7 +13,9 @@ The restore reads the slices (``slices.read_entries`` with the catalog's sha256)
 archive's own oplog and then the slices' entries after ``plan.base_end`` (``service/point.py``).
 
 A point is restorable when it lies in a *window* of the chain (``chain.Window``): a run of joined,
-undamaged slices holding a usable base backup's consistent point at or before it. ``--to-time T``
+undamaged slices holding a usable base backup's consistent point at or before it, up to its last
+entry or, for the newest, on to the archiver's recorded caught-up position (a point after the last
+entry restores the state at the last entry: nothing was written in between). ``--to-time T``
 replays every entry with ``ts <= T`` (a time given in seconds takes its whole final second:
 ``through_second``); ``--before-op t:i`` every entry before that one. The base is the newest one
 whose consistent point is at or before the point (strictly before, for ``before``). Its collections
@@ -138,7 +140,7 @@ def plan_point(settings: Settings, target: PointTarget, chain: Chain | None = No
 
 def _windows(chain: Chain) -> list[tuple[Window, Segment]]:
     by_end = {segment.last: segment for segment in chain.segments}
-    return [(w, by_end[w.end]) for w in chain.windows if w.end in by_end]
+    return [(w, by_end[w.last_entry]) for w in chain.windows if w.last_entry in by_end]
 
 
 def nearest_points(chain: Chain, point: Timestamp) -> dict[str, Any]:

@@ -5,7 +5,9 @@ or damaged) and the base backups' consistent points. A *segment* is a run of goo
 one's ``prev`` is the previous one's ``last``; it holds every oplog entry after the first slice's
 ``prev`` (or from its first entry, when it joins nothing) up to its last entry. Between segments is a
 *gap*. A *window* is the stretch from the earliest base backup whose consistent point (its oplog end)
-lies in a segment to that segment's end: every point in it is a base backup plus a replay.
+lies in a segment to that segment's end: every point in it is a base backup plus a replay. The newest
+segment's window, when no gap follows it, reaches on to the archiver's caught-up position (every entry
+up to it is stored): a point between the last entry and it is the state at the last entry.
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ class Gap:
 @dataclass
 class Window:
     start: Timestamp
-    end: Timestamp
+    end: Timestamp  # the newest restorable point: its last entry, or the archiver's caught-up position
     backups: list[str]  # the base backups whose consistent point lies in it, oldest first
+    last_entry: Timestamp  # the segment's newest entry: a restore to a point after it stops there
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +79,9 @@ class Window:
             "startTime": optime.iso(self.start),
             "endTime": optime.iso(self.end),
             "seconds": self.end.time - self.start.time,
+            "lastEntry": optime.as_json(self.last_entry),
+            "lastEntryTime": optime.iso(self.last_entry),
+            "caughtUp": self.end > self.last_entry,  # the end is the archiver's caught-up position
             "baseBackup": self.backups[0],
             "backups": self.backups,
         }
@@ -132,15 +138,28 @@ def _segments(
 
 
 def analyse(
-    document: dict[str, Any], problems: dict[str, str], backups: list[tuple[str, Timestamp]]
+    document: dict[str, Any],
+    problems: dict[str, str],
+    backups: list[tuple[str, Timestamp]],
+    caught_up: Timestamp | None = None,
 ) -> Chain:
     """``problems``: slice file name -> ``slice-missing`` or what is damaged; ``backups``: (name,
-    consistent point) of the usable base backups, oldest first."""
+    consistent point) of the usable base backups, oldest first; ``caught_up``: the archiver's recorded
+    position up to which every entry is stored (or lost in a recorded gap)."""
     segments, gaps = _segments(document["slices"], problems, document.get("gaps", []))
     windows = []
     for segment in segments:
         inside = sorted(((p, n) for n, p in backups if segment.covers(p)), key=lambda b: b[0])
         if inside:
-            windows.append(Window(inside[0][0], segment.last, [n for _, n in inside]))
+            end = segment.last
+            if caught_up is not None and segment is segments[-1] and not _gap_after(gaps, end):
+                end = max(end, caught_up)
+            windows.append(Window(inside[0][0], end, [n for _, n in inside], segment.last))
     gaps.sort(key=lambda g: g.start or g.end or Timestamp(0, 0))
     return Chain(segments, gaps, windows)
+
+
+def _gap_after(gaps: list[Gap], last: Timestamp) -> bool:
+    """A gap begins at or after the newest segment's end (damaged newest slices, a rollover found on
+    resume): entries after it are lost, whatever the archiver caught up to since."""
+    return any(g.start is not None and g.start >= last for g in gaps)

@@ -13,6 +13,7 @@ from typing import Any
 import bson
 from bson.timestamp import Timestamp
 
+from sidecar.archive.bsonstream import CutDocument, split_documents
 from sidecar.store.objects import Digest
 from sidecar.store.source import ArchiveSource, read_failure
 
@@ -47,18 +48,22 @@ def _stored_sha256(source: ArchiveSource) -> str:
 def _check_entries(data: bytes, entry: dict[str, Any]) -> str | None:
     previous = _position(entry.get("prev"))  # the first entry must come after it
     first: Timestamp | None = None
-    count = pos = 0
+    count = 0
     namespaces: Counter[str] = Counter()
-    while pos < len(data):
-        count += 1
-        size = int.from_bytes(data[pos : pos + 4], "little")
-        if size < 5 or pos + size > len(data):
-            return f"entry {count} at byte {pos} has a length of {size}: the BSON stream is cut or damaged"
+    documents = split_documents(data)
+    while True:
         try:
-            document = bson.decode(data[pos : pos + size])
+            raw = next(documents, None)
+        except CutDocument as cut:
+            where = f"entry {cut.number} at byte {cut.offset} has a length of {cut.size}"
+            return f"{where}: the BSON stream is cut or damaged"
+        if raw is None:
+            break
+        count += 1
+        try:
+            document = bson.decode(raw)
         except Exception as exc:
             return f"entry {count} is not a valid BSON document ({type(exc).__name__}: {exc})"
-        pos += size
         ts = document.get("ts")
         namespaces[document.get("ns") or ""] += 1
         if not isinstance(ts, Timestamp):

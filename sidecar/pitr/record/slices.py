@@ -22,7 +22,7 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 from sidecar import clock
-from sidecar.archive.format import MAX_BSON_SIZE
+from sidecar.archive.bsonstream import MAX_OPLOG_ENTRY_SIZE, CutDocument, read_documents
 from sidecar.codec.age_stream import parse_recipients
 from sidecar.config import Settings
 from sidecar.pitr import optime
@@ -39,7 +39,7 @@ SLICE_SUFFIX = ".bson.gz"
 ENCRYPTED_SUFFIX = ".age"
 SLICE_NAME = re.compile(r"oplog-\d+\.\d+-\d+\.\d+\.bson\.gz(\.age)?")
 
-MAX_ENTRY_BYTES = MAX_BSON_SIZE + 16 * 1024  # an oplog entry may exceed a document's limit a little
+MAX_ENTRY_BYTES = MAX_OPLOG_ENTRY_SIZE  # an oplog entry may exceed a document's limit a little
 SliceEntry = dict[str, Any]  # one slice in oplog-slices.jsonl (see docs/pitr.md)
 
 
@@ -186,16 +186,10 @@ def iter_entries(
     (``read_entries``)."""
     try:
         with slice_source(settings, path, entry).open() as stream:
-            while head := stream.data.read(4):
-                size = int.from_bytes(head, "little")
-                whole = len(head) == 4 and 5 <= size <= MAX_ENTRY_BYTES
-                body = stream.data.read(size - 4) if whole else b""
-                if len(body) != size - 4:
-                    raise SliceError(f"{path.name}: the BSON stream ends inside an entry")
-                yield head + body
+            yield from read_documents(stream.data, MAX_ENTRY_BYTES)
             digest = stream.finish().hexdigest()
-    except SliceError:
-        raise
+    except CutDocument:
+        raise SliceError(f"{path.name}: the BSON stream ends inside an entry") from None
     except Exception as exc:
         raise SliceError(f"{path.name}: {read_failure(exc)}") from None
     if sha256 is not None and digest != sha256:
