@@ -10,7 +10,7 @@ VENV=.venv
 # Binaries the test suite starts for real, and the Debian packages that provide them.
 TEST_TOOLS="prometheus:prometheus promtool:prometheus prometheus-alertmanager:prometheus-alertmanager
 amtool:prometheus-alertmanager prometheus-pushgateway:prometheus-pushgateway age:age git:git
-setpriv:util-linux mount:mount chromium:chromium"
+setpriv:util-linux mount:mount chromium:chromium jq:jq curl:curl"
 
 # The stock mongodump/mongorestore/bsondump for the interop tests, where the shared folder has them
 # (its README says how they were built); elsewhere those tests skip and say why.

@@ -12,9 +12,9 @@ from bson.raw_bson import RawBSONDocument
 from bson.son import SON
 from bson.timestamp import Timestamp
 
+from sidecar.engine.namespaces import Renamer
 from sidecar.engine.replay.engine import ReplayOptions
 from sidecar.engine.replay.scope import ReplayScope
-from sidecar.engine.restore_plan import Renamer
 
 RAW = CodecOptions(document_class=RawBSONDocument)
 

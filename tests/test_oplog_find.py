@@ -235,6 +235,8 @@ def test_cli_refuses_a_bad_time_in_one_line(history: History) -> None:
         result = _cli(history, "--since", value)
         assert result.returncode == 2 and result.stdout == ""
         assert result.stderr.startswith("sidecar: error: --since: ") and said in result.stderr
+    result = _cli(history, "--since", "2024-12-01 10:00", "--tz", "Mars/Olympus")
+    assert result.returncode == 2 and "argument --tz: unknown time zone 'Mars/Olympus'" in result.stderr
 
 
 def _cli(history: History, *args: str) -> subprocess.CompletedProcess[str]:

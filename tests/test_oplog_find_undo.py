@@ -36,10 +36,12 @@ def _script(client: pymongo.MongoClient, settings: Settings) -> tuple[dict[str, 
     patients = client[DB].patients
     patients.insert_many([{"_id": n, "n": n, "ward": n % 3} for n in range(50, 80)])
     patients.update_many({"ward": 1}, {"$set": {"seen": True}, "$push": {"tags": "x"}})
+    client[DB].visits.insert_one({"_id": "late", "patient": 3})
     before = snapshot(client, DB)
     patients.delete_many({"n": {"$gte": 10}})  # the mistake
     patients.insert_one({"_id": "after", "n": -1})  # and the work that went on after it
     patients.update_one({"_id": 3}, {"$set": {"late": True}})
+    client[DB].visits.drop()  # and another one
     wait_until_stored(settings, client)
     return before, snapshot(client, DB)
 
@@ -55,6 +57,7 @@ def mistake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mistake]:
         with pymongo.MongoClient(server.uri) as client:
             client[DB].patients.insert_many([{"_id": n, "n": n, "ward": n % 3} for n in range(50)])
             client[DB].patients.create_index("ward")
+            client[DB].visits.insert_many([{"_id": n, "patient": n} for n in range(5)])
             service = BackupService(settings)
             service.run_backup(service.new_job("backup", "manual"))
             with archiving(settings) as runner:
@@ -70,12 +73,12 @@ def _sidecar(mistake: Mistake, argv: list[str]) -> subprocess.CompletedProcess[s
     return run_cli(mistake.settings, *argv[1:])
 
 
-def _printed_undo(mistake: Mistake) -> tuple[str, str]:
-    """The two undo lines of the deleteMany's group: (beside the live data, in place)."""
-    found = _sidecar(mistake, ["sidecar", "oplog", "find", "--ns", PATIENTS, "--op", "delete"])
+def _printed_undo(mistake: Mistake, ns: str, op: str, item: str) -> tuple[str, str]:
+    """The two undo lines under the listed ``item``: (beside the live data, in place)."""
+    found = _sidecar(mistake, ["sidecar", "oplog", "find", "--ns", ns, "--op", op])
     assert found.returncode == 0, found.stderr
     lines = found.stdout.splitlines()
-    head = next(i for i, line in enumerate(lines) if line.startswith(f"70 deletes on {PATIENTS}"))
+    head = next(i for i, line in enumerate(lines) if item in line)
     beside, in_place = lines[head + 1], lines[head + 2]
     assert beside.startswith("    undo as ") and in_place.startswith("    or in place, discarding ")
     return beside.split(": ", 1)[1], in_place.split(": ", 1)[1]
@@ -86,21 +89,30 @@ def _state(uri: str) -> dict[str, Any]:
         return snapshot(client, DB)
 
 
-def test_the_printed_undo_runs_as_printed_and_gives_the_state_before_the_mistake(mistake: Mistake) -> None:
-    beside, in_place = _printed_undo(mistake)
-    # first beside the live data, under the name it prints; the live collection keeps its state
-    renamed = shlex.split(beside)[shlex.split(beside).index("--ns-to") + 1]
-    assert renamed.startswith(f"{PATIENTS}_before_")
-    result = _sidecar(mistake, shlex.split(beside))
+def _run_both(mistake: Mistake, printed: tuple[str, str], name: str) -> None:
+    """Beside the live data under the name it prints, then in place: each the state before."""
+    beside, in_place = (shlex.split(line) for line in printed)
+    renamed = beside[beside.index("--ns-to") + 1]
+    assert renamed.startswith(f"{DB}.{name}_before_")
+    result = _sidecar(mistake, beside)
     assert result.returncode == 0, result.stderr
     state = _state(mistake.uri)
     collection = renamed.partition(".")[2]
-    assert state[collection]["documents"] == mistake.before["patients"]["documents"]
-    assert state[collection]["indexes"] == mistake.before["patients"]["indexes"]
-    assert state["patients"] == mistake.after["patients"]
-    # then in place: the live collection as it was, the writes after the mistake discarded
-    assert "--drop" in shlex.split(in_place) and "--ns-to" not in shlex.split(in_place)
-    result = _sidecar(mistake, shlex.split(in_place))
+    assert state[collection]["documents"] == mistake.before[name]["documents"]
+    assert state[collection]["indexes"] == mistake.before[name]["indexes"]
+    assert state.get(name) == mistake.after.get(name)  # the live collection as it is
+    # then in place: the live collection as it was, what was written to it since discarded
+    assert "--drop" in in_place and "--ns-to" not in in_place
+    result = _sidecar(mistake, in_place)
     assert result.returncode == 0, result.stderr
-    assert "safety backup taken first" in result.stdout
-    assert _state(mistake.uri)["patients"] == mistake.before["patients"]
+    assert ("safety backup taken first" in result.stdout) == (name in mistake.after)  # of what it replaces
+    assert _state(mistake.uri)[name] == mistake.before[name]
+
+
+def test_the_printed_undo_of_a_delete_many_runs_as_printed(mistake: Mistake) -> None:
+    _run_both(mistake, _printed_undo(mistake, PATIENTS, "delete", f"70 deletes on {PATIENTS}"), "patients")
+
+
+def test_the_printed_undo_of_a_dropped_collection_runs_as_printed(mistake: Mistake) -> None:
+    assert "visits" not in mistake.after
+    _run_both(mistake, _printed_undo(mistake, f"{DB}.visits", "command", f"drop  {DB}.visits"), "visits")

@@ -6,6 +6,7 @@ gap or outside the window are refused naming the nearest restorable points."""
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import threading
 import time
@@ -20,6 +21,7 @@ import pymongo
 import pytest
 from bson.timestamp import Timestamp
 
+from sidecar import clock
 from sidecar.api.app import Sidecar, create_app
 from sidecar.cli import main as cli_main
 from sidecar.config import Settings
@@ -324,6 +326,21 @@ async def test_the_api_restores_to_a_point_and_refuses_outside_the_window(
     assert point["endPoint"]["t"] == parse_position(text).time
     assert point["replay"]["namespaces"][f"{DB}.patients"]["createIndexes"] == 1
     assert _restored(history) == expected
+    # the same second as epoch seconds and as a relative time: the CLI's parser (time_input)
+    second = parse_iso(history.seconds["indexed"])
+    for given in (f"@{int(second.timestamp())}", "now-1m30s", "2024-12-01T00:00"):
+        with clock.set_to(second + dt.timedelta(seconds=90)):
+            resp = await client.post(
+                "/api/backup/restore?wait=true", json={"pointInTime": given, "dryRun": True}, headers=headers
+            )
+        body = await resp.json()
+        if given.startswith("2024"):  # the API wants the zone written (no SIDECAR_TIMEZONE reading)
+            assert resp.status == 400
+            assert "field pointInTime: '2024-12-01T00:00' has no time zone" in body["error"]["message"]
+            continue
+        assert resp.status == 200, body
+        target = body["restore"]["pointInTime"]["target"]
+        assert (target["given"], target["time"]) == (given, history.seconds["indexed"])
     end = history.base["oplog"]["end"]
     resp = await client.post(
         "/api/backup/restore?wait=true", json={"beforeOp": f"{end['t'] - 5}:0"}, headers=headers
@@ -354,6 +371,10 @@ def test_cli_restore_to_time_prints_the_plan(history: History, monkeypatch, caps
     seoul = parse_iso(history.seconds[label]).astimezone(zoneinfo.ZoneInfo("Asia/Seoul"))
     local = f"{seoul:%Y-%m-%d %H:%M:%S}"
     assert cli_main(["restore", "--to-time", local, "--tz", "Asia/Seoul", "--dry-run", "--quiet"]) == 0
+    assert f"end point: {parse_position(history.points[label][0]).time}:" in capsys.readouterr().out
+    # the runbook's "5 minutes ago" as written (docs/pitr-restore.ko.md, 절차 2; verify-restore.md)
+    with clock.set_to(parse_iso(history.seconds[label]) + dt.timedelta(minutes=5)):
+        assert cli_main(["restore", "--to-time", "now-5m", "--dry-run"]) == 0
     assert f"end point: {parse_position(history.points[label][0]).time}:" in capsys.readouterr().out
     # a refused time names the flag that was used, and only that one
     for flag, text, said in (

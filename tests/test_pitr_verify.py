@@ -283,6 +283,9 @@ def test_without_two_joined_base_backups_the_level_is_skipped_and_says_why(
         "pitr verification skipped: the pitr check needs two usable base backups within the oplog archive, "
         "which holds no slices: 0 of the 2 lie in it"
     ) in capsys.readouterr().out
+    assert cli_main(["verify", "--level", "pitr", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)  # where a verdict would be: skipped and why, no nulls
+    assert shown["verification"] == {"pitr": {"skipped": shown["skipped"]}} and None not in shown.values()
     empty = settings.replace(backup_dir=tmp_path / "empty")
     assert "the catalog holds none" in BackupService(empty).run_pitr_verify()["skipped"]
     assert cli_main(["verify", "--level", "pitr", "some.gz"]) == 2

@@ -24,10 +24,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pymongo.errors import OperationFailure
 
+from sidecar.engine.namespaces import Renamer
 from sidecar.engine.replay.doc_diff import apply_diff
 from sidecar.engine.replay.engine import ReplayOptions, replay
 from sidecar.engine.replay.scope import ReplayScope
-from sidecar.engine.restore_plan import Renamer
 from tests.replay_support import RAW, entries_since, newest_ts
 
 PATHS = [

@@ -17,8 +17,8 @@ from bson.timestamp import Timestamp
 from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata, Namespace
 from sidecar.archive.metadata import build_metadata_json
 from sidecar.cli import main as cli_main
+from sidecar.engine.namespaces import Renamer
 from sidecar.engine.replay.archive_oplog import server_has_apply_ops
-from sidecar.engine.restore_plan import Renamer
 from sidecar.integrity.compare import index_signature
 from sidecar.jobs import Job, JobBusy, JobLock
 from sidecar.service import JobFailed

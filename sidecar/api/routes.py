@@ -31,6 +31,7 @@ from sidecar.pitr.find.search import find_operations
 from sidecar.pitr.planning.restore_point import PointRefused, PointTarget
 from sidecar.pitr.status import pitr_status
 from sidecar.service import JobFailed, ShuttingDown
+from sidecar.service.restore_request import RestoreRequest
 from sidecar.store.catalog import SAFETY_TRIGGER, CatalogError, Status, find_entry, newest_usable
 
 JOBS_PATH = "/api/backup/jobs"
@@ -319,30 +320,17 @@ async def backup_restore(request: web.Request) -> web.Response:
     sidecar = _sidecar(request)
     point = _restore_point(body)
     name = await _usable_archive(sidecar, body["fileName"]) if point is None else None
-    options = {
-        "file_name": name,
-        "point": point,
-        "ns_include": tuple(body.get("nsInclude", ())),
-        "ns_exclude": tuple(body.get("nsExclude", ())),
-        "ns_from": tuple(body.get("nsFrom", ())),
-        "ns_to": tuple(body.get("nsTo", ())),
-        "drop": body.get("drop", False),
-        "dry_run": body.get("dryRun", False),
-        "safety_backup": body.get("safetyBackup", True),
-        "oplog_replay": body.get("oplogReplay", True),
-    }
-    if "engine" in body:
-        options["engine"] = body["engine"]
+    asked = RestoreRequest.from_json(body, file_name=name, point=point).for_settings(sidecar.settings)
 
     def work(job: Job) -> Any:
-        return sidecar.service.run_restore(job, **options)
+        return sidecar.service.run_restore(job, asked)
 
     def respond(job: Job, result: Any) -> dict[str, Any]:
         return {"restore": result}
 
     # the runbook's call does not wait: a refusal (verification, collisions) still answers 4xx, and 202
     # means the archive was verified and the writes begin
-    return await _start_job(request, "restore", work, wait, respond, until="writing", **body)
+    return await _start_job(request, "restore", work, wait, respond, until="writing", **asked.as_json())
 
 
 def _restore_point(body: dict[str, Any]) -> PointTarget | None:

@@ -8,13 +8,12 @@ import sys
 import zoneinfo
 from typing import Any
 
+from sidecar.cli.common import EXIT_USAGE, time_zone
 from sidecar.config import Settings
 from sidecar.pitr.find.query import DEFAULT_LIMIT, MAX_LIMIT, OP_CHOICES, FindError, FindQuery
 from sidecar.pitr.find.search import find_operations
 from sidecar.text import counted
-from sidecar.time_input import parse_iso, zone_name
-
-EXIT_USAGE = 2
+from sidecar.time_input import parse_iso
 
 
 def add_parser(sub: Any) -> None:
@@ -37,7 +36,7 @@ def add_parser(sub: Any) -> None:
     find.add_argument("--since", metavar="T", help="at or after T")
     find.add_argument("--until", metavar="T", help="at or before T")
     find.add_argument(
-        "--tz", type=zone_name, metavar="ZONE", help="read a T without a zone in this IANA zone"
+        "--tz", type=time_zone, metavar="ZONE", help="read a T without a zone in this IANA zone"
     )
     find.add_argument("--id", metavar="VALUE", help="only operations on the document with this _id")
     find.add_argument(
@@ -86,13 +85,14 @@ def _undo_lines(item: dict[str, Any]) -> list[str]:
 
 
 def _item_lines(item: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
+    fresh = "  [not archived yet]" if "serverOplog" in item["source"] else ""
     if item["kind"] == "group":
         head = (
             f"{counted(item['count'], item['operation'])} on {item['namespace']} between "
             f"{_when(item['firstWall'], tz)} and {_when(item['lastWall'], tz)}, "
             f"{item['firstPosition']} .. {item['lastPosition']}"
         )
-        return [head, *_undo_lines(item)]
+        return [head + fresh, *_undo_lines(item)]
     what = item["command"] if item["operation"] == "command" else item["operation"]
     parts = [item["position"], _when(item["wall"], tz), what, item["namespace"]]
     if item["_id"] is not None:
@@ -101,7 +101,20 @@ def _item_lines(item: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
         parts.append(f"({item['detail']})")
     if item["transaction"]:
         parts.append("[transaction]")
-    return ["  ".join(parts) + f"  --before-op {item['beforeOp']}", *_undo_lines(item)]
+    return ["  ".join(parts) + f"  --before-op {item['beforeOp']}{fresh}", *_undo_lines(item)]
+
+
+def _server_line(server: dict[str, Any]) -> str:
+    """Where the search went past the archive: the server's oplog after the newest stored entry."""
+    after = f"after {server['after']}" if server["after"] else "(nothing archived yet)"
+    if server["error"]:
+        return f"WARNING: not archived yet, not searched: {server['error']}"
+    if not server["searched"]:
+        return f"the server's oplog {after} was not searched: {server['skipped']}"
+    return (
+        f"and the server's oplog {after}, not archived yet: {server['entriesRead']:,} entries read, "
+        f"{counted(server['matches'], 'match', 'matches')} (marked [not archived yet])"
+    )
 
 
 def describe(listing: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
@@ -111,6 +124,7 @@ def describe(listing: dict[str, Any], tz: zoneinfo.ZoneInfo) -> list[str]:
         f"catalog, {s['unread']} not read; {listing['entriesRead']:,} entries read"
     ]
     lines += [f"WARNING: {u['error']}" for u in s["unreadable"]]
+    lines.append(_server_line(listing["serverOplog"]))
     if not listing["items"]:
         lines.append("no matching operation")
     for item in listing["items"]:

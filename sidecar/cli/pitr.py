@@ -12,10 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from sidecar.config import Settings
+from sidecar.engine.replay.engine import MAX_INC
 from sidecar.logs import Redactor, setup_logging
 from sidecar.metrics_http import serve_archiver_metrics
 from sidecar.pitr.capture.probe import BEAT_SECONDS, beat, health_problem, write_health
 from sidecar.pitr.capture.runner import PitrRunner
+from sidecar.pitr.planning.restore_point import PointRefused, PointTarget, plan_point
+from sidecar.pitr.record.slices import oplog_dir
 from sidecar.pitr.status import pitr_status
 from sidecar.text import human_size
 
@@ -42,7 +45,7 @@ def add_parser(sub: Any) -> None:
         metavar="PORT",
         help="serve the archiver's Prometheus metrics on SIDECAR_HOST:PORT/metrics (CronJob mode's alerts)",
     )
-    stream.set_defaults(func=cmd_stream)
+    stream.set_defaults(func=cmd_stream, logs_to_terminal=True)  # its log is its output
     probe = commands.add_parser(
         "probe", help="exit 0 when `pitr stream --health-file` is alive (an exec probe), else 1 and why"
     )
@@ -56,6 +59,20 @@ def add_parser(sub: Any) -> None:
         "--verify", action="store_true", help="check every slice's content (sha256, gzip, BSON, order)"
     )
     status.set_defaults(func=cmd_status)
+    slices = commands.add_parser(
+        "slices",
+        help="for the stock tools: the slice files (in order) a restore to a point replays, one path a line",
+    )
+    point = slices.add_mutually_exclusive_group(required=True)
+    point.add_argument("--to-time", metavar="T", help="through T: ISO-8601 or t:i (as sidecar restore)")
+    point.add_argument("--before-op", metavar="T:I", help="up to, not including, that entry")
+    slices.add_argument("--tz", help="the zone of a --to-time without one (default SIDECAR_TIMEZONE)")
+    shown = slices.add_mutually_exclusive_group()
+    shown.add_argument("--base", action="store_true", help="print the base backup's archive path instead")
+    shown.add_argument(
+        "--oplog-limit", action="store_true", help="print mongorestore's --oplogLimit for the point instead"
+    )
+    slices.set_defaults(func=cmd_slices)
 
 
 def cmd_stream(args: argparse.Namespace, settings: Settings) -> int:
@@ -117,6 +134,42 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(f"sidecar: error: cannot read the server's oplog window: {unreachable}", file=sys.stderr)
         return EXIT_SERVER_UNREACHABLE
     return 0
+
+
+def cmd_slices(args: argparse.Namespace, settings: Settings) -> int:
+    """The stock-tools path of docs/verify-restore.md: what ``plan_point`` picks, as paths."""
+    try:
+        target = (
+            PointTarget.before_op(args.before_op)
+            if args.before_op is not None
+            else PointTarget.to_time(args.to_time, args.tz or settings.timezone)
+        )
+    except ValueError as exc:
+        print(f"sidecar: error: {'--before-op' if args.before_op else '--to-time'}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        plan = plan_point(settings, target)
+    except PointRefused as exc:
+        print(f"sidecar: error: {exc}", file=sys.stderr)
+        return 1
+    if args.base:
+        print(settings.backup_dir / plan.base)
+    elif args.oplog_limit:
+        print(oplog_limit(target))
+    else:
+        for entry in plan.slices:
+            print(oplog_dir(settings) / entry["fileName"])
+    return 0
+
+
+def oplog_limit(target: PointTarget) -> str:
+    """mongorestore's ``--oplogLimit`` (it replays the entries *before* it) for the same point."""
+    if target.before is not None:
+        return f"{target.before.time}:{target.before.inc}"
+    until = target.point
+    if until.inc == MAX_INC:  # a time: its whole second
+        return f"{until.time + 1}:0"
+    return f"{until.time}:{until.inc + 1}"
 
 
 def _pos(data: dict[str, int] | None) -> str:

@@ -9,10 +9,9 @@ times the batch size.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -22,9 +21,10 @@ from bson.timestamp import Timestamp
 
 from sidecar import __version__
 from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata, Namespace
-from sidecar.archive.bsonstream import split_documents
-from sidecar.archive.format import OPLOG_NAMESPACE, count_documents
+from sidecar.archive.bsonstream import count_documents, split_documents
+from sidecar.archive.format import OPLOG_NAMESPACE
 from sidecar.archive.metadata import build_metadata_json
+from sidecar.engine.namespaces import namespace_matches
 from sidecar.progress import Progress
 
 SYSTEM_DATABASES = frozenset({"admin", "local", "config"})
@@ -103,14 +103,6 @@ class DumpResult:
     @property
     def uncompressed_bytes(self) -> int:
         return sum(s.bytes for s in self.namespaces.values())
-
-
-def namespace_matches(name: str, include: Iterable[str], exclude: Iterable[str]) -> bool:
-    """mongodump's --nsInclude/--nsExclude: ``*`` matches within and across the db.coll name."""
-    include = tuple(include)
-    if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
-        return False
-    return not any(fnmatch.fnmatchcase(name, p) for p in exclude)
 
 
 def plan_collections(client: pymongo.MongoClient, options: DumpOptions) -> list[CollectionMetadata]:

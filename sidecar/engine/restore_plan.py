@@ -8,8 +8,7 @@ Nothing here writes to MongoDB; the plan is made, and refused if it must be, bef
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +19,11 @@ from bson.son import SON
 
 from sidecar.archive.metadata import parse_metadata_json
 from sidecar.archive.reader import DocumentChunk, Prelude
-from sidecar.engine.dump import namespace_matches
+from sidecar.engine.namespaces import SKIPPED_DATABASES, Renamer, check_target_name, namespace_matches
 from sidecar.engine.restore_errors import RestoreError
 from sidecar.engine.scratch_names import is_scratch_database
 from sidecar.text import counted
 
-SKIPPED_DATABASES = frozenset({"local", "config"})
-MAX_DATABASE_NAME_BYTES = 63
 _INDEX_FIELDS_DROPPED = frozenset({"ns", "entryFormat"})
 MAX_COMPARED_IDS = 200_000  # _ids of the archive kept (in all) to compare with the target collections
 ID_QUERY_BATCH = 1000
@@ -52,68 +49,23 @@ class RestoreOptions:
         return not (self.ns_include or self.ns_exclude or self.ns_from)
 
     def as_json(self) -> dict[str, Any]:
-        return {
-            "nsInclude": list(self.ns_include),
-            "nsExclude": list(self.ns_exclude),
-            "nsFrom": list(self.ns_from),
-            "nsTo": list(self.ns_to),
-            "drop": self.drop,
-            "dryRun": self.dry_run,
-            "oplogReplay": self.oplog_replay,
-        }
+        """The options by their JSON names (the API's fields, a job's recorded parameters)."""
+        return {key: _plain(getattr(self, name)) for name, key in OPTION_KEYS.items()}
 
 
-# -- renaming ------------------------------------------------------------------------------------
+OPTION_KEYS = {  # field -> JSON name
+    "ns_include": "nsInclude",
+    "ns_exclude": "nsExclude",
+    "ns_from": "nsFrom",
+    "ns_to": "nsTo",
+    "drop": "drop",
+    "dry_run": "dryRun",
+    "oplog_replay": "oplogReplay",
+}
 
 
-def _wildcard_regex(pattern: str) -> re.Pattern[str]:
-    parts = [re.escape(p) for p in pattern.split("*")]
-    return re.compile("(.*?)".join(parts[:-1]) + ("(.*)" if len(parts) > 1 else "") + parts[-1] + r"\Z")
-
-
-class Renamer:
-    """--nsFrom/--nsTo pairs: each ``*`` in nsFrom captures text that the same-numbered ``*`` in nsTo
-    receives, as mongorestore does (``maekcord.*`` -> ``restored.*``). The first matching pair wins."""
-
-    def __init__(self, ns_from: Iterable[str], ns_to: Iterable[str]):
-        ns_from, ns_to = list(ns_from), list(ns_to)
-        if len(ns_from) != len(ns_to):
-            raise ValueError(
-                f"--ns-from and --ns-to come in pairs: got {len(ns_from)} --ns-from, {len(ns_to)} --ns-to"
-            )
-        self.pairs: list[tuple[re.Pattern[str], str]] = []
-        for source, target in zip(ns_from, ns_to, strict=True):
-            if source.count("*") != target.count("*"):
-                raise ValueError(
-                    f"--ns-from {source!r} and --ns-to {target!r} must have the same number of '*'"
-                )
-            if "." not in source or "." not in target:
-                raise ValueError(
-                    f"--ns-from/--ns-to take db.collection patterns, got {source!r} -> {target!r}"
-                )
-            self.pairs.append((_wildcard_regex(source), target))
-
-    def __call__(self, ns: str) -> str:
-        for regex, target in self.pairs:
-            if match := regex.match(ns):
-                first, *rest = target.split("*")
-                return first + "".join(c + piece for c, piece in zip(match.groups(), rest, strict=True))
-        return ns
-
-
-def check_target_name(ns: str) -> str | None:
-    """Why MongoDB would refuse ``ns`` as a namespace, or None."""
-    db, _, coll = ns.partition(".")
-    if not db or not coll:
-        return "a namespace is db.collection with both parts non-empty"
-    if len(db.encode()) > MAX_DATABASE_NAME_BYTES:
-        return f"database name {db!r} is longer than {MAX_DATABASE_NAME_BYTES} bytes"
-    bad = set(db) & set('/\\. "$\0')
-    if bad:
-        return f"database name {db!r} contains {''.join(sorted(bad))!r}"
-    if "\0" in coll or coll.startswith("$"):
-        return f"collection name {coll!r} is not allowed"
-    return None
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 # -- planning ------------------------------------------------------------------------------------

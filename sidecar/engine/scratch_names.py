@@ -14,7 +14,6 @@ from bson.timestamp import Timestamp
 from sidecar.engine.replay.units import flatten
 
 SCRATCH_PREFIX = "sidecar_drill_"
-SCRATCH_PATTERN = f"{SCRATCH_PREFIX}*"  # as a namespace pattern (--ns-exclude)
 _NO_TS = Timestamp(0, 0)
 
 

@@ -21,7 +21,7 @@ from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 from sidecar.archive.bsonstream import split_documents
-from sidecar.engine.replay.scope import split_namespace
+from sidecar.engine.namespaces import split_namespace
 from sidecar.engine.replay.units import flatten
 from sidecar.integrity.compare import Wording, comparable, index_differences, index_signatures
 from sidecar.integrity.digest import server_content_hash

@@ -15,6 +15,7 @@ import pymongo
 from pymongo.errors import InvalidName, PyMongoError
 
 from sidecar.engine.mongorestore import MongorestoreResult, run_mongorestore
+from sidecar.engine.namespaces import Renamer
 from sidecar.engine.replay.archive_oplog import ArchiveOplog
 from sidecar.engine.replay.engine import ReplayPlan
 from sidecar.engine.restore import NamespaceOutcome, NativeRestore, RestoreResult, check_counts
@@ -22,7 +23,6 @@ from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import (
     API_WORDING,
     ArchiveIds,
-    Renamer,
     RestoreOptions,
     RestorePlan,
     TargetsInUse,
@@ -37,10 +37,10 @@ from sidecar.integrity.failure import VerifyFailed
 from sidecar.integrity.scan import ArchiveScan, scan_archive
 from sidecar.jobs import Job
 from sidecar.pitr.find.later import Discarded, later_writes
-from sidecar.pitr.planning.restore_point import PointTarget
 from sidecar.service.backup import backup_and_copy, dump_options
 from sidecar.service.context import JobContext, JobFailed, connect, log
 from sidecar.service.point import PointReplay, prepare_point
+from sidecar.service.restore_request import RestoreRequest
 from sidecar.service.verify import resolve_archive
 from sidecar.store.catalog import SAFETY_TRIGGER, Entry
 from sidecar.store.source import ArchiveReadError, ArchiveSource
@@ -70,44 +70,19 @@ class RestoreRun:
 def run_restore(
     ctx: JobContext,
     job: Job | None = None,
+    request: RestoreRequest | None = None,
     *,
-    file_name: str | None = None,
-    latest: bool = False,
-    ns_include: Iterable[str] = (),
-    ns_exclude: Iterable[str] = (),
-    ns_from: str | Iterable[str] | None = (),
-    ns_to: str | Iterable[str] | None = (),
-    drop: bool = False,
-    dry_run: bool = False,
-    oplog_replay: bool = True,
-    safety_backup: bool = True,
-    engine: str | None = None,
     wording: Wording = API_WORDING,
-    point: PointTarget | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
     """Restore an archive after verifying it fully and taking a safety backup of what it overwrites.
-    With ``point``, the base backup and slices that reach it (``pitr.plan``) instead of ``file_name``:
-    the slices are verified and their replay planned before the first write too. Returns the restore
-    report."""
-    options = RestoreOptions(
-        ns_include=tuple(ns_include),
-        ns_exclude=tuple(ns_exclude),
-        ns_from=_as_tuple(ns_from),
-        ns_to=_as_tuple(ns_to),
-        drop=drop,
-        dry_run=dry_run,
-        oplog_replay=oplog_replay,
-    )
-    engine = engine or ("mongorestore" if ctx.settings.engine == "mongodump" else "native")
-    if engine not in ("native", "mongorestore"):
-        raise ValueError(f"engine must be native or mongorestore, got {engine!r}")
-    job = job or ctx.new_job(
-        "restore",
-        **({"pointInTime": point.as_json()} if point is not None else {"fileName": file_name or "--latest"}),
-        engine=engine,
-        safetyBackup=safety_backup,
-        **options.as_json(),
-    )
+    ``request``, or its fields as keywords (``file_name=``, ``ns_include=``...). With a ``point``, the
+    base backup and slices that reach it (``pitr.plan``) instead of the file: the slices are verified
+    and their replay planned before the first write too. Returns the restore report."""
+    request = (request or RestoreRequest(**fields)).for_settings(ctx.settings)
+    options, engine, point = request.options, str(request.engine), request.point
+    file_name, latest, safety_backup = request.file_name, request.latest, request.safety_backup
+    job = job or ctx.new_job("restore", **request.as_json())
     with ctx.running(job), contextlib.ExitStack() as stack:
         job.stage = "verify"
         follow = prepare_point(ctx.settings, point, options) if point is not None else None
@@ -427,12 +402,6 @@ def _safety_backup(ctx: JobContext, job: Job, namespaces: list[str], wording: Wo
     if upload_error:  # the local copy is what a restore needs; the bucket's comes with the next backup
         log.warning("safety backup %s: %s", entry["fileName"], upload_error, extra={"job_id": safety.id})
     return entry
-
-
-def _as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:
-    if value is None:
-        return ()
-    return (value,) if isinstance(value, str) else tuple(value)
 
 
 def _exact_pattern(ns: str) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from sidecar.store.catalog import STATUS_COMPLETED, Catalog, Entry, find_entry
 from sidecar.store.objects import LOCAL, S3, ObjectInfo, StoreError
 from sidecar.store.retention import Policy, Removal, locations, plan, upload_candidates
 from sidecar.store.sink import ArchiveSink
+from sidecar.store.storage import STOP_KINDS, places, remove_copies
 from sidecar.text import iso_utc
 from sidecar.time_input import parse_iso
 
@@ -41,7 +43,6 @@ if TYPE_CHECKING:
     from sidecar.store.s3 import S3Backend, S3Upload
 
 log = logging.getLogger("sidecar.store.offsite")
-_STOP_KINDS = ("unreachable", "credentials", "bucket")  # no point trying the next archive
 
 
 # Policy field -> its setting; the bucket's is the same name with s3_ in front.
@@ -91,6 +92,9 @@ class Offsite:
 
             self._s3 = S3Backend.from_settings(self.settings)
         return self._s3
+
+    def _bucket(self) -> Callable[[], S3Backend] | None:
+        return (lambda: self.s3) if self.enabled else None
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -168,7 +172,7 @@ class Offsite:
             except StoreError as exc:
                 errors.append(f"{name}: {exc}")
                 self._record_failure(name, exc)
-                if exc.kind in _STOP_KINDS:
+                if exc.kind in STOP_KINDS:
                     break
                 continue
             self._record_success(name, info)
@@ -308,23 +312,7 @@ class Offsite:
         if not removals:
             return []
         self.catalog.update(lambda entries: _mark_deleting(entries, removals))
-        done: list[Removal] = []
-        s3_down = False
-        for removal in removals:
-            try:
-                if removal.destination == S3:
-                    if s3_down:
-                        continue
-                    self.s3.delete(removal.file_name)
-                else:
-                    (self.settings.backup_dir / removal.file_name).unlink(missing_ok=True)
-            except (StoreError, OSError) as exc:
-                log.warning(
-                    "retention could not remove %s from %s: %s", removal.file_name, removal.destination, exc
-                )
-                s3_down = s3_down or (isinstance(exc, StoreError) and exc.kind in _STOP_KINDS)
-                continue
-            done.append(removal)
+        done = remove_copies(removals, places(self.settings.backup_dir, self._bucket()), log)
         gone = {(r.file_name, r.destination) for r in done}
         self.catalog.update(lambda entries: _finish_deleting(entries, gone))
         if done:

@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from sidecar.embedded import EmbeddedServer  # noqa: E402
+from sidecar.engine.namespaces import Renamer  # noqa: E402
 from sidecar.engine.replay.engine import ReplayOptions, replay  # noqa: E402
 from sidecar.engine.replay.scope import ReplayScope  # noqa: E402
-from sidecar.engine.restore_plan import Renamer  # noqa: E402
 
 RAW = CodecOptions(document_class=RawBSONDocument)
 BATCH = 1000

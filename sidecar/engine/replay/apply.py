@@ -24,10 +24,11 @@ from bson.son import SON
 from pymongo.errors import BulkWriteError, OperationFailure
 from pymongo.operations import InsertOne
 
+from sidecar.engine.namespaces import split_namespace
 from sidecar.engine.replay.bson_raw import document, elements, string
 from sidecar.engine.replay.commands import Command, CommandTranslator
 from sidecar.engine.replay.crud import DUPLICATE_KEY, UnsupportedEntry, Write, WriteModel, crud_write
-from sidecar.engine.replay.scope import ReplayScope, split_namespace
+from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.replay.units import OplogOp, ReplayError, Unit
 from sidecar.engine.restore_errors import server_message
 
@@ -58,9 +59,15 @@ def action_kind(action: Action) -> str:
 class Translator:
     scope: ReplayScope
     commands: CommandTranslator = field(init=False)
+    targets: dict[str, str | None] = field(default_factory=dict)  # the scope's answers, asked once per ns
 
     def __post_init__(self) -> None:
         self.commands = CommandTranslator(self.scope)
+
+    def target(self, ns: str) -> str | None:
+        if ns not in self.targets:
+            self.targets[ns] = self.scope.target(ns)
+        return self.targets[ns]
 
     def actions(self, unit: Unit) -> list[Action]:
         out: list[Action] = []
@@ -76,7 +83,7 @@ class Translator:
         if kind in IGNORED_OPS:
             return []
         if kind in ("i", "u", "d"):
-            target = self.scope.target(op.ns)
+            target = self.target(op.ns)
             if target is None:
                 return []
             self.commands.written.add(op.ns)

@@ -27,8 +27,9 @@ from typing import Any
 
 from bson.son import SON
 
+from sidecar.engine.namespaces import is_internal, split_namespace
 from sidecar.engine.replay.crud import UnsupportedEntry
-from sidecar.engine.replay.scope import ReplayScope, is_internal, split_namespace
+from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.replay.units import OplogOp
 from sidecar.engine.restore_plan import clean_index
 

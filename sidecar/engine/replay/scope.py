@@ -10,24 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sidecar.engine.dump import namespace_matches
-from sidecar.engine.restore_plan import SKIPPED_DATABASES, Renamer, RestoreOptions
-from sidecar.engine.scratch_names import is_scratch_database
-
-
-def split_namespace(ns: str) -> tuple[str, str]:
-    """(database, collection) of ``db.collection``."""
-    db, _, coll = ns.partition(".")
-    return db, coll
-
-
-def is_internal(ns: str) -> bool:
-    """A namespace the restore never writes: local/config, a proof's scratch database, system
-    collections but system.js."""
-    db, _, coll = ns.partition(".")
-    if ns.startswith("__mdb_internal") or db in SKIPPED_DATABASES or is_scratch_database(db):
-        return True
-    return coll.startswith("system.") and coll != "system.js"
+from sidecar.engine.namespaces import Renamer, is_internal, namespace_matches
+from sidecar.engine.restore_plan import RestoreOptions
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from bson.objectid import ObjectId
 from bson.timestamp import Timestamp
 
+from sidecar.engine.namespaces import matches_any
 from sidecar.pitr.find.ops import OPERATIONS, Operation, id_json, position
 from sidecar.pitr.optime import from_json
 from sidecar.pitr.record.slices import SliceEntry
@@ -144,7 +144,7 @@ class FindQuery:
         if not self.patterns:
             return True
         if op.database_wide:
-            return any(fnmatch.fnmatchcase(op.database, p.partition(".")[0]) for p in self.patterns)
+            return matches_any(op.database, (p.partition(".")[0] for p in self.patterns))
         return any(self._named(n) for n in op.namespaces())
 
     def before_since(self, op: Operation) -> bool:
@@ -175,7 +175,7 @@ class FindQuery:
         return bool(commands) or any(self._named(k) for k in keys)
 
     def _named(self, ns: str) -> bool:
-        return not self.patterns or any(fnmatch.fnmatchcase(ns, p) for p in self.patterns)
+        return not self.patterns or matches_any(ns, self.patterns)
 
     def _slice_before_since(self, entry: SliceEntry) -> bool:
         if self.since is None:

@@ -7,6 +7,11 @@ wall times and namespaces skip, unopened, the slices that cannot hold a match. A
 are listed: the listing then says it is truncated and where the next one is (``next``: search again
 with ``since`` set to it). Memory holds the listed items and the entry being read.
 
+**Past the archive.** Then the server's own oplog after the newest stored entry (``server_oplog.py``):
+what the archiver has not stored yet. Each item's ``source`` says where it was read (``archive``,
+``serverOplog``, or both for a group that spans the archive's end); ``serverOplog`` says how much of
+the server was read, or why not.
+
 **Groups.** Deletes on one namespace, and drops (``drop``, ``dropDatabase``) in one database, that
 follow each other with no other operation on it in between and at most ``GROUP_GAP_SECONDS`` apart
 (wall time) are one item: "412 deletes on maekcord.patients between ... and ...", with the first and
@@ -28,11 +33,15 @@ from sidecar.engine.replay.units import ReplayError
 from sidecar.pitr.find.ops import Operation, position
 from sidecar.pitr.find.ops import operations as entry_operations
 from sidecar.pitr.find.query import FindQuery
+from sidecar.pitr.find.server_oplog import SOURCE, ServerOplog, server_entries
+from sidecar.pitr.optime import from_json
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import SliceEntry, SliceError, iter_entries, oplog_dir
 from sidecar.text import iso_utc
+from sidecar.time_input import parse_iso
 
 GROUP_GAP_SECONDS = 2.0
+ARCHIVE = "archive"
 _MAX_NAMES = 20  # the collections a drop group lists
 
 GroupKey = tuple[str, str]  # ("delete", namespace) or ("drop", database)
@@ -78,18 +87,21 @@ class Item:
     count: int = 1
     commands: Counter[str] = field(default_factory=Counter)
     names: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # archive, serverOplog (a group may span both)
 
     @classmethod
-    def of(cls, op: Operation) -> Item:
+    def of(cls, op: Operation, source: str) -> Item:
         item = cls(op, op)
-        item._note(op)
+        item._note(op, source)
         return item
 
-    def add(self, op: Operation) -> None:
+    def add(self, op: Operation, source: str) -> None:
         self.last, self.count = op, self.count + 1
-        self._note(op)
+        self._note(op, source)
 
-    def _note(self, op: Operation) -> None:
+    def _note(self, op: Operation, source: str) -> None:
+        if source not in self.sources:
+            self.sources.append(source)
         if op.command:
             self.commands[op.command] += 1
         if op.command == "drop" and len(self.names) < _MAX_NAMES:
@@ -102,7 +114,7 @@ class Item:
         return self.first.namespace
 
     def as_json(self) -> dict[str, Any]:
-        commands = undo(self.first.ts, self.namespace)
+        commands = {**undo(self.first.ts, self.namespace), "source": "+".join(self.sources)}
         if self.count == 1:
             return {**self.first.as_json(), **commands}
         operation = "delete" if self.first.operation == "delete" else "drop"
@@ -135,6 +147,7 @@ class Finder:
     items: list[Item] = field(default_factory=list)
     open: dict[GroupKey, Item] = field(default_factory=dict)
     next: Timestamp | None = None  # the first hit not listed (the listing is truncated)
+    source: str = ARCHIVE  # where the operations fed now come from
 
     @property
     def done(self) -> bool:
@@ -149,11 +162,11 @@ class Finder:
         key = _group_key(op) if hit and not self.query.doc_id else None
         self.open = {k: g for k, g in self.open.items() if k == key or not _touches(k, op)}
         if key is not None and key in self.open:
-            self.open[key].add(op)
+            self.open[key].add(op, self.source)
         elif hit and len(self.items) >= self.query.limit:
             self.next = self.next or op.ts
         elif hit:
-            self.items.append(Item.of(op))
+            self.items.append(Item.of(op, self.source))
             if key is not None:
                 self.open[key] = self.items[-1]
 
@@ -178,12 +191,15 @@ class _Scan:
 
 
 def find_operations(settings: Settings, query: FindQuery) -> dict[str, Any]:
-    """The listing (see the module doc and docs/pitr.md); reads the slices of SIDECAR_BACKUP_DIR."""
+    """The listing (see the module doc and docs/pitr.md): the slices of SIDECAR_BACKUP_DIR, then the
+    server's oplog after the newest stored entry (``server_oplog.py``)."""
     slices = SliceCatalog(oplog_dir(settings)).slices()
     finder, scan = Finder(query), _Scan(len(slices))
+    reached_until = False
     for index, entry in enumerate(slices):
         if _past_until(query, entry):  # so is every later slice
             scan.skipped += len(slices) - index
+            reached_until = True
             break
         if finder.done:  # the rest is unread
             break
@@ -193,7 +209,10 @@ def find_operations(settings: Settings, query: FindQuery) -> dict[str, Any]:
         scan.opened += 1
         if not _read(settings, entry, finder, scan):
             scan.skipped += len(slices) - index - 1
+            reached_until = True
             break
+    server = ServerOplog(after=from_json(slices[-1]["last"]) if slices else None)
+    _read_server(settings, finder, server, reached_until or _archive_reaches_until(query, slices))
     return {
         "query": query.as_json(),
         "items": [item.as_json() for item in finder.items],
@@ -201,7 +220,8 @@ def find_operations(settings: Settings, query: FindQuery) -> dict[str, Any]:
         "truncated": finder.next is not None,
         "next": position(finder.next) if finder.next is not None else None,
         "slices": scan.as_json(),
-        "entriesRead": scan.entries,
+        "serverOplog": server.as_json(),
+        "entriesRead": scan.entries,  # from the slices (serverOplog counts its own)
         "groupGapSeconds": GROUP_GAP_SECONDS,
     }
 
@@ -211,19 +231,51 @@ def _past_until(query: FindQuery, entry: SliceEntry) -> bool:
     return isinstance(query.until, Timestamp) and query.slice_after_until(entry)
 
 
+def _archive_reaches_until(query: FindQuery, slices: list[SliceEntry]) -> bool:
+    """The newest stored entry is at or after ``until``: nothing the server adds can match."""
+    if query.until is None or not slices:
+        return False
+    if isinstance(query.until, Timestamp):
+        return from_json(slices[-1]["last"]) >= query.until
+    wall = slices[-1].get("lastWall")
+    return wall is not None and parse_iso(wall) > query.until
+
+
+def _feed(doc: RawBSONDocument, finder: Finder) -> bool:
+    """Feed one entry's operations; False once past ``until`` given as a position."""
+    until = finder.query.until
+    if isinstance(until, Timestamp) and doc.get("ts", until) > until:
+        return False
+    for op in entry_operations(doc):
+        finder.feed(op)
+    return True
+
+
 def _read(settings: Settings, entry: SliceEntry, finder: Finder, scan: _Scan) -> bool:
     """Feed one slice's operations (until the listing is done); False once past ``until``."""
-    until = finder.query.until
     try:
         for raw in iter_entries(settings, oplog_dir(settings) / entry["fileName"], entry):
             scan.entries += 1
-            doc = RawBSONDocument(raw)
-            if isinstance(until, Timestamp) and doc.get("ts", until) > until:
+            if not _feed(RawBSONDocument(raw), finder):
                 return False
-            for op in entry_operations(doc):
-                finder.feed(op)
             if finder.done:
                 break
     except (SliceError, ReplayError) as exc:  # ReplayError: an entry that is no oplog entry
         scan.unreadable.append({"fileName": entry["fileName"], "error": str(exc)})
     return True
+
+
+def _read_server(settings: Settings, finder: Finder, server: ServerOplog, past_until: bool) -> None:
+    """The entries the archive has not stored yet, as the slices' (``serverOplog`` items)."""
+    if past_until:
+        server.skipped = "the archive reaches past until"
+        return
+    if finder.done:
+        server.skipped = "the listing is full"
+        return
+    finder.source = SOURCE
+    until = finder.query.until if isinstance(finder.query.until, Timestamp) else None
+    for doc in server_entries(settings, server, until):
+        if not _feed(doc, finder) or finder.done:
+            break
+    server.matches = sum(SOURCE in item.sources for item in finder.items)

@@ -25,6 +25,7 @@ from sidecar.store.catalog import Catalog, Entry
 from sidecar.store.objects import LOCAL, S3, StoreError
 from sidecar.store.offsite import policies, remote_record
 from sidecar.store.retention import Removal, locations
+from sidecar.store.storage import places, remove_copies
 
 log = logging.getLogger("sidecar.pitr.record.offsite")
 
@@ -93,22 +94,8 @@ class SliceCopies:
         return done
 
     def _delete(self, removals: list[Removal]) -> list[Removal]:
-        done: list[Removal] = []
-        bucket = slice_bucket(self.settings) if self.settings.s3_bucket else None
-        for removal in removals:
-            try:
-                if removal.destination == LOCAL:
-                    (self.catalog.directory / removal.file_name).unlink(missing_ok=True)
-                elif removal.destination == S3 and bucket is not None:
-                    bucket.delete(removal.file_name)
-                else:
-                    continue  # a destination not configured now: its mark stays
-            except (StoreError, OSError) as exc:
-                what = f"{removal.file_name} from {removal.destination}"
-                log.warning("retention could not remove slice %s: %s", what, exc)
-                continue
-            done.append(removal)
-        return done
+        bucket = (lambda: slice_bucket(self.settings)) if self.settings.s3_bucket else None
+        return remove_copies(removals, places(self.catalog.directory, bucket), log, "slice ")
 
 
 class SliceUploader:
