@@ -87,16 +87,3 @@ class CollectionMetadata:
 
 def encode_namespace_header(ns: Namespace, *, eof: bool, crc: int = 0) -> bytes:
     return bson.encode({"db": ns.db, "collection": ns.collection, "EOF": eof, "CRC": Int64(crc)})
-
-
-def count_documents(data: bytes | memoryview) -> int:
-    """How many BSON documents a concatenation of raw documents holds."""
-    count, pos, end = 0, 0, len(data)
-    unpack = _INT32_UNPACK
-    while pos < end:
-        pos += unpack(data, pos)[0]
-        count += 1
-    return count
-
-
-_INT32_UNPACK = struct.Struct("<i").unpack_from

@@ -81,20 +81,25 @@ def add_parser(sub: Any) -> None:
     restore.set_defaults(func=cmd_restore)
 
 
-def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+def request_of(args: argparse.Namespace, settings: Settings) -> RestoreRequest:
+    """The restore the flags ask for (the flags are named as the request's fields)."""
     if len(args.ns_from) != len(args.ns_to):
         raise ConfigError("--ns-from and --ns-to come in pairs")
-    service = BackupService(settings)
-    point = _point_target(args, settings)
-    flags = ("ns_include", "ns_exclude", "ns_from", "ns_to", "drop", "dry_run", "engine")  # the fields' names
-    request = RestoreRequest(
+    flags = ("ns_include", "ns_exclude", "ns_from", "ns_to", "drop", "dry_run", "engine")
+    return RestoreRequest(
         file_name=args.file,
         latest=args.latest,
-        point=point,
+        point=_point_target(args, settings),
         oplog_replay=not args.no_oplog_replay,
         safety_backup=not args.no_safety_backup,
         **{name: getattr(args, name) for name in flags},
     ).for_settings(settings)
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> int:
+    request = request_of(args, settings)
+    point = request.point
+    service = BackupService(settings)
     job = service.new_job("restore", **request.as_json())
     with TerminalProgress(job.progress, enabled=not (args.quiet or args.json)):
         result = service.run_restore(job, request, wording=CLI_WORDING)

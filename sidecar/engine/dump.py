@@ -21,8 +21,8 @@ from bson.timestamp import Timestamp
 
 from sidecar import __version__
 from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata, Namespace
-from sidecar.archive.bsonstream import split_documents
-from sidecar.archive.format import OPLOG_NAMESPACE, count_documents
+from sidecar.archive.bsonstream import count_documents, split_documents
+from sidecar.archive.format import OPLOG_NAMESPACE
 from sidecar.archive.metadata import build_metadata_json
 from sidecar.engine.namespaces import namespace_matches
 from sidecar.progress import Progress

@@ -59,9 +59,15 @@ def action_kind(action: Action) -> str:
 class Translator:
     scope: ReplayScope
     commands: CommandTranslator = field(init=False)
+    targets: dict[str, str | None] = field(default_factory=dict)  # the scope's answers, asked once per ns
 
     def __post_init__(self) -> None:
         self.commands = CommandTranslator(self.scope)
+
+    def target(self, ns: str) -> str | None:
+        if ns not in self.targets:
+            self.targets[ns] = self.scope.target(ns)
+        return self.targets[ns]
 
     def actions(self, unit: Unit) -> list[Action]:
         out: list[Action] = []
@@ -77,7 +83,7 @@ class Translator:
         if kind in IGNORED_OPS:
             return []
         if kind in ("i", "u", "d"):
-            target = self.scope.target(op.ns)
+            target = self.target(op.ns)
             if target is None:
                 return []
             self.commands.written.add(op.ns)

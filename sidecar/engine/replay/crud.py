@@ -61,6 +61,9 @@ def _int_value(item: Element) -> int | None:
 
 def update_shape(o: RawBSONDocument) -> str:
     """replace | modifiers | delta | fields (see the module doc), or UnsupportedEntry."""
+    if _is_fields_diff(o):
+        _check_fields_diff(o["diff"])
+        return "fields"
     items = list(elements(o.raw))
     version = next((i for i in items if i.name == "$v"), None)
     rest = [i for i in items if i.name != "$v"]
@@ -87,6 +90,14 @@ def update_shape(o: RawBSONDocument) -> str:
     if unknown:
         raise UnsupportedEntry(f"an update with {', '.join(unknown)} (not update operators)")
     return "modifiers"
+
+
+def _is_fields_diff(o: RawBSONDocument) -> bool:
+    """The embedded server's shape, read through the driver's parser (most updates it logs are)."""
+    if list(o.keys()) != ["$v", "diff"] or o["$v"] != 2 or type(o["$v"]) is not int:
+        return False
+    diff = o["diff"]
+    return isinstance(diff, RawBSONDocument) and len(diff) > 0 and set(diff.keys()) <= _FIELDS_DIFF
 
 
 def _check_fields_diff(diff: RawBSONDocument) -> None:
