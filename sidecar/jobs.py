@@ -40,6 +40,7 @@ class Job:
     error: str | None = None
     stage: str | None = None  # the step running now; on a failed job, the step that failed
     params: dict[str, Any] = field(default_factory=dict)
+    writing: bool = False  # past its checks, it has begun to write (a restore's refusals come before)
 
     def as_json(self) -> dict[str, Any]:
         """The job as the API shows it; safe to call while the worker thread still changes it."""

@@ -38,7 +38,7 @@ _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION = r"(?:\d+[dhms])+"
 _RELATIVE = re.compile(rf"now(?:\s*-\s*(?P<a>{_DURATION}))?|-(?P<b>{_DURATION})|(?P<c>{_DURATION})\s+ago")
 _AHEAD = re.compile(rf"now\s*\+\s*{_DURATION}|\+{_DURATION}|in\s+{_DURATION}")
-_EPOCH = re.compile(r"@(?P<n>-?\d+(?:\.\d+)?)|(?P<bare>\d{9,})")
+_EPOCH = re.compile(r"@(?P<n>-?\d+)(?:\.(?P<f>\d+))?|(?P<bare>\d{9,})")
 _POSITION = re.compile(r"(\d+)[.:](\d+)")
 _DATE = r"(?P<y>\d{4})(?P<dash>-?)(?P<mo>\d{2})(?P=dash)(?P<d>\d{2})"
 _TIME = r"(?P<h>\d{2})(?::?(?P<mi>\d{2})(?::?(?P<s>\d{2})(?:[.,](?P<f>\d{1,9}))?)?)?"
@@ -114,20 +114,20 @@ def _relative(raw: str) -> dt.datetime | None:
     order = [list(_UNITS).index(u) for _, u in units]
     if order != sorted(set(order)):
         raise TimeInputError(f"{_shown(raw)}: write each unit once, largest first, like 1h30m")
-    seconds = sum(int(n) * _UNITS[u] for n, u in units)
-    if seconds > (clock.now() - FIRST).total_seconds():
+    seconds, now = sum(int(n) * _UNITS[u] for n, u in units), clock.now()
+    if seconds > (now - FIRST).total_seconds():
         raise TimeInputError(f"{_shown(raw)} is outside {_range()}")
-    return clock.now() - dt.timedelta(seconds=seconds)
+    return now - dt.timedelta(seconds=seconds)
 
 
 def _epoch(raw: str) -> dt.datetime | None:
     match = _EPOCH.fullmatch(raw)
     if not match:
         return None
-    seconds = float(match["n"] or match["bare"])
+    seconds = int(match["n"] or match["bare"])
     if not 0 <= seconds < 2**32:
         raise TimeInputError(f"{_shown(raw)} is outside {_range()} (epoch seconds 0 to {2**32 - 1})")
-    return FIRST + dt.timedelta(seconds=seconds)
+    return FIRST + dt.timedelta(seconds=seconds, microseconds=_microseconds(match["f"]))
 
 
 def _iso(raw: str, tz: str | None) -> dt.datetime | None:
@@ -138,7 +138,6 @@ def _iso(raw: str, tz: str | None) -> dt.datetime | None:
         raise TimeInputError(f"{_shown(raw)} is a date without a time of day: add one, like {raw[:10]}T00:00")
     if match["mi"] is None:
         raise TimeInputError(f"{_shown(raw)} names only an hour: write its minutes too, like {match['h']}:00")
-    fraction = (match["f"] or "0")[:6].ljust(6, "0")
     try:
         local = dt.datetime(
             int(match["y"]),
@@ -147,7 +146,7 @@ def _iso(raw: str, tz: str | None) -> dt.datetime | None:
             int(match["h"]),
             int(match["mi"]),
             int(match["s"] or 0),
-            int(fraction),
+            _microseconds(match["f"]),
         )
     except ValueError as exc:
         raise TimeInputError(f"{_shown(raw)} is not a date and time of the calendar ({exc})") from None
@@ -161,6 +160,11 @@ def _iso(raw: str, tz: str | None) -> dt.datetime | None:
             f"{_shown(raw)} has no time zone: add Z (UTC) or an offset like +09:00, so it is not ambiguous"
         )
     return _local(raw, local, zone(tz))
+
+
+def _microseconds(fraction: str | None) -> int:
+    """The digits after a second's decimal point as microseconds (beyond six: cut, as stored)."""
+    return int((fraction or "0")[:6].ljust(6, "0"))
 
 
 def zone_name(name: str) -> str:
@@ -177,29 +181,31 @@ def zone(name: str) -> zoneinfo.ZoneInfo:
         raise TimeInputError(f"unknown time zone {name[:60]!r} (use an IANA name like Asia/Seoul)") from None
 
 
-def _offset(raw: str, zone: str) -> dt.timezone:
-    if zone in "Zz":
+def _offset(raw: str, written: str) -> dt.timezone:
+    if written in "Zz":
         return dt.UTC
-    digits = zone[1:].replace(":", "")
+    digits = written[1:].replace(":", "")
     hours, minutes = int(digits[:2]), int(digits[2:] or 0)
     if hours > 23 or minutes > 59:
-        raise TimeInputError(f"{_shown(raw)}: {zone} is not a zone offset (hours up to 23, minutes up to 59)")
-    sign = -1 if zone[0] == "-" else 1
+        raise TimeInputError(
+            f"{_shown(raw)}: {written} is not a zone offset (hours up to 23, minutes up to 59)"
+        )
+    sign = -1 if written[0] == "-" else 1
     return dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
 
 
-def _local(raw: str, local: dt.datetime, zone: zoneinfo.ZoneInfo) -> dt.datetime:
-    """``local`` read in ``zone``; refused where the clocks jump over it or show it twice."""
-    first, second = (local.replace(tzinfo=zone, fold=f).astimezone(dt.UTC) for f in (0, 1))
-    if first.astimezone(zone).replace(tzinfo=None) != local:
+def _local(raw: str, local: dt.datetime, where: zoneinfo.ZoneInfo) -> dt.datetime:
+    """``local`` read in ``where``; refused where the clocks jump over it or show it twice."""
+    first, second = (local.replace(tzinfo=where, fold=f).astimezone(dt.UTC) for f in (0, 1))
+    if first.astimezone(where).replace(tzinfo=None) != local:
         raise TimeInputError(
-            f"{_shown(raw)} does not exist in {zone.key} (its clocks jump over it): "
+            f"{_shown(raw)} does not exist in {where.key} (its clocks jump over it): "
             "give the time with its UTC offset"
         )
     if first != second:
-        offsets = " or ".join(local.replace(tzinfo=zone, fold=f).strftime("%z") for f in (0, 1))
+        offsets = " or ".join(local.replace(tzinfo=where, fold=f).strftime("%z") for f in (0, 1))
         raise TimeInputError(
-            f"{_shown(raw)} happens twice in {zone.key} (its clocks go back): add the offset ({offsets})"
+            f"{_shown(raw)} happens twice in {where.key} (its clocks go back): add the offset ({offsets})"
         )
     return first
 

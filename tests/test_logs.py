@@ -18,6 +18,7 @@ import pytest
 from sidecar import clock
 from sidecar.config import Settings, load_settings
 from sidecar.logs import JOB_ID, DailyFileHandler, LogTail, Redactor, setup_logging, teardown_logging
+from sidecar.service import BackupService, JobFailed
 
 ADMIN = "admin-token-for-logs-0123456789"
 
@@ -247,3 +248,35 @@ def test_setup_twice_replaces_handlers(settings: Settings) -> None:
     finally:
         teardown_logging()
     assert first.getvalue() == "" and second.getvalue().count("once") == 1
+
+
+def test_refused_and_dry_run_restores_stay_out_of_the_error_log(make_settings, sample_counts) -> None:
+    settings = make_settings(database="maekcord", verify_after_backup="off", connect_timeout_seconds=1)
+    setup_logging(settings, stream=io.StringIO())
+    try:
+        service = BackupService(settings)
+        entry = service.run_backup(service.new_job("backup", "manual"))
+        with pytest.raises(JobFailed, match="matches the given filters; nothing was written"):
+            service.run_restore(file_name=entry["fileName"], ns_include=["maekcord.nosuch"])  # a typo
+        with pytest.raises(JobFailed, match="Nothing was written"):
+            service.run_restore(file_name=entry["fileName"])  # onto the live data, no --drop: refused
+        service.run_restore(file_name=entry["fileName"], dry_run=True)
+        down = BackupService(make_settings(mongodb_uri="mongodb://127.0.0.1:9/", connect_timeout_seconds=1))
+        with pytest.raises(JobFailed):
+            down.run_backup(down.new_job("backup", "manual"))  # a failed job: ERROR, as before
+    finally:
+        teardown_logging()
+    read = [
+        json.loads(x) for p in settings.log_dir.glob("combined-*.log") for x in p.read_text().splitlines()
+    ]
+    errors = [json.loads(x) for p in settings.log_dir.glob("error-*.log") for x in p.read_text().splitlines()]
+    restores = [r for r in read if r["message"].startswith("restore job ") and " failed: " in r["message"]]
+    assert [r["level"] for r in restores] == ["WARNING", "WARNING"]
+    assert "no namespace of" in restores[0]["message"] and "Nothing was written" in restores[1]["message"]
+    assert any(r["message"].startswith("restore job ") and r["message"].endswith(" succeeded") for r in read)
+    assert [e["message"].split(" ")[0] for e in errors if " job " in e["message"]] == ["backup"]
+    assert not [e for e in errors if "restore" in e["message"]]
+
+
+def _read_all(settings: Settings, kind: str) -> list[str]:
+    return [line for p in settings.log_dir.glob(f"{kind}-*.log") for line in p.read_text().splitlines()]

@@ -7,10 +7,7 @@ gap or outside the window are refused naming the nearest restorable points."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import zoneinfo
@@ -37,7 +34,7 @@ from sidecar.pitr.record.slices import oplog_dir
 from sidecar.pitr.status import caught_up_position, pitr_status
 from sidecar.service import BackupService, JobFailed
 from sidecar.time_input import parse_iso, parse_position
-from tests.helpers import settings_for
+from tests.helpers import run_cli, settings_for
 from tests.pitr_support import archiving, wait_until_stored
 from tests.replay_support import newest_ts, oplog, snapshot
 
@@ -305,15 +302,7 @@ def test_a_point_after_the_last_entry_up_to_the_caught_up_time_is_the_state_at_t
     assert f"the latest before it is {caught_up.time}:{caught_up.inc} ({optime.iso(caught_up)})" in str(
         refused.value
     )
-    env = {
-        **os.environ,
-        "SIDECAR_MONGODB_URI": history.target.uri,
-        "SIDECAR_BACKUP_DIR": str(history.settings.backup_dir),
-        "SIDECAR_MIN_FREE_BYTES": "0",
-        "SIDECAR_PITR": "off",
-    }
-    cli = [sys.executable, "-m", "sidecar", "restore", "--to-time", after, "--dry-run", "--quiet"]
-    done = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120, check=False)
+    done = run_cli(history.target_settings(), "restore", "--to-time", after, "--dry-run", "--quiet")
     assert done.returncode == 0, done.stderr
     assert f"end point: {last.time}:{last.inc}" in done.stdout
 

@@ -11,7 +11,7 @@ import pymongo
 import pytest
 from bson.timestamp import Timestamp
 
-from sidecar.engine.replay.archive_oplog import OplogReplay, OplogSummary
+from sidecar.engine.replay.archive_oplog import ArchiveOplog
 from sidecar.engine.replay.bson_raw import string
 from sidecar.engine.replay.engine import ReplayError, ReplayOptions, plan_replay, replay, through_second
 from sidecar.engine.replay.field_order import update_order
@@ -426,8 +426,8 @@ def test_until_a_second_includes_the_whole_second(mongo_client, scratch_db):
 
 
 def test_an_archives_oplog_replays_natively_through_the_same_engine(mongo_client, scratch_db):
-    """OplogSummary/OplogReplay (the mongodump archive's oplog) classify and apply with this engine:
-    the first entry (noted by the dump before it read) is in the data, the rest is applied."""
+    """ArchiveOplog (the mongodump archive's oplog) is planned and applied by this engine: the first
+    entry (noted by the dump before it read) is in the data, the rest is applied."""
     db = scratch_db()
     t = 1_800_000_700
     entries = [
@@ -442,12 +442,23 @@ def test_an_archives_oplog_replays_natively_through_the_same_engine(mongo_client
         ),
         entry(Timestamp(t, 5), "c", f"{db}.$cmd", {"frobnicate": 1}),
     ]
-    summary = OplogSummary()
+    archive = ArchiveOplog()
     for raw in entries:
-        summary.add_raw(raw)
-    assert (summary.entries, summary.to_apply, summary.index_builds, summary.skipped) == (5, 2, 1, 1)
-    assert summary.namespaces == {f"{db}.c"} and "frobnicate" in summary.unsupported[0]
-    result = OplogReplay(mongo_client).run(entries[:4])
+        archive.add(raw)
+    summary = archive.summary(archive.plan())
+    assert (summary["entries"], summary["toApply"], summary["indexBuilds"], summary["skipped"]) == (
+        5,
+        2,
+        1,
+        1,
+    )
+    assert archive.plan().namespaces.keys() == {f"{db}.c"} and "frobnicate" in summary["unsupported"][0]
+    archive.close()
+    archive = ArchiveOplog()
+    for raw in entries[:4]:
+        archive.add(raw)
+    result = archive.replay(mongo_client)
+    archive.close()
     assert result == {"applied": 2, "indexBuilds": 1, "skipped": 1, "method": "native"}
     assert mongo_client[db].c.find_one() == {"_id": 3, "x": 1}
 

@@ -36,6 +36,7 @@ ACCEPTED = [
     # epoch seconds
     ("@1733031067", AT),
     ("@1733031067.25", AT + dt.timedelta(milliseconds=250)),
+    ("@1733031067.123456", AT.replace(microsecond=123456)),  # exactly: not through a float
     ("1733031067", AT),
     ("@0", dt.datetime(1970, 1, 1, tzinfo=dt.UTC)),
     # ISO-8601: zones, separators, cases, the basic form, fractions

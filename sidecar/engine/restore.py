@@ -25,7 +25,7 @@ from bson.son import SON
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from sidecar.archive import ArchiveReader, DocumentChunk
-from sidecar.engine.replay.archive_oplog import OplogReplay, OplogSpool
+from sidecar.engine.replay.archive_oplog import ArchiveOplog
 from sidecar.engine.restore_errors import (
     MAX_ERROR_SAMPLES,
     RestoreCancelled,
@@ -91,7 +91,7 @@ class NativeRestore:
         self.result.namespaces = {p.target: NamespaceOutcome() for p in self.plan.namespaces}
         self.state.begin("prepare", len(self.plan.namespaces))
         self._prepare_collections()
-        spool = OplogSpool() if self.plan.replay_oplog else None
+        spool = ArchiveOplog() if self.plan.replay_oplog else None
         try:
             self.state.phase = "documents"
             self.state.count("documents", self.plan.documents, self.plan.bytes)
@@ -100,8 +100,8 @@ class NativeRestore:
             self._build_indexes()
             self._create_views()
             if spool is not None:
-                self.state.begin("oplog", unit="entries", total=max(spool.entries - 1, 0))  # not the first
-                self.result.oplog = OplogReplay(self.client, self.cancel).run(spool.raw_entries(), self.state)
+                self.state.begin("oplog", unit="entries", total=spool.replayed)
+                self.result.oplog = spool.replay(self.client, self.cancel, self.state)
         finally:
             if spool is not None:
                 spool.close()
@@ -120,7 +120,7 @@ class NativeRestore:
             except OperationFailure as exc:
                 raise RestoreError(f"cannot create {p.target}: {server_message(exc)}") from None
 
-    def _copy_documents(self, stream: BinaryIO, spool: OplogSpool | None) -> None:
+    def _copy_documents(self, stream: BinaryIO, spool: ArchiveOplog | None) -> None:
         plans = {p.source: p for p in self.plan.namespaces if not p.is_view}
         reader = ArchiveReader(stream)
         reader.read_prelude()
@@ -143,7 +143,7 @@ class NativeRestore:
                 continue
             if event.namespace.is_oplog:
                 if spool is not None:
-                    spool.add(event.data)
+                    spool.feed(event)
                 continue
             target = plans.get(str(event.namespace))
             if target is None:

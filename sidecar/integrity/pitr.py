@@ -1,8 +1,10 @@
 """Integrity level ``pitr``: the oplog archive proven to carry one base backup to the next.
 
-Base backup N-1 is restored into scratch databases with its own oplog, then the archived slices are
-replayed (every entry after N-1's consistent point, through N's) by the replay engine; base N is
-restored with its own oplog into a second scratch set. Per collection their type and options,
+Base backup N-1 is restored into scratch databases and carried to N's consistent point by exactly
+what a restore to that point runs: the input builder ``PointInput`` (N-1's own oplog, then every
+archived entry after its consistent point, each slice read and checked first) and the replay engine's
+planner and replay; base N is restored with its own oplog (the same builder, no slices) into a second
+scratch set. Per collection their type and options,
 document counts, content hashes and indexes must be equal. Each base passes its full check on the
 way (the bytes restored are the bytes scanned: ``ArchiveSource.pinned``), each slice read must have
 its catalogued sha256, size and number of entries, so what is left for the comparison to catch is a
@@ -14,19 +16,15 @@ drills and checks are dropped first.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pymongo
-from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 from sidecar.archive import DocumentChunk
 from sidecar.config import Settings
-from sidecar.engine.replay.archive_oplog import OplogSpool
-from sidecar.engine.replay.engine import ReplayOptions, ReplayResult, replay
 from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.restore import NativeRestore
 from sidecar.engine.restore_plan import RestoreOptions, plan_restore
@@ -43,7 +41,7 @@ from sidecar.integrity.scratch import (
     writers,
 )
 from sidecar.pitr.planning.pair import BasePair
-from sidecar.pitr.record.slices import SliceError, oplog_dir, read_entries
+from sidecar.pitr.planning.point_input import PointInput, UnverifiedSlice
 from sidecar.progress import Progress
 from sidecar.store.catalog import Catalog, Entry
 from sidecar.store.source import ArchiveReadError, ArchiveSource, source_for
@@ -91,13 +89,21 @@ class PitrCheck:
         return details
 
     def _check(self) -> dict[str, Any]:
-        older = self._restore(self.pair.older, self.replayed, self._slice_entries(), self.pair.newer_point)
-        newer = self._restore(self.pair.newer, self.restored, (), None)
-        replayed = collection_facts(self.client, self.replayed)
-        restored = collection_facts(self.client, self.restored)
-        differences = compare_facts(replayed, restored)
-        if differences:
-            raise self._failure(differences)
+        # the restore's own input builder and planner: N-1 carried by the slices, N with its own oplog
+        carried = PointInput(self.settings, self.pair.older_point, self.pair.slices)
+        alone = PointInput(self.settings, None)
+        try:
+            _read_slices(carried)
+            older = self._restore(self.pair.older, self.replayed, carried, self.pair.newer_point)
+            newer = self._restore(self.pair.newer, self.restored, alone, None)
+            replayed = collection_facts(self.client, self.replayed)
+            restored = collection_facts(self.client, self.restored)
+            differences = compare_facts(replayed, restored)
+            if differences:
+                raise self._failure(differences, carried)
+        finally:
+            carried.close()
+            alone.close()
         return {
             "replay": {k: older[k] for k in ("entries", "operations", "transactions", "firstTs", "lastTs")},
             "baseOplogOperations": newer["operations"],
@@ -108,44 +114,38 @@ class PitrCheck:
         }
 
     def _restore(
-        self, name: str, scratch: ScratchSet, extra: Iterable[bytes], until: Timestamp | None
+        self, name: str, scratch: ScratchSet, source: PointInput, until: Timestamp | None
     ) -> dict[str, Any]:
-        """A base restored into ``scratch``, then its own oplog (but its first entry, in the data) and
-        ``extra`` replayed through ``until``: the replay's counts."""
+        """A base restored into ``scratch``, its oplog handed to ``source``, whose entries are then
+        planned and replayed through ``until``, as a restore to that point does: the replay's counts."""
         entry = Catalog(self.settings.backup_dir).get(name)
         if entry is None:
             raise VerifyFailed(f"base backup {name} is no longer in the catalog", check="pitr-base")
-        source = source_for(self.settings, self.settings.backup_dir / name, entry)
-        spool = OplogSpool()
+        archive = source_for(self.settings, self.settings.backup_dir / name, entry)
 
         def keep_oplog(chunk: DocumentChunk) -> None:
             if chunk.namespace.is_oplog:
-                spool.add(chunk.data)
+                source.feed_base(chunk)
 
-        try:
-            with _base_readable(name), source.pinned():
-                scan = self._full_check(name, source, entry, keep_oplog)
-                options = RestoreOptions(oplog_replay=False)  # never a proof's scratch database
-                plan = plan_restore(scan.prelude, scan.counts(), options, rename=scratch.rename)
-                with source.open() as opened:
-                    restore = NativeRestore(self.client, plan, options, self.progress, self.cancel)
-                    written = restore.run(opened.data)
-            self.written_bytes += written.bytes
-            if written.error_count:
-                raise VerifyFailed(
-                    f"{written.error_count} write(s) of base backup {name} failed in the scratch databases",
-                    check="pitr",
-                    details={"writeErrors": written.errors},
-                )
-            entries = itertools.chain(itertools.islice(spool.raw_entries(), 1, None), extra)
-            scope = ReplayScope(rename=scratch.rename)
-            result: ReplayResult = replay(
-                self.client, entries, ReplayOptions(until=until, scope=scope), cancel=self.cancel
+        with _base_readable(name), archive.pinned():
+            scan = self._full_check(name, archive, entry, keep_oplog)
+            replay_options = source.options(until=until, scope=ReplayScope(rename=scratch.rename))
+            source.plan(replay_options).raise_if_refused()  # before the first write, as the restore
+            options = RestoreOptions(oplog_replay=False)  # never a proof's scratch database
+            plan = plan_restore(scan.prelude, scan.counts(), options, rename=scratch.rename)
+            with archive.open() as opened:
+                restore = NativeRestore(self.client, plan, options, self.progress, self.cancel)
+                written = restore.run(opened.data)
+        self.written_bytes += written.bytes
+        if written.error_count:
+            raise VerifyFailed(
+                f"{written.error_count} write(s) of base backup {name} failed in the scratch databases",
+                check="pitr",
+                details={"writeErrors": written.errors},
             )
-            self.written_bytes += result.bytes
-            return result.as_json()
-        finally:
-            spool.close()
+        result = source.replay(self.client, replay_options, cancel=self.cancel)
+        self.written_bytes += result.bytes
+        return result.as_json()
 
     def _full_check(
         self, name: str, source: ArchiveSource, entry: Entry, on_chunk: Callable[[DocumentChunk], None]
@@ -164,28 +164,7 @@ class PitrCheck:
             raise VerifyFailed(f"base backup {name} fails its full check: {reason}", check="pitr-base")
         return scan
 
-    def _slices(self) -> Iterator[tuple[str, bytes]]:
-        """(slice file name, entry) of every archived entry after N-1's consistent point, each slice
-        read with its catalogued sha256 and number of entries (its size: ``pair`` took it from a chain
-        checked by size)."""
-        directory = oplog_dir(self.settings)
-        for item in self.pair.slices:
-            name = item["fileName"]
-            try:
-                entries = read_entries(self.settings, directory / name, item, sha256=item["sha256"])
-            except SliceError as exc:
-                raise VerifyFailed(str(exc), check="slice", details={"slice": name}) from None
-            if len(entries) != item["entries"]:
-                reason = f"{name}: {len(entries)} entries, the catalog says {item['entries']}"
-                raise VerifyFailed(reason, check="slice", details={"slice": name})
-            for raw in entries:
-                if _ts(raw) > self.pair.older_point:
-                    yield name, raw
-
-    def _slice_entries(self) -> Iterator[bytes]:
-        return (raw for _, raw in self._slices())
-
-    def _failure(self, differences: dict[str, list[str]]) -> VerifyFailed:
+    def _failure(self, differences: dict[str, list[str]], carried: PointInput) -> VerifyFailed:
         problems = [p for found in differences.values() for p in found]
         suspects: dict[str, int] = {}
         differing: dict[str, list[str]] = {}
@@ -196,7 +175,7 @@ class PitrCheck:
             reordered = reordered or only_order_differs(first, second, ids)
             if ids:
                 differing[ns] = [str(value) for value in ids]
-                for name, count in writers(self._slices(), ns, ids).items():
+                for name, count in writers(carried.slice_entries(), ns, ids).items():
                     suspects[name] = suspects.get(name, 0) + count
         reason = (
             f"base backup {self.pair.older} with the archived oplog replayed through "
@@ -243,5 +222,9 @@ def _base_readable(name: str) -> Iterator[None]:
         raise VerifyFailed(f"base backup {name}: {exc}", check="pitr-base") from None
 
 
-def _ts(raw: bytes) -> Timestamp:
-    return RawBSONDocument(raw)["ts"]
+def _read_slices(source: PointInput) -> None:
+    """The slices read and checked before any write; a bad one fails the check as ``slice``."""
+    try:
+        source.read_slices()
+    except UnverifiedSlice as exc:
+        raise VerifyFailed(str(exc), check="slice", details={"slice": exc.slice}) from None

@@ -35,6 +35,16 @@ class JobFailed(RuntimeError):
         self.stage = stage
 
 
+def outcome_level(job: Job) -> int:
+    """How a finished job is logged: ERROR only for a failure. A restore refused before its first
+    write (a typo, a collision, a point outside the archive: "nothing was written") is a WARNING,
+    so error-*.log and log-based alerts hear only of what went wrong."""
+    if job.state == "succeeded":
+        return logging.INFO
+    refused = job.kind == "restore" and not job.writing
+    return logging.WARNING if refused else logging.ERROR
+
+
 class JobListener(Protocol):
     """Told from the worker thread as a job starts and ends; a listener may also have
     ``job_writing(job)``, told when a job has passed its checks and makes its first write."""
@@ -137,7 +147,7 @@ class JobContext:
             if within is None:
                 self.current = None
                 self.lock.release()
-            level = logging.INFO if job.state == "succeeded" else logging.ERROR
+            level = outcome_level(job)
             suffix = f": {job.error}" if job.error else ""
             log.log(level, "%s job %s %s%s", job.kind, job.id, job.state, suffix, extra={"job_id": job.id})
             self._notify("job_finished", job)
@@ -155,6 +165,7 @@ class JobContext:
 
     def writing(self, job: Job) -> None:
         """``job`` has passed the checks it makes before writing and is about to write."""
+        job.writing = True
         self._notify("job_writing", job)
 
     def _notify(self, event: str, job: Job) -> None:

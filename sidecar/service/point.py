@@ -1,65 +1,52 @@
 """The point-in-time part of a restore: plan the point, read and verify the slices, replay them.
 
 ``prepare_point`` runs before anything is written: it picks the base backup and the slices
-(``pitr.plan.plan_point``), reads every slice through its ``ArchiveSource`` checking the catalog's
-sha256, keeps the entries after the base's consistent point aside (``OplogSpool``), and plans the
-replay over them (``plan_replay``) so that an entry the engine cannot replay refuses the restore up
-front. The restore job (``service/restore.py``) then verifies the base archive, handing its own
-oplog to ``feed_base`` (the entries after the dump's start: the collections were read after it),
-plans the whole replay again (``replan``: the base's oplog, then the slices), restores the base
-without its oplog and calls ``run``: one replay, under the restore's filters and renaming.
+(``planning.restore_point.plan_point``), builds the replay's input (``planning.point_input.PointInput``,
+the same builder the ``pitr`` check uses: every slice read and checked against the catalog, its
+entries after the base's consistent point kept aside) and plans the replay over them, so that an
+entry the engine cannot replay refuses the restore up front. The restore job (``service/restore.py``)
+then verifies the base archive, handing its own oplog to ``feed_base``, plans the whole replay again
+(``replan``: the base's oplog, then the slices), restores the base without its oplog and calls
+``run``: one replay, under the restore's filters and renaming.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pymongo
-from bson.raw_bson import RawBSONDocument
 from pymongo.errors import PyMongoError
 
 from sidecar.archive import DocumentChunk
 from sidecar.config import Settings
-from sidecar.engine.replay.archive_oplog import OplogSpool
-from sidecar.engine.replay.engine import ReplayError, ReplayOptions, ReplayPlan, plan_replay, replay
+from sidecar.engine.replay.engine import ReplayError, ReplayOptions, ReplayPlan
 from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.restore_errors import error_text
 from sidecar.engine.restore_plan import RestoreOptions
+from sidecar.pitr.planning.point_input import PointInput, UnverifiedSlice
 from sidecar.pitr.planning.restore_point import PitrPlan, PointRefused, PointTarget, plan_point, point_text
-from sidecar.pitr.record.slices import SliceError, oplog_dir, read_entries
 from sidecar.progress import Progress
 from sidecar.service.context import JobFailed
 
 
 @dataclass
 class PointReplay:
-    """A planned point-in-time replay: the plan, the verified entries kept aside, what they do."""
+    """A planned point-in-time replay: the plan, its input (verified, kept aside), what it does."""
 
     plan: PitrPlan
     options: ReplayOptions
-    spool: OplogSpool  # the slices' entries after the base's consistent point
+    source: PointInput
     planned: ReplayPlan
-    base: OplogSpool = field(default_factory=OplogSpool)  # the base archive's oplog but its first entry
-    base_seen: int = 0
 
     def feed_base(self, chunk: DocumentChunk) -> None:
         """An oplog chunk of the base archive, as the verify pass reads it."""
-        for raw in chunk.documents():
-            self.base_seen += 1
-            if self.base_seen > 1:  # the dump noted the first before reading any collection
-                self.base.add(bytes(raw))
-
-    def entries(self) -> Iterator[bytes]:
-        return itertools.chain(self.base.raw_entries(), self.spool.raw_entries())
+        self.source.feed_base(chunk)
 
     def replan(self) -> None:
         """The whole replay planned again, the base's oplog included (still before the first write)."""
-        self.planned = plan_replay(self.entries(), self.options)
+        self.planned = self.source.plan(self.options)
         _check_planned(self.plan, self.planned)
 
     @property
@@ -80,7 +67,7 @@ class PointReplay:
     ) -> dict[str, Any]:
         progress.begin("oplog-replay", unit="entries", total=self.planned.entries)
         try:
-            result = replay(client, self.entries(), self.options, cancel=cancel, progress=progress)
+            result = self.source.replay(client, self.options, cancel=cancel, progress=progress)
         except ReplayError as exc:
             raise JobFailed(f"point-in-time replay stopped: {exc}", "restore") from None
         except PyMongoError as exc:
@@ -89,8 +76,7 @@ class PointReplay:
         return result.as_json()
 
     def close(self) -> None:
-        self.spool.close()
-        self.base.close()
+        self.source.close()
 
 
 def prepare_point(settings: Settings, target: PointTarget, options: RestoreOptions) -> PointReplay:
@@ -99,30 +85,19 @@ def prepare_point(settings: Settings, target: PointTarget, options: RestoreOptio
         plan = plan_point(settings, target)
     except PointRefused as exc:
         raise JobFailed(f"{exc}; nothing was written", "restore") from exc
-    replay_options = dataclasses.replace(
-        plan.replay_options(ReplayScope.of(options)), writers=settings.pitr_replay_writers
-    )
-    spool = OplogSpool()
+    source = PointInput(settings, plan.base_end, plan.slices)
+    replay_options = source.options(until=target.until, before=target.before, scope=ReplayScope.of(options))
     try:
-        _read_slices(settings, plan, spool)
-        planned = plan_replay(spool.raw_entries(), replay_options)
+        source.read_slices()
+        planned = source.plan(replay_options)
         _check_planned(plan, planned)
+    except UnverifiedSlice as exc:
+        source.close()
+        raise JobFailed(f"refusing to restore to a point: {exc}; nothing was written", "verify") from None
     except BaseException:
-        spool.close()
+        source.close()
         raise
-    return PointReplay(plan, replay_options, spool, planned)
-
-
-def _read_slices(settings: Settings, plan: PitrPlan, spool: OplogSpool) -> None:
-    directory = oplog_dir(settings)
-    for entry in plan.slices:
-        try:
-            entries = read_entries(settings, directory / entry["fileName"], entry, sha256=entry["sha256"])
-        except SliceError as exc:
-            raise JobFailed(f"refusing to restore to a point: {exc}; nothing was written", "verify") from None
-        for raw in entries:
-            if RawBSONDocument(raw)["ts"] > plan.base_end:
-                spool.add(raw)
+    return PointReplay(plan, replay_options, source, planned)
 
 
 def _check_planned(plan: PitrPlan, planned: ReplayPlan) -> None:

@@ -16,7 +16,8 @@ from pymongo.errors import InvalidName, PyMongoError
 
 from sidecar.engine.mongorestore import MongorestoreResult, run_mongorestore
 from sidecar.engine.namespaces import Renamer
-from sidecar.engine.replay.archive_oplog import OplogSummary
+from sidecar.engine.replay.archive_oplog import ArchiveOplog
+from sidecar.engine.replay.engine import ReplayPlan
 from sidecar.engine.restore import NamespaceOutcome, NativeRestore, RestoreResult, check_counts
 from sidecar.engine.restore_errors import RestoreError, error_text
 from sidecar.engine.restore_plan import (
@@ -59,6 +60,7 @@ class RestoreRun:
     wording: Wording  # how messages name the options: the API's fields or the CLI's flags
     ids: ArchiveIds  # the archive's _ids, kept by the verify pass for the collision check
     point: PointReplay | None = None  # a restore to a point: the slices replayed after the base
+    oplog: ArchiveOplog | None = None  # a full restore's: the archive's own oplog, kept to plan its replay
 
     @property
     def name(self) -> str:
@@ -96,6 +98,9 @@ def run_restore(
         job.result = result
         tool, ids = _tool(ctx, engine), ArchiveIds(options, only=_occupied_sources(ctx, entry, options))
         run = RestoreRun(job, path, entry, options, engine, tool, result, wording, ids, follow)
+        if follow is None and options.oplog_replay:
+            run.oplog = ArchiveOplog()
+            stack.callback(run.oplog.close)
         try:
             with path.pinned():  # verified before the first write: the writes read the verified bytes
                 return _restore(ctx, run, safety_backup=safety_backup)
@@ -141,8 +146,7 @@ def _restore(ctx: JobContext, run: RestoreRun, *, safety_backup: bool) -> dict[s
     except ValueError as exc:
         raise JobFailed(f"{exc}; nothing was written", "restore") from None
     # 1. The whole archive verified before the first write.
-    oplog = OplogSummary()
-    scan = _verify_for_restore(ctx, run, oplog)
+    scan = _verify_for_restore(ctx, run)
     result["verified"] = {
         "documents": scan.documents,
         "uncompressedBytes": scan.uncompressed_bytes,
@@ -150,8 +154,10 @@ def _restore(ctx: JobContext, run: RestoreRun, *, safety_backup: bool) -> dict[s
         "seconds": round(scan.seconds, 3),
     }
     plan = _plan(run, scan, renamer)
-    if plan.replay_oplog:
-        result["oplog"] = oplog.as_json()
+    oplog: ReplayPlan | None = None  # a full restore's replay of the archive's own oplog
+    if plan.replay_oplog and run.oplog is not None:
+        oplog = run.oplog.plan()
+        result["oplog"] = run.oplog.summary(oplog)
     # 2. What is there now, and so what the restore would overwrite.
     run.job.stage = "connect"
     client = connect(ctx.settings)
@@ -181,9 +187,9 @@ def _restore(ctx: JobContext, run: RestoreRun, *, safety_backup: bool) -> dict[s
             run.job.progress.notes.append(warning)
             result.setdefault("warnings", []).append(warning)
         # 4. The writes, 5. the runbook's post-restore verification.
-        restored = _write_restore(ctx, client, run, plan, oplog)
+        restored = _write_restore(ctx, client, run, plan)
         _report_writes(result, restored)
-        changed = set(oplog.namespaces if plan.replay_oplog else ())
+        changed = set(oplog.namespaces if oplog is not None else ())
         if run.point is not None:
             result["pointInTime"]["replay"] = run.point.run(client, run.job.progress, ctx.cancel)
             changed |= set(run.point.namespaces)
@@ -218,7 +224,7 @@ def _plan(run: RestoreRun, scan: ArchiveScan, renamer: Renamer) -> RestorePlan:
 
 
 def _inspect(
-    client: pymongo.MongoClient, run: RestoreRun, plan: RestorePlan, oplog: OplogSummary
+    client: pymongo.MongoClient, run: RestoreRun, plan: RestorePlan, oplog: ReplayPlan | None
 ) -> list[str]:
     """The target namespaces that exist now (what a safety backup covers); refuses a replay that
     cannot work before anything is written."""
@@ -230,13 +236,13 @@ def _inspect(
     elif any(c.refused for c in collisions):
         refusal = TargetsInUse(collisions, run.wording)
         raise JobFailed(str(refusal), "restore") from refusal
-    problem = _replay_problem(client, plan, oplog, run.engine)
+    problem = _replay_problem(run.result.get("oplog"), run.engine)
     if problem and run.options.dry_run:
         run.result["oplog"]["problem"] = problem
     elif problem:
         raise JobFailed(f"{problem}; nothing was written", "restore")
     touched = set(plan.existing_targets())
-    if plan.replay_oplog:
+    if oplog is not None:
         touched |= _existing(client, oplog.namespaces)
     if run.point is not None:
         touched |= _existing(client, run.point.namespaces)
@@ -281,24 +287,23 @@ def _raise_for_outcome(name: str, plan: RestorePlan, restored: RestoreResult, ch
         )
 
 
-def _replay_problem(
-    client: pymongo.MongoClient, plan: RestorePlan, oplog: OplogSummary, engine: str
-) -> str | None:
+def _replay_problem(summary: dict[str, Any] | None, engine: str) -> str | None:
     """Why the oplog of a full restore could not be replayed, known before the first write: entries
     the engine cannot replay (with applyOps or without it, translated into ordinary writes)."""
-    if not plan.replay_oplog or engine != "native" or not oplog.unsupported:
+    if summary is None or engine != "native" or not summary["unsupported"]:
         return None
     return (
-        f"the archive's oplog holds entries this engine cannot replay ({oplog.unsupported[0]}); "
+        f"the archive's oplog holds entries this engine cannot replay ({summary['unsupported'][0]}); "
         f"restore with --no-oplog-replay, or with the mongorestore engine"
     )
 
 
-def _verify_for_restore(ctx: JobContext, run: RestoreRun, oplog: OplogSummary) -> ArchiveScan:
+def _verify_for_restore(ctx: JobContext, run: RestoreRun) -> ArchiveScan:
     def on_chunk(chunk: Any) -> None:
         run.ids.feed(chunk)
         if chunk.namespace.is_oplog:
-            oplog.feed(chunk)
+            if run.oplog is not None:
+                run.oplog.feed(chunk)
             if run.point is not None:
                 run.point.feed_base(chunk)
 
@@ -350,7 +355,7 @@ def _mongorestore(ctx: JobContext, run: RestoreRun, plan: RestorePlan) -> Mongor
 
 
 def _write_restore(
-    ctx: JobContext, client: pymongo.MongoClient, run: RestoreRun, plan: RestorePlan, oplog: OplogSummary
+    ctx: JobContext, client: pymongo.MongoClient, run: RestoreRun, plan: RestorePlan
 ) -> RestoreResult:
     try:
         if run.tool is None:

@@ -1,108 +1,32 @@
-"""Replaying a mongodump archive's oplog, the way ``mongorestore --oplogReplay`` does it.
+"""A mongodump archive's own oplog, kept aside and replayed the way ``mongorestore --oplogReplay`` does.
 
-``OplogSummary`` says what a replay would do before the first write, ``server_has_apply_ops`` whether
-the server has ``applyOps``, ``OplogSpool`` keeps the entries aside while the collections are
-restored, and ``OplogReplay`` applies them through the replay engine (``replay``): ``applyOps``
-batches where the server has it, else the native translation. The archive's first entry is the one
-the dump noted before it read any collection, so it is in the data and never replayed.
+``OplogSpool`` keeps raw entries aside (memory, then a temporary file) while the collections are
+restored. ``ArchiveOplog`` is that spool for an archive's oplog, and the one place that knows its
+rule: the first entry is the one the dump noted before it read any collection, so it is in the data
+and never replayed (``replayed_entries``). ``plan`` says what a replay would do before the first
+write (the replay engine's ``plan_replay``), ``replay`` applies it (``replay``: ``applyOps`` batches
+where the server has it, else the native translation); ``server_has_apply_ops`` is the probe.
 """
 
 from __future__ import annotations
 
+import itertools
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
-import bson
 import pymongo
-from bson.raw_bson import RawBSONDocument
-from bson.timestamp import Timestamp
 
 from sidecar.archive import DocumentChunk
 from sidecar.archive.bsonstream import read_documents
-from sidecar.engine.replay.apply import Translator, action_kind
-from sidecar.engine.replay.engine import ReplayOptions, replay, server_has_apply_ops
-from sidecar.engine.replay.scope import ReplayScope
-from sidecar.engine.replay.units import Assembler, OplogOp, ReplayError, Unit, ts_text
-from sidecar.engine.restore_errors import MAX_ERROR_SAMPLES
+from sidecar.engine.replay.engine import ReplayCounts, ReplayOptions, ReplayPlan, plan_replay, replay
+from sidecar.engine.replay.engine import server_has_apply_ops as server_has_apply_ops
+from sidecar.engine.replay.units import ts_text
 from sidecar.progress import Progress
 
-__all__ = ["OplogReplay", "OplogSpool", "OplogSummary", "server_has_apply_ops"]
+__all__ = ["ArchiveOplog", "OplogSpool", "server_has_apply_ops"]
 INDEX_BUILD = "createIndexes"
-
-
-@dataclass
-class OplogSummary:
-    """What replaying the archive's oplog would do, known before the first write."""
-
-    entries: int = 0
-    first_ts: Timestamp | None = None
-    last_ts: Timestamp | None = None
-    to_apply: int = 0  # writes and commands but index builds
-    index_builds: int = 0  # createIndexes/commitIndexBuild entries, run as createIndexes
-    skipped: int = 0
-    unsupported: list[str] = field(default_factory=list)
-    namespaces: set[str] = field(default_factory=set)
-    assembler: Assembler = field(default_factory=Assembler, repr=False)
-    translator: Translator = field(default_factory=lambda: Translator(ReplayScope()), repr=False)
-
-    def feed(self, chunk: DocumentChunk) -> None:
-        for raw in chunk.documents():
-            self.add_raw(bytes(raw))
-
-    def add(self, entry: Mapping[str, Any]) -> None:
-        self.add_raw(bson.encode(entry))
-
-    def add_raw(self, raw: bytes) -> None:
-        doc = RawBSONDocument(raw)
-        ts = doc.get("ts")
-        self.entries += 1
-        self.first_ts = self.first_ts or ts
-        self.last_ts = ts
-        if self.entries == 1:
-            # The dump noted this entry's time before reading any collection: it is in the data.
-            self.skipped += 1
-            return
-        try:
-            # Counting needs no grouping: an entry of the embedded server's transactions is its own unit.
-            grouped = doc.get("lsid") is not None and doc.get("op") in ("i", "u", "d")
-            units = [Unit(ts, [OplogOp(ts, doc)])] if grouped else list(self.assembler.feed(ts, doc))
-            for unit in units:
-                self._count(unit)
-        except ReplayError as exc:
-            self._refuse(exc)
-
-    def _count(self, unit: Unit) -> None:
-        try:
-            actions = self.translator.actions(unit)
-        except ReplayError as exc:
-            self._refuse(exc)
-            return
-        self.skipped += max(len(unit.ops) - len(actions), 0)
-        for action in actions:
-            if action_kind(action) == INDEX_BUILD:
-                self.index_builds += 1
-            else:
-                self.to_apply += 1
-            self.namespaces.add(action.target)
-
-    def _refuse(self, exc: ReplayError) -> None:
-        if len(self.unsupported) < MAX_ERROR_SAMPLES:
-            self.unsupported.append(f"{exc.reason} at {ts_text(exc.ts)} on {exc.ns!r}")
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "entries": self.entries,
-            "firstTs": ts_text(self.first_ts) if self.first_ts else None,
-            "lastTs": ts_text(self.last_ts) if self.last_ts else None,
-            "toApply": self.to_apply,
-            "indexBuilds": self.index_builds,
-            "skipped": self.skipped,
-            "unsupported": list(self.unsupported),
-            "pendingTransactions": self.assembler.pending,
-        }
 
 
 class OplogSpool:
@@ -112,8 +36,10 @@ class OplogSpool:
         self.file = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)  # noqa: SIM115
         self.entries = 0
 
-    def add(self, data: memoryview | bytes) -> None:
+    def add(self, data: memoryview | bytes, entries: int = 1) -> None:
+        """Raw entries (``entries`` of them, concatenated) at the end."""
         self.file.write(data)
+        self.entries += entries
 
     def raw_entries(self) -> Iterator[bytes]:
         self.file.seek(0)
@@ -123,21 +49,51 @@ class OplogSpool:
         self.file.close()
 
 
-class OplogReplay:
-    """Applies an archive's oplog (but its first entry) to the restored collections."""
+class ArchiveOplog(OplogSpool):
+    """An archive's oplog as its chunks are read; replayed but its first entry (see the module doc)."""
 
-    def __init__(self, client: pymongo.MongoClient, cancel: threading.Event | None = None):
-        self.client = client
-        self.cancel = cancel or threading.Event()
+    def feed(self, chunk: DocumentChunk) -> None:
+        self.add(chunk.data, sum(1 for _ in chunk.documents()))
 
-    def run(self, raw_entries: Iterable[bytes], progress: Progress | None = None) -> dict[str, Any]:
-        entries = iter(raw_entries)
-        first = next(entries, None)
-        result = replay(self.client, entries, ReplayOptions(), cancel=self.cancel, progress=progress)
-        index_builds = sum(ops.get(INDEX_BUILD, 0) for ops in result.namespaces.values())
+    @property
+    def replayed(self) -> int:
+        """How many entries a replay reads."""
+        return max(self.entries - 1, 0)
+
+    def replayed_entries(self) -> Iterator[bytes]:
+        """Every entry but the first: the dump noted that one before it read any collection."""
+        return itertools.islice(self.raw_entries(), 1, None)
+
+    def plan(self, options: ReplayOptions | None = None) -> ReplayPlan:
+        return plan_replay(self.replayed_entries(), options)
+
+    def summary(self, plan: ReplayPlan) -> dict[str, Any]:
+        """What the archive's own replay (``plan``, of the default options) would do, as a restore's
+        dry run reports it: the entries counted with the first, which is in the data."""
         return {
-            "applied": result.operations - index_builds,
-            "indexBuilds": index_builds,
-            "skipped": result.skipped + (first is not None),
-            "method": result.method,
+            **self._counts(plan),
+            "entries": self.entries,
+            "firstTs": ts_text(plan.first_ts) if plan.first_ts else None,
+            "lastTs": ts_text(plan.last_ts) if plan.last_ts else None,
+            "unsupported": [f"{e.reason} at {ts_text(e.ts)} on {e.ns!r}" for e in plan.refused],
+            "pendingTransactions": plan.pending_transactions,
         }
+
+    def _counts(self, counts: ReplayCounts) -> dict[str, int]:
+        index_builds = sum(ops.get(INDEX_BUILD, 0) for ops in counts.namespaces.values())
+        return {
+            "toApply": counts.operations - index_builds,
+            "indexBuilds": index_builds,
+            "skipped": counts.skipped + (self.entries > 0),
+        }
+
+    def replay(
+        self,
+        client: pymongo.MongoClient,
+        cancel: threading.Event | None = None,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
+        """Apply the archive's oplog (but its first entry) to the restored collections."""
+        result = replay(client, self.replayed_entries(), ReplayOptions(), cancel=cancel, progress=progress)
+        counts = self._counts(result)
+        return {"applied": counts.pop("toApply"), **counts, "method": result.method}

@@ -6,11 +6,12 @@ points around a hit) and the ``pitr`` integrity level::
     target = PointTarget.to_time("2026-12-02T14:31:06+09:00")   # "now-5m", "1733011200:5": time_input
     target = PointTarget.before_op("1733011267:3")
     plan = plan_point(settings, target)      # PointRefused (a ValueError) with the nearest points
-    plan.base, plan.base_end, plan.slices, plan.replay_options(scope), plan.as_json()
+    plan.base, plan.base_end, plan.slices, plan.target.until/.before, plan.as_json()
     nearest_points(chain, ts)                # the window bounds around a position, and its gap
 
-The restore reads the slices (``slices.read_entries`` with the catalog's sha256), replays the base
-archive's own oplog and then the slices' entries after ``plan.base_end`` (``service/point.py``).
+The restore and the ``pitr`` check read what the plan names through one input builder
+(``point_input.PointInput``: the base archive's own oplog, then the slices' entries after
+``plan.base_end``, each slice verified) and plan it with the replay engine's one planner.
 
 A point is restorable when it lies in a *window* of the chain (``chain.Window``): a run of joined,
 undamaged slices holding a usable base backup's consistent point at or before it, up to its last
@@ -33,8 +34,7 @@ from bson.timestamp import Timestamp
 
 from sidecar import time_input
 from sidecar.config import Settings
-from sidecar.engine.replay.engine import ReplayOptions, through_second
-from sidecar.engine.replay.scope import ReplayScope
+from sidecar.engine.replay.engine import through_second
 from sidecar.pitr import optime
 from sidecar.pitr.planning.bases import base_ranges
 from sidecar.pitr.record.chain import Chain, Gap, Segment, Window
@@ -98,11 +98,6 @@ class PitrPlan:
     base_end: Timestamp  # its consistent point: the slices' entries after it are replayed
     slices: list[SliceEntry]
     window: Window
-
-    def replay_options(self, scope: ReplayScope | None = None, method: str = "auto") -> ReplayOptions:
-        return ReplayOptions(
-            until=self.target.until, before=self.target.before, scope=scope or ReplayScope(), method=method
-        )
 
     def as_json(self) -> dict[str, Any]:
         return {
