@@ -1,22 +1,29 @@
 """The time of a point-in-time restore against a plain restore of the same base backup.
 
     .venv/bin/python tests/benchmarks/bench_pitr_restore.py [--docs 20000] [--ops 10000] [--doc-bytes 500]
+        [--shape mixed|inserts|updates] [--writers N]
 
 Starts two fresh embedded servers in a temporary directory (a source and a restore target). On the
 source: --docs documents of about --doc-bytes, a base backup, then the oplog archiver (in-process, as
-``sidecar serve`` runs it) while --ops writes follow (inserts, ``$set``/``$inc`` updates and deletes in
-ordered batches of 1000). Into the target, each timed on its own: the base backup restored plainly
-(``restore FILE``), then ``restore --to-time`` the last entry (the same base, its oplog and the slices
-replayed). Prints a Markdown table for docs/verify-restore.md. Only 127.0.0.1 is contacted.
+``sidecar serve`` runs it) while --ops writes follow in ordered batches of 1000: ``mixed`` interleaves
+inserts, ``$set``/``$inc`` updates and deletes; ``inserts`` and ``updates`` are one kind only. Into the
+target, each timed on its own: the base backup restored plainly (``restore FILE``), then
+``restore --to-time`` the last entry (the same base, its oplog and the slices replayed, with
+SIDECAR_PITR_REPLAY_WRITERS=--writers). Prints a Markdown row for docs/pitr-replay.md: the replay's
+rate against the server's own rate for the same writes, and the peak RSS of this process during the
+``--to-time`` restore (sampled every 50 ms). Only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pymongo
@@ -32,6 +39,7 @@ from tests.pitr_support import archiving, wait_until_stored  # noqa: E402
 from tests.replay_support import newest_ts  # noqa: E402
 
 BATCH = 1000
+Request = pymongo.InsertOne | pymongo.UpdateOne | pymongo.DeleteOne
 
 
 def load(client: pymongo.MongoClient, docs: int, size: int) -> None:
@@ -42,24 +50,66 @@ def load(client: pymongo.MongoClient, docs: int, size: int) -> None:
         )
 
 
-def writes(client: pymongo.MongoClient, docs: int, ops: int, size: int) -> None:
-    rng, coll = random.Random(5), client.bench.patients
+def _mixed(rng: random.Random, docs: int, k: int, size: int) -> Request:
+    shape = k % 4
+    if shape == 0:
+        return pymongo.InsertOne({"_id": docs + k, "n": k, "notes": "y" * size})
+    if shape == 1:
+        return pymongo.UpdateOne({"_id": rng.randrange(docs)}, {"$set": {"seen": rng.random()}})
+    if shape == 2:
+        return pymongo.UpdateOne({"_id": rng.randrange(docs)}, {"$inc": {"visits": 1}})
+    return pymongo.DeleteOne({"_id": rng.randrange(docs)})
+
+
+def _insert(rng: random.Random, docs: int, k: int, size: int) -> Request:
+    return pymongo.InsertOne({"_id": docs + k, "n": k, "notes": "y" * size})
+
+
+def _update(rng: random.Random, docs: int, k: int, size: int) -> Request:
+    if k % 2:
+        return pymongo.UpdateOne({"_id": rng.randrange(docs)}, {"$inc": {"visits": 1}})
+    return pymongo.UpdateOne({"_id": rng.randrange(docs)}, {"$set": {"seen": rng.random()}})
+
+
+SHAPES: dict[str, Callable[..., Request]] = {
+    "mixed": _mixed,
+    "inserts": _insert,
+    "updates": _update,
+}
+
+
+def writes(client: pymongo.MongoClient, docs: int, ops: int, size: int, shape: str = "mixed") -> None:
+    rng, coll, make = random.Random(5), client.bench.patients, SHAPES[shape]
     requests: list = []
     for k in range(ops):
-        shape = k % 4
-        if shape == 0:
-            requests.append(pymongo.InsertOne({"_id": docs + k, "n": k, "notes": "y" * size}))
-        elif shape == 1:
-            requests.append(pymongo.UpdateOne({"_id": rng.randrange(docs)}, {"$set": {"seen": rng.random()}}))
-        elif shape == 2:
-            requests.append(pymongo.UpdateOne({"_id": rng.randrange(docs)}, {"$inc": {"visits": 1}}))
-        else:
-            requests.append(pymongo.DeleteOne({"_id": rng.randrange(docs)}))
+        requests.append(make(rng, docs, k, size))
         if len(requests) == BATCH:
             coll.bulk_write(requests)
             requests = []
     if requests:
         coll.bulk_write(requests)
+
+
+class PeakRss:
+    """The peak resident set size of this process while in the ``with`` block (sampled)."""
+
+    def __init__(self) -> None:
+        self.peak, self.done = 0, threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while not self.done.wait(0.05):
+            resident = int(Path("/proc/self/statm").read_text().split()[1]) * page
+            self.peak = max(self.peak, resident)
+
+    def __enter__(self) -> PeakRss:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.done.set()
+        self.thread.join()
 
 
 def timed_restore(service: BackupService, target: str, **kw: object) -> tuple[float, dict]:
@@ -75,6 +125,10 @@ def main() -> int:
     parser.add_argument("--docs", type=int, default=20000)
     parser.add_argument("--ops", type=int, default=10000)
     parser.add_argument("--doc-bytes", type=int, default=500)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="mixed")
+    parser.add_argument(
+        "--writers", type=int, default=4, help="SIDECAR_PITR_REPLAY_WRITERS (0: in oplog order)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -87,24 +141,31 @@ def main() -> int:
             base = BackupService(settings).run_backup()
             with archiving(settings):
                 started = time.monotonic()
-                writes(client, args.docs, args.ops, args.doc_bytes)
+                writes(client, args.docs, args.ops, args.doc_bytes, args.shape)
                 load_seconds = time.monotonic() - started
                 wait_until_stored(settings, client)
             last = newest_ts(client)
-            service = BackupService(settings_for(target.uri, root))
+            service = BackupService(settings_for(target.uri, root, pitr_replay_writers=str(args.writers)))
             plain, _ = timed_restore(service, target.uri, file_name=base["fileName"])
-            point, result = timed_restore(
-                service, target.uri, point=PointTarget.to_time(f"{last.time}:{last.inc}")
-            )
+            with PeakRss() as rss:
+                point, result = timed_restore(
+                    service, target.uri, point=PointTarget.to_time(f"{last.time}:{last.inc}")
+                )
             replayed = result["pointInTime"]["replay"]
-            print("| base | server's own writes | plain restore | --to-time restore | entries | the replay |")
-            print("|---|---:|---:|---:|---:|---:|")
+            rate = replayed["entries"] / max(replayed["seconds"], 1e-9)
             print(
-                f"| {args.docs:,} docs x {args.doc_bytes} B, then {args.ops:,} writes "
-                f"({len(result['pointInTime']['slices'])} slices) | {load_seconds:.2f} s | {plain:.2f} s | "
-                f"{point:.2f} s | "
-                f"{replayed['entries']:,} | {replayed['seconds']:.2f} s "
-                f"({replayed['entries'] / max(replayed['seconds'], 1e-9):,.0f} entries/s) |"
+                "| tail | server's own writes | plain restore | --to-time restore | entries | the replay "
+                "| replay / server rate | peak RSS |"
+            )
+            print("|---|---:|---:|---:|---:|---:|---:|---:|")
+            server_rate = args.ops / load_seconds
+            print(
+                f"| {args.shape}: {args.docs:,} docs x {args.doc_bytes} B, then {args.ops:,} writes "
+                f"({len(result['pointInTime']['slices'])} slices), writers={args.writers} | "
+                f"{load_seconds:.2f} s ({server_rate:,.0f}/s) | {plain:.2f} s | "
+                f"{point:.2f} s ({point / plain:.1f}x) "
+                f"| {replayed['entries']:,} | {replayed['seconds']:.2f} s ({rate:,.0f} entries/s) "
+                f"| {rate / server_rate:.2f}x | {rss.peak / 2**20:,.0f} MiB |"
             )
             client.close()
         finally:

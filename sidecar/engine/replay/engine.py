@@ -34,7 +34,13 @@ from bson.timestamp import Timestamp
 from pymongo.errors import OperationFailure
 
 from sidecar.engine.replay.apply import Action, ApplyOpsApplier, NativeApplier, Translator, action_kind
-from sidecar.engine.replay.parallel import DEFAULT_WRITERS, MAX_WRITERS, WINDOW_OPS, ParallelApplier
+from sidecar.engine.replay.parallel import (
+    DEFAULT_WRITERS,
+    MAX_WRITERS,
+    WINDOW_OPS,
+    ParallelApplier,
+    PartitionedApplyOps,
+)
 from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.replay.units import Cut, Reader, ReplayError, Unit, ts_text
 from sidecar.engine.restore_errors import MAX_ERROR_SAMPLES, RestoreCancelled, server_message
@@ -205,7 +211,9 @@ def _method(client: pymongo.MongoClient, method: str) -> str:
 
 def _applier(
     client: pymongo.MongoClient, method: str, options: ReplayOptions, on_batch: Callable[[int], None] | None
-) -> NativeApplier | ApplyOpsApplier | ParallelApplier:
+) -> NativeApplier | ApplyOpsApplier | ParallelApplier | PartitionedApplyOps:
+    if method == "applyOps" and options.writers:
+        return PartitionedApplyOps(client, options.writers, on_batch, window_ops=options.window_ops)
     if method == "applyOps":
         return ApplyOpsApplier(client)
     if options.writers:

@@ -14,6 +14,11 @@
   by one writer in oplog order, the ordered path (``NativeApplier``) for that window;
 - window k+1 is read and translated while window k is written; ``on_batch`` hears how many
   operations each window applied once it is written.
+
+``PartitionedApplyOps`` does the same for ``applyOps`` (mongod): a window's CRUD operations split
+over the writers the same way (``split``), each writer sending its share as ``ApplyOpsApplier``
+batches in oplog order; a transaction (one ``applyOps`` call, atomic on mongod), commands and the
+embedded server's update shape go through the ordered ``ApplyOpsApplier`` between windows.
 """
 
 from __future__ import annotations
@@ -28,11 +33,11 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.errors import OperationFailure
 
 from sidecar.engine.namespaces import split_namespace
-from sidecar.engine.replay.apply import Action, Issued, NativeApplier, run_command
+from sidecar.engine.replay.apply import Action, ApplyOpsApplier, Issued, NativeApplier, run_command
 from sidecar.engine.replay.commands import NAMESPACE_EXISTS
 from sidecar.engine.replay.crud import Write
 from sidecar.engine.replay.doc_chains import Chain, chains, rounds
-from sidecar.engine.replay.doc_key import stored_key
+from sidecar.engine.replay.doc_key import doc_key, stored_key
 from sidecar.engine.replay.units import Unit
 
 DEFAULT_WRITERS = 4
@@ -158,6 +163,13 @@ def window_jobs(window: list[Write], rules: OrderRules, writers: int) -> list[li
     return jobs
 
 
+def _join(running: list[Future]) -> None:
+    """Wait for every writer; then raise the first failure, if any."""
+    failed = next((e for e in [f.exception() for f in running] if e is not None), None)
+    if failed is not None:
+        raise failed
+
+
 def _creates(writes: list[Write]) -> bool:
     """Some write creates the collection when it is not there (inserts and upserts do)."""
     return any(write.shape != "delete" for write in writes)
@@ -207,10 +219,7 @@ class ParallelApplier:
 
     def _wait(self) -> None:
         running, self.running = self.running, []
-        errors = [f.exception() for f in running]
-        failed = next((e for e in errors if e is not None), None)
-        if failed is not None:
-            raise failed
+        _join(running)
         if running and self.on_batch is not None:
             self.on_batch(self.running_ops)
 
@@ -220,4 +229,68 @@ class ParallelApplier:
         self._wait()
 
     def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def split(window: list[Write], writers: int, ordered: Callable[[str], bool]) -> list[list[Write]]:
+    """The window's writes per writer, each share in oplog order: by a hash of namespace and document,
+    every write of an ``ordered`` namespace (and of documents with a document ``_id``) with one writer."""
+    out: list[list[Write]] = [[] for _ in range(writers)]
+    for write in window:
+        key = None if ordered(write.target) else doc_key(write)
+        out[hash((write.target, key) if key is not None else write.target) % writers].append(write)
+    return out
+
+
+def _apply_ops(client: pymongo.MongoClient, writes: list[Write]) -> None:
+    applier = ApplyOpsApplier(client)
+    applier.apply(Unit(writes[0].op.ts, []), list(writes))
+    applier.flush()
+
+
+@dataclass
+class PartitionedApplyOps:
+    """``applyOps`` batches over parallel writers (see the module doc)."""
+
+    client: pymongo.MongoClient
+    writers: int = DEFAULT_WRITERS
+    on_batch: Callable[[int], None] | None = None
+    window_ops: int = WINDOW_OPS
+    window: list[Write] = field(default_factory=list)
+    size: int = 0
+    rules: OrderRules = field(init=False)
+    ordered: ApplyOpsApplier = field(init=False)
+    pool: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rules = OrderRules(self.client)
+        self.ordered = ApplyOpsApplier(self.client)
+        self.pool = ThreadPoolExecutor(self.writers, thread_name_prefix="replay-applyops")
+
+    def apply(self, unit: Unit, actions: list[Action]) -> None:
+        if unit.transaction or any(isinstance(a, Issued) or a.shape == "fields" for a in actions):
+            self.flush()
+            self.ordered.apply(unit, actions)
+            self.ordered.flush()
+            if any(isinstance(a, Issued) for a in actions):
+                self.rules.forget()
+            return
+        for action in actions:
+            assert isinstance(action, Write)
+            self.window.append(action)
+            self.size += len(action.op.doc.raw)
+        if len(self.window) >= self.window_ops or self.size >= WINDOW_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.window:
+            return
+        window, self.window, self.size = self.window, [], 0
+        shares = split(window, self.writers, self.rules.ordered)
+        _join([self.pool.submit(_apply_ops, self.client, share) for share in shares if share])
+        if self.on_batch is not None:
+            self.on_batch(len(window))
+
+    def close(self) -> None:
+        self.ordered.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
