@@ -68,6 +68,10 @@ def _next_second(client: pymongo.MongoClient) -> None:
 def _script(client: pymongo.MongoClient, record: Callable[[str], None]) -> Timestamp:
     db = client[DB]
     db.patients.insert_many([{"_id": n, "n": n, "tags": ["a"]} for n in range(10, 20)])
+    # a collection the base backup does not hold: created, indexed and written after it
+    db.create_collection("labresults", validator={"patient": {"$exists": True}}, validationAction="warn")
+    db.labresults.create_index([("patient", 1), ("at", -1)], name="patient_at")
+    db.labresults.insert_many([{"_id": f"l{n}", "patient": n, "at": n * 10} for n in range(10, 15)])
     record("inserted")
     # several new fields per update, each listed in MongoDB's order (the embedded server appends them
     # in the order listed, MongoDB 5.0+ in its own; docs/pitr-replay.md, Limits)
@@ -77,6 +81,8 @@ def _script(client: pymongo.MongoClient, record: Callable[[str], None]) -> Times
     db.patients.update_one(
         {"_id": 13}, {"$inc": {"9": 1, "10": 1}, "$set": {"kept": 1}, "$rename": {"n": "number"}}
     )
+    db.labresults.update_one({"_id": "l11"}, {"$set": {"result": "ok"}})
+    db.labresults.delete_one({"_id": "l12"})
     record("updated")
     db.patients.replace_one({"_id": 13}, {"n": 13, "replaced": True})
     db.patients.delete_one({"_id": 14})
@@ -247,6 +253,42 @@ def test_one_collection_under_a_new_name_beside_the_changing_live_one(history: H
         writer.join()
     assert client[DB].patients.count_documents({"live": True}) > 0
     client.close()
+
+
+ALONE = {"ns_include": [f"{DB}.labresults"], "ns_from": [f"{DB}.labresults"], "ns_to": [f"{DB}.lab_copy"]}
+
+
+def test_a_collection_created_after_the_base_restores_alone_under_a_new_name(history: History) -> None:
+    """The base holds no clinic.labresults: the filters apply to the replay too, which creates the copy
+    with its options and indexes and writes it as it was at each point."""
+    assert (
+        f"{DB}.labresults" not in history.base["namespaces"]
+        and f"{DB}.patients" in history.base["namespaces"]
+    )
+    for label, (text, expected) in history.points.items():
+        result = _restore(history, point=PointTarget.to_time(text), **ALONE)
+        restored = _restored(history)
+        assert set(restored) == {"lab_copy"}, label
+        assert restored["lab_copy"] == expected["labresults"], label
+        assert result["namespaces"] == [] and result["pointInTime"]["replay"]["namespaces"][f"{DB}.lab_copy"]
+    text, expected = history.points["updated"]
+    with pytest.raises(
+        JobFailed, match=rf"refusing to restore without drop: {DB}.lab_copy hold\(s\) documents"
+    ):
+        _restore(history, fresh=False, point=PointTarget.to_time(text), **ALONE)  # over the newest copy
+    _restore(history, fresh=False, drop=True, point=PointTarget.to_time(text), **ALONE)
+    assert _restored(history)["lab_copy"] == expected["labresults"]  # replaced, not merged
+    flags = ["--ns-include", f"{DB}.labresults", "--ns-from", f"{DB}.labresults", "--ns-to", f"{DB}.lab_copy"]
+    done = run_cli(history.target_settings(), "restore", "--to-time", text, *flags, "--drop", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert f"{DB}.lab_copy: " in done.stdout and done.stdout.strip().endswith("nothing was written")
+
+
+def test_a_point_before_the_collection_existed_is_refused_for_it_alone(history: History) -> None:
+    with pymongo.MongoClient(history.source.uri) as client:
+        create = next(oplog(client).find({"ns": f"{DB}.$cmd", "o.create": "labresults"}))["ts"]
+    with pytest.raises(JobFailed, match=r"no namespace of .* matches the given filters; nothing was written"):
+        _restore(history, point=PointTarget.before_op(f"{create.time}:{create.inc}"), **ALONE)
 
 
 def test_points_outside_the_window_or_in_a_gap_are_refused_naming_the_nearest(history: History) -> None:

@@ -61,6 +61,7 @@ class RestoreRun:
     ids: ArchiveIds  # the archive's _ids, kept by the verify pass for the collision check
     point: PointReplay | None = None  # a restore to a point: the slices replayed after the base
     oplog: ArchiveOplog | None = None  # a full restore's: the archive's own oplog, kept to plan its replay
+    replay_replaces: tuple[str, ...] = ()  # --drop: targets only the point's replay writes, dropped first
 
     @property
     def name(self) -> str:
@@ -191,6 +192,9 @@ def _restore(ctx: JobContext, run: RestoreRun, *, safety_backup: bool) -> dict[s
         _report_writes(result, restored)
         changed = set(oplog.namespaces if oplog is not None else ())
         if run.point is not None:
+            for ns in run.replay_replaces:  # --drop: what only the replay writes is replaced too
+                db, _, coll = ns.partition(".")
+                client[db].drop_collection(coll)
             result["pointInTime"]["replay"] = run.point.run(client, run.job.progress, ctx.cancel)
             changed |= set(run.point.namespaces)
         check = check_counts(client, plan, restored, changed)
@@ -216,9 +220,11 @@ def _plan(run: RestoreRun, scan: ArchiveScan, renamer: Renamer) -> RestorePlan:
         plan = plan_restore(scan.prelude, scan.counts(), run.options, rename=renamer)
     except RestoreError as exc:
         raise JobFailed(f"{exc}; nothing was written", "restore") from None
-    if not plan.namespaces:
+    # the filters apply to a point's replay too: a collection created after the base is its alone
+    if not plan.namespaces and not (run.point is not None and run.point.namespaces):
+        where = " nor of its replay to the point" if run.point is not None else ""
         raise JobFailed(
-            f"no namespace of {run.name} matches the given filters; nothing was written", "restore"
+            f"no namespace of {run.name}{where} matches the given filters; nothing was written", "restore"
         )
     return plan
 
@@ -236,6 +242,7 @@ def _inspect(
     elif any(c.refused for c in collisions):
         refusal = TargetsInUse(collisions, run.wording)
         raise JobFailed(str(refusal), "restore") from refusal
+    _check_replay_only_targets(client, run, plan)
     problem = _replay_problem(run.result.get("oplog"), run.engine)
     if problem and run.options.dry_run:
         run.result["oplog"]["problem"] = problem
@@ -254,6 +261,33 @@ def _inspect(
         overwrites=sorted(touched),
     )
     return sorted(touched)
+
+
+def _check_replay_only_targets(client: pymongo.MongoClient, run: RestoreRun, plan: RestorePlan) -> None:
+    """Targets that only the point's replay writes (collections created after the base) and that hold
+    documents now: replaced with --drop, else refused, as the base's colliding targets are."""
+    if run.point is None:
+        return
+    from_base = {p.target for p in plan.namespaces}
+    occupied = []
+    for ns in run.point.namespaces:
+        db, _, coll = ns.partition(".")
+        if ns in from_base or not coll or "$" in coll or "*" in coll:
+            continue
+        if client[db][coll].find_one({}, {"_id": 1}) is not None:
+            occupied.append(ns)
+    if not occupied or run.options.drop:
+        run.replay_replaces = tuple(occupied)
+        return
+    message = (
+        f"refusing to restore without drop: {', '.join(occupied)} hold(s) documents, and only the replay "
+        f"to the point writes it (created after base backup {run.name}); restore under a new name "
+        f"({run.wording.rename}) or with {run.wording.drop}, which replaces it"
+    )
+    if run.options.dry_run:
+        run.result.setdefault("warnings", []).append(message)
+        return
+    raise JobFailed(f"{message}; nothing was written", "restore")
 
 
 def _report_writes(result: dict[str, Any], restored: RestoreResult) -> None:
