@@ -128,3 +128,16 @@ def test_a_parallel_replay_counts_an_entry_once_its_writes_are_written():
     in_order = Progress(now=FakeClock())
     AppliedProgress(in_order, deferred=False).handed_on(2, 1, Timestamp(10, 1))
     assert (in_order.done, in_order.position) == (1, Timestamp(10, 1))
+
+
+def test_a_shorter_line_is_drawn_over_the_whole_longer_one():
+    p = Progress(now=FakeClock())
+    screen = FakeTerminal()
+    terminal = TerminalProgress(p, stream=screen)
+    p.begin("documents")
+    p.count("documents", 800, bytes_total=4_000_000)
+    terminal._draw()
+    longer = len(screen.getvalue())
+    p.begin("oplog-replay", unit="entries", total=10)
+    terminal._draw()
+    assert len(screen.getvalue().split("\r")[-1]) == longer - 1  # padded: nothing of the first is left
