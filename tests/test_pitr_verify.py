@@ -4,6 +4,7 @@ sha256 and size in the catalog updated to match) is caught by the content compar
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 import os
@@ -370,3 +371,20 @@ def test_a_document_that_differs_only_in_field_order_says_so(chain, tmp_path):
         JobFailed, match=f"written by slice\\(s\\) {altered} \\(the same fields and values in another order"
     ):
         BackupService(settings).run_pitr_verify()
+
+
+def test_the_check_and_the_restore_share_one_input_builder_and_one_planner():
+    """integrity/pitr.py (the check) and service/point.py (the restore) read slices, the base's oplog
+    and plan the replay only through PointInput: neither reads a slice, spools an oplog or calls the
+    engine itself (a second copy of the pipeline would let the check prove something else)."""
+    own = {"read_entries", "iter_entries", "plan_replay", "replay", "OplogSpool", "ArchiveOplog"}
+    for module in ("sidecar/integrity/pitr.py", "sidecar/service/point.py"):
+        tree = ast.parse((Path(__file__).parents[1] / module).read_text(encoding="utf-8"))
+        imported = {
+            (node.module, alias.name)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+        assert ("sidecar.pitr.planning.point_input", "PointInput") in imported, module
+        assert not {name for _, name in imported} & own, module
