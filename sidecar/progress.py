@@ -124,7 +124,7 @@ class TerminalProgress:
     ):
         self.progress, self.stream, self.interval = progress, stream or sys.stderr, interval
         self.enabled = enabled and self.stream.isatty()  # the line; the notes are printed in any case
-        self._noted = 0
+        self._noted = self._drawn = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -147,12 +147,18 @@ class TerminalProgress:
             self._noted += 1
         self.stream.flush()
 
+    def _draw(self, end: str = "") -> None:
+        """The line, padded over what is left of a longer one before it (the documents' line, say)."""
+        line = self._line()
+        self.stream.write(line.ljust(self._drawn) + end)
+        self.stream.flush()
+        self._drawn = len(line)
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self._notes()
             if self.enabled:
-                self.stream.write(self._line())
-                self.stream.flush()
+                self._draw()
 
     def __enter__(self) -> TerminalProgress:
         self._thread.start()
@@ -163,8 +169,7 @@ class TerminalProgress:
         self._thread.join()
         self._notes()
         if self.enabled:
-            self.stream.write(self._line() + "\n")
-            self.stream.flush()
+            self._draw("\n")
 
 
 def bar(done: int, total: int, width: int = 24) -> str:

@@ -506,7 +506,8 @@ def test_the_replay_reports_progress_toward_its_planned_total(history: History, 
     text, expected = history.points["indexed"]
     with pymongo.MongoClient(history.target.uri) as client:
         client.drop_database(DB)
-    service = BackupService(history.target_settings())
+    # in oplog order, so that every entry is a step (the parallel writers': tests/test_progress.py)
+    service = BackupService(history.target_settings().replace(pitr_replay_writers=0))
     job = service.new_job("restore")
     seen: list[tuple[int, int, Timestamp | None]] = []
     advance = job.progress.advance

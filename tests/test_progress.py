@@ -7,6 +7,7 @@ import time
 
 from bson.timestamp import Timestamp
 
+from sidecar.engine.replay.engine import AppliedProgress
 from sidecar.health import HealthMonitor
 from sidecar.jobs import Job
 from sidecar.metrics import SidecarMetrics
@@ -108,3 +109,35 @@ def test_a_scrape_during_a_restore_shows_its_pass(make_settings):
         assert job.as_json()["progress"]["etaSeconds"] == 30
     finally:
         health.close()
+
+
+def test_a_parallel_replay_counts_an_entry_once_its_writes_are_written():
+    p = Progress(now=FakeClock())
+    p.begin("oplog-replay", unit="entries", total=3)
+    applied = AppliedProgress(p, deferred=True)
+    applied.handed_on(2, 1, Timestamp(10, 1))
+    applied.handed_on(0, 2, Timestamp(10, 2))  # an entry without writes (a no-op)
+    applied.handed_on(3, 3, Timestamp(11, 1))
+    assert (p.done, p.position) == (0, None)  # handed on, not yet written
+    applied.written(2)
+    assert (p.done, p.position) == (2, Timestamp(10, 2))
+    applied.written(2)
+    assert p.done == 2  # the third entry's writes are not all written yet
+    applied.written(1)
+    assert (p.done, p.position) == (3, Timestamp(11, 1))
+    in_order = Progress(now=FakeClock())
+    AppliedProgress(in_order, deferred=False).handed_on(2, 1, Timestamp(10, 1))
+    assert (in_order.done, in_order.position) == (1, Timestamp(10, 1))
+
+
+def test_a_shorter_line_is_drawn_over_the_whole_longer_one():
+    p = Progress(now=FakeClock())
+    screen = FakeTerminal()
+    terminal = TerminalProgress(p, stream=screen)
+    p.begin("documents")
+    p.count("documents", 800, bytes_total=4_000_000)
+    terminal._draw()
+    longer = len(screen.getvalue())
+    p.begin("oplog-replay", unit="entries", total=10)
+    terminal._draw()
+    assert len(screen.getvalue().split("\r")[-1]) == longer - 1  # padded: nothing of the first is left

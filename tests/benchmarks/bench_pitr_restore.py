@@ -7,21 +7,23 @@ Starts two fresh embedded servers in a temporary directory (a source and a resto
 source: --docs documents of about --doc-bytes, a base backup, then the oplog archiver (in-process, as
 ``sidecar serve`` runs it) while --ops writes follow in ordered batches of 1000: ``mixed`` interleaves
 inserts, ``$set``/``$inc`` updates and deletes; ``inserts`` and ``updates`` are one kind only. Into the
-target, each timed on its own: the base backup restored plainly (``restore FILE``), then
-``restore --to-time`` the last entry (the same base, its oplog and the slices replayed, with
-SIDECAR_PITR_REPLAY_WRITERS=--writers). Prints a Markdown row for docs/pitr-replay.md: the replay's
-rate against the server's own rate for the same writes, and the peak RSS of this process during the
-``--to-time`` restore (sampled every 50 ms). Only 127.0.0.1 is contacted.
+target, each timed on its own and run as an operator runs it (``sidecar restore ... --json`` in a
+child process): the base backup restored plainly (``restore FILE``), then ``restore --to-time`` the
+last entry (the same base, its oplog and the slices replayed, with SIDECAR_PITR_REPLAY_WRITERS=
+--writers). Prints a Markdown row for docs/pitr-replay.md: the replay's rate against the server's own
+rate for the same writes (measured while the archiver tails them), and the peak RSS of the
+``--to-time`` restore's process. Only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +34,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from sidecar.embedded import EmbeddedServer  # noqa: E402
-from sidecar.pitr.planning.restore_point import PointTarget  # noqa: E402
 from sidecar.service import BackupService  # noqa: E402
 from tests.helpers import settings_for  # noqa: E402
 from tests.pitr_support import archiving, wait_until_stored  # noqa: E402
@@ -90,34 +91,36 @@ def writes(client: pymongo.MongoClient, docs: int, ops: int, size: int, shape: s
         coll.bulk_write(requests)
 
 
-class PeakRss:
-    """The peak resident set size of this process while in the ``with`` block (sampled)."""
-
-    def __init__(self) -> None:
-        self.peak, self.done = 0, threading.Event()
-        self.thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        page = os.sysconf("SC_PAGE_SIZE")
-        while not self.done.wait(0.05):
-            resident = int(Path("/proc/self/statm").read_text().split()[1]) * page
-            self.peak = max(self.peak, resident)
-
-    def __enter__(self) -> PeakRss:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.done.set()
-        self.thread.join()
-
-
-def timed_restore(service: BackupService, target: str, **kw: object) -> tuple[float, dict]:
+def timed_restore(env: dict[str, str], target: str, *args: str) -> tuple[float, dict, int]:
+    """``sidecar restore ARGS --json`` in a child process, as an operator runs it: (seconds, its report,
+    its peak RSS in bytes)."""
     with pymongo.MongoClient(target) as client:
         client.drop_database("bench")
-    started = time.monotonic()
-    result = service.run_restore(safety_backup=False, **kw)
-    return time.monotonic() - started, result
+    command = [sys.executable, "-m", "sidecar", "restore", *args, "--no-safety-backup", "--json", "--quiet"]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.monotonic()
+        child = subprocess.Popen(command, env=env, stdout=out, stderr=err, cwd=ROOT)
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.monotonic() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        assert child.returncode == 0, err.read().decode()
+        return seconds, json.loads(out.read()), usage.ru_maxrss * 1024
+
+
+def restore_env(target: str, root: Path, writers: int) -> dict[str, str]:
+    """The sidecar's environment for restores into ``target`` from the catalog under ``root``."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")},
+        "PYTHONPATH": str(ROOT),
+        "SIDECAR_MONGODB_URI": target,
+        "SIDECAR_BACKUP_DIR": str(root / "backups"),
+        "SIDECAR_LOG_DIR": str(root / "logs"),
+        "SIDECAR_MIN_FREE_BYTES": "0",
+        "SIDECAR_PITR": "off",
+        "SIDECAR_PITR_REPLAY_WRITERS": str(writers),
+    }
 
 
 def main() -> int:
@@ -145,12 +148,9 @@ def main() -> int:
                 load_seconds = time.monotonic() - started
                 wait_until_stored(settings, client)
             last = newest_ts(client)
-            service = BackupService(settings_for(target.uri, root, pitr_replay_writers=str(args.writers)))
-            plain, _ = timed_restore(service, target.uri, file_name=base["fileName"])
-            with PeakRss() as rss:
-                point, result = timed_restore(
-                    service, target.uri, point=PointTarget.to_time(f"{last.time}:{last.inc}")
-                )
+            env = restore_env(target.uri, root, args.writers)
+            plain, _, _ = timed_restore(env, target.uri, base["fileName"])
+            point, result, rss = timed_restore(env, target.uri, "--to-time", f"{last.time}:{last.inc}")
             replayed = result["pointInTime"]["replay"]
             rate = replayed["entries"] / max(replayed["seconds"], 1e-9)
             print(
@@ -165,7 +165,7 @@ def main() -> int:
                 f"{load_seconds:.2f} s ({server_rate:,.0f}/s) | {plain:.2f} s | "
                 f"{point:.2f} s ({point / plain:.1f}x) "
                 f"| {replayed['entries']:,} | {replayed['seconds']:.2f} s ({rate:,.0f} entries/s) "
-                f"| {rate / server_rate:.2f}x | {rss.peak / 2**20:,.0f} MiB |"
+                f"| {rate / server_rate:.2f}x | {rss / 2**20:,.0f} MiB |"
             )
             client.close()
         finally:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -209,6 +209,34 @@ def _method(client: pymongo.MongoClient, method: str) -> str:
     return "applyOps" if server_has_apply_ops(client)[0] else "native"
 
 
+class AppliedProgress:
+    """``progress.advance`` for the entries written, not merely handed on: a parallel applier
+    (``deferred``) writes a window after taking it, and says so through ``on_batch(n)`` (operations, in
+    order); an entry counts once every operation handed on up to it is written."""
+
+    def __init__(self, progress: Progress | None, *, deferred: bool):
+        self.progress, self.deferred = progress, deferred
+        self.handed = self.done_ops = 0
+        self.pending: deque[tuple[int, int, Timestamp | None]] = deque()  # (ops up to it, entries, ts)
+
+    def handed_on(self, ops: int, entries: int, ts: Timestamp | None) -> None:
+        if self.progress is None:
+            return
+        if not self.deferred:  # written as it is handed on
+            self.progress.advance(entries - self.progress.done, ts)
+            return
+        self.handed += ops
+        self.pending.append((self.handed, entries, ts))
+
+    def written(self, ops: int) -> None:
+        self.done_ops += ops
+        reached = None
+        while self.pending and self.pending[0][0] <= self.done_ops:
+            reached = self.pending.popleft()
+        if reached is not None and self.progress is not None:
+            self.progress.advance(reached[1] - self.progress.done, reached[2])
+
+
 def _applier(
     client: pymongo.MongoClient, method: str, options: ReplayOptions, on_batch: Callable[[int], None] | None
 ) -> NativeApplier | ApplyOpsApplier | ParallelApplier | PartitionedApplyOps:
@@ -231,14 +259,21 @@ def replay(
     on_batch: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Apply the entries within the cut; ``progress.documents``/``bytes`` count operations and entry bytes
-    as they are read, ``progress.advance`` the entries handed to the applier and the newest one's
-    ``ts`` (a pass the caller began with the planned total: ``begin(phase, unit="entries",
-    total=plan.entries)``), ``on_batch(n)`` hears of each batch of ``n`` operations once it is written
-    (the parallel applier's windows)."""
+    as they are read, ``progress.advance`` the entries written and the newest one's ``ts`` (see
+    ``AppliedProgress``; a pass the caller began with the planned total: ``begin(phase,
+    unit="entries", total=plan.entries)``), ``on_batch(n)`` hears of each batch of ``n`` operations
+    once it is written (the parallel applier's windows)."""
     options = options or ReplayOptions()
     started = time.monotonic()
     result = ReplayResult(method=_method(client, options.method))
-    applier = _applier(client, result.method, options, on_batch)
+    applied = AppliedProgress(progress, deferred=bool(options.writers))
+
+    def written(n: int) -> None:
+        applied.written(n)
+        if on_batch is not None:
+            on_batch(n)
+
+    applier = _applier(client, result.method, options, written)
     reader, translator = Reader(options.cut), Translator(options.scope)
 
     def refuse(exc: ReplayError) -> None:
@@ -254,8 +289,10 @@ def replay(
             if progress is not None:
                 progress.documents += len(actions)
                 progress.bytes = reader.bytes
-                progress.advance(reader.entries - progress.done, reader.last_ts)  # entries of the cut read
+            applied.handed_on(len(actions), reader.entries, reader.last_ts)
         applier.flush()
+        applied.handed_on(0, reader.entries, reader.last_ts)  # all written: the entries without writes too
+        applied.written(0)
     finally:
         applier.close()
     result.close(reader)
