@@ -55,14 +55,19 @@ def chain_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _writes(client: pymongo.MongoClient) -> None:
-    """Inserts, $set/$push/$unset updates, a replace, deletes, a transaction across two collections,
-    an index: each update names one path (the embedded server's oplog keeps one path's order)."""
+    """Inserts, $set/$push/$unset updates (one path, and several new fields through several operators,
+    listed in MongoDB's order: docs/pitr-replay.md, Limits), a replace, deletes, a transaction across
+    two collections, an index."""
     patients, visits = client[DB].patients, client[DB].visits
     patients.insert_many([{"_id": f"p{n}", "n": n, "tags": []} for n in range(30)])
     patients.insert_one({"_id": TAMPERED_ID, "name": "lee", "n": 99})
     patients.update_one({"_id": "p1"}, {"$set": {"name": "kim"}})
     patients.update_one({"_id": "p2"}, {"$push": {"tags": "a"}})
     patients.update_one({"_id": "p3"}, {"$unset": {"tags": ""}})
+    patients.update_one(
+        {"_id": "p6"}, {"$inc": {"9": 1, "10": 1}, "$set": {"flag": "young"}, "$push": {"zz": 1}}
+    )
+    patients.update_one({"_id": "p7"}, {"$set": {"a": 1}, "$rename": {"n": "number"}, "$unset": {"tags": ""}})
     patients.replace_one({"_id": "p4"}, {"n": 4, "replaced": True})
     patients.delete_one({"_id": "p5"})
     patients.delete_many({"n": {"$gte": 25, "$lt": 30}})
