@@ -140,7 +140,9 @@ def _run(db: pymongo.database.Database, step: tuple) -> None:
 def _same_after_both(client: pymongo.MongoClient, entries: list[bytes], source: str, cut: Timestamp, **fast):
     ordered, parallel = f"{source}_o", f"{source}_p"
     replay(client, entries, renamed(source, ordered, until=cut, writers=0))
-    replay(client, entries, renamed(source, parallel, until=cut, **fast))
+    written: list[int] = []
+    result = replay(client, entries, renamed(source, parallel, until=cut, **fast), on_batch=written.append)
+    assert sum(written) == result.operations  # on_batch hears of every operation once it is written
     want, got = snapshot(client, ordered), snapshot(client, parallel)
     client.drop_database(ordered)
     client.drop_database(parallel)

@@ -12,8 +12,8 @@
   from one document to another within the window; a capped collection, which keeps insertion order;
   a collation, under which ``_id``\\s that differ in bytes may be one; a document ``_id``) is applied
   by one writer in oplog order, the ordered path (``NativeApplier``) for that window;
-- window k+1 is read and translated while window k is written; ``on_batch`` hears how many
-  operations each window applied once it is written.
+- window k+1 is read and translated while window k is written; ``on_batch(n)`` hears, in order,
+  of the ``n`` operations of each window once it is written, and of each command once it has run.
 
 ``PartitionedApplyOps`` does the same for ``applyOps`` (mongod): a window's CRUD operations split
 over the writers the same way (``split``), each writer sending its share as ``ApplyOpsApplier``
@@ -203,6 +203,7 @@ class ParallelApplier:
                 self.flush()
                 run_command(self.client, action)
                 self.rules.forget()
+                self._written(1)
                 continue
             self.window.append(action)
             self.size += len(action.op.doc.raw)
@@ -220,8 +221,12 @@ class ParallelApplier:
     def _wait(self) -> None:
         running, self.running = self.running, []
         _join(running)
-        if running and self.on_batch is not None:
-            self.on_batch(self.running_ops)
+        if running:
+            self._written(self.running_ops)
+
+    def _written(self, ops: int) -> None:
+        if self.on_batch is not None:
+            self.on_batch(ops)
 
     def flush(self) -> None:
         if self.window:
@@ -274,6 +279,8 @@ class PartitionedApplyOps:
             self.ordered.flush()
             if any(isinstance(a, Issued) for a in actions):
                 self.rules.forget()
+            if self.on_batch is not None:
+                self.on_batch(len(actions))
             return
         for action in actions:
             assert isinstance(action, Write)
