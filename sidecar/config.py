@@ -223,7 +223,7 @@ class Settings:
     s3_retention_keep_weekly: int | None = _setting(_optional_int(0), "")
     s3_retention_keep_monthly: int | None = _setting(_optional_int(0), "")
     s3_retention_max_age_days: int | None = _setting(_optional_int(0), "")
-    # encryption at rest (engine/encryption.py)
+    # encryption at rest (codec/age_stream.py)
     age_recipients: tuple[str, ...] = _setting(_age_recipients, "")
     age_identity_file: str = _setting(_str, "")
     # where restore proofs (drills, the pitr check) run (integrity/proof_server.py): a scratch server's
@@ -237,7 +237,7 @@ class Settings:
     pitr: str = _setting(_choice("auto", "on", "off"), "auto")
     pitr_slice_seconds: float = _setting(_float(0.1, 86400), "60")
     pitr_slice_max_bytes: int = _setting(_int(1024, 1024**3), str(16 * 1024 * 1024))
-    # slice retention (pitr/retention.py): 0 = back to the oldest retained base backup; N shortens the
+    # slice retention (pitr/record/retention.py): 0 = back to the oldest retained base backup; N shortens the
     # point-in-time window to about N days (the slices a retained base backup's own cut needs stay)
     pitr_retention_days: int = _setting(_int(0, 36500), "0")
     # how long a backup waits for the archive to hold its cut before it reads the server's oplog itself

@@ -39,18 +39,19 @@ class Progress:
     bytes_total: int = 0  # the archive's, for a restore's writes (0: not known)
     position: Timestamp | None = None  # the newest oplog entry applied (the replay)
     started: float = 0.0
+    finished: float | None = None  # when done reached total: the rate of a finished pass stays put
     now: Callable[[], float] = field(default=time.monotonic, repr=False)  # tests pass their own
 
     def begin(self, phase: str, namespaces_total: int = 0, *, unit: str = "", total: int = 0) -> None:
         """A new pass over the data: the counters start again."""
         self.phase, self.namespaces_total = phase, namespaces_total
         self.namespaces_done = self.documents = self.bytes = self.done = self.bytes_total = 0
-        self.unit, self.total, self.position = unit, total, None
+        self.unit, self.total, self.position, self.finished = unit, total, None, None
         self.started = self.now()
 
     def count(self, unit: str, total: int, bytes_total: int = 0) -> None:
         """From now on this pass counts ``unit`` toward ``total`` (its rate measured from now)."""
-        self.unit, self.total, self.bytes_total, self.done = unit, total, bytes_total, 0
+        self.unit, self.total, self.bytes_total, self.done, self.finished = unit, total, bytes_total, 0, None
         self.started = self.now()
 
     def advance(self, count: int, position: Timestamp | None = None) -> None:
@@ -58,6 +59,8 @@ class Progress:
         self.done += count
         if position is not None:
             self.position = position
+        if self.total and self.done >= self.total and self.finished is None:
+            self.finished = self.now()
 
     @property
     def shown_phase(self) -> str:
@@ -66,7 +69,7 @@ class Progress:
     @property
     def rate(self) -> float | None:
         """Units per second since the pass began (None before the first)."""
-        elapsed = self.now() - self.started
+        elapsed = (self.finished if self.finished is not None else self.now()) - self.started
         return self.done / elapsed if self.done and elapsed > 0 else None
 
     @property

@@ -32,6 +32,7 @@ Point = Timestamp | dt.datetime  # an oplog position, or a moment
 
 FIRST = dt.datetime.fromtimestamp(0, dt.UTC)
 LAST = dt.datetime.fromtimestamp(2**32 - 1, dt.UTC)  # the last second a Timestamp's t can hold
+MAX_LENGTH = 64  # the API's schema says so too (openapi.yaml); no time is written longer
 EXAMPLES = "like 2024-12-01T14:31:07+09:00 (ISO-8601), now-5m or @1733011200"
 
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -52,6 +53,7 @@ class TimeInputError(ValueError):
 
 def parse_moment(text: str, tz: str | None = None) -> dt.datetime:
     """A moment (module doc); ``tz`` reads a time without a zone (None: such a time is refused)."""
+    text = _bounded(text)
     moment = _moment(text, tz)
     if moment is None:
         if _POSITION.fullmatch(text.strip()):
@@ -62,7 +64,7 @@ def parse_moment(text: str, tz: str | None = None) -> dt.datetime:
 
 def parse_position(text: str) -> Timestamp:
     """``t:i`` or ``t.i``: the oplog entry's ``ts``."""
-    match = _POSITION.fullmatch(text.strip())
+    match = _POSITION.fullmatch(_bounded(text))
     if not match:
         raise TimeInputError(f"{_shown(text)} is not an oplog position like 1733011200:5")
     t, i = int(match[1]), int(match[2])
@@ -73,7 +75,8 @@ def parse_position(text: str) -> Timestamp:
 
 def parse_point(text: str, tz: str | None = None) -> Point:
     """An oplog position (``t:i``) or a moment."""
-    if _POSITION.fullmatch(text.strip()):
+    text = _bounded(text)
+    if _POSITION.fullmatch(text):
         return parse_position(text)
     moment = _moment(text, tz)
     if moment is None:
@@ -89,6 +92,16 @@ def parse_iso(text: str) -> dt.datetime:
     if moment is None:
         raise ValueError(f"{text[:60]!r} is not an ISO-8601 time")
     return moment
+
+
+def _bounded(text: str) -> str:
+    """``text`` without surrounding blanks, refused when longer than any time is written."""
+    raw = text.strip()
+    if len(raw) > MAX_LENGTH:
+        raise TimeInputError(
+            f"{_shown(raw)}... is {len(raw)} characters long; a time has at most {MAX_LENGTH}"
+        )
+    return raw
 
 
 def _shown(text: str) -> str:

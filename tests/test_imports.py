@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -209,6 +210,19 @@ def test_lower_layers_do_not_import_the_upper_ones() -> None:
 def test_no_private_names_cross_modules() -> None:
     found = private_imports()
     assert not found, "\n".join(found)
+
+
+def documented_layers() -> list[tuple[str, ...]]:
+    """The folders and files of each row of docs/architecture.md's layer table, in its order."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+|faces) \| ([^|]+) \|", text, flags=re.MULTILINE)
+    names = (re.findall(r"`([\w_]+)(?:/|\.py)`", cells) for _, cells in rows)
+    return [tuple(sorted(f"sidecar.{n}" for n in row)) for row in names]
+
+
+def test_the_architecture_document_shows_these_layers() -> None:
+    upper = tuple(name for name in UPPER if name.startswith("sidecar."))
+    assert documented_layers() == [tuple(sorted(layer)) for layer in LAYERS] + [tuple(sorted(upper))]
 
 
 def test_the_checks_see_what_they_should() -> None:

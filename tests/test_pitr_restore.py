@@ -347,6 +347,10 @@ def test_a_point_after_the_last_entry_up_to_the_caught_up_time_is_the_state_at_t
     done = run_cli(history.target_settings(), "restore", "--to-time", after, "--dry-run", "--quiet")
     assert done.returncode == 0, done.stderr
     assert f"end point: {last.time}:{last.inc}" in done.stdout
+    status = run_cli(history.settings, "pitr", "status")
+    assert status.returncode == 0, status.stderr
+    assert f" .. {optime.iso(caught_up)} (" in status.stdout  # the window's end: the caught-up second
+    assert f"(caught up; its last entry {optime.iso(last)})" in status.stdout
 
 
 async def test_the_api_restores_to_a_point_and_refuses_outside_the_window(

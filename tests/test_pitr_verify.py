@@ -4,6 +4,7 @@ sha256 and size in the catalog updated to match) is caught by the content compar
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 import os
@@ -54,14 +55,19 @@ def chain_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _writes(client: pymongo.MongoClient) -> None:
-    """Inserts, $set/$push/$unset updates, a replace, deletes, a transaction across two collections,
-    an index: each update names one path (the embedded server's oplog keeps one path's order)."""
+    """Inserts, $set/$push/$unset updates (one path, and several new fields through several operators,
+    listed in MongoDB's order: docs/pitr-replay.md, Limits), a replace, deletes, a transaction across
+    two collections, an index."""
     patients, visits = client[DB].patients, client[DB].visits
     patients.insert_many([{"_id": f"p{n}", "n": n, "tags": []} for n in range(30)])
     patients.insert_one({"_id": TAMPERED_ID, "name": "lee", "n": 99})
     patients.update_one({"_id": "p1"}, {"$set": {"name": "kim"}})
     patients.update_one({"_id": "p2"}, {"$push": {"tags": "a"}})
     patients.update_one({"_id": "p3"}, {"$unset": {"tags": ""}})
+    patients.update_one(
+        {"_id": "p6"}, {"$inc": {"9": 1, "10": 1}, "$set": {"flag": "young"}, "$push": {"zz": 1}}
+    )
+    patients.update_one({"_id": "p7"}, {"$set": {"a": 1}, "$rename": {"n": "number"}, "$unset": {"tags": ""}})
     patients.replace_one({"_id": "p4"}, {"n": 4, "replaced": True})
     patients.delete_one({"_id": "p5"})
     patients.delete_many({"n": {"$gte": 25, "$lt": 30}})
@@ -370,3 +376,20 @@ def test_a_document_that_differs_only_in_field_order_says_so(chain, tmp_path):
         JobFailed, match=f"written by slice\\(s\\) {altered} \\(the same fields and values in another order"
     ):
         BackupService(settings).run_pitr_verify()
+
+
+def test_the_check_and_the_restore_share_one_input_builder_and_one_planner():
+    """integrity/pitr.py (the check) and service/point.py (the restore) read slices, the base's oplog
+    and plan the replay only through PointInput: neither reads a slice, spools an oplog or calls the
+    engine itself (a second copy of the pipeline would let the check prove something else)."""
+    own = {"read_entries", "iter_entries", "plan_replay", "replay", "OplogSpool", "ArchiveOplog"}
+    for module in ("sidecar/integrity/pitr.py", "sidecar/service/point.py"):
+        tree = ast.parse((Path(__file__).parents[1] / module).read_text(encoding="utf-8"))
+        imported = {
+            (node.module, alias.name)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+        assert ("sidecar.pitr.planning.point_input", "PointInput") in imported, module
+        assert not {name for _, name in imported} & own, module

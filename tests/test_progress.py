@@ -66,6 +66,9 @@ def test_a_counted_pass_reports_ratio_rate_eta_and_the_point_reached():
         "\r[###.....................] 2,500/20,000 entries  500/s  ETA 0:35  at 2024-12-01T05:21:10.000Z"
         "  oplog-replay    "
     )
+    p.advance(17_500)
+    clock.t += 30  # done: the rate is the pass's, not one that decays while the job goes on
+    assert p.as_json()["ratePerSecond"] == 4_000.0 and p.as_json()["etaSeconds"] == 0
     p.begin("documents")  # a new pass: nothing counted, no total
     assert (p.done, p.total, p.position, p.as_json()["ratio"]) == (0, 0, None, None)
 

@@ -158,6 +158,14 @@ def test_positions_are_refused_with_their_own_message() -> None:
         parse_point("now+1m")
 
 
+@pytest.mark.parametrize("parse", [parse_moment, parse_position, parse_point])
+def test_an_input_longer_than_any_time_is_refused_by_its_length(parse) -> None:
+    """The API's schema allows 64 characters; 65 zeros would otherwise be epoch 0."""
+    with pytest.raises(TimeInputError, match="is 65 characters long; a time has at most 64"):
+        parse("0" * 65)
+    assert parse_moment(" " + "0" * 63 + "1 ") == dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=dt.UTC)
+
+
 def test_stored_times_are_read_without_the_clock_or_a_zone_setting() -> None:
     assert parse_iso("2024-12-01T05:31:07.120Z") == AT.replace(microsecond=120000)
     assert parse_iso("2030-01-01T00:00:00+00:00") == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)  # future: stored

@@ -67,7 +67,7 @@ class NamespaceStats:
 
 
 SOURCE_SERVER = "server"  # the entries were read from the server's oplog
-SOURCE_ARCHIVE = "archive"  # ... from the oplog archive's slices (pitr/cut.py)
+SOURCE_ARCHIVE = "archive"  # ... from the oplog archive's slices (pitr/capture/cut.py)
 SOURCE_NONE = "none"  # a filtered dump: the cut is recorded, no entries are in the archive
 
 # (start, end) -> the raw entries [start, end] in blocks, or why they cannot be had (a str)
@@ -158,7 +158,7 @@ class NativeDump:
     ):
         self.client = client
         self.options = options
-        self.from_archive = from_archive  # the oplog archive, when an archiver runs (pitr/cut.py)
+        self.from_archive = from_archive  # the oplog archive, when an archiver runs (pitr/capture/cut.py)
         self.cancel = cancel or threading.Event()  # the caller's: set from outside to abort
         self._stop = threading.Event()  # ours: set when the writer gives up, to stop the readers
         self.state = progress or Progress()

@@ -32,7 +32,7 @@ from sidecar.time_input import parse_iso
 def slice_problems(settings: Settings, slices: list[SliceEntry], deep: bool = False) -> dict[str, str]:
     """Slice file name -> what is wrong with it (``slice-missing``, or how it is damaged). A slice
     whose local copy retention removed is taken from the bucket when ``deep``, else trusted there.
-    ``deep`` checks the content (integrity/slices.py), not only the size."""
+    ``deep`` checks the content (record/slice_check.py), not only the size."""
     directory = oplog_dir(settings)
     problems = {}
     for entry in slices:

@@ -196,7 +196,7 @@ def dump(
 
 
 def archive_cut(ctx: JobContext, client: pymongo.MongoClient) -> OplogFromArchive | None:
-    """The oplog cut from the archive when SIDECAR_PITR allows an archiver (pitr/cut.py decides at the
+    """The oplog cut from the archive when SIDECAR_PITR allows an archiver (pitr/capture/cut.py decides at the
     cut whether one is at work)."""
     return None if ctx.settings.pitr == "off" else ArchiveCut(ctx.settings, client, ctx.cancel).take
 

@@ -1,5 +1,5 @@
 """The prune job: tiered retention on every destination (store/retention.py) for archives, and the
-oplog slices' retention (pitr/retention.py) after them; pending slice uploads are made first."""
+oplog slices' retention (pitr/record/retention.py) after them; pending slice uploads are made first."""
 
 from __future__ import annotations
 

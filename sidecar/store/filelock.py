@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import fcntl
 from pathlib import Path
-from types import TracebackType
 from typing import IO
 
 
@@ -59,9 +58,7 @@ class FileLock:
         self.acquire()
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 

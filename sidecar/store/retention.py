@@ -43,7 +43,7 @@ class Removal:
     created_at: str
     reason: str
     destination: str = "local"  # where the copy is removed: local or s3
-    kind: str = "archive"  # archive, or slice (an oplog slice, pitr/retention.py)
+    kind: str = "archive"  # archive, or slice (an oplog slice, pitr/record/retention.py)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from sidecar.pitr.capture.state import PitrState
 from sidecar.pitr.capture.tailer import OplogTail, OplogWindow, Rollover, oldest_entry, oplog, oplog_window
 from sidecar.pitr.planning.bases import base_backups
 from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.chain import ROLLOVER
 from sidecar.pitr.record.slices import SliceBuffer, oplog_dir, write_slice
 from sidecar.store.catalog import PARTIAL_SUFFIX
 from sidecar.text import iso_utc
@@ -168,7 +169,7 @@ class OplogArchiver:
         gap = {
             "from": optime.as_json(event.after),
             "to": optime.as_json(event.first),
-            "cause": "oplog-rollover",
+            "cause": ROLLOVER,
             "detectedAt": iso_utc(clock.now()),
             "detail": f"the server's oplog no longer holds {optime.label(event.after)}; its oldest "
             f"entry is {optime.label(event.first)}: the entries between are lost",

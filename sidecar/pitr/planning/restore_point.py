@@ -94,7 +94,6 @@ class PointRefused(ValueError):
 class PitrPlan:
     target: PointTarget
     base: str  # the base backup's file name
-    base_start: Timestamp
     base_end: Timestamp  # its consistent point: the slices' entries after it are replayed
     slices: list[SliceEntry]
     window: Window
@@ -123,13 +122,13 @@ def plan_point(settings: Settings, target: PointTarget, chain: Chain | None = No
         if not usable:
             continue
         name = max(usable, key=lambda n: ranges[n][1])
-        start, end = ranges[name]
+        end = ranges[name][1]
         slices = [
             s
             for s in segment.slices
             if optime.from_json(s["last"]) > end and optime.from_json(s["first"]) <= point
         ]
-        return PitrPlan(target, name, start, end, slices, window)
+        return PitrPlan(target, name, end, slices, window)
     raise refusal(chain, target)
 
 

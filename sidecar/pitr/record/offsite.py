@@ -1,5 +1,5 @@
 """The oplog slices' copies: uploaded to the bucket (``SIDECAR_S3_PREFIX`` + ``oplog/``) with the same
-checked upload as archives, and removed by retention (pitr/retention.py) catalog first, copies second.
+checked upload as archives, and removed by retention (pitr/record/retention.py) catalog first, copies second.
 
 An upload is recorded in the slice's catalog entry (``locations`` gains ``s3``, ``remote.s3`` as for
 archives) only after the object's size and sha256 check out. A removal first takes the copies out of
