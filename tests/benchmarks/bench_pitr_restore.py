@@ -149,7 +149,9 @@ def main() -> int:
         source = EmbeddedServer(root / "source").start()
         target = EmbeddedServer(root / "target").start()
         try:
-            settings = settings_for(source.uri, root, pitr="auto", verify_after_backup="off")
+            settings = settings_for(
+                source.uri, root, pitr="auto", verify_after_backup="off", pitr_slice_seconds=5
+            )
             client = pymongo.MongoClient(source.uri)
             load(client, args.docs, args.doc_bytes)
             base = BackupService(settings).run_backup()
