@@ -38,6 +38,22 @@ def mongo_client(mongo_uri: str) -> Iterator[pymongo.MongoClient]:
         yield client
 
 
+@pytest.fixture(scope="module")
+def module_mongo_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pymongo.MongoClient]:
+    """A client of a server whose oplog holds only this module's writes, for modules that query the
+    oplog after nearly every write: the embedded server reads its whole oplog on every oplog query, and
+    the session server's grows all session long. A module overrides ``mongo_client`` with it. With
+    SIDECAR_TEST_MONGODB_URI set, that server (a real mongod reads its oplog by ts)."""
+    given = os.environ.get("SIDECAR_TEST_MONGODB_URI")
+    server = None if given else EmbeddedServer(tmp_path_factory.mktemp("module-mongo") / "data").start()
+    try:
+        with pymongo.MongoClient(given or server.uri, serverSelectionTimeoutMS=10000) as client:
+            yield client
+    finally:
+        if server is not None:
+            server.stop()
+
+
 @pytest.fixture(scope="session")
 def sample_counts(mongo_client: pymongo.MongoClient) -> dict[str, int]:
     """The rich sample data, loaded once per session; tests must not modify these databases."""

@@ -5,7 +5,8 @@ refusals before any write; idempotence; the restore's namespace rules."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 
 import pymongo
 import pytest
@@ -151,16 +152,25 @@ def _history(client: pymongo.MongoClient, other: str) -> list[tuple[str, Step]]:
     ]
 
 
-@pytest.fixture(name="history")
-def history_fixture(mongo_client, scratch_db):
-    """The history run on a fresh database: (db, entries, [(label, ts after, snapshot after)])."""
-    source, other = scratch_db(), scratch_db()
+@pytest.fixture(name="mongo_client", scope="module")
+def own_oplog_client(module_mongo_client: pymongo.MongoClient) -> pymongo.MongoClient:
+    """The history reads the oplog after every step: from a server whose oplog holds only this module's."""
+    return module_mongo_client
+
+
+@pytest.fixture(name="history", scope="module")
+def history_fixture(mongo_client: pymongo.MongoClient) -> Iterator[tuple[str, list[bytes], list]]:
+    """The history run once on a fresh database: (db, entries, [(label, ts after, snapshot after)]).
+    Tests replay it into databases of their own and leave the source as the history left it."""
+    source, other = (f"rt_{uuid.uuid4().hex[:10]}" for _ in range(2))
     start = newest_ts(mongo_client)
     steps = []
     for label, step in _history(mongo_client, other):
         step(mongo_client[source])
         steps.append((label, newest_ts(mongo_client), snapshot(mongo_client, source)))
-    return source, entries_since(mongo_client, start), steps
+    yield source, entries_since(mongo_client, start), steps
+    for name in (source, other):
+        mongo_client.drop_database(name)
 
 
 def test_the_history_has_every_shape_the_embedded_server_writes(history):
@@ -475,6 +485,7 @@ def test_one_collection_replayed_under_a_new_name_beside_the_live_one(history, m
     result = replay(mongo_client, entries, ReplayOptions(until=steps[at][1], scope=ReplayScope.of(options)))
     assert set(result.namespaces) == {f"{source}.people_restored"}
     restored = snapshot(mongo_client, source)["people_restored"]
+    mongo_client[source].drop_collection("people_restored")  # the source stays as the history left it
     assert restored == steps[at][2]["people"]
     assert snapshot(mongo_client, source)["people"] == steps[-1][2]["people"]  # the live one untouched
 

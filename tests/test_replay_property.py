@@ -19,6 +19,7 @@ import uuid
 
 import bson
 import pymongo
+import pytest
 from bson.son import SON
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,13 @@ from sidecar.engine.replay.doc_diff import apply_diff
 from sidecar.engine.replay.engine import ReplayOptions, replay
 from sidecar.engine.replay.scope import ReplayScope
 from tests.replay_support import RAW, entries_since, newest_ts
+
+
+@pytest.fixture(name="mongo_client", scope="module")
+def own_oplog_client(module_mongo_client: pymongo.MongoClient) -> pymongo.MongoClient:
+    """Every example reads the oplog twice: from a server whose oplog holds only this module's writes."""
+    return module_mongo_client
+
 
 PATHS = [
     "a",

@@ -1,18 +1,18 @@
 """The time of a point-in-time restore against a plain restore of the same base backup.
 
     .venv/bin/python tests/benchmarks/bench_pitr_restore.py [--docs 20000] [--ops 10000] [--doc-bytes 500]
-        [--shape mixed|inserts|updates] [--writers N]
+        [--shape mixed|inserts|updates] [--writers N] [--child]
 
 Starts two fresh embedded servers in a temporary directory (a source and a restore target). On the
 source: --docs documents of about --doc-bytes, a base backup, then the oplog archiver (in-process, as
 ``sidecar serve`` runs it) while --ops writes follow in ordered batches of 1000: ``mixed`` interleaves
 inserts, ``$set``/``$inc`` updates and deletes; ``inserts`` and ``updates`` are one kind only. Into the
-target, each timed on its own and run as an operator runs it (``sidecar restore ... --json`` in a
-child process): the base backup restored plainly (``restore FILE``), then ``restore --to-time`` the
-last entry (the same base, its oplog and the slices replayed, with SIDECAR_PITR_REPLAY_WRITERS=
---writers). Prints a Markdown row for docs/pitr-replay.md: the replay's rate against the server's own
-rate for the same writes (measured while the archiver tails them), and the peak RSS of the
-``--to-time`` restore's process. Only 127.0.0.1 is contacted.
+target, each timed on its own (in this process; with --child as an operator runs it, ``sidecar restore
+... --json`` in a child process, whose peak RSS is then reported): the base backup restored plainly
+(``restore FILE``), then ``restore --to-time`` the last entry (the same base, its oplog and the slices
+replayed, with SIDECAR_PITR_REPLAY_WRITERS=--writers). Prints a Markdown row for docs/pitr-replay.md:
+the replay's rate against the server's own rate for the same writes (measured while the archiver
+tails them). Only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from sidecar.embedded import EmbeddedServer  # noqa: E402
+from sidecar.pitr.planning.restore_point import PointTarget  # noqa: E402
 from sidecar.service import BackupService  # noqa: E402
 from tests.helpers import settings_for  # noqa: E402
 from tests.pitr_support import archiving, wait_until_stored  # noqa: E402
@@ -91,7 +92,16 @@ def writes(client: pymongo.MongoClient, docs: int, ops: int, size: int, shape: s
         coll.bulk_write(requests)
 
 
-def timed_restore(env: dict[str, str], target: str, *args: str) -> tuple[float, dict, int]:
+def timed_restore(service: BackupService, target: str, **kw: object) -> tuple[float, dict, int]:
+    """The restore in this process: (seconds, its report, 0: no RSS of its own)."""
+    with pymongo.MongoClient(target) as client:
+        client.drop_database("bench")
+    started = time.monotonic()
+    result = service.run_restore(safety_backup=False, **kw)
+    return time.monotonic() - started, result, 0
+
+
+def child_restore(env: dict[str, str], target: str, *args: str) -> tuple[float, dict, int]:
     """``sidecar restore ARGS --json`` in a child process, as an operator runs it: (seconds, its report,
     its peak RSS in bytes)."""
     with pymongo.MongoClient(target) as client:
@@ -132,6 +142,7 @@ def main() -> int:
     parser.add_argument(
         "--writers", type=int, default=4, help="SIDECAR_PITR_REPLAY_WRITERS (0: in oplog order)"
     )
+    parser.add_argument("--child", action="store_true", help="restore in child processes, for their peak RSS")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -148,9 +159,15 @@ def main() -> int:
                 load_seconds = time.monotonic() - started
                 wait_until_stored(settings, client)
             last = newest_ts(client)
-            env = restore_env(target.uri, root, args.writers)
-            plain, _, _ = timed_restore(env, target.uri, base["fileName"])
-            point, result, rss = timed_restore(env, target.uri, "--to-time", f"{last.time}:{last.inc}")
+            if args.child:
+                env = restore_env(target.uri, root, args.writers)
+                plain, _, _ = child_restore(env, target.uri, base["fileName"])
+                point, result, rss = child_restore(env, target.uri, "--to-time", f"{last.time}:{last.inc}")
+            else:
+                service = BackupService(settings_for(target.uri, root, pitr_replay_writers=args.writers))
+                plain, _, _ = timed_restore(service, target.uri, file_name=base["fileName"])
+                to = PointTarget.to_time(f"{last.time}:{last.inc}")
+                point, result, rss = timed_restore(service, target.uri, point=to)
             replayed = result["pointInTime"]["replay"]
             rate = replayed["entries"] / max(replayed["seconds"], 1e-9)
             print(
@@ -165,7 +182,7 @@ def main() -> int:
                 f"{load_seconds:.2f} s ({server_rate:,.0f}/s) | {plain:.2f} s | "
                 f"{point:.2f} s ({point / plain:.1f}x) "
                 f"| {replayed['entries']:,} | {replayed['seconds']:.2f} s ({rate:,.0f} entries/s) "
-                f"| {rate / server_rate:.2f}x | {rss / 2**20:,.0f} MiB |"
+                f"| {rate / server_rate:.2f}x | {f'{rss / 2**20:,.0f} MiB' if rss else '-'} |"
             )
             client.close()
         finally:
