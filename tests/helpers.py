@@ -25,13 +25,15 @@ def settings_for(mongo_uri: str, directory: Path, **values: object) -> Settings:
 
 
 def run_cli(settings: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``sidecar ARGS`` in a child process, on ``settings``' server and directories (no archiver)."""
+    """``sidecar ARGS`` in a child process, on ``settings``' server, directories and connect timeout
+    (no archiver)."""
     env = {
         **os.environ,
         "SIDECAR_MONGODB_URI": settings.mongodb_uri,
         "SIDECAR_BACKUP_DIR": str(settings.backup_dir),
         "SIDECAR_LOG_DIR": str(settings.log_dir),
         "SIDECAR_MIN_FREE_BYTES": "0",
+        "SIDECAR_CONNECT_TIMEOUT_SECONDS": str(settings.connect_timeout_seconds),
         "SIDECAR_TIMEZONE": settings.timezone,
         "SIDECAR_PITR": "off",
     }
