@@ -16,7 +16,7 @@ import pytest
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.sampledata import load_sample_data
-from tests.helpers import settings_for
+from tests.helpers import discard, settings_for
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield server.uri
     finally:
-        server.stop()
+        discard(server)
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +51,7 @@ def module_mongo_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[py
             yield client
     finally:
         if server is not None:
-            server.stop()
+            discard(server)
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +77,7 @@ def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
     try:
         yield server
     finally:
-        server.stop()
+        discard(server)
 
 
 @pytest.fixture
@@ -89,4 +89,4 @@ def scratch_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
     try:
         yield server
     finally:
-        server.stop()
+        discard(server)
