@@ -336,7 +336,7 @@ async def test_bad_parameters_are_400_naming_the_parameter(
 def test_operations_nested_in_apply_ops_are_hits_at_the_entry_position(tmp_path: Path) -> None:
     """mongod's shapes, written through the archiver's own slice writer: a transaction's applyOps
     entry (two collections) and a batched-delete applyOps entry (grouped)."""
-    settings = settings_for("mongodb://127.0.0.1:1", tmp_path)
+    settings = settings_for("mongodb://127.0.0.1:1", tmp_path, connect_timeout_seconds=0.5)  # no server here
     wall = dt.datetime(2024, 12, 1, 5, 31, 7, 120000)
     txn = {
         "op": "c",
