@@ -548,3 +548,23 @@ def test_the_replay_reports_progress_toward_its_planned_total(history: History, 
     base = sum(ns["documents"] for ns in history.base["namespaces"].values())
     operations = point["replay"]["operations"]
     assert f"({base} documents from the base, {operations} operations replayed;" in capsys.readouterr().out
+
+
+async def test_the_api_returns_the_writes_a_drop_restore_discards(
+    history: History, aiohttp_client: Any
+) -> None:
+    text, _ = history.points["updated"]
+    expected = _restore(history, fresh=False, drop=True, dry_run=True, point=PointTarget.to_time(text))
+    settings = settings_for(history.target.uri, history.root, admin_token="a" * 32)
+    client = await aiohttp_client(create_app(Sidecar(settings)))
+    resp = await client.post(
+        "/api/backup/restore?wait=true",
+        json={"pointInTime": text, "drop": True, "dryRun": True},
+        headers={"Authorization": f"Bearer {'a' * 32}"},
+    )
+    body = await resp.json()
+    assert resp.status == 200, body
+    discarded = body["restore"]["pointInTime"]["discarded"]
+    assert discarded["total"] == expected["pointInTime"]["discarded"]["total"] > 0
+    assert discarded["namespaces"] == expected["pointInTime"]["discarded"]["namespaces"]
+    assert body["restore"]["warnings"] == expected["warnings"]

@@ -157,8 +157,9 @@ def _first_base(backups: Path) -> dict:
 
 
 def run(block: Block, incident: Incident, script: str | None = None) -> subprocess.CompletedProcess:
+    """The block as written, in bash with ``-e``: each of its commands must succeed, not only its last."""
     return subprocess.run(
-        ["bash", "-c", script if script is not None else block.script(incident.env)],
+        ["bash", "-e", "-c", script if script is not None else block.script(incident.env)],
         cwd=incident.root,
         env=incident.env,
         capture_output=True,
