@@ -29,7 +29,7 @@ from sidecar.pitr.find.query import FindQuery
 from sidecar.pitr.find.search import find_operations
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import SliceBuffer, oplog_dir, write_slice
-from tests.helpers import run_cli, settings_for
+from tests.helpers import discard, run_cli, settings_for
 from tests.pitr_support import archiving, wait_running, wait_until_stored
 
 DB = "findhist"
@@ -103,7 +103,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
             yield recorded
     finally:
         if server is not None:
-            server.stop()
+            discard(server)
 
 
 def find(history: History, **params: Any) -> dict[str, Any]:

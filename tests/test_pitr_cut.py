@@ -25,7 +25,7 @@ from sidecar.pitr.capture.cut_request import REQUEST_NAME, requested_cut
 from sidecar.pitr.capture.tailer import oplog, oplog_window
 from sidecar.pitr.record.slices import oplog_dir
 from sidecar.service import BackupService
-from tests.helpers import settings_for
+from tests.helpers import discard, settings_for
 from tests.pitr_support import archiving, wait_running, wait_until_stored
 from tests.test_backup import NamespaceHook
 
@@ -45,7 +45,7 @@ def cut_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield server.uri
     finally:
-        server.stop()
+        discard(server)
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from sidecar.pitr.record.slices import oplog_dir
 from sidecar.pitr.status import caught_up_position, pitr_status
 from sidecar.service import BackupService, JobFailed
 from sidecar.time_input import parse_iso, parse_position
-from tests.helpers import run_cli, settings_for
+from tests.helpers import discard, run_cli, settings_for
 from tests.pitr_support import archiving, wait_until_stored
 from tests.replay_support import newest_ts, oplog, snapshot
 
@@ -147,8 +147,8 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
         client.close()
         yield history
     finally:
-        target.stop()
-        source.stop()
+        discard(target)
+        discard(source)
 
 
 def _restore(history: History, settings: Settings | None = None, fresh: bool = True, **kw: Any) -> dict:

@@ -26,7 +26,7 @@ import pytest
 
 from sidecar.embedded import EmbeddedServer, free_port
 from sidecar.sampledata import load_sample_data
-from tests.helpers import settings_for
+from tests.helpers import discard, settings_for
 from tests.pitr_support import wait_until_stored
 from tests.replay_support import newest_ts, oplog
 from tests.runbooks import KINDS, Block, all_blocks
@@ -147,8 +147,8 @@ def incident(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Incident]:
         if process is not None:
             process.terminate()
             process.wait(60)
-        target.stop()
-        source.stop()
+        discard(target)
+        discard(source)
 
 
 def _first_base(backups: Path) -> dict:
