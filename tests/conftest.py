@@ -25,7 +25,11 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    server = EmbeddedServer(tmp_path_factory.mktemp("mongo") / "data").start()
+    # The oplog bounded: the embedded server reads all of it on every oplog query (three per backup), and
+    # the session's restores grow it (11 000 entries after test_restore, test_interop_tools and
+    # test_s3_service); the window any test reads is a few hundred entries.
+    oplog = ("--oplog-max-entries", "5000")
+    server = EmbeddedServer(tmp_path_factory.mktemp("mongo") / "data", extra_args=oplog).start()
     try:
         yield server.uri
     finally:
