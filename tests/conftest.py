@@ -16,7 +16,7 @@ import pytest
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.sampledata import load_sample_data
-from tests.helpers import settings_for
+from tests.helpers import discard, settings_for
 
 
 @pytest.fixture(scope="session")
@@ -25,11 +25,15 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if given:
         yield given
         return
-    server = EmbeddedServer(tmp_path_factory.mktemp("mongo") / "data").start()
+    # The oplog bounded: the embedded server reads all of it on every oplog query (three per backup), and
+    # the session's restores grow it (11 000 entries after test_restore, test_interop_tools and
+    # test_s3_service); the window any test reads is a few hundred entries.
+    oplog = ("--oplog-max-entries", "5000")
+    server = EmbeddedServer(tmp_path_factory.mktemp("mongo") / "data", extra_args=oplog).start()
     try:
         yield server.uri
     finally:
-        server.stop()
+        discard(server)
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +55,7 @@ def module_mongo_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[py
             yield client
     finally:
         if server is not None:
-            server.stop()
+            discard(server)
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +81,7 @@ def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
     try:
         yield server
     finally:
-        server.stop()
+        discard(server)
 
 
 @pytest.fixture
@@ -89,4 +93,4 @@ def scratch_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
     try:
         yield server
     finally:
-        server.stop()
+        discard(server)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from sidecar.config import Settings, load_settings
+from sidecar.embedded import EmbeddedServer
 
 
 def settings_for(mongo_uri: str, directory: Path, **values: object) -> Settings:
@@ -24,14 +25,24 @@ def settings_for(mongo_uri: str, directory: Path, **values: object) -> Settings:
     return load_settings(env)
 
 
+def discard(server: EmbeddedServer) -> None:
+    """End a test's embedded server whose data is thrown away. SIGKILL: on SIGTERM the server waits 2 s
+    for its accept thread, blocked in an accept() that closing the socket does not wake."""
+    if server.process is not None and server.process.poll() is None:
+        server.process.kill()
+        server.process.wait()
+
+
 def run_cli(settings: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``sidecar ARGS`` in a child process, on ``settings``' server and directories (no archiver)."""
+    """``sidecar ARGS`` in a child process, on ``settings``' server, directories and connect timeout
+    (no archiver)."""
     env = {
         **os.environ,
         "SIDECAR_MONGODB_URI": settings.mongodb_uri,
         "SIDECAR_BACKUP_DIR": str(settings.backup_dir),
         "SIDECAR_LOG_DIR": str(settings.log_dir),
         "SIDECAR_MIN_FREE_BYTES": "0",
+        "SIDECAR_CONNECT_TIMEOUT_SECONDS": str(settings.connect_timeout_seconds),
         "SIDECAR_TIMEZONE": settings.timezone,
         "SIDECAR_PITR": "off",
     }

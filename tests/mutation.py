@@ -1,6 +1,8 @@
 """Mutation testing of the data-safety code: ``mutmut run`` over ``[tool.mutmut]`` of pyproject.toml,
-with one embedded server for every mutant's tests (unless SIDECAR_TEST_MONGODB_URI names one), then
-``mutmut results``. Run from anywhere: ``python tests/mutation.py [--max-children N] [MUTANT ...]``
+then ``mutmut results``. The mutants' tests start their servers as the suite does (or use
+SIDECAR_TEST_MONGODB_URI): one server shared by every mutant's tests collects the whole run's oplog,
+and each oplog query of the embedded server reads all of it, until the archiver's tests time out.
+Run from anywhere: ``python tests/mutation.py [--max-children N] [MUTANT ...]``
 (MUTANT: names or globs such as ``"sidecar.store.retention.*"``; none: every mutant). See tests/README.md.
 """
 
@@ -10,7 +12,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,19 +33,8 @@ def main(argv: list[str]) -> int:
     options = parse(argv)
     # the tests must import the mutated copy under mutants/, not a checkout named on PYTHONPATH
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    server = None
-    if not env.get("SIDECAR_TEST_MONGODB_URI"):
-        sys.path.insert(0, str(ROOT))
-        from sidecar.embedded import EmbeddedServer
-
-        server = EmbeddedServer(Path(tempfile.mkdtemp(prefix="mutmut-mongo-")) / "data").start()
-        env["SIDECAR_TEST_MONGODB_URI"] = server.uri
-    try:
-        code = mutmut("run", "--max-children", str(options.max_children), *options.mutants, env=env)
-        return code or mutmut("results", env=env)
-    finally:
-        if server is not None:
-            server.stop()
+    code = mutmut("run", "--max-children", str(options.max_children), *options.mutants, env=env)
+    return code or mutmut("results", env=env)
 
 
 if __name__ == "__main__":

@@ -66,9 +66,11 @@ def archive_span(settings: Settings) -> tuple[Timestamp, Timestamp]:
     return optime.from_json(slices[0]["prev"]), optime.from_json(slices[-1]["last"])
 
 
-def wait_until_stored(settings: Settings, client: pymongo.MongoClient, timeout: float = 60) -> Timestamp:
-    """Until the archive holds the server's newest entry (of the moment of the call)."""
-    newest = oplog_window(client).last
+def wait_until_stored(
+    settings: Settings, client: pymongo.MongoClient, timeout: float = 60, reach: Timestamp | None = None
+) -> Timestamp:
+    """Until the archive holds ``reach`` (default: the server's newest entry at the moment of the call)."""
+    newest = reach or oplog_window(client).last
     catalog = SliceCatalog(oplog_dir(settings))
     deadline = time.monotonic() + timeout
     while (catalog.last_position() or Timestamp(0, 0)) < newest:

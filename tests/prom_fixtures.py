@@ -34,6 +34,7 @@ import pytest
 import yaml
 
 from sidecar.embedded import EmbeddedServer, free_port
+from tests.helpers import discard
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "alerts" / "mongobackup.rules.yml"
@@ -499,7 +500,7 @@ def e2e_mongo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServ
             shop["customers"].insert_many([{"_id": i, "name": f"customer {i}"} for i in range(500)])
         yield server
     finally:
-        server.stop()
+        discard(server)
 
 
 @pytest.fixture(scope="module")

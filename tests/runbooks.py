@@ -2,7 +2,7 @@
 
 Every ```bash or ```sh block of a runbook section carries a marker on the line before it:
 
-- ``<!-- runbook -->``: run as written, it exits 0;
+- ``<!-- runbook -->``: run as written (in ``bash -e``: every command of it succeeds), it exits 0;
 - ``<!-- runbook: fails-here "TEXT" -->``: it needs what the embedded test server lacks (a real mongod's
   ``applyOps``); run as written, it exits non-zero and its output holds TEXT, the failure the doc names;
 - ``<!-- runbook: setup -->``: the ``export`` lines the reader sets (the test sets those variables);

@@ -26,6 +26,7 @@ import pytest
 from sidecar.embedded import EmbeddedServer, free_port
 from sidecar.sampledata import load_bulk_data
 from sidecar.store.catalog import Catalog
+from tests.helpers import discard
 from tests.holding_proxy import HoldingProxy, holding_proxy
 
 ADMIN = "admin-token-for-sigterm-000001"
@@ -110,7 +111,7 @@ def bulk_server(tmp_path: Path) -> Any:
             load_bulk_data(client, target_bytes=8_000_000)  # 2 MB a collection: past the proxy's hold
         yield server
     finally:
-        server.stop()
+        discard(server)
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from sidecar.progress import Progress
 from sidecar.sampledata import load_bulk_data, load_sample_data
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import STATUS_COMPLETED, STATUS_FAILED
+from tests.helpers import discard
 from tests.test_restore_support import raw_documents
 
 
@@ -162,7 +163,7 @@ def test_oplog_overflow_is_a_clear_failure(tmp_path):
         with pytest.raises(DumpError, match="oplog overflow"):
             NativeDump(client, DumpOptions(parallel_collections=1), NamespaceHook(flood)).run(io.BytesIO())
     finally:
-        server.stop()
+        discard(server)
 
 
 def test_mongodb_down_fails_fast_with_host_and_no_password(make_settings):

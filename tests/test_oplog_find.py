@@ -29,7 +29,7 @@ from sidecar.pitr.find.query import FindQuery
 from sidecar.pitr.find.search import find_operations
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import SliceBuffer, oplog_dir, write_slice
-from tests.helpers import run_cli, settings_for
+from tests.helpers import discard, run_cli, settings_for
 from tests.pitr_support import archiving, wait_running, wait_until_stored
 
 DB = "findhist"
@@ -103,7 +103,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
             yield recorded
     finally:
         if server is not None:
-            server.stop()
+            discard(server)
 
 
 def find(history: History, **params: Any) -> dict[str, Any]:
@@ -336,7 +336,7 @@ async def test_bad_parameters_are_400_naming_the_parameter(
 def test_operations_nested_in_apply_ops_are_hits_at_the_entry_position(tmp_path: Path) -> None:
     """mongod's shapes, written through the archiver's own slice writer: a transaction's applyOps
     entry (two collections) and a batched-delete applyOps entry (grouped)."""
-    settings = settings_for("mongodb://127.0.0.1:1", tmp_path)
+    settings = settings_for("mongodb://127.0.0.1:1", tmp_path, connect_timeout_seconds=0.5)  # no server here
     wall = dt.datetime(2024, 12, 1, 5, 31, 7, 120000)
     txn = {
         "op": "c",

@@ -20,7 +20,7 @@ from sidecar.pitr.find.query import FindQuery
 from sidecar.pitr.find.search import find_operations
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import oplog_dir
-from tests.helpers import run_cli, settings_for
+from tests.helpers import discard, run_cli, settings_for
 from tests.pitr_support import archiving, wait_running, wait_until_stored
 
 DB = "recentfind"
@@ -65,7 +65,7 @@ def recent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recent]:
                 fresh = _first_delete(client, SliceCatalog(oplog_dir(settings)).last_position())
                 yield Recent(settings, archived, fresh)
     finally:
-        server.stop()
+        discard(server)
 
 
 def _find(settings: Settings, **params: Any) -> dict[str, Any]:

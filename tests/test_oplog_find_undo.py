@@ -16,7 +16,7 @@ import pytest
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.service import BackupService
-from tests.helpers import run_cli, settings_for
+from tests.helpers import discard, run_cli, settings_for
 from tests.pitr_support import archiving, wait_running, wait_until_stored
 from tests.replay_support import snapshot
 
@@ -65,7 +65,7 @@ def mistake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mistake]:
                 before, after = _script(client, settings)
         yield Mistake(settings, server.uri, before, after)
     finally:
-        server.stop()
+        discard(server)
 
 
 def _sidecar(mistake: Mistake, argv: list[str]) -> subprocess.CompletedProcess[str]:

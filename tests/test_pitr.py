@@ -31,7 +31,7 @@ from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import oplog_dir, read_entries
 from sidecar.pitr.status import pitr_status
 from sidecar.service import BackupService
-from tests.helpers import settings_for
+from tests.helpers import discard, settings_for
 from tests.pitr_support import (
     archive_span,
     archived,
@@ -56,7 +56,7 @@ def pitr_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSe
     try:
         yield server
     finally:
-        server.stop()
+        discard(server)
 
 
 @pytest.fixture
@@ -284,7 +284,7 @@ def test_a_rollover_while_stopped_is_a_gap_and_a_later_base_backup_opens_a_new_w
         assert runner.state.window_start == float(second["oplog"]["end"]["t"])
         assert not [p for p in oplog_dir(settings).iterdir() if p.name.endswith(".partial")]
     finally:
-        server.stop()
+        discard(server)
 
 
 def test_pitr_on_refuses_a_standalone_server_in_stream_and_serve(tmp_path):
@@ -317,7 +317,7 @@ def test_pitr_on_refuses_a_standalone_server_in_stream_and_serve(tmp_path):
         done = subprocess.run([sidecar, "serve"], env=serve_env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and "SIDECAR_PITR=on needs a replica set member" in done.stderr
     finally:
-        server.stop()
+        discard(server)
 
 
 def test_serve_starts_archiving_once_a_standalone_server_is_a_replica_set_member(tmp_path):
@@ -341,7 +341,7 @@ def test_serve_starts_archiving_once_a_standalone_server_is_a_replica_set_member
         namespaces = {bson.decode(raw).get("ns") for raw in archived(settings)}
         assert "pitrlate.docs" in namespaces
     finally:
-        server.stop()
+        discard(server)
 
 
 def test_a_second_archiver_on_the_same_directory_stands_by(make_settings, pitr_client):

@@ -20,7 +20,7 @@ from sidecar.metrics import SidecarMetrics
 from sidecar.pitr.capture.state import PitrState
 from sidecar.pitr.capture.tailer import is_replica_set_member, oplog_window
 from sidecar.service import BackupService
-from tests.helpers import settings_for
+from tests.helpers import discard, settings_for
 from tests.pitr_support import archiving, wait_until_stored
 
 RPO = "MongoBackupPitrRpoBreached"
@@ -41,7 +41,7 @@ def uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield server.uri
     finally:
-        server.stop()
+        discard(server)
 
 
 def rpo_condition(settings: Settings, state: PitrState, now: float) -> dict:

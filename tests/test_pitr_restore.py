@@ -34,7 +34,7 @@ from sidecar.pitr.record.slices import oplog_dir
 from sidecar.pitr.status import caught_up_position, pitr_status
 from sidecar.service import BackupService, JobFailed
 from sidecar.time_input import parse_iso, parse_position
-from tests.helpers import run_cli, settings_for
+from tests.helpers import discard, run_cli, settings_for
 from tests.pitr_support import archiving, wait_until_stored
 from tests.replay_support import newest_ts, oplog, snapshot
 
@@ -147,8 +147,8 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> Iterator[History]:
         client.close()
         yield history
     finally:
-        target.stop()
-        source.stop()
+        discard(target)
+        discard(source)
 
 
 def _restore(history: History, settings: Settings | None = None, fresh: bool = True, **kw: Any) -> dict:
@@ -548,3 +548,23 @@ def test_the_replay_reports_progress_toward_its_planned_total(history: History, 
     base = sum(ns["documents"] for ns in history.base["namespaces"].values())
     operations = point["replay"]["operations"]
     assert f"({base} documents from the base, {operations} operations replayed;" in capsys.readouterr().out
+
+
+async def test_the_api_returns_the_writes_a_drop_restore_discards(
+    history: History, aiohttp_client: Any
+) -> None:
+    text, _ = history.points["updated"]
+    expected = _restore(history, fresh=False, drop=True, dry_run=True, point=PointTarget.to_time(text))
+    settings = settings_for(history.target.uri, history.root, admin_token="a" * 32)
+    client = await aiohttp_client(create_app(Sidecar(settings)))
+    resp = await client.post(
+        "/api/backup/restore?wait=true",
+        json={"pointInTime": text, "drop": True, "dryRun": True},
+        headers={"Authorization": f"Bearer {'a' * 32}"},
+    )
+    body = await resp.json()
+    assert resp.status == 200, body
+    discarded = body["restore"]["pointInTime"]["discarded"]
+    assert discarded["total"] == expected["pointInTime"]["discarded"]["total"] > 0
+    assert discarded["namespaces"] == expected["pointInTime"]["discarded"]["namespaces"]
+    assert body["restore"]["warnings"] == expected["warnings"]

@@ -31,7 +31,7 @@ from sidecar.pitr.status import pitr_status
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import is_usable
 from sidecar.store.objects import Digest
-from tests.helpers import settings_for
+from tests.helpers import discard, settings_for
 from tests.pitr_support import archiving, wait_until_stored
 
 DB = "pverify"
@@ -51,7 +51,7 @@ def chain_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield server.uri
     finally:
-        server.stop()
+        discard(server)
 
 
 def _writes(client: pymongo.MongoClient) -> None:

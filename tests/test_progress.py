@@ -144,3 +144,32 @@ def test_a_shorter_line_is_drawn_over_the_whole_longer_one():
     p.begin("oplog-replay", unit="entries", total=10)
     terminal._draw()
     assert len(screen.getvalue().split("\r")[-1]) == longer - 1  # padded: nothing of the first is left
+
+
+def test_a_plain_restore_counts_the_archives_documents_and_bytes(make_settings, sample_counts, mongo_client):
+    settings = make_settings(database="maekcord", verify_after_backup="off")
+    service = BackupService(settings)
+    entry = service.run_backup(service.new_job("backup", "manual"))
+    job = service.new_job("restore")
+    seen: list[tuple[int, int, int, int]] = []
+    advance = job.progress.advance
+
+    def record(count: int, position: Timestamp | None = None) -> None:
+        advance(count, position)
+        p = job.progress
+        if p.unit == "documents":
+            seen.append((p.done, p.total, p.bytes, p.bytes_total))
+
+    job.progress.advance = record  # type: ignore[method-assign]
+    result = service.run_restore(
+        job,
+        file_name=entry["fileName"],
+        ns_from=["maekcord.*"],
+        ns_to=["progress_restore.*"],
+        oplog_replay=False,
+    )
+    assert len(seen) > 1 and {t for _, t, _, _ in seen} == {result["documents"]}
+    assert {b for _, _, _, b in seen} == {result["bytes"]} and result["bytes"] > 0
+    done = [d for d, _, _, _ in seen]
+    assert done == sorted(done) and done[-1] == result["documents"] == result["documentsWritten"]
+    assert seen[-1][2] == result["bytes"]  # the archive's bytes of those namespaces, all written

@@ -32,7 +32,7 @@ from sidecar.sampledata import load_sample_data
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.summary import summarize_catalog
 from sidecar.text import human_size
-from tests.helpers import settings_for
+from tests.helpers import discard, settings_for
 from tests.pitr_support import archived, archiving, wait_until_stored
 
 APP = "proofapp"
@@ -50,7 +50,7 @@ def source_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield server.uri
     finally:
-        server.stop()
+        discard(server)
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import pytest
 
 from sidecar.embedded import EmbeddedServer, free_port
 from sidecar.sampledata import load_sample_data
-from tests.helpers import settings_for
+from tests.helpers import discard, settings_for
 from tests.pitr_support import wait_until_stored
 from tests.replay_support import newest_ts, oplog
 from tests.runbooks import KINDS, Block, all_blocks
@@ -147,8 +147,8 @@ def incident(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Incident]:
         if process is not None:
             process.terminate()
             process.wait(60)
-        target.stop()
-        source.stop()
+        discard(target)
+        discard(source)
 
 
 def _first_base(backups: Path) -> dict:
@@ -157,8 +157,9 @@ def _first_base(backups: Path) -> dict:
 
 
 def run(block: Block, incident: Incident, script: str | None = None) -> subprocess.CompletedProcess:
+    """The block as written, in bash with ``-e``: each of its commands must succeed, not only its last."""
     return subprocess.run(
-        ["bash", "-c", script if script is not None else block.script(incident.env)],
+        ["bash", "-e", "-c", script if script is not None else block.script(incident.env)],
         cwd=incident.root,
         env=incident.env,
         capture_output=True,

@@ -25,7 +25,7 @@ from sidecar.sampledata import load_bulk_data
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.catalog import newest_usable
 from sidecar.time_input import parse_iso
-from tests.helpers import settings_for
+from tests.helpers import discard, settings_for
 from tests.test_restore_support import sample_archive_fixture  # noqa: F401
 
 
@@ -235,7 +235,7 @@ def test_a_drill_that_loses_its_server_midway_leaves_nothing_behind_or_says_what
             assert set(again.get("leftoversDropped") or []) == left
             assert drill_databases(client) == []
     finally:
-        restarted.stop()
+        discard(restarted)
 
 
 def _scratch_pid(drill_dir: Path) -> int:
@@ -289,7 +289,7 @@ def test_the_next_drill_removes_the_scratch_server_a_killed_sidecar_left(sample_
         assert left.process.wait(10) is not None  # ended
         assert list(service.settings.drill_directory.iterdir()) == []
     finally:
-        left.stop()
+        discard(left)
 
 
 def test_verify_of_a_missing_file_is_recorded_as_failed(sample_archive, tmp_path, mongo_uri):
