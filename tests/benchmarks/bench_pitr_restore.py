@@ -1,7 +1,7 @@
 """The time of a point-in-time restore against a plain restore of the same base backup.
 
     .venv/bin/python tests/benchmarks/bench_pitr_restore.py [--docs 20000] [--ops 10000] [--doc-bytes 500]
-        [--shape mixed|inserts|updates] [--writers N] [--child]
+        [--shape mixed|inserts|updates] [--writers N] [--child] [--slice-seconds 5]
 
 Starts two fresh embedded servers in a temporary directory (a source and a restore target). On the
 source: --docs documents of about --doc-bytes, a base backup, then the oplog archiver (in-process, as
@@ -143,6 +143,9 @@ def main() -> int:
         "--writers", type=int, default=4, help="SIDECAR_PITR_REPLAY_WRITERS (0: in oplog order)"
     )
     parser.add_argument("--child", action="store_true", help="restore in child processes, for their peak RSS")
+    parser.add_argument(
+        "--slice-seconds", type=float, default=5, help="SIDECAR_PITR_SLICE_SECONDS of the source"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -150,7 +153,11 @@ def main() -> int:
         target = EmbeddedServer(root / "target").start()
         try:
             settings = settings_for(
-                source.uri, root, pitr="auto", verify_after_backup="off", pitr_slice_seconds=5
+                source.uri,
+                root,
+                pitr="auto",
+                verify_after_backup="off",
+                pitr_slice_seconds=args.slice_seconds,
             )
             client = pymongo.MongoClient(source.uri)
             load(client, args.docs, args.doc_bytes)
@@ -159,7 +166,7 @@ def main() -> int:
                 started = time.monotonic()
                 writes(client, args.docs, args.ops, args.doc_bytes, args.shape)
                 load_seconds = time.monotonic() - started
-                wait_until_stored(settings, client)
+                wait_until_stored(settings, client, timeout=args.slice_seconds + 60)
             last = newest_ts(client)
             if args.child:
                 env = restore_env(target.uri, root, args.writers)
