@@ -398,7 +398,8 @@ async def test_the_api_restores_to_a_point_and_refuses_outside_the_window(
     assert body["error"]["nearest"]["before"] is None
 
 
-def test_cli_restore_to_time_prints_the_plan(history: History, monkeypatch, capsys) -> None:
+def _cli_environment(history: History, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings a `sidecar restore` of the history reads: its target server and backup folder."""
     for key, value in {
         "SIDECAR_MONGODB_URI": history.target.uri,
         "SIDECAR_BACKUP_DIR": str(history.settings.backup_dir),
@@ -406,6 +407,10 @@ def test_cli_restore_to_time_prints_the_plan(history: History, monkeypatch, caps
         "SIDECAR_PITR": "off",
     }.items():
         monkeypatch.setenv(key, value)
+
+
+def test_cli_restore_to_time_prints_the_plan(history: History, monkeypatch, capsys) -> None:
+    _cli_environment(history, monkeypatch)
     label = "delete-many"
     assert cli_main(["restore", "--to-time", history.seconds[label], "--dry-run", "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -491,13 +496,7 @@ def test_a_drop_restore_counts_the_later_writes_it_discards(history: History, mo
     kept = _restore(history, fresh=True, point=target, dry_run=True)  # no --drop: nothing discarded
     assert "discarded" not in kept["pointInTime"] and "warnings" not in kept
 
-    for key, value in {
-        "SIDECAR_MONGODB_URI": history.target.uri,
-        "SIDECAR_BACKUP_DIR": str(history.settings.backup_dir),
-        "SIDECAR_MIN_FREE_BYTES": "0",
-        "SIDECAR_PITR": "off",
-    }.items():
-        monkeypatch.setenv(key, value)
+    _cli_environment(history, monkeypatch)
     _restore(history, point=PointTarget.to_time(history.points["dropped"][0]))
     assert cli_main(["restore", "--to-time", text, "--drop", "--dry-run", "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -535,13 +534,7 @@ def test_the_replay_reports_progress_toward_its_planned_total(history: History, 
     assert (shown["unit"], shown["done"], shown["total"], shown["ratio"]) == ("entries", total, total, 1.0)
     assert shown["pointReached"]["t"] == point["endPoint"]["t"] and shown["etaSeconds"] == 0
 
-    for key, value in {
-        "SIDECAR_MONGODB_URI": history.target.uri,
-        "SIDECAR_BACKUP_DIR": str(history.settings.backup_dir),
-        "SIDECAR_MIN_FREE_BYTES": "0",
-        "SIDECAR_PITR": "off",
-    }.items():
-        monkeypatch.setenv(key, value)
+    _cli_environment(history, monkeypatch)
     with pymongo.MongoClient(history.target.uri) as client:
         client.drop_database(DB)
     assert cli_main(["restore", "--to-time", text, "--quiet", "--no-safety-backup"]) == 0
