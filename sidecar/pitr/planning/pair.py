@@ -116,9 +116,9 @@ def joined_pair(settings: Settings) -> BasePair | BrokenChain | str:
                 if optime.from_json(s["last"]) > older_point and optime.from_json(s["first"]) <= newer_point
             ]
             return BasePair(older, newer, older_point, newer_point, slices)
-    return BrokenChain(older, newer, [g for g in chain.gaps if _between(g, older_point, newer_point)])
+    return BrokenChain(older, newer, [g for g in chain.gaps if lies_between(g, older_point, newer_point)])
 
 
-def _between(gap: Gap, older: Timestamp, newer: Timestamp) -> bool:
+def lies_between(gap: Gap, older: Timestamp, newer: Timestamp) -> bool:
     """The gap takes away entries after ``older`` and up to ``newer``."""
     return (gap.start is None or gap.start < newer) and (gap.end is None or gap.end > older)
