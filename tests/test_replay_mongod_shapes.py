@@ -16,7 +16,7 @@ from sidecar.engine.replay.apply import apply_ops_entry
 from sidecar.engine.replay.crud import crud_write
 from sidecar.engine.replay.doc_diff import DiffError, apply_diff, validate_diff
 from sidecar.engine.replay.engine import ReplayOptions, plan_replay, replay
-from sidecar.engine.replay.units import OplogOp
+from sidecar.engine.replay.units import OplogOp, ts_text
 from tests.replay_support import RAW, entry
 from tests.test_restore_support import scratch_db_fixture  # noqa: F401 - fixture
 
@@ -333,6 +333,39 @@ def test_a_transaction_begun_before_the_range_is_refused(mongo_client, scratch_d
         Timestamp(T, 6), "c", "admin.$cmd", {"commitTransaction": 1}, lsid=LSID, txnNumber=8
     )
     assert "prepared transaction" in plan_replay([prepared_commit]).refused[0].reason
+
+
+def _refusal(entries: list[bytes]) -> tuple[Timestamp | None, str, str]:
+    refused = plan_replay(entries).refused
+    assert len(refused) == 1, refused
+    return refused[0].ts, refused[0].ns, refused[0].reason
+
+
+def test_each_broken_transaction_is_refused_at_its_entry_with_the_reason() -> None:
+    """Where, on what and why: the refusal an operator reads (a transaction replays whole or not at all)."""
+    ns = "txdb.a"
+    t = lambda i: Timestamp(T, i)  # noqa: E731
+    begun_before = _apply_ops(t(5), [_inner("i", ns, {"_id": 1})], prev=t(4), txn=9)
+    assert _refusal([begun_before]) == (
+        t(5),
+        "admin.$cmd",
+        f"a transaction entry whose previous entry ({ts_text(t(4))}) is not in the replayed range: "
+        "the transaction began before it",
+    )
+    first = _apply_ops(t(2), [_inner("i", ns, {"_id": 2})], txn=2, partialTxn=True)
+    astray = _apply_ops(t(6), [_inner("i", ns, {"_id": 3})], prev=t(3), txn=2, partialTxn=True)
+    assert _refusal([first, astray]) == (
+        t(6),
+        "admin.$cmd",
+        f"a transaction entry that follows {ts_text(t(3))}, but the previous entry of its transaction "
+        f"is {ts_text(t(2))}",
+    )
+    commit = entry(t(7), "c", "admin.$cmd", {"commitTransaction": 1}, lsid=LSID, txnNumber=8)
+    assert _refusal([commit]) == (
+        t(7),
+        "admin.$cmd",
+        "commitTransaction of a prepared transaction that is not in the replayed range",
+    )
 
 
 def test_index_builds_as_mongod_logs_them(mongo_client, scratch_db):
