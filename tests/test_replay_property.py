@@ -87,6 +87,9 @@ def _update(operator: str, paths: list[str], value: object) -> dict:
 def _several_operators(set_paths: list[str], inc_path: str, n: int, value: object) -> dict:
     """A $set and an $inc in one update, the operators listed so that all paths are in MongoDB's order."""
     sets = {p: value for p in set_paths if p != inc_path}
+    before = {p: v for p, v in sets.items() if mongodb_order(p) < mongodb_order(inc_path)}
+    if before and len(before) < len(sets):  # the $inc's path between two $set paths: no listing is in
+        sets = before  # MongoDB's order, so keep the $set paths before it ($set 9, b with $inc 10)
     inc = {"$inc": {inc_path: n}}
     set_part = {"$set": dict(sorted(sets.items(), key=lambda item: mongodb_order(item[0])))} if sets else {}
     first = not sets or mongodb_order(inc_path) < min(mongodb_order(p) for p in sets)
@@ -186,6 +189,7 @@ def test_random_updates_replay_to_the_servers_document(mongo_client, sequence):
 @example(sequence=[{"$rename": {"a": "moved.k"}, "$set": {"moved.v": 1}}])
 @example(sequence=[{"$set": {"flag": "young"}, "$push": {"tags": "pitr"}}])  # the issue's update
 @example(sequence=[{"$inc": {"9": 1, "10": 1}}, {"$set": {"b": 1, "c": 2, "n.m.p": 3}}])
+@example(sequence=[{"$set": {"a": []}}, _several_operators(["9", "b"], "10", 0, [])])  # found by a run
 def test_updates_of_several_paths_replay_to_the_servers_document(mongo_client, sequence):
     """Several new fields in one update, through one operator or several, byte for byte: the server's
     updatedFields does not list them in the order it appended them, the replay applies MongoDB's."""
