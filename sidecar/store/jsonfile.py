@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +59,3 @@ class LockedJsonFile:
             os.fsync(handle.fileno())
         os.replace(tmp, self.path)
         fsync_dir(self.path.parent)
-
-    def update(self, default: Any, change: Callable[[Any], Any]) -> Any:
-        """Read, let ``change`` modify the document in place, write it back; all under the lock."""
-        with self.locked():
-            document = self.read(default)
-            result = change(document)
-            self.write(document)
-            return result

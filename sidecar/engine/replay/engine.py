@@ -153,9 +153,15 @@ class ReplayPlan(ReplayCounts):
 class ReplayResult(ReplayCounts):
     method: str = ""
     seconds: float = 0.0
+    windows_in_order: int = 0  # parallel windows applied again in oplog order after a refused write
 
     def as_json(self) -> dict[str, Any]:
-        return {**super().as_json(), "method": self.method, "seconds": round(self.seconds, 3)}
+        return {
+            **super().as_json(),
+            "method": self.method,
+            "seconds": round(self.seconds, 3),
+            "windowsInOrder": self.windows_in_order,
+        }
 
 
 def _units_and_actions(
@@ -295,6 +301,8 @@ def replay(
         applied.written(0)
     finally:
         applier.close()
+    if isinstance(applier, ParallelApplier):
+        result.windows_in_order = applier.windows_in_order
     result.close(reader)
     result.seconds = time.monotonic() - started
     return result

@@ -12,6 +12,10 @@
   from one document to another within the window; a capped collection, which keeps insertion order;
   a collation, under which ``_id``\\s that differ in bytes may be one; a document ``_id``) is applied
   by one writer in oplog order, the ordered path (``NativeApplier``) for that window;
+- a window in which the server refuses a write (a constraint the rules above did not see) is
+  applied again, whole, in oplog order (``windows_in_order`` counts them): oplog operations are
+  idempotent, so that leaves what the ordered path leaves over any part of the window already
+  written, or fails at the entry where the ordered path fails;
 - window k+1 is read and translated while window k is written; ``on_batch(n)`` hears, in order,
   of the ``n`` operations of each window once it is written, and of each command once it has run.
 
@@ -38,7 +42,7 @@ from sidecar.engine.replay.commands import NAMESPACE_EXISTS
 from sidecar.engine.replay.crud import Write
 from sidecar.engine.replay.doc_chains import Chain, chains, rounds
 from sidecar.engine.replay.doc_key import doc_key, stored_key
-from sidecar.engine.replay.units import Unit
+from sidecar.engine.replay.units import ReplayError, Unit
 
 DEFAULT_WRITERS = 4
 MAX_WRITERS = 16
@@ -189,7 +193,8 @@ class ParallelApplier:
     rules: OrderRules = field(init=False)
     pool: ThreadPoolExecutor = field(init=False)
     running: list[Future] = field(default_factory=list)
-    running_ops: int = 0
+    sent: list[Write] = field(default_factory=list)  # the window the running writers write
+    windows_in_order: int = 0
 
     def __post_init__(self) -> None:
         if not 1 <= self.writers <= MAX_WRITERS:
@@ -216,13 +221,17 @@ class ParallelApplier:
         jobs = window_jobs(window, self.rules, self.writers)
         self._wait()
         self.running = [self.pool.submit(_run_jobs, self.client, mine) for mine in jobs if mine]
-        self.running_ops = len(window)
+        self.sent = window
 
     def _wait(self) -> None:
         running, self.running = self.running, []
-        _join(running)
+        try:
+            _join(running)
+        except ReplayError:
+            InOrder(self.sent).run(self.client)  # see the module doc; every writer has stopped
+            self.windows_in_order += 1
         if running:
-            self._written(self.running_ops)
+            self._written(len(self.sent))
 
     def _written(self, ops: int) -> None:
         if self.on_batch is not None:
