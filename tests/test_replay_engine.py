@@ -333,6 +333,16 @@ def test_renames_into_and_out_of_the_replayed_namespaces(mongo_client, scratch_d
     assert outside not in mongo_client.list_database_names()
 
 
+@pytest.mark.parametrize(
+    "body",
+    [{"renameCollection": "a.b"}, {"renameCollection": "a.b", "to": 5}, {"renameCollection": 5, "to": "a.c"}],
+    ids=["no to", "to not a namespace", "from not a namespace"],
+)
+def test_a_rename_without_both_namespaces_is_refused(body):
+    plan = plan_replay([entry(Timestamp(1_800_000_150, 1), "c", "admin.$cmd", body)])
+    assert [e.reason for e in plan.refused] == ["renameCollection without its from and to namespaces"]
+
+
 def test_drop_database_under_renaming_drops_what_came_from_it(mongo_client, scratch_db):
     source, target = scratch_db(), scratch_db()
     t = 1_800_000_200

@@ -202,25 +202,34 @@ def test_a_diff_on_a_missing_document_is_applied_to_its_id(mongo_client, scratch
     assert mongo_client[db].c.find_one() == {"_id": 7, "x": 1}
 
 
-@pytest.mark.parametrize(
-    "diff",
-    [
-        {"b": {"f": Binary(b"x")}},  # time-series column diffs
-        {"q": {"x": 1}},
-        {"u": 5},
-        {"sx": _son([("a", True), ("u2", 1), ("u1", 1)])},  # indexes out of order
-        {"sx": _son([("a", True), ("l", 1), ("u3", 1)])},  # past the new length
-        {"sx": _son([("a", True), ("z1", 1)])},
-        {"sx": _son([("a", True), ("s1", 5)])},
-        {"u": {"a": 1}, "d": {"a": False}},  # one field twice
-        {},
-    ],
-)
-def test_a_malformed_or_unsupported_diff_is_refused_up_front(diff):
-    with pytest.raises(DiffError):
+# (diff, the reason an operator reads)
+PAST_LENGTH = "an array diff modifies an index at or past its new length"
+REFUSED_DIFFS = [
+    ({"b": {"f": Binary(b"x")}}, "unknown section 'b' in a $v: 2 diff"),  # time-series column diffs
+    ({"q": {"x": 1}}, "unknown section 'q' in a $v: 2 diff"),
+    ({"u": 5}, "the 'u' section of a $v: 2 diff is not an object"),
+    ({"sx": 5}, "sub-diff 'sx' of a $v: 2 diff is not an object"),
+    ({"sx": _son([("a", True), ("u2", 1), ("u1", 1)])}, "array diff indexes out of order at 'u1'"),
+    ({"sx": _son([("a", True), ("l", 1), ("u3", 1)])}, PAST_LENGTH),
+    ({"sx": _son([("a", True), ("l", -1)])}, PAST_LENGTH),
+    ({"sx": _son([("a", True), ("l", "2")])}, "the new length (l) of an array diff must be an int32"),
+    ({"sx": _son([("a", False), ("u0", 1)])}, "an array diff must start with a: true"),
+    ({"sx": _son([("a", True), ("z1", 1)])}, "unexpected field 'z1' in an array diff"),
+    ({"sx": _son([("a", True), ("s1", 5)])}, "unexpected field 's1' in an array diff"),
+    ({"u": {"a": 1}, "d": {"a": False}}, "field 'a' appears twice in a $v: 2 diff"),
+    ({"u": {"x": 1}, "sx": {"u": {"q": 1}}}, "field 'x' appears twice in a $v: 2 diff"),  # set and sub-diff
+    ({"sy": {"sz": {}}}, "an empty $v: 2 diff"),  # down to the deepest sub-diff
+    ({}, "an empty $v: 2 diff"),
+]
+
+
+@pytest.mark.parametrize(("diff", "reason"), REFUSED_DIFFS, ids=[r for _, r in REFUSED_DIFFS])
+def test_a_malformed_or_unsupported_diff_is_refused_up_front(diff, reason):
+    with pytest.raises(DiffError) as info:
         validate_diff(_encode(diff))
+    assert str(info.value) == reason
     plan = plan_replay([entry(Timestamp(T, 1), "u", "x.c", {"$v": 2, "diff": diff}, o2={"_id": 1})])
-    assert plan.refused and plan.refused[0].ts == Timestamp(T, 1) and plan.refused[0].ns == "x.c"
+    assert [(e.ts, e.ns, e.reason) for e in plan.refused] == [(Timestamp(T, 1), "x.c", reason)]
 
 
 def test_v1_and_unversioned_modifier_updates(mongo_client, scratch_db):
