@@ -19,6 +19,7 @@ import bson
 import pymongo
 import pyrage
 import pytest
+from bson.raw_bson import RawBSONDocument
 from bson.timestamp import Timestamp
 
 from sidecar.config import Settings
@@ -28,7 +29,7 @@ from sidecar.metrics import SidecarMetrics
 from sidecar.pitr import optime
 from sidecar.pitr.capture.tailer import oplog_window
 from sidecar.pitr.record.catalog import SliceCatalog
-from sidecar.pitr.record.slices import oplog_dir, read_entries
+from sidecar.pitr.record.slices import SliceBuffer, oplog_dir, read_entries, write_slice
 from sidecar.pitr.status import pitr_status
 from sidecar.service import BackupService
 from tests.helpers import discard, settings_for
@@ -358,3 +359,35 @@ def test_a_second_archiver_on_the_same_directory_stands_by(make_settings, pitr_c
             wait_until_stored(settings, pitr_client)
     after, last = archive_span(settings)
     assert archived(settings) == server_entries(pitr_client, after, last)
+
+
+def _stored_files(settings: Settings) -> dict[str, bytes]:
+    """The archive's slices and catalog (not the archiver's lock and presence files)."""
+    return {p.name: p.read_bytes() for p in oplog_dir(settings).glob("oplog-*")}
+
+
+def test_an_archive_ahead_of_the_servers_oplog_is_refused_and_nothing_is_written(make_settings, pitr_client):
+    """Another server, or this one restored: its oplog ends before the archive's newest entry. The
+    archiver must not go on from there (the two histories do not join): it refuses, naming both."""
+    settings = make_settings(pitr="auto", pitr_slice_seconds=0.1)
+    pitr_client.pitrbehind.docs.insert_one({"k": 1})
+    server_last = oplog_window(pitr_client).last
+    ahead = Timestamp(server_last.time + 86400, 1)  # the other server's history is a day further on
+    oplog_dir(settings).mkdir(parents=True)
+    buffer = SliceBuffer(prev=None)
+    buffer.add(RawBSONDocument(bson.encode({"op": "n", "ns": "", "o": {"msg": "x"}, "ts": ahead})), ahead)
+    catalog = SliceCatalog(oplog_dir(settings))
+    stored = write_slice(settings, buffer)
+    catalog.add_slice(stored)
+    files = _stored_files(settings)
+    with archiving(settings) as runner:
+        assert runner.wait(30), "the archiver goes on after an archive ahead of the server"
+    assert oplog_window(pitr_client).last == server_last
+    refusal = (
+        f"the server's oplog ends at {optime.label(server_last)}, before the archive's newest entry "
+        f"{optime.label(ahead)}: is this another or a restored server? Move the oplog directory aside "
+        "to start a new archive"
+    )
+    assert runner.fatal == runner.state.error == refusal
+    assert catalog.load()["slices"] == [stored] and catalog.load()["gaps"] == []
+    assert _stored_files(settings) == files  # the slice and its catalog, byte for byte; no slice more

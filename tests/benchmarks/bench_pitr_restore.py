@@ -8,11 +8,11 @@ source: --docs documents of about --doc-bytes, a base backup, then the oplog arc
 ``sidecar serve`` runs it) while --ops writes follow in ordered batches of 1000: ``mixed`` interleaves
 inserts, ``$set``/``$inc`` updates and deletes; ``inserts`` and ``updates`` are one kind only. Into the
 target, each timed on its own (in this process; with --child as an operator runs it, ``sidecar restore
-... --json`` in a child process, whose peak RSS is then reported): the base backup restored plainly
-(``restore FILE``), then ``restore --to-time`` the last entry (the same base, its oplog and the slices
-replayed, with SIDECAR_PITR_REPLAY_WRITERS=--writers). Prints a Markdown row for docs/pitr-replay.md:
-the replay's rate against the server's own rate for the same writes (measured while the archiver
-tails them). Only 127.0.0.1 is contacted.
+... --json`` in a child process, whose peak RSS is then reported, measured by ``peak_rss.py``): the
+base backup restored plainly (``restore FILE``), then ``restore --to-time`` the last entry (the same
+base, its oplog and the slices replayed, with SIDECAR_PITR_REPLAY_WRITERS=--writers). Prints a
+Markdown row for docs/pitr-replay.md: the replay's rate against the server's own rate for the same
+writes (measured while the archiver tails them). Only 127.0.0.1 is contacted.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 import pymongo
 
 ROOT = Path(__file__).resolve().parents[2]
+PEAK_RSS = Path(__file__).with_name("peak_rss.py")
 sys.path.insert(0, str(ROOT))
 
 from sidecar.embedded import EmbeddedServer  # noqa: E402
@@ -103,20 +104,19 @@ def timed_restore(service: BackupService, target: str, **kw: object) -> tuple[fl
 
 def child_restore(env: dict[str, str], target: str, *args: str) -> tuple[float, dict, int]:
     """``sidecar restore ARGS --json`` in a child process, as an operator runs it: (seconds, its report,
-    its peak RSS in bytes)."""
+    its peak RSS in bytes, measured by ``peak_rss.py``: this process's own peak would count in it)."""
     with pymongo.MongoClient(target) as client:
         client.drop_database("bench")
     command = [sys.executable, "-m", "sidecar", "restore", *args, "--no-safety-backup", "--json", "--quiet"]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryDirectory() as tmp:
+        rss = Path(tmp) / "rss"
         started = time.monotonic()
-        child = subprocess.Popen(command, env=env, stdout=out, stderr=err, cwd=ROOT)
-        _, status, usage = os.wait4(child.pid, 0)
+        done = subprocess.run(
+            [sys.executable, str(PEAK_RSS), str(rss), *command], env=env, capture_output=True, cwd=ROOT
+        )
         seconds = time.monotonic() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        assert child.returncode == 0, err.read().decode()
-        return seconds, json.loads(out.read()), usage.ru_maxrss * 1024
+        assert done.returncode == 0, done.stderr.decode()
+        return seconds, json.loads(done.stdout), int(rss.read_text())
 
 
 def restore_env(target: str, root: Path, writers: int) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """A mongodump archive's own oplog, kept aside and replayed the way ``mongorestore --oplogReplay`` does.
 
-``OplogSpool`` keeps raw entries aside (memory, then a temporary file) while the collections are
+``OplogSpool`` keeps raw entries aside (a little memory, then a temporary file) while the collections are
 restored. ``ArchiveOplog`` is that spool for an archive's oplog, and the one place that knows its
 rule: the first entry is the one the dump noted before it read any collection, so it is in the data
 and never replayed (``replayed_entries``). ``plan`` says what a replay would do before the first
@@ -29,11 +29,17 @@ __all__ = ["ArchiveOplog", "OplogSpool", "server_has_apply_ops"]
 INDEX_BUILD = "createIndexes"
 
 
+SPOOL_MEMORY_BYTES = 1024 * 1024
+
+
 class OplogSpool:
-    """Oplog entries kept aside (memory up to 16 MiB, then a temp file) until the collections are in."""
+    """Oplog entries kept aside (memory up to SPOOL_MEMORY_BYTES, then a temp file) until the
+    collections are in."""
 
     def __init__(self) -> None:
-        self.file = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)  # noqa: SIM115
+        # small: a restore to a point holds two spools (the base's oplog, the slices') through the
+        # whole restore, and a temp file costs the page cache, not the process's memory
+        self.file = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)  # noqa: SIM115
         self.entries = 0
 
     def add(self, data: memoryview | bytes, entries: int = 1) -> None:

@@ -1,7 +1,7 @@
 """The one input builder of a replay to a point: what a restore to a point and the ``pitr`` proof read.
 
     source = PointInput(settings, base_end, slices)   # the plan's base consistent point and slices
-    source.read_slices()                      # each slice whole, checked; UnverifiedSlice if not
+    source.read_slices()                      # each slice read through, checked; UnverifiedSlice if not
     ... source.feed_base(chunk) for each oplog chunk of the base archive, as its scan reads it ...
     options = source.options(until=..., scope=...)    # or before=...; the configured writers
     planned = source.plan(options)            # the replay engine's one planner, before any write
@@ -10,10 +10,11 @@
 The entries are the base archive's own oplog (``ArchiveOplog``: all but its first entry, which is in
 the data; the collections were read after the dump's start, so the rest brings them to its consistent
 point) and then every archived entry after the base's consistent point, from the slices the plan
-names, in chain order. A slice is read whole and checked against its catalog entry (sha256, number of
-entries) before any of its entries is used. The replay's cut (``ReplayOptions``) says where it stops.
-``service/point.py`` (the restore) and ``integrity/pitr.py`` (the check) both build it, so the check
-proves the code an incident runs.
+names, in chain order. A slice is read through and checked against its catalog entry (sha256, number
+of entries) before any of its entries is used; its entries stream into a spool on disk meanwhile, so
+the memory a restore takes does not grow with the slices' size or the tail's length. The replay's cut
+(``ReplayOptions``) says where it stops. ``service/point.py`` (the restore) and ``integrity/pitr.py``
+(the check) both build it, so the check proves the code an incident runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pymongo
 from bson.raw_bson import RawBSONDocument
@@ -31,7 +33,7 @@ from sidecar.config import Settings
 from sidecar.engine.replay.archive_oplog import ArchiveOplog, OplogSpool
 from sidecar.engine.replay.engine import ReplayOptions, ReplayPlan, ReplayResult, plan_replay, replay
 from sidecar.engine.replay.scope import ReplayScope
-from sidecar.pitr.record.slices import SliceEntry, SliceError, oplog_dir, read_entries
+from sidecar.pitr.record.slices import SliceEntry, SliceError, iter_entries, oplog_dir
 from sidecar.progress import Progress
 
 
@@ -57,17 +59,26 @@ class PointInput:
         directory = oplog_dir(self.settings)
         for item in self.slices:
             name = item["fileName"]
-            try:
-                entries = read_entries(self.settings, directory / name, item, sha256=item["sha256"])
-            except SliceError as exc:
-                raise UnverifiedSlice(str(exc), name) from None
-            if len(entries) != item["entries"]:
-                found = f"{name}: {len(entries)} entries, the catalog says {item['entries']}"
-                raise UnverifiedSlice(found, name)
-            kept = [raw for raw in entries if self.base_end is None or _ts(raw) > self.base_end]
-            for raw in kept:
-                self._after.add(raw)
-            self._kept.append((name, len(kept)))
+            self._kept.append((name, self._keep(directory / name, item)))
+
+    def _keep(self, path: Path, item: SliceEntry) -> int:
+        """The slice's entries after the base's point, streamed into the spool as they are read (a
+        slice's entries are never all in memory at once), checked once its end is read: nothing reads
+        the spool before ``read_slices`` has returned. How many it kept."""
+        read = kept = 0
+        try:
+            for raw in iter_entries(self.settings, path, item, sha256=item["sha256"]):
+                read += 1
+                if self.base_end is None or _ts(raw) > self.base_end:
+                    self._after.add(raw)
+                    kept += 1
+        except SliceError as exc:
+            raise UnverifiedSlice(str(exc), path.name) from None
+        if read != item["entries"]:
+            raise UnverifiedSlice(
+                f"{path.name}: {read} entries, the catalog says {item['entries']}", path.name
+            )
+        return kept
 
     def feed_base(self, chunk: DocumentChunk) -> None:
         """An oplog chunk of the base archive, as its scan reads it."""
