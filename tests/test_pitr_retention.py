@@ -25,6 +25,7 @@ from sidecar import clock
 from sidecar.config import Settings
 from sidecar.pitr import optime
 from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.offsite import SliceCopies
 from sidecar.pitr.record.retention import Base, oldest_left, plan_slices
 from sidecar.pitr.record.slice_check import check_slice
 from sidecar.pitr.record.slices import (
@@ -32,6 +33,7 @@ from sidecar.pitr.record.slices import (
     SliceBuffer,
     oplog_dir,
     read_entries,
+    slice_bucket,
     slice_source,
     write_slice,
 )
@@ -40,7 +42,7 @@ from sidecar.service import BackupService
 from sidecar.service.prune import prune
 from sidecar.store.catalog import archive_name
 from sidecar.store.offsite import policies
-from sidecar.store.retention import keep_reasons
+from sidecar.store.retention import Removal, keep_reasons
 from sidecar.text import iso_utc
 from tests import s3_fixture
 from tests.helpers import settings_for
@@ -451,3 +453,37 @@ def test_the_oldest_slice_left_is_the_first_with_a_copy_that_stays() -> None:
     assert oldest_left(document, {first: ["local"]}) == Timestamp(1, 1)  # its bucket copy stays
     assert oldest_left(document, {first: ["local", "s3"], second: ["local", "s3"]}) == Timestamp(21, 1)
     assert oldest_left(document, {n: ["local", "s3"] for n in (first, second, third)}) is None
+
+
+def test_slice_copies_go_from_each_place_and_one_that_cannot_go_stays_marked(make_settings, s3_env, caplog):
+    """Removing slice copies: the bucket's through the bucket, the disk's from the directory; a copy
+    that cannot be removed (here a directory where the file was) is logged by name and stays marked
+    for the next prune, with its slice's other copies gone as planned."""
+    settings = make_settings(s3_endpoint=s3_env.endpoint, s3_bucket=s3_env.bucket, s3_prefix=PREFIX)
+    oplog_dir(settings).mkdir(parents=True)
+    start = int((DAY0 - dt.timedelta(days=1)).timestamp())
+    first = add_slice(settings, start, None)
+    second = add_slice(settings, start + SIX_HOURS, optime.from_json(first["last"]))
+    catalog, bucket = SliceCatalog(oplog_dir(settings)), slice_bucket(settings)
+    for entry in (first, second):
+        name = entry["fileName"]
+        bucket.put_file(name, oplog_dir(settings) / name, expected_sha256=entry["sha256"])
+        catalog.set_fields(name, locations=["local", "s3"])
+    stuck = oplog_dir(settings) / second["fileName"]
+    stuck.unlink()
+    (stuck / "in-the-way").mkdir(parents=True)
+    plan = [(first, "s3"), (first, "local"), (second, "local")]
+    removals = [Removal(e["fileName"], "slice", e["createdAt"], "old", d, "slice") for e, d in plan]
+    with caplog.at_level("INFO", logger="sidecar.pitr.record.offsite"):
+        done = SliceCopies(settings).apply(removals)
+    assert done == removals[:2]
+    assert s3_env.keys(f"{PREFIX}oplog/") == [f"{PREFIX}oplog/{second['fileName']}"]
+    assert not (oplog_dir(settings) / first["fileName"]).exists()
+    document = catalog.load()
+    assert [(s["fileName"], s["locations"]) for s in document["slices"]] == [(second["fileName"], ["s3"])]
+    assert document["deleting"] == {second["fileName"]: ["local"]}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"retention could not remove slice {second['fileName']} from local: "
+        f"[Errno 21] Is a directory: '{stuck}'",
+        "retention removed 2 oplog slice copies",
+    ]

@@ -23,7 +23,8 @@ from bson.timestamp import Timestamp
 from sidecar.config import ConfigError, Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.engine.scratch_names import SCRATCH_PREFIX, is_scratch_entry
-from sidecar.integrity.proof_server import ServerIdentity, identity, server_free_bytes
+from sidecar.integrity.failure import SERVER_CHECK, VerifyFailed
+from sidecar.integrity.proof_server import ServerIdentity, embedded_server, identity, server_free_bytes
 from sidecar.pitr.planning.pair import joined_pair
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import oplog_dir
@@ -181,6 +182,43 @@ def test_hosts_are_compared_in_one_spelling():
     hello = {"setName": "rs0", "hosts": ["db-0.svc:27017"], "me": "[::1]:27019"}
     theirs = identity("mongodb://scratch:27017", hello)
     assert theirs.hosts == {"scratch:27017", "db-0.svc:27017", "127.0.0.1:27019"}
+
+
+def test_a_servers_identity_is_its_set_name_every_member_it_names_and_its_process():
+    hello = {
+        "setName": "rs0",
+        "hosts": ["db-0:27017"],
+        "passives": ["db-1:27017"],
+        "arbiters": ["db-2:27017"],
+        "me": "db-0:27017",
+        "topologyVersion": {"processId": "p-1", "counter": 6},
+    }
+    assert identity("mongodb://db-0", hello) == ServerIdentity(
+        "rs0", frozenset({"db-0:27017", "db-1:27017", "db-2:27017"}), "p-1"
+    )
+
+
+def test_an_embedded_server_that_does_not_start_is_refused_with_the_tail_of_its_log(tmp_path, monkeypatch):
+    """Its log is what says why (a port taken, a full disk); bytes that are not UTF-8 do not hide it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    server = bin_dir / "secantusd-py"  # found first on PATH: a server that exits at once
+    server.write_text(
+        "#!/bin/sh\nprintf 'x%.0s' $(seq 400)\nprintf '\\nbad \\377 byte: no room\\n'\nexit 3\n"
+    )
+    server.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    settings = settings_for("mongodb://127.0.0.1:1", tmp_path)
+    with pytest.raises(VerifyFailed) as info, embedded_server(settings, 0, "j1"):
+        pass
+    home = settings.drill_directory / "server-j1"
+    tail = "x" * 280 + "\nbad \ufffd byte: no room"
+    assert str(info.value) == (
+        f"cannot start the embedded scratch server: embedded server exited with 3; see {home}/server.log "
+        f"(its log ends: {tail})"
+    )
+    assert info.value.check == SERVER_CHECK
+    assert list(settings.drill_directory.iterdir()) == []
 
 
 def test_scratch_entries_are_told_from_the_applications_also_inside_apply_ops():

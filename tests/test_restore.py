@@ -6,14 +6,19 @@ the sample databases are only read.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import io
 import json
+import logging
+from collections.abc import Iterator
 
 import bson
 import pymongo
 import pytest
 from bson.timestamp import Timestamp
 
+from sidecar import clock
 from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata, Namespace
 from sidecar.archive.metadata import build_metadata_json
 from sidecar.cli import main as cli_main
@@ -21,7 +26,9 @@ from sidecar.engine.namespaces import Renamer
 from sidecar.engine.replay.archive_oplog import server_has_apply_ops
 from sidecar.integrity.compare import index_signature
 from sidecar.jobs import Job, JobBusy, JobLock
+from sidecar.logs import LogTail, Redactor
 from sidecar.service import JobFailed
+from sidecar.store.catalog import archive_name
 from tests.helpers import settings_for
 from tests.test_restore_support import (  # noqa: F401 - fixtures
     SAMPLE_DBS,
@@ -171,6 +178,54 @@ def test_a_restore_that_overwrites_takes_a_safety_backup_of_exactly_what_it_touc
     assert back["safetyBackup"] is None and back["safetyBackupSkipped"]
     assert mongo_client[target].patients.find_one({"_id": "changed after the backup"}) is not None
     assert len(service.catalog.load()) == 2  # the opted-out restore took no backup
+
+
+@contextlib.contextmanager
+def job_log() -> Iterator[LogTail]:
+    """The sidecar's records while the block runs, as ``GET /api/v1/monitoring/logs`` shows them."""
+    tail, logger = LogTail(Redactor()), logging.getLogger("sidecar")
+    level = logger.level
+    logger.addHandler(tail)
+    logger.setLevel(logging.INFO)
+    try:
+        yield tail
+    finally:
+        logger.removeHandler(tail)
+        logger.setLevel(level)
+
+
+def test_a_safety_backup_that_fails_stops_the_restore_before_its_first_write(
+    sample_archive, scratch_db, mongo_client, tmp_path, mongo_uri
+):
+    """It cannot write its archive (a partial file of its name is in the way): nothing is restored, and
+    the restore job's log names both namespaces it was to keep."""
+    service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
+    target = scratch_db()
+    two = ("maekcord.patients", "maekcord.appointments")
+    for ns in two:
+        mongo_client[target][ns.split(".")[1]].insert_one({"_id": "live"})
+    moment = dt.datetime(2027, 3, 1, 9, 30, tzinfo=dt.UTC)
+    safety_name = archive_name(service.settings.file_prefix, moment)
+    (service.settings.backup_dir / f".{safety_name}.partial").write_bytes(b"")
+    job = service.new_job("restore")
+    with clock.set_to(moment), job_log() as tail, pytest.raises(JobFailed) as info:
+        service.run_restore(
+            job,
+            file_name=sample_archive.entry["fileName"],
+            drop=True,
+            ns_include=two,
+            ns_from="maekcord.*",
+            ns_to=f"{target}.*",
+        )
+    assert str(info.value) == (
+        f"the safety backup before the restore failed (cannot write {safety_name}: File exists); "
+        'nothing was restored ("safetyBackup": false skips it)'
+    )
+    assert info.value.stage == "restore" and job.as_json()["failedStage"] == "restore"
+    logged = [r["message"] for r in tail.query(job_id=job.id, text="safety backup of")]
+    assert logged == [f"restore job {job.id}: safety backup of {target}.appointments, {target}.patients"]
+    for ns in two:
+        assert list(mongo_client[target][ns.split(".")[1]].find()) == [{"_id": "live"}]
 
 
 def test_write_errors_are_counted_and_reported_never_swallowed(
