@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pymongo
 import pytest
+from bson.int64 import Int64
 from bson.timestamp import Timestamp
 
 from sidecar.engine.replay.archive_oplog import ArchiveOplog
@@ -315,6 +316,33 @@ def test_an_unknown_entry_is_refused_with_its_ts_and_namespace_before_any_write(
     assert [d["_id"] for d in mongo_client[db].c.find()] == [1]
 
 
+def test_a_plan_reports_its_counts_and_its_refusal_as_a_point_restores_dry_run_shows_them():
+    t = 1_800_000_050
+    entries = [
+        entry(Timestamp(t, 1), "i", "p.c", {"_id": 1}),
+        entry(Timestamp(t, 2), "c", "p.$cmd", {"frobnicate": "c"}),
+        entry(Timestamp(t, 3), "d", "p.c", {"_id": 1}),
+    ]
+    plan = plan_replay(entries)
+    assert plan.as_json() == {
+        "entries": 3,
+        "bytes": sum(len(e) for e in entries),
+        "operations": 2,
+        "skipped": 0,
+        "transactions": 0,
+        "pendingTransactions": 0,
+        "firstTs": f"{t}:1",
+        "lastTs": f"{t}:3",
+        "stoppedAt": None,
+        "namespaces": {"p.c": {"delete": 1, "insert": 1}},
+        "refused": [{"ts": f"{t}:2", "ns": "p.$cmd", "reason": "unknown oplog command 'frobnicate'"}],
+        "refusedCount": 1,
+    }
+    with pytest.raises(ReplayError) as info:
+        plan.raise_if_refused()
+    assert str(info.value) == f"oplog entry {t}:2 on p.$cmd: unknown oplog command 'frobnicate'"
+
+
 def test_renames_into_and_out_of_the_replayed_namespaces(mongo_client, scratch_db):
     source, outside, target = scratch_db(), scratch_db(), scratch_db()
     t = 1_800_000_100
@@ -431,6 +459,32 @@ def test_numeric_field_names_and_dotted_names_in_the_embedded_servers_paths(mong
         o2={"_id": 1},
     )
     assert "cannot address" in plan_replay([dotted]).refused[0].reason
+
+
+# (the o of an update entry, the reason an operator reads)
+REFUSED_UPDATES = [
+    ({"$v": 2, "diff": {"updatedFields": 5}}, "updatedFields is not a document"),
+    ({"$v": 2, "diff": {"removedFields": "a"}}, "removedFields is not a list of field paths"),
+    (
+        {"$v": 2, "diff": {"truncatedArrays": [{"field": "a"}]}},
+        "truncatedArrays is not a list of {field, newSize}",
+    ),
+    (
+        {"$v": 2, "diff": {"disambiguatedPaths": {"a.b": ["a", "b.c"]}}},
+        "the path 'a.b' has a field name that a dotted path cannot address",
+    ),
+    ({"$v": 2, "diff": 5}, "a $v: 2 update without a single 'diff' document"),
+    # servers write $v as an int32 (or a double): an int64 is not guessed at
+    ({"$v": Int64(2), "diff": {"updatedFields": {"a": 1}}}, "an update of unknown format $v: None"),
+    ({"$v": 3, "$set": {"a": 1}}, "an update of unknown format $v: 3"),
+    ({"$set": {"a": 1}, "b": 1, "$frob": 1}, "an update with $frob, b (not update operators)"),
+]
+
+
+@pytest.mark.parametrize(("o", "reason"), REFUSED_UPDATES, ids=[r for _, r in REFUSED_UPDATES])
+def test_an_update_of_a_shape_the_engine_does_not_know_is_refused_with_the_reason(o, reason):
+    plan = plan_replay([entry(Timestamp(1_800_000_550, 1), "u", "x.c", o, o2={"_id": 1})])
+    assert [e.reason for e in plan.refused] == [reason]
 
 
 def test_until_a_second_includes_the_whole_second(mongo_client, scratch_db):
