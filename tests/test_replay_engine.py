@@ -416,6 +416,42 @@ def test_a_cancelled_replay_stops(history, mongo_client, scratch_db):
         replay(mongo_client, entries, renamed(source, scratch_db()), cancel=cancel)
 
 
+def test_a_cancelled_parallel_replay_returns_once_its_writers_have_stopped(mongo_client, scratch_db):
+    """The window handed to the writers before the cancel is written whole by the time replay raises:
+    nothing writes to the target after the caller heard that the replay stopped."""
+    db, window = scratch_db(), 500
+    t = 1_800_000_250
+    cancel = threading.Event()
+
+    def entries() -> Iterator[bytes]:
+        for i in range(window + 1):  # the last one begins a second window, never sent
+            yield entry(Timestamp(t, i + 1), "i", f"{db}.c", {"_id": i, "pad": "x" * 200})
+        cancel.set()  # the reader reads at most one entry ahead of the unit it hands on
+        yield entry(Timestamp(t, window + 2), "i", f"{db}.c", {"_id": window + 1})
+
+    with pytest.raises(RestoreCancelled):
+        replay(mongo_client, entries(), ReplayOptions(writers=4, window_ops=window), cancel=cancel)
+    assert mongo_client[db].c.count_documents({}) == window
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"method": "fast"}, "method is one of auto, applyOps, native, not 'fast'"),
+        ({"writers": 17}, "writers is between 0 and 16, not 17"),
+        ({"writers": -1}, "writers is between 0 and 16, not -1"),
+        ({"window_ops": 0}, "window_ops is at least 1, not 0"),
+        ({"until": Timestamp(1, 1), "before": Timestamp(2, 1)}, "give until or before, not both"),
+    ],
+)
+def test_replay_options_out_of_range_are_refused_with_the_rule(options, message):
+    with pytest.raises(ValueError) as info:
+        ReplayOptions(**options)
+    assert str(info.value) == message
+    ReplayOptions(method="native", writers=16, window_ops=1)  # the edges are accepted
+    ReplayOptions(writers=0, before=Timestamp(2, 1))
+
+
 def test_the_apply_ops_method_sends_the_operations_and_fails_loudly_without_it(mongo_client, scratch_db):
     db = scratch_db()
     t = Timestamp(1_800_000_300, 1)
