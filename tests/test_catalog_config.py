@@ -37,12 +37,19 @@ def test_catalog_writes_atomically_and_refuses_a_corrupt_file(tmp_path):
 def test_reconcile_reports_missing_stray_and_partial_files(tmp_path):
     catalog = Catalog(tmp_path)
     catalog.add({"fileName": "p-2025-01-01T00-00-00.gz", "status": "completed", "createdAt": "x"})
+    catalog.add({"fileName": "p-2025-01-04T00-00-00.gz", "status": "completed", "locations": ["local", "s3"]})
+    # only in the bucket now (tiered retention removed the local copy): its absence here is no loss
+    catalog.add({"fileName": "p-2025-01-05T00-00-00.gz", "status": "completed", "locations": ["s3"]})
+    catalog.add({"fileName": "p-2025-01-06T00-00-00.gz", "status": "failed"})  # never had a file
     (tmp_path / "p-2025-01-02T00-00-00.gz").write_bytes(b"stray")
     (tmp_path / ".p-2025-01-03T00-00-00.gz.partial").write_bytes(b"half")
     report = catalog.reconcile("p")
-    assert report.missing == ["p-2025-01-01T00-00-00.gz"]
-    assert report.stray == ["p-2025-01-02T00-00-00.gz"]
-    assert report.partial == [".p-2025-01-03T00-00-00.gz.partial"]
+    assert report.as_json() == {  # as GET /api/v1/monitoring/status gives it
+        "missing": ["p-2025-01-01T00-00-00.gz", "p-2025-01-04T00-00-00.gz"],
+        "stray": ["p-2025-01-02T00-00-00.gz"],
+        "partial": [".p-2025-01-03T00-00-00.gz.partial"],
+    }
+    assert not report.clean
     assert (tmp_path / "p-2025-01-02T00-00-00.gz").exists(), "reconciliation reports, it never deletes"
 
 

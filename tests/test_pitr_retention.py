@@ -25,6 +25,7 @@ from sidecar import clock
 from sidecar.config import Settings
 from sidecar.pitr import optime
 from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.offsite import SliceCopies
 from sidecar.pitr.record.retention import Base, oldest_left, plan_slices
 from sidecar.pitr.record.slice_check import check_slice
 from sidecar.pitr.record.slices import (
@@ -32,6 +33,7 @@ from sidecar.pitr.record.slices import (
     SliceBuffer,
     oplog_dir,
     read_entries,
+    slice_bucket,
     slice_source,
     write_slice,
 )
@@ -40,7 +42,7 @@ from sidecar.service import BackupService
 from sidecar.service.prune import prune
 from sidecar.store.catalog import archive_name
 from sidecar.store.offsite import policies
-from sidecar.store.retention import keep_reasons
+from sidecar.store.retention import Removal, keep_reasons
 from sidecar.text import iso_utc
 from tests import s3_fixture
 from tests.helpers import settings_for
@@ -315,6 +317,27 @@ def test_verification_checks_the_content_not_only_the_sha256(make_settings, chan
     assert said in gaps[0]["detail"]
 
 
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        ({"prev": "first"}, "entry 1 ({t}.1) is not after the one before it"),  # it follows its own entry
+        ({"entries": 4}, "3 entries, the catalog says 4"),
+        ({"rawBytes": 1}, "{raw} bytes of entries, the catalog says 1"),
+        ({"namespaces": {"ward.notes": 2}}, "the namespaces of its entries are not the catalog's"),
+    ],
+)
+def test_a_slice_that_disagrees_with_its_catalog_entry_is_named_exactly(make_settings, edit, said):
+    """The stored bytes are sound (the sha256 agrees): the catalog entry says something else."""
+    settings = make_settings()
+    oplog_dir(settings).mkdir(parents=True)
+    start = int((DAY0 - dt.timedelta(days=1)).timestamp())
+    entry = add_slice(settings, start, Timestamp(start, 1))
+    claimed = {**entry, **{k: entry[v] if v == "first" else v for k, v in edit.items()}}
+    source = slice_source(settings, oplog_dir(settings) / entry["fileName"])
+    assert check_slice(source, entry) is None
+    assert check_slice(source, claimed) == said.format(t=start + 1, raw=entry["rawBytes"])
+
+
 def test_the_running_archiver_uploads_each_slice_soon_after_it_is_cut(own_server, tmp_path, s3_env):
     """The real archiver on a private server: every slice reaches the bucket, checked and recorded,
     while the archiver runs; the bucket's bytes are the slice's."""
@@ -451,3 +474,37 @@ def test_the_oldest_slice_left_is_the_first_with_a_copy_that_stays() -> None:
     assert oldest_left(document, {first: ["local"]}) == Timestamp(1, 1)  # its bucket copy stays
     assert oldest_left(document, {first: ["local", "s3"], second: ["local", "s3"]}) == Timestamp(21, 1)
     assert oldest_left(document, {n: ["local", "s3"] for n in (first, second, third)}) is None
+
+
+def test_slice_copies_go_from_each_place_and_one_that_cannot_go_stays_marked(make_settings, s3_env, caplog):
+    """Removing slice copies: the bucket's through the bucket, the disk's from the directory; a copy
+    that cannot be removed (here a directory where the file was) is logged by name and stays marked
+    for the next prune, with its slice's other copies gone as planned."""
+    settings = make_settings(s3_endpoint=s3_env.endpoint, s3_bucket=s3_env.bucket, s3_prefix=PREFIX)
+    oplog_dir(settings).mkdir(parents=True)
+    start = int((DAY0 - dt.timedelta(days=1)).timestamp())
+    first = add_slice(settings, start, None)
+    second = add_slice(settings, start + SIX_HOURS, optime.from_json(first["last"]))
+    catalog, bucket = SliceCatalog(oplog_dir(settings)), slice_bucket(settings)
+    for entry in (first, second):
+        name = entry["fileName"]
+        bucket.put_file(name, oplog_dir(settings) / name, expected_sha256=entry["sha256"])
+        catalog.set_fields(name, locations=["local", "s3"])
+    stuck = oplog_dir(settings) / second["fileName"]
+    stuck.unlink()
+    (stuck / "in-the-way").mkdir(parents=True)
+    plan = [(first, "s3"), (first, "local"), (second, "local")]
+    removals = [Removal(e["fileName"], "slice", e["createdAt"], "old", d, "slice") for e, d in plan]
+    with caplog.at_level("INFO", logger="sidecar.pitr.record.offsite"):
+        done = SliceCopies(settings).apply(removals)
+    assert done == removals[:2]
+    assert s3_env.keys(f"{PREFIX}oplog/") == [f"{PREFIX}oplog/{second['fileName']}"]
+    assert not (oplog_dir(settings) / first["fileName"]).exists()
+    document = catalog.load()
+    assert [(s["fileName"], s["locations"]) for s in document["slices"]] == [(second["fileName"], ["s3"])]
+    assert document["deleting"] == {second["fileName"]: ["local"]}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"retention could not remove slice {second['fileName']} from local: "
+        f"[Errno 21] Is a directory: '{stuck}'",
+        "retention removed 2 oplog slice copies",
+    ]

@@ -10,14 +10,19 @@ from collections.abc import Callable, Iterator
 
 import pymongo
 import pytest
+from bson.int64 import Int64
+from bson.raw_bson import RawBSONDocument
+from bson.son import SON
 from bson.timestamp import Timestamp
 
 from sidecar.engine.replay.archive_oplog import ArchiveOplog
 from sidecar.engine.replay.bson_raw import string
+from sidecar.engine.replay.commands import Command, CommandTranslator
 from sidecar.engine.replay.engine import ReplayError, ReplayOptions, plan_replay, replay, through_second
 from sidecar.engine.replay.field_order import update_order
 from sidecar.engine.replay.scope import ReplayScope
-from sidecar.engine.restore_errors import RestoreCancelled
+from sidecar.engine.replay.units import OplogOp
+from sidecar.engine.restore_errors import RestoreCancelled, server_message
 from sidecar.engine.restore_plan import RestoreOptions
 from sidecar.progress import Progress
 from tests.replay_support import decoded, entries_since, entry, newest_ts, renamed, snapshot
@@ -315,6 +320,33 @@ def test_an_unknown_entry_is_refused_with_its_ts_and_namespace_before_any_write(
     assert [d["_id"] for d in mongo_client[db].c.find()] == [1]
 
 
+def test_a_plan_reports_its_counts_and_its_refusal_as_a_point_restores_dry_run_shows_them():
+    t = 1_800_000_050
+    entries = [
+        entry(Timestamp(t, 1), "i", "p.c", {"_id": 1}),
+        entry(Timestamp(t, 2), "c", "p.$cmd", {"frobnicate": "c"}),
+        entry(Timestamp(t, 3), "d", "p.c", {"_id": 1}),
+    ]
+    plan = plan_replay(entries)
+    assert plan.as_json() == {
+        "entries": 3,
+        "bytes": sum(len(e) for e in entries),
+        "operations": 2,
+        "skipped": 0,
+        "transactions": 0,
+        "pendingTransactions": 0,
+        "firstTs": f"{t}:1",
+        "lastTs": f"{t}:3",
+        "stoppedAt": None,
+        "namespaces": {"p.c": {"delete": 1, "insert": 1}},
+        "refused": [{"ts": f"{t}:2", "ns": "p.$cmd", "reason": "unknown oplog command 'frobnicate'"}],
+        "refusedCount": 1,
+    }
+    with pytest.raises(ReplayError) as info:
+        plan.raise_if_refused()
+    assert str(info.value) == f"oplog entry {t}:2 on p.$cmd: unknown oplog command 'frobnicate'"
+
+
 def test_renames_into_and_out_of_the_replayed_namespaces(mongo_client, scratch_db):
     source, outside, target = scratch_db(), scratch_db(), scratch_db()
     t = 1_800_000_100
@@ -341,6 +373,15 @@ def test_renames_into_and_out_of_the_replayed_namespaces(mongo_client, scratch_d
 def test_a_rename_without_both_namespaces_is_refused(body):
     plan = plan_replay([entry(Timestamp(1_800_000_150, 1), "c", "admin.$cmd", body)])
     assert [e.reason for e in plan.refused] == ["renameCollection without its from and to namespaces"]
+
+
+def test_convert_to_capped_runs_on_the_renamed_target():
+    """The embedded server has no convertToCapped command: the command as the replay sends it."""
+    raw = entry(Timestamp(1_800_000_160, 1), "c", "src.$cmd", {"convertToCapped": "c", "size": 65536})
+    translator = CommandTranslator(renamed("src", "dst").scope)
+    assert translator.commands(OplogOp(Timestamp(1_800_000_160, 1), RawBSONDocument(raw))) == [
+        Command("convertToCapped", "dst.c", "dst", SON([("convertToCapped", "c"), ("size", 65536)]))
+    ]
 
 
 def test_drop_database_under_renaming_drops_what_came_from_it(mongo_client, scratch_db):
@@ -380,12 +421,89 @@ def test_drop_database_under_a_rename_only_scope_drops_only_the_renamed_targets(
     assert mongo_client[target].list_collection_names() == ["keep"]
 
 
+@pytest.mark.parametrize("writers", [0, 4], ids=["in order", "parallel"])
+def test_a_write_the_server_refuses_stops_the_replay_at_its_entry_with_the_servers_message(
+    mongo_client, scratch_db, writers
+):
+    db = scratch_db()
+    t = 1_800_000_280
+    entries = [
+        entry(Timestamp(t, 1), "i", f"{db}.c", {"_id": 1, "s": "text"}),
+        entry(Timestamp(t, 2), "i", f"{db}.c", {"_id": 2}),
+        entry(Timestamp(t, 3), "u", f"{db}.c", {"$inc": {"s": 1}}, o2={"_id": 1}),
+    ]
+    with pytest.raises(ReplayError) as info:
+        replay(mongo_client, entries, ReplayOptions(method="native", writers=writers))
+    with pytest.raises(pymongo.errors.WriteError) as direct:
+        mongo_client[db].c.update_one({"_id": 1}, {"$inc": {"s": 1}})
+    refused = info.value
+    assert (refused.ts, refused.ns) == (Timestamp(t, 3), f"{db}.c")
+    assert refused.reason == f"write to {db}.c failed: {direct.value.details['errmsg']}"
+
+
+def test_a_command_the_server_refuses_stops_the_replay_at_its_entry_with_the_servers_message(
+    mongo_client, scratch_db
+):
+    db = scratch_db()
+    t = 1_800_000_290
+    entries = [
+        entry(Timestamp(t, 1), "i", f"{db}.c", {"_id": 1}),
+        entry(Timestamp(t, 2), "c", f"{db}.$cmd", {"collMod": "c", "frobnicate": 1}),
+    ]
+    with pytest.raises(ReplayError) as info:
+        replay(mongo_client, entries, ReplayOptions(method="native"))
+    with pytest.raises(pymongo.errors.OperationFailure) as direct:
+        mongo_client[db].command("collMod", "c", frobnicate=1)
+    refused = info.value
+    assert (refused.ts, refused.ns) == (Timestamp(t, 2), f"{db}.$cmd")
+    assert refused.reason == f"collMod failed: {server_message(direct.value)}"
+
+
 def test_a_cancelled_replay_stops(history, mongo_client, scratch_db):
     source, entries, _ = history
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(RestoreCancelled):
         replay(mongo_client, entries, renamed(source, scratch_db()), cancel=cancel)
+
+
+def test_a_cancelled_parallel_replay_returns_once_its_writers_have_stopped(mongo_client, scratch_db):
+    """Cancelled while its writers hold a window, the replay raises only once every writer thread has
+    ended: nothing writes to the target after the caller heard that the replay stopped. (How much of
+    that window is in depends on how far the writers got: the work they had not begun is dropped.)"""
+    db, window = scratch_db(), 500
+    t = 1_800_000_250
+    cancel = threading.Event()
+
+    def entries() -> Iterator[bytes]:
+        for i in range(window + 1):  # the last one begins a second window, never sent
+            yield entry(Timestamp(t, i + 1), "i", f"{db}.c", {"_id": i, "pad": "x" * 200})
+        cancel.set()  # the reader reads at most one entry ahead of the unit it hands on
+        yield entry(Timestamp(t, window + 2), "i", f"{db}.c", {"_id": window + 1})
+
+    before = set(threading.enumerate())
+    with pytest.raises(RestoreCancelled):
+        replay(mongo_client, entries(), ReplayOptions(writers=4, window_ops=window), cancel=cancel)
+    assert [w.name for w in set(threading.enumerate()) - before if w.name.startswith("replay-writer")] == []
+    assert mongo_client[db].c.count_documents({"_id": {"$gte": window}}) == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"method": "fast"}, "method is one of auto, applyOps, native, not 'fast'"),
+        ({"writers": 17}, "writers is between 0 and 16, not 17"),
+        ({"writers": -1}, "writers is between 0 and 16, not -1"),
+        ({"window_ops": 0}, "window_ops is at least 1, not 0"),
+        ({"until": Timestamp(1, 1), "before": Timestamp(2, 1)}, "give until or before, not both"),
+    ],
+)
+def test_replay_options_out_of_range_are_refused_with_the_rule(options, message):
+    with pytest.raises(ValueError) as info:
+        ReplayOptions(**options)
+    assert str(info.value) == message
+    ReplayOptions(method="native", writers=16, window_ops=1)  # the edges are accepted
+    ReplayOptions(writers=0, before=Timestamp(2, 1))
 
 
 def test_the_apply_ops_method_sends_the_operations_and_fails_loudly_without_it(mongo_client, scratch_db):
@@ -431,6 +549,32 @@ def test_numeric_field_names_and_dotted_names_in_the_embedded_servers_paths(mong
         o2={"_id": 1},
     )
     assert "cannot address" in plan_replay([dotted]).refused[0].reason
+
+
+# (the o of an update entry, the reason an operator reads)
+REFUSED_UPDATES = [
+    ({"$v": 2, "diff": {"updatedFields": 5}}, "updatedFields is not a document"),
+    ({"$v": 2, "diff": {"removedFields": "a"}}, "removedFields is not a list of field paths"),
+    (
+        {"$v": 2, "diff": {"truncatedArrays": [{"field": "a"}]}},
+        "truncatedArrays is not a list of {field, newSize}",
+    ),
+    (
+        {"$v": 2, "diff": {"disambiguatedPaths": {"a.b": ["a", "b.c"]}}},
+        "the path 'a.b' has a field name that a dotted path cannot address",
+    ),
+    ({"$v": 2, "diff": 5}, "a $v: 2 update without a single 'diff' document"),
+    # servers write $v as an int32 (or a double): an int64 is not guessed at
+    ({"$v": Int64(2), "diff": {"updatedFields": {"a": 1}}}, "an update of unknown format $v: None"),
+    ({"$v": 3, "$set": {"a": 1}}, "an update of unknown format $v: 3"),
+    ({"$set": {"a": 1}, "b": 1, "$frob": 1}, "an update with $frob, b (not update operators)"),
+]
+
+
+@pytest.mark.parametrize(("o", "reason"), REFUSED_UPDATES, ids=[r for _, r in REFUSED_UPDATES])
+def test_an_update_of_a_shape_the_engine_does_not_know_is_refused_with_the_reason(o, reason):
+    plan = plan_replay([entry(Timestamp(1_800_000_550, 1), "u", "x.c", o, o2={"_id": 1})])
+    assert [e.reason for e in plan.refused] == [reason]
 
 
 def test_until_a_second_includes_the_whole_second(mongo_client, scratch_db):

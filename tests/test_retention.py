@@ -114,23 +114,28 @@ def test_plan_retention_by_integrity_result(specs, policy, removed, destination)
         assert ("its newest integrity test failed" in r.reason) == (r.file_name in failed)
 
 
-def test_prune_removes_files_and_entries_and_dry_run_keeps_them(make_settings):
+def test_prune_removes_files_and_entries_and_dry_run_keeps_them(make_settings, caplog):
     from sidecar.service import BackupService
 
     settings = make_settings(retention_days=30, retention_min_count=1)
     settings.backup_dir.mkdir(parents=True)
     service = BackupService(settings)
-    old, new = entries((40, C), (1, C))
-    for entry in (old, new):
+    oldest, old, new = entries((41, C), (40, C), (1, C))
+    for entry in (oldest, old, new):
         (settings.backup_dir / entry["fileName"]).write_bytes(b"x")
         service.catalog.add(entry)
+    gone = [oldest["fileName"], old["fileName"]]
     with clock.set_to(NOW):
-        assert [r.file_name for r in service.plan_prune()] == [old["fileName"]]
-        assert (settings.backup_dir / old["fileName"]).exists()
-        removed = service.run_prune()
-    assert [r.file_name for r in removed] == [old["fileName"]]
-    assert not (settings.backup_dir / old["fileName"]).exists()
+        assert [r.file_name for r in service.plan_prune()] == gone
+        assert all((settings.backup_dir / name).exists() for name in gone)
+        with caplog.at_level("INFO", logger="sidecar.store.offsite"):
+            removed = service.run_prune()
+    assert [r.file_name for r in removed] == gone
+    assert not any((settings.backup_dir / name).exists() for name in gone)
     assert [e["fileName"] for e in service.list_backups()] == [new["fileName"]]
+    assert [r.getMessage() for r in caplog.records if r.name == "sidecar.store.offsite"] == [
+        f"retention removed 2 archive copies: {gone[0]} (local), {gone[1]} (local)"
+    ]
 
 
 def test_safety_copies_taken_before_restores_never_count_as_the_newest_good_backups():
