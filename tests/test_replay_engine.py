@@ -11,14 +11,18 @@ from collections.abc import Callable, Iterator
 import pymongo
 import pytest
 from bson.int64 import Int64
+from bson.raw_bson import RawBSONDocument
+from bson.son import SON
 from bson.timestamp import Timestamp
 
 from sidecar.engine.replay.archive_oplog import ArchiveOplog
 from sidecar.engine.replay.bson_raw import string
+from sidecar.engine.replay.commands import Command, CommandTranslator
 from sidecar.engine.replay.engine import ReplayError, ReplayOptions, plan_replay, replay, through_second
 from sidecar.engine.replay.field_order import update_order
 from sidecar.engine.replay.scope import ReplayScope
-from sidecar.engine.restore_errors import RestoreCancelled
+from sidecar.engine.replay.units import OplogOp
+from sidecar.engine.restore_errors import RestoreCancelled, server_message
 from sidecar.engine.restore_plan import RestoreOptions
 from sidecar.progress import Progress
 from tests.replay_support import decoded, entries_since, entry, newest_ts, renamed, snapshot
@@ -371,6 +375,15 @@ def test_a_rename_without_both_namespaces_is_refused(body):
     assert [e.reason for e in plan.refused] == ["renameCollection without its from and to namespaces"]
 
 
+def test_convert_to_capped_runs_on_the_renamed_target():
+    """The embedded server has no convertToCapped command: the command as the replay sends it."""
+    raw = entry(Timestamp(1_800_000_160, 1), "c", "src.$cmd", {"convertToCapped": "c", "size": 65536})
+    translator = CommandTranslator(renamed("src", "dst").scope)
+    assert translator.commands(OplogOp(Timestamp(1_800_000_160, 1), RawBSONDocument(raw))) == [
+        Command("convertToCapped", "dst.c", "dst", SON([("convertToCapped", "c"), ("size", 65536)]))
+    ]
+
+
 def test_drop_database_under_renaming_drops_what_came_from_it(mongo_client, scratch_db):
     source, target = scratch_db(), scratch_db()
     t = 1_800_000_200
@@ -408,6 +421,44 @@ def test_drop_database_under_a_rename_only_scope_drops_only_the_renamed_targets(
     assert mongo_client[target].list_collection_names() == ["keep"]
 
 
+@pytest.mark.parametrize("writers", [0, 4], ids=["in order", "parallel"])
+def test_a_write_the_server_refuses_stops_the_replay_at_its_entry_with_the_servers_message(
+    mongo_client, scratch_db, writers
+):
+    db = scratch_db()
+    t = 1_800_000_280
+    entries = [
+        entry(Timestamp(t, 1), "i", f"{db}.c", {"_id": 1, "s": "text"}),
+        entry(Timestamp(t, 2), "i", f"{db}.c", {"_id": 2}),
+        entry(Timestamp(t, 3), "u", f"{db}.c", {"$inc": {"s": 1}}, o2={"_id": 1}),
+    ]
+    with pytest.raises(ReplayError) as info:
+        replay(mongo_client, entries, ReplayOptions(method="native", writers=writers))
+    with pytest.raises(pymongo.errors.WriteError) as direct:
+        mongo_client[db].c.update_one({"_id": 1}, {"$inc": {"s": 1}})
+    refused = info.value
+    assert (refused.ts, refused.ns) == (Timestamp(t, 3), f"{db}.c")
+    assert refused.reason == f"write to {db}.c failed: {direct.value.details['errmsg']}"
+
+
+def test_a_command_the_server_refuses_stops_the_replay_at_its_entry_with_the_servers_message(
+    mongo_client, scratch_db
+):
+    db = scratch_db()
+    t = 1_800_000_290
+    entries = [
+        entry(Timestamp(t, 1), "i", f"{db}.c", {"_id": 1}),
+        entry(Timestamp(t, 2), "c", f"{db}.$cmd", {"collMod": "c", "frobnicate": 1}),
+    ]
+    with pytest.raises(ReplayError) as info:
+        replay(mongo_client, entries, ReplayOptions(method="native"))
+    with pytest.raises(pymongo.errors.OperationFailure) as direct:
+        mongo_client[db].command("collMod", "c", frobnicate=1)
+    refused = info.value
+    assert (refused.ts, refused.ns) == (Timestamp(t, 2), f"{db}.$cmd")
+    assert refused.reason == f"collMod failed: {server_message(direct.value)}"
+
+
 def test_a_cancelled_replay_stops(history, mongo_client, scratch_db):
     source, entries, _ = history
     cancel = threading.Event()
@@ -417,8 +468,9 @@ def test_a_cancelled_replay_stops(history, mongo_client, scratch_db):
 
 
 def test_a_cancelled_parallel_replay_returns_once_its_writers_have_stopped(mongo_client, scratch_db):
-    """The window handed to the writers before the cancel is written whole by the time replay raises:
-    nothing writes to the target after the caller heard that the replay stopped."""
+    """Cancelled while its writers hold a window, the replay raises only once every writer thread has
+    ended: nothing writes to the target after the caller heard that the replay stopped. (How much of
+    that window is in depends on how far the writers got: the work they had not begun is dropped.)"""
     db, window = scratch_db(), 500
     t = 1_800_000_250
     cancel = threading.Event()
@@ -429,9 +481,11 @@ def test_a_cancelled_parallel_replay_returns_once_its_writers_have_stopped(mongo
         cancel.set()  # the reader reads at most one entry ahead of the unit it hands on
         yield entry(Timestamp(t, window + 2), "i", f"{db}.c", {"_id": window + 1})
 
+    before = set(threading.enumerate())
     with pytest.raises(RestoreCancelled):
         replay(mongo_client, entries(), ReplayOptions(writers=4, window_ops=window), cancel=cancel)
-    assert mongo_client[db].c.count_documents({}) == window
+    assert [w.name for w in set(threading.enumerate()) - before if w.name.startswith("replay-writer")] == []
+    assert mongo_client[db].c.count_documents({"_id": {"$gte": window}}) == 0
 
 
 @pytest.mark.parametrize(
