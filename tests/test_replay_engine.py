@@ -207,6 +207,7 @@ def test_a_replay_into_a_renamed_database_equals_the_source(history, mongo_clien
     result = replay(mongo_client, entries, renamed(source, target), progress=progress)
     assert result.method == "native"  # the embedded server has no applyOps
     assert progress.documents == result.operations and progress.bytes == result.bytes == plan.bytes
+    assert (progress.done, progress.position) == (len(entries), result.last_ts)  # every entry written
     assert result.as_json()["namespaces"] == plan.as_json()["namespaces"]
     assert snapshot(mongo_client, target) == steps[-1][2]
 
@@ -261,8 +262,10 @@ def test_replaying_twice_gives_the_same_result(history, mongo_client, scratch_db
     source, entries, steps = history
     target = scratch_db()
     replay(mongo_client, entries, renamed(source, target))
-    replay(mongo_client, entries, renamed(source, target))
+    progress = Progress()
+    result = replay(mongo_client, entries, renamed(source, target, writers=0), progress=progress)  # in order
     assert snapshot(mongo_client, target) == steps[-1][2]
+    assert (progress.done, progress.position) == (len(entries), result.last_ts)
 
 
 def test_a_replay_over_a_later_state_converges(history, mongo_client, scratch_db):
