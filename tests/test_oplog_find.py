@@ -27,8 +27,8 @@ from sidecar.embedded import EmbeddedServer
 from sidecar.engine.replay.units import Cut
 from sidecar.pitr.capture.tailer import oplog
 from sidecar.pitr.find.later import later_writes
-from sidecar.pitr.find.query import FindQuery
-from sidecar.pitr.find.search import find_operations
+from sidecar.pitr.find.query import FindError, FindQuery
+from sidecar.pitr.find.search import find_operations, undo
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import SliceBuffer, oplog_dir, write_slice
 from tests.helpers import discard, run_cli, settings_for
@@ -387,6 +387,7 @@ def test_operations_nested_in_apply_ops_are_hits_at_the_entry_position(tmp_path:
     assert insert["position"] == update["position"] == "1733031067:1" and insert["transaction"]
     assert insert["wall"] == "2024-12-01T05:31:07.120Z"
     assert (group["count"], group["firstPosition"], group["beforeOp"]) == (3, "1733031068:1", "1733031068:1")
+    assert group["first"] == group["last"] == {"t": 1733031068, "i": 1}  # one entry holds the group
     # a damaged slice is named, and the others are still searched
     damaged = oplog_dir(settings) / catalog.slices()[1]["fileName"]
     damaged.write_bytes(damaged.read_bytes()[:20])
@@ -457,3 +458,74 @@ def test_an_archive_that_reaches_until_leaves_the_server_unread(tmp_path: Path) 
     listing = find_operations(settings, FindQuery.parse(["maekcord.*"], until="2024-12-01T05:31:09Z"))
     assert listing["serverOplog"]["skipped"] is None
     assert listing["serverOplog"]["error"].startswith("the server's oplog could not be read: ")
+
+
+def test_slices_that_start_after_until_by_wall_time_are_not_opened(tmp_path: Path) -> None:
+    settings = settings_for("mongodb://127.0.0.1:1", tmp_path, connect_timeout_seconds=0.5)
+    oplog_dir(settings).mkdir(parents=True)
+    wall = dt.datetime(2024, 12, 1, 5, 31, 7)
+    for start in (0, 10):  # two slices of three inserts, ten seconds apart
+        stored_slice(
+            settings,
+            *(
+                {"op": "i", "ns": "maekcord.patients", "o": {"_id": n}, "ts": Timestamp(1733031067 + n, 1)}
+                | {"wall": wall + dt.timedelta(seconds=n)}
+                for n in range(start, start + 3)
+            ),
+        )
+    query = FindQuery.parse(["maekcord"], op="insert", until="2024-12-01T05:31:12Z", limit=5)
+    listing = find_operations(settings, query)
+    assert listing["query"] == {
+        "ns": ["maekcord.*"],
+        "op": "insert",
+        "since": None,
+        "until": "2024-12-01T05:31:12.000Z",
+        "id": None,
+        "limit": 5,
+    }
+    assert listing["slices"] == {"total": 2, "opened": 1, "skipped": 1, "unread": 0, "unreadable": []}
+    assert [item["_id"] for item in listing["items"]] == [0, 1, 2]
+    assert listing["serverOplog"]["skipped"] == "the archive reaches past until"
+
+
+def test_an_unknown_operation_is_refused_naming_the_choices_and_its_first_40_characters() -> None:
+    with pytest.raises(FindError) as refused:
+        FindQuery.parse(op="x" * 50)
+    assert refused.value.parameter == "op"
+    assert str(refused.value) == f"op: must be one of insert, update, delete, command, got {'x' * 40!r}"
+
+
+def test_a_rename_is_found_under_its_new_name_and_batched_writes_are_no_transaction(tmp_path: Path) -> None:
+    """mongod's shapes: a renameCollection names its target only in ``to``; batched writes
+    (``multiOpType: 1``) carry a session and txnNumber but are not a multi-document transaction."""
+    settings = settings_for("mongodb://127.0.0.1:1", tmp_path, connect_timeout_seconds=0.5)  # no server here
+    oplog_dir(settings).mkdir(parents=True)
+    rename = {"renameCollection": "maekcord.intake", "to": "maekcord.patients", "dropTarget": False}
+    batched = {"applyOps": [{"op": "i", "ns": "maekcord.patients", "o": {"_id": n}} for n in range(2)]}
+    session = {"lsid": {"id": ObjectId()}, "txnNumber": 4, "multiOpType": 1}
+    stored_slice(
+        settings,
+        {"op": "c", "ns": "maekcord.$cmd", "o": rename, "ts": Timestamp(1733031067, 1)},
+        {"op": "c", "ns": "admin.$cmd", "o": batched, "ts": Timestamp(1733031068, 1)} | session,
+    )
+    items = find_operations(settings, FindQuery.parse(["maekcord.patients"]))["items"]
+    assert [(i["operation"], i["namespace"], i["detail"], i["transaction"]) for i in items] == [
+        ("command", "maekcord.intake", "to maekcord.patients", False),
+        ("insert", "maekcord.patients", None, False),
+        ("insert", "maekcord.patients", None, False),
+    ]
+
+
+def test_the_undo_of_an_operation_and_of_a_database_wide_one() -> None:
+    before = Timestamp(1733031067, 3)
+    assert undo(before, "maekcord.patients") == {
+        "restoredAs": "maekcord.patients_before_1733031067_3",
+        "restoreCommand": "sidecar restore --before-op 1733031067:3 --ns-include maekcord.patients "
+        "--ns-from maekcord.patients --ns-to maekcord.patients_before_1733031067_3",
+        "dropCommand": "sidecar restore --before-op 1733031067:3 --ns-include maekcord.patients --drop",
+        "dropDiscards": "every write to maekcord.patients at or after 1733031067:3 (a safety backup of "
+        "what it replaces is taken first; --dry-run counts them)",
+    }
+    whole = undo(before, "maekcord.$cmd")  # a dropDatabase: every collection of the database
+    assert whole["restoredAs"] == "maekcord.*_before_1733031067_3"
+    assert whole["dropCommand"] == "sidecar restore --before-op 1733031067:3 --ns-include 'maekcord.*' --drop"

@@ -343,7 +343,7 @@ def test_a_full_restore_replays_the_oplog_with_or_without_apply_ops(
         "unsupported": [],
         "pendingTransactions": 0,
     }
-    available, _ = server_has_apply_ops(mongo_client)
+    available = server_has_apply_ops(mongo_client)
     result = service.run_restore(file_name=str(archive))  # applyOps, or the native translation
     assert result["oplog"]["replay"]["applied"] == 2
     assert result["oplog"]["replay"]["method"] == ("applyOps" if available else "native")
