@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 
+import bson
 import pymongo
 import pytest
 from bson.int64 import Int64
@@ -348,6 +349,27 @@ def test_a_plan_reports_its_counts_and_its_refusal_as_a_point_restores_dry_run_s
     with pytest.raises(ReplayError) as info:
         plan.raise_if_refused()
     assert str(info.value) == f"oplog entry {t}:2 on p.$cmd: unknown oplog command 'frobnicate'"
+
+
+_T = Timestamp(1_800_000_700, 1)
+# (the entries, the refusal an operator reads: where, on what and why), replayed as p.* -> q.*
+REFUSED_ENTRIES = [
+    (
+        [entry(_T, "c", "admin.$cmd", {"applyOps": 5})],
+        "an applyOps entry whose applyOps is not a list of operations",
+    ),
+    (
+        [entry(_T, "c", "admin.$cmd", {"applyOps": [5]})],
+        "an applyOps entry whose applyOps is not a list of operations",
+    ),
+]
+
+
+@pytest.mark.parametrize(("entries", "reason"), REFUSED_ENTRIES, ids=[r for _, r in REFUSED_ENTRIES])
+def test_an_entry_the_engine_cannot_replay_is_refused_where_it_is_with_the_reason(entries, reason):
+    refused = plan_replay(entries, renamed("p", "q")).refused
+    last = bson.decode(entries[-1])
+    assert [(e.ts, e.ns, e.reason) for e in refused] == [(last.get("ts"), last["ns"], reason)]
 
 
 def test_renames_into_and_out_of_the_replayed_namespaces(mongo_client, scratch_db):
