@@ -362,6 +362,23 @@ REFUSED_ENTRIES = [
         [entry(_T, "c", "admin.$cmd", {"applyOps": [5]})],
         "an applyOps entry whose applyOps is not a list of operations",
     ),
+    ([entry(_T, "c", "p.$cmd", {"create": 5})], "command 'create' does not name a collection"),
+    (
+        [entry(_T, "c", "p.$cmd", {"create": "m", "timeseries": {"timeField": "t"}})],
+        "creates a time-series collection, which this engine does not restore",
+    ),
+    (
+        [entry(_T, "c", "admin.$cmd", {"renameCollection": "other.a", "to": "p.a"})],
+        "renames other.a, which is not replayed, into p.a, which is: its documents are not in the restore",
+    ),
+    ([entry(_T, "x", "p.c", {"_id": 1})], "unknown oplog op 'x'"),
+    ([entry(_T, "d", "p.c", {"k": 1})], "the entry does not name the document's _id"),
+    ([bson.encode(SON([("op", "i"), ("ns", "p.c"), ("ts", _T)]))], "the entry has no 'o' document"),
+    (
+        [entry(Timestamp(_T.time, 2), "i", "p.c", {"_id": 1}), entry(_T, "i", "p.c", {"_id": 2})],
+        f"out of order (after {_T.time}:2)",
+    ),
+    ([bson.encode(SON([("op", "i"), ("ns", "p.c"), ("o", {"_id": 1})]))], "entry 1 has no timestamp"),
 ]
 
 
