@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 
+import bson
 import pymongo
 import pytest
 from bson.int64 import Int64
@@ -348,6 +349,44 @@ def test_a_plan_reports_its_counts_and_its_refusal_as_a_point_restores_dry_run_s
     with pytest.raises(ReplayError) as info:
         plan.raise_if_refused()
     assert str(info.value) == f"oplog entry {t}:2 on p.$cmd: unknown oplog command 'frobnicate'"
+
+
+_T = Timestamp(1_800_000_700, 1)
+# (the entries, the refusal an operator reads: where, on what and why), replayed as p.* -> q.*
+REFUSED_ENTRIES = [
+    (
+        [entry(_T, "c", "admin.$cmd", {"applyOps": 5})],
+        "an applyOps entry whose applyOps is not a list of operations",
+    ),
+    (
+        [entry(_T, "c", "admin.$cmd", {"applyOps": [5]})],
+        "an applyOps entry whose applyOps is not a list of operations",
+    ),
+    ([entry(_T, "c", "p.$cmd", {"create": 5})], "command 'create' does not name a collection"),
+    (
+        [entry(_T, "c", "p.$cmd", {"create": "m", "timeseries": {"timeField": "t"}})],
+        "creates a time-series collection, which this engine does not restore",
+    ),
+    (
+        [entry(_T, "c", "admin.$cmd", {"renameCollection": "other.a", "to": "p.a"})],
+        "renames other.a, which is not replayed, into p.a, which is: its documents are not in the restore",
+    ),
+    ([entry(_T, "x", "p.c", {"_id": 1})], "unknown oplog op 'x'"),
+    ([entry(_T, "d", "p.c", {"k": 1})], "the entry does not name the document's _id"),
+    ([bson.encode(SON([("op", "i"), ("ns", "p.c"), ("ts", _T)]))], "the entry has no 'o' document"),
+    (
+        [entry(Timestamp(_T.time, 2), "i", "p.c", {"_id": 1}), entry(_T, "i", "p.c", {"_id": 2})],
+        f"out of order (after {_T.time}:2)",
+    ),
+    ([bson.encode(SON([("op", "i"), ("ns", "p.c"), ("o", {"_id": 1})]))], "entry 1 has no timestamp"),
+]
+
+
+@pytest.mark.parametrize(("entries", "reason"), REFUSED_ENTRIES, ids=[r for _, r in REFUSED_ENTRIES])
+def test_an_entry_the_engine_cannot_replay_is_refused_where_it_is_with_the_reason(entries, reason):
+    refused = plan_replay(entries, renamed("p", "q")).refused
+    last = bson.decode(entries[-1])
+    assert [(e.ts, e.ns, e.reason) for e in refused] == [(last.get("ts"), last["ns"], reason)]
 
 
 def test_renames_into_and_out_of_the_replayed_namespaces(mongo_client, scratch_db):
