@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 
+import bson
 import pymongo
 import pytest
 from bson.int64 import Int64
@@ -207,6 +208,7 @@ def test_a_replay_into_a_renamed_database_equals_the_source(history, mongo_clien
     result = replay(mongo_client, entries, renamed(source, target), progress=progress)
     assert result.method == "native"  # the embedded server has no applyOps
     assert progress.documents == result.operations and progress.bytes == result.bytes == plan.bytes
+    assert (progress.done, progress.position) == (len(entries), result.last_ts)  # every entry written
     assert result.as_json()["namespaces"] == plan.as_json()["namespaces"]
     assert snapshot(mongo_client, target) == steps[-1][2]
 
@@ -261,8 +263,10 @@ def test_replaying_twice_gives_the_same_result(history, mongo_client, scratch_db
     source, entries, steps = history
     target = scratch_db()
     replay(mongo_client, entries, renamed(source, target))
-    replay(mongo_client, entries, renamed(source, target))
+    progress = Progress()
+    result = replay(mongo_client, entries, renamed(source, target, writers=0), progress=progress)  # in order
     assert snapshot(mongo_client, target) == steps[-1][2]
+    assert (progress.done, progress.position) == (len(entries), result.last_ts)
 
 
 def test_a_replay_over_a_later_state_converges(history, mongo_client, scratch_db):
@@ -345,6 +349,44 @@ def test_a_plan_reports_its_counts_and_its_refusal_as_a_point_restores_dry_run_s
     with pytest.raises(ReplayError) as info:
         plan.raise_if_refused()
     assert str(info.value) == f"oplog entry {t}:2 on p.$cmd: unknown oplog command 'frobnicate'"
+
+
+_T = Timestamp(1_800_000_700, 1)
+# (the entries, the refusal an operator reads: where, on what and why), replayed as p.* -> q.*
+REFUSED_ENTRIES = [
+    (
+        [entry(_T, "c", "admin.$cmd", {"applyOps": 5})],
+        "an applyOps entry whose applyOps is not a list of operations",
+    ),
+    (
+        [entry(_T, "c", "admin.$cmd", {"applyOps": [5]})],
+        "an applyOps entry whose applyOps is not a list of operations",
+    ),
+    ([entry(_T, "c", "p.$cmd", {"create": 5})], "command 'create' does not name a collection"),
+    (
+        [entry(_T, "c", "p.$cmd", {"create": "m", "timeseries": {"timeField": "t"}})],
+        "creates a time-series collection, which this engine does not restore",
+    ),
+    (
+        [entry(_T, "c", "admin.$cmd", {"renameCollection": "other.a", "to": "p.a"})],
+        "renames other.a, which is not replayed, into p.a, which is: its documents are not in the restore",
+    ),
+    ([entry(_T, "x", "p.c", {"_id": 1})], "unknown oplog op 'x'"),
+    ([entry(_T, "d", "p.c", {"k": 1})], "the entry does not name the document's _id"),
+    ([bson.encode(SON([("op", "i"), ("ns", "p.c"), ("ts", _T)]))], "the entry has no 'o' document"),
+    (
+        [entry(Timestamp(_T.time, 2), "i", "p.c", {"_id": 1}), entry(_T, "i", "p.c", {"_id": 2})],
+        f"out of order (after {_T.time}:2)",
+    ),
+    ([bson.encode(SON([("op", "i"), ("ns", "p.c"), ("o", {"_id": 1})]))], "entry 1 has no timestamp"),
+]
+
+
+@pytest.mark.parametrize(("entries", "reason"), REFUSED_ENTRIES, ids=[r for _, r in REFUSED_ENTRIES])
+def test_an_entry_the_engine_cannot_replay_is_refused_where_it_is_with_the_reason(entries, reason):
+    refused = plan_replay(entries, renamed("p", "q")).refused
+    last = bson.decode(entries[-1])
+    assert [(e.ts, e.ns, e.reason) for e in refused] == [(last.get("ts"), last["ns"], reason)]
 
 
 def test_renames_into_and_out_of_the_replayed_namespaces(mongo_client, scratch_db):
@@ -575,6 +617,20 @@ REFUSED_UPDATES = [
 def test_an_update_of_a_shape_the_engine_does_not_know_is_refused_with_the_reason(o, reason):
     plan = plan_replay([entry(Timestamp(1_800_000_550, 1), "u", "x.c", o, o2={"_id": 1})])
     assert [e.reason for e in plan.refused] == [reason]
+
+
+def test_an_index_built_over_an_array_field_replays(mongo_client, scratch_db):
+    """The embedded server logs that build with ``multikey: true`` in the spec, which createIndexes
+    refuses as an unknown field: the replay leaves it out (the server sets it as the index needs)."""
+    source, target = scratch_db(), scratch_db()
+    start = newest_ts(mongo_client)
+    mongo_client[source].c.insert_one({"_id": 1, "tags": [1, 2]})
+    mongo_client[source].c.create_index("tags")
+    entries = entries_since(mongo_client, start)
+    built = [spec for e in decoded(entries) if e["op"] == "c" for spec in e["o"].get("indexes", [])]
+    assert [spec.get("multikey") for spec in built] == [True]
+    replay(mongo_client, entries, renamed(source, target))
+    assert snapshot(mongo_client, target) == snapshot(mongo_client, source)
 
 
 def test_until_a_second_includes_the_whole_second(mongo_client, scratch_db):
