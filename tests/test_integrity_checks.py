@@ -25,19 +25,28 @@ def test_size_and_sha256_against_the_catalog() -> None:
 
 
 def test_each_namespace_fact_against_the_manifest() -> None:
-    got = scan(w_a=NamespaceFacts(documents=2, bytes=50, crc=7), w_b=NamespaceFacts(documents=1))
+    got = scan(
+        w_a=NamespaceFacts(documents=2, bytes=50, crc=7),
+        w_b=NamespaceFacts(documents=1),
+        w_e=NamespaceFacts(documents=1),
+    )
     manifest = {
         "w.a": {"documents": 3, "bytes": 51, "crc": 8},
         "w.c": {"documents": 0},
+        "w.d": {"documents": 0},
     }
     assert compare_manifest(got, {"namespaces": manifest}) == [
-        "namespaces in the catalog but not in the archive: w.c",
-        "namespaces in the archive but not in the catalog: w.b",
+        "namespaces in the catalog but not in the archive: w.c, w.d",
+        "namespaces in the archive but not in the catalog: w.b, w.e",
         "w.a: documents is 2 in the archive, the catalog recorded 3",
         "w.a: bytes is 50 in the archive, the catalog recorded 51",
         "w.a: crc is 7 in the archive, the catalog recorded 8",
     ]
-    same = {"w.a": {"documents": 2, "bytes": 50, "crc": 7}, "w.b": {"documents": 1, "crc": None}}
+    same = {
+        "w.a": {"documents": 2, "bytes": 50, "crc": 7},
+        "w.b": {"documents": 1, "crc": None},
+        "w.e": {"documents": 1},
+    }
     assert compare_manifest(got, {"namespaces": same}) == []
 
 

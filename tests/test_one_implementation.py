@@ -13,7 +13,7 @@ import pytest
 from sidecar.archive.bsonstream import CutDocument, count_documents, read_documents, split_documents
 from sidecar.cli import build_parser
 from sidecar.cli.restore import request_of
-from sidecar.integrity.compare import Wording, index_differences, index_signatures
+from sidecar.integrity.compare import Wording, index_differences, index_signature, index_signatures
 from sidecar.pitr.planning.restore_point import PointTarget
 from sidecar.service.restore_request import RestoreRequest
 from sidecar.store.filelock import FileLock, is_locked
@@ -124,3 +124,11 @@ def test_index_differences_name_each_side_as_its_wording_says():
     assert index_differences("db.c", have, want, wording)[0] == (
         "db.c: {'name': 'a', 'key': [('a', 1.0)]} != {'name': 'a', 'key': [('a', -1.0)]}"
     )
+
+
+def test_an_index_is_the_same_whatever_its_version_namespace_or_entry_format_say():
+    """An archive of an older server has v 1 and ns in its specs; the server restored into has v 2."""
+    archived = {"v": 1, "ns": "db.c", "name": "a", "key": {"a": 1, "b": -1}, "unique": True}
+    restored = {"v": 2, "name": "a", "key": {"a": 1, "b": -1}, "unique": True, "entryFormat": 1}
+    expected = {"name": "a", "unique": True, "key": [("a", 1.0), ("b", -1.0)]}
+    assert index_signature(archived) == index_signature(restored) == expected

@@ -24,9 +24,11 @@ from sidecar.api.app import create_app
 from sidecar.api.state import Sidecar
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
+from sidecar.engine.replay.units import Cut
 from sidecar.pitr.capture.tailer import oplog
-from sidecar.pitr.find.query import FindQuery
-from sidecar.pitr.find.search import find_operations
+from sidecar.pitr.find.later import later_writes
+from sidecar.pitr.find.query import FindError, FindQuery
+from sidecar.pitr.find.search import find_operations, undo
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import SliceBuffer, oplog_dir, write_slice
 from tests.helpers import discard, run_cli, settings_for
@@ -333,6 +335,16 @@ async def test_bad_parameters_are_400_naming_the_parameter(
     assert named in message and "query parameter" in message
 
 
+def stored_slice(settings: Settings, *docs: dict[str, Any]) -> str:
+    """A slice of ``docs`` (oplog entries), through the archiver's own writer and catalog: its name."""
+    buffer = SliceBuffer(None)
+    for doc in docs:
+        buffer.add(RawBSONDocument(bson.encode(doc)), doc["ts"])
+    entry = write_slice(settings, buffer)
+    SliceCatalog(oplog_dir(settings)).add_slice(entry)
+    return entry["fileName"]
+
+
 def test_operations_nested_in_apply_ops_are_hits_at_the_entry_position(tmp_path: Path) -> None:
     """mongod's shapes, written through the archiver's own slice writer: a transaction's applyOps
     entry (two collections) and a batched-delete applyOps entry (grouped)."""
@@ -367,9 +379,7 @@ def test_operations_nested_in_apply_ops_are_hits_at_the_entry_position(tmp_path:
     oplog_dir(settings).mkdir(parents=True)
     catalog = SliceCatalog(oplog_dir(settings))
     for doc in (txn, batched):  # one slice each
-        buffer = SliceBuffer(None)
-        buffer.add(RawBSONDocument(bson.encode(doc)), doc["ts"])
-        catalog.add_slice(write_slice(settings, buffer))
+        stored_slice(settings, doc)
     items = find_operations(settings, FindQuery.parse(["maekcord.*"]))["items"]
     insert, update, group = items
     assert (insert["operation"], insert["namespace"], insert["_id"]) == ("insert", "maekcord.patients", 1)
@@ -377,6 +387,7 @@ def test_operations_nested_in_apply_ops_are_hits_at_the_entry_position(tmp_path:
     assert insert["position"] == update["position"] == "1733031067:1" and insert["transaction"]
     assert insert["wall"] == "2024-12-01T05:31:07.120Z"
     assert (group["count"], group["firstPosition"], group["beforeOp"]) == (3, "1733031068:1", "1733031068:1")
+    assert group["first"] == group["last"] == {"t": 1733031068, "i": 1}  # one entry holds the group
     # a damaged slice is named, and the others are still searched
     damaged = oplog_dir(settings) / catalog.slices()[1]["fileName"]
     damaged.write_bytes(damaged.read_bytes()[:20])
@@ -384,3 +395,137 @@ def test_operations_nested_in_apply_ops_are_hits_at_the_entry_position(tmp_path:
     assert listing["items"] == [insert, update]
     [problem] = listing["slices"]["unreadable"]
     assert problem["fileName"] == damaged.name and "truncated" in problem["error"]
+
+
+def test_the_writes_a_drop_restore_discards_name_the_slices_it_could_not_count(tmp_path: Path) -> None:
+    """``later_writes`` over slices from the archiver's writer: the writes after the point on the
+    replaced namespaces are counted; two damaged slices after the point make the count a lower bound,
+    and the message names both."""
+    settings = settings_for("mongodb://127.0.0.1:1", tmp_path)
+    oplog_dir(settings).mkdir(parents=True)
+
+    def insert(ts: Timestamp, ns: str = "maekcord.patients") -> dict:
+        return {"op": "i", "ns": ns, "o": {"_id": ts.time}, "ts": ts}
+
+    stored_slice(settings, insert(Timestamp(100, 1)))  # before the point: kept by the restore
+    update = {"op": "u", "ns": "maekcord.visits", "o": {"$v": 2, "diff": {"u": {"n": 2}}}, "o2": {"_id": 9}}
+    stored_slice(
+        settings,
+        insert(Timestamp(200, 1)),
+        insert(Timestamp(200, 2), "other.notes"),
+        {**update, "ts": Timestamp(201, 1)},
+    )
+    damaged = [stored_slice(settings, insert(Timestamp(300 + k, 1))) for k in range(2)]
+    for name in damaged:
+        path = oplog_dir(settings) / name
+        path.write_bytes(path.read_bytes()[:20])
+    found = later_writes(
+        settings, Cut(until=Timestamp(150, 0)), "150:0", ["maekcord.patients", "maekcord.visits"]
+    )
+    assert found.message(None, dry_run=True) == (
+        "at least 2 writes on maekcord.patients (1), maekcord.visits (1) after 150:0 would be discarded "
+        "(--drop replaces those namespaces); they stay in the oplog archive "
+        f"(unreadable, not counted: {damaged[0]}, {damaged[1]})"
+    )
+    report = found.as_json()
+    assert report["after"] == {"t": 150, "i": 0, "time": "1970-01-01T00:02:30Z", "given": "150:0"}
+    assert (report["total"], report["namespaces"], report["unreadableSlices"]) == (
+        2,
+        {"maekcord.patients": 1, "maekcord.visits": 1},
+        damaged,
+    )
+
+
+def test_an_archive_that_reaches_until_leaves_the_server_unread(tmp_path: Path) -> None:
+    """``until`` at the newest stored entry (a position) or before its wall time (a time): nothing the
+    server adds after the archive can match, so it is not asked (here no server answers at all)."""
+    settings = settings_for("mongodb://127.0.0.1:1", tmp_path, connect_timeout_seconds=0.5)
+    oplog_dir(settings).mkdir(parents=True)
+    wall = dt.datetime(2024, 12, 1, 5, 31, 7)
+    stored_slice(
+        settings,
+        *(
+            {"op": "i", "ns": "maekcord.patients", "o": {"_id": n}, "ts": Timestamp(1733031067 + n, 1)}
+            | {"wall": wall + dt.timedelta(seconds=n)}
+            for n in range(3)
+        ),
+    )
+    for until in ("1733031069:1", "2024-12-01T05:31:08.500Z"):
+        listing = find_operations(settings, FindQuery.parse(["maekcord.*"], until=until))
+        assert listing["serverOplog"]["skipped"] == "the archive reaches past until", until
+        assert listing["serverOplog"]["searched"] is False and listing["serverOplog"]["error"] is None
+    # at the newest entry's wall time: the server may hold more writes of that millisecond
+    listing = find_operations(settings, FindQuery.parse(["maekcord.*"], until="2024-12-01T05:31:09Z"))
+    assert listing["serverOplog"]["skipped"] is None
+    assert listing["serverOplog"]["error"].startswith("the server's oplog could not be read: ")
+
+
+def test_slices_that_start_after_until_by_wall_time_are_not_opened(tmp_path: Path) -> None:
+    settings = settings_for("mongodb://127.0.0.1:1", tmp_path, connect_timeout_seconds=0.5)
+    oplog_dir(settings).mkdir(parents=True)
+    wall = dt.datetime(2024, 12, 1, 5, 31, 7)
+    for start in (0, 10):  # two slices of three inserts, ten seconds apart
+        stored_slice(
+            settings,
+            *(
+                {"op": "i", "ns": "maekcord.patients", "o": {"_id": n}, "ts": Timestamp(1733031067 + n, 1)}
+                | {"wall": wall + dt.timedelta(seconds=n)}
+                for n in range(start, start + 3)
+            ),
+        )
+    query = FindQuery.parse(["maekcord"], op="insert", until="2024-12-01T05:31:12Z", limit=5)
+    listing = find_operations(settings, query)
+    assert listing["query"] == {
+        "ns": ["maekcord.*"],
+        "op": "insert",
+        "since": None,
+        "until": "2024-12-01T05:31:12.000Z",
+        "id": None,
+        "limit": 5,
+    }
+    assert listing["slices"] == {"total": 2, "opened": 1, "skipped": 1, "unread": 0, "unreadable": []}
+    assert [item["_id"] for item in listing["items"]] == [0, 1, 2]
+    assert listing["serverOplog"]["skipped"] == "the archive reaches past until"
+
+
+def test_an_unknown_operation_is_refused_naming_the_choices_and_its_first_40_characters() -> None:
+    with pytest.raises(FindError) as refused:
+        FindQuery.parse(op="x" * 50)
+    assert refused.value.parameter == "op"
+    assert str(refused.value) == f"op: must be one of insert, update, delete, command, got {'x' * 40!r}"
+
+
+def test_a_rename_is_found_under_its_new_name_and_batched_writes_are_no_transaction(tmp_path: Path) -> None:
+    """mongod's shapes: a renameCollection names its target only in ``to``; batched writes
+    (``multiOpType: 1``) carry a session and txnNumber but are not a multi-document transaction."""
+    settings = settings_for("mongodb://127.0.0.1:1", tmp_path, connect_timeout_seconds=0.5)  # no server here
+    oplog_dir(settings).mkdir(parents=True)
+    rename = {"renameCollection": "maekcord.intake", "to": "maekcord.patients", "dropTarget": False}
+    batched = {"applyOps": [{"op": "i", "ns": "maekcord.patients", "o": {"_id": n}} for n in range(2)]}
+    session = {"lsid": {"id": ObjectId()}, "txnNumber": 4, "multiOpType": 1}
+    stored_slice(
+        settings,
+        {"op": "c", "ns": "maekcord.$cmd", "o": rename, "ts": Timestamp(1733031067, 1)},
+        {"op": "c", "ns": "admin.$cmd", "o": batched, "ts": Timestamp(1733031068, 1)} | session,
+    )
+    items = find_operations(settings, FindQuery.parse(["maekcord.patients"]))["items"]
+    assert [(i["operation"], i["namespace"], i["detail"], i["transaction"]) for i in items] == [
+        ("command", "maekcord.intake", "to maekcord.patients", False),
+        ("insert", "maekcord.patients", None, False),
+        ("insert", "maekcord.patients", None, False),
+    ]
+
+
+def test_the_undo_of_an_operation_and_of_a_database_wide_one() -> None:
+    before = Timestamp(1733031067, 3)
+    assert undo(before, "maekcord.patients") == {
+        "restoredAs": "maekcord.patients_before_1733031067_3",
+        "restoreCommand": "sidecar restore --before-op 1733031067:3 --ns-include maekcord.patients "
+        "--ns-from maekcord.patients --ns-to maekcord.patients_before_1733031067_3",
+        "dropCommand": "sidecar restore --before-op 1733031067:3 --ns-include maekcord.patients --drop",
+        "dropDiscards": "every write to maekcord.patients at or after 1733031067:3 (a safety backup of "
+        "what it replaces is taken first; --dry-run counts them)",
+    }
+    whole = undo(before, "maekcord.$cmd")  # a dropDatabase: every collection of the database
+    assert whole["restoredAs"] == "maekcord.*_before_1733031067_3"
+    assert whole["dropCommand"] == "sidecar restore --before-op 1733031067:3 --ns-include 'maekcord.*' --drop"

@@ -27,7 +27,7 @@ from sidecar.embedded import EmbeddedServer, free_port
 from sidecar.health import HealthMonitor
 from sidecar.metrics import SidecarMetrics
 from sidecar.pitr import optime
-from sidecar.pitr.capture.tailer import oplog_window
+from sidecar.pitr.capture.tailer import OplogWindow, oplog_window
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.slices import SliceBuffer, oplog_dir, read_entries, write_slice
 from sidecar.pitr.status import pitr_status
@@ -391,3 +391,20 @@ def test_an_archive_ahead_of_the_servers_oplog_is_refused_and_nothing_is_written
     assert runner.fatal == runner.state.error == refusal
     assert catalog.load()["slices"] == [stored] and catalog.load()["gaps"] == []
     assert _stored_files(settings) == files  # the slice and its catalog, byte for byte; no slice more
+
+
+def test_the_servers_oplog_window_as_pitr_status_reports_it():
+    assert OplogWindow(Timestamp(100, 1), Timestamp(160, 2)).as_json() == {
+        "first": {"t": 100, "i": 1},
+        "last": {"t": 160, "i": 2},
+        "firstTime": "1970-01-01T00:01:40Z",
+        "lastTime": "1970-01-01T00:02:40Z",
+        "seconds": 60.0,
+    }
+    assert OplogWindow().as_json() == {  # an empty oplog, or the server not asked
+        "first": None,
+        "last": None,
+        "firstTime": None,
+        "lastTime": None,
+        "seconds": 0.0,
+    }

@@ -15,15 +15,19 @@ from pathlib import Path
 import bson
 import pymongo
 import pytest
+from bson.raw_bson import RawBSONDocument
+from bson.timestamp import Timestamp
 
 from sidecar.archive import ArchiveReader, DocumentChunk
 from sidecar.codec.gzip_stream import gzip_reader
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.pitr import optime
+from sidecar.pitr.capture.cut import ArchiveCut
 from sidecar.pitr.capture.cut_request import REQUEST_NAME, requested_cut
 from sidecar.pitr.capture.tailer import oplog, oplog_window
-from sidecar.pitr.record.slices import oplog_dir
+from sidecar.pitr.record.catalog import SliceCatalog
+from sidecar.pitr.record.slices import SliceBuffer, oplog_dir, write_slice
 from sidecar.service import BackupService
 from tests.helpers import discard, settings_for
 from tests.pitr_support import archiving, wait_running, wait_until_stored
@@ -161,3 +165,24 @@ def test_a_filtered_dump_records_its_cut(make_settings, cut_client):
     assert cut["source"] == "none" and cut["entries"] is None  # no oplog namespace in the archive
     assert optime.from_json(cut["start"]) < optime.from_json(cut["end"])  # the writes during the dump
     assert set(entry["namespaces"]) == {"cutdata.base"}
+
+
+def test_a_cut_inside_slices_takes_only_its_range_from_the_slices_at_its_ends(make_settings, cut_client):
+    """Slices from the archiver's writer, the cut's start and end inside the first and last: those two
+    give only their entries in ``[start, end]``, the one between gives all of its."""
+    settings = make_settings()
+    catalog = SliceCatalog(oplog_dir(settings))
+    oplog_dir(settings).mkdir(parents=True)
+    entries, prev = {}, None
+    for seconds in ((100, 105, 110), (115, 120, 125), (130, 135, 140)):
+        buffer = SliceBuffer(prev)
+        for t in seconds:
+            ts = Timestamp(t, 1)
+            entries[t] = bson.encode({"op": "n", "ns": "", "o": {"msg": t}, "ts": ts})
+            buffer.add(RawBSONDocument(entries[t]), ts)
+        catalog.add_slice(write_slice(settings, buffer))
+        prev = buffer.last
+    with catalog.archiver_lock():  # as while an archiver runs
+        taken = ArchiveCut(settings, cut_client).take(Timestamp(105, 1), Timestamp(130, 1))
+        assert not isinstance(taken, str), taken
+        assert b"".join(taken) == b"".join(entries[t] for t in (105, 110, 115, 120, 125, 130))

@@ -5,7 +5,9 @@ SIGTERM removing the health file once the last slice is stored."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import signal
 import subprocess
 import time
@@ -13,7 +15,9 @@ import urllib.request
 from pathlib import Path
 
 import pymongo
+from bson.timestamp import Timestamp
 
+from sidecar import clock
 from sidecar.logs import Redactor
 from sidecar.pitr.capture.probe import health_problem, write_health
 from sidecar.pitr.capture.state import PitrState
@@ -109,6 +113,23 @@ def test_probe_refuses_a_stale_or_not_tailing_archiver(tmp_path):
     )
     health.write_text("{not json", encoding="utf-8")
     assert health_problem(health, 30, ready=False).startswith("cannot read the health file")
+
+
+def test_the_health_file_holds_the_archivers_state_now(tmp_path):
+    """What the probe and an operator read: the time of the beat, this process, whether it tails, why
+    not, and the newest stored entry's time; written whole (no scratch file left)."""
+    health = tmp_path / "pitr-health.json"
+    state = PitrState(running=True, last_position=Timestamp(1796601600, 3))
+    with clock.set_to(dt.datetime(2026, 12, 9, 12, 0, tzinfo=dt.UTC)):
+        write_health(health, state, redact=str.upper)
+    assert json.loads(health.read_text(encoding="utf-8")) == {
+        "time": 1796817600.0,
+        "pid": os.getpid(),
+        "running": True,
+        "error": None,
+        "lastTimestamp": 1796601600.0,
+    }
+    assert [p.name for p in tmp_path.iterdir()] == [health.name]
 
 
 def test_health_file_keeps_secrets_out_and_an_unwritable_path_is_refused(tmp_path, mongo_uri):

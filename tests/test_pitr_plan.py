@@ -110,3 +110,17 @@ def test_a_point_up_to_the_caught_up_position_is_the_state_at_the_last_entry(set
     with pytest.raises(PointRefused) as late:
         _plan(settings, PointTarget.to_time("1970-01-01T00:02:31Z"), caught_up=caught_up)
     assert "the latest before it is 150:4294967295 (1970-01-01T00:02:30Z)" in str(late.value)
+
+
+def test_a_refusal_names_the_point_as_the_operator_gave_it_or_by_its_position(settings) -> None:
+    target = PointTarget.before_op("50:7")
+    assert target.as_json() == {"before": {"t": 50, "i": 7}, "time": "1970-01-01T00:00:50Z", "given": "50:7"}
+    with pytest.raises(PointRefused) as given:
+        _plan(settings, target)
+    assert str(given.value) == (
+        "cannot restore to 50:7: it is outside every restorable window; "
+        "the earliest after it is 99:1 (1970-01-01T00:01:39Z)"
+    )
+    with pytest.raises(PointRefused) as built:  # a target built in code, with no text of the operator's
+        _plan(settings, PointTarget(until=Timestamp(50, 7)))
+    assert str(built.value).startswith("cannot restore to 50:7 (1970-01-01T00:00:50Z): it is outside")

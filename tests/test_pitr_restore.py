@@ -272,10 +272,16 @@ def test_a_collection_created_after_the_base_restores_alone_under_a_new_name(his
         assert restored["lab_copy"] == expected["labresults"], label
         assert result["namespaces"] == [] and result["pointInTime"]["replay"]["namespaces"][f"{DB}.lab_copy"]
     text, expected = history.points["updated"]
-    with pytest.raises(
-        JobFailed, match=rf"refusing to restore without drop: {DB}.lab_copy hold\(s\) documents"
-    ):
+    refusal = (
+        f"refusing to restore without drop: {DB}.lab_copy hold(s) documents, and only the replay to the "
+        f"point writes it (created after base backup {history.base['fileName']}); restore under a new "
+        'name ("nsFrom"/"nsTo") or with "drop": true, which replaces it'
+    )
+    with pytest.raises(JobFailed) as info:
         _restore(history, fresh=False, point=PointTarget.to_time(text), **ALONE)  # over the newest copy
+    assert (str(info.value), info.value.stage) == (f"{refusal}; nothing was written", "restore")
+    dry = _restore(history, fresh=False, dry_run=True, point=PointTarget.to_time(text), **ALONE)
+    assert dry["warnings"] == [refusal]
     _restore(history, fresh=False, drop=True, point=PointTarget.to_time(text), **ALONE)
     assert _restored(history)["lab_copy"] == expected["labresults"]  # replaced, not merged
     flags = ["--ns-include", f"{DB}.labresults", "--ns-from", f"{DB}.labresults", "--ns-to", f"{DB}.lab_copy"]

@@ -317,6 +317,27 @@ def test_verification_checks_the_content_not_only_the_sha256(make_settings, chan
     assert said in gaps[0]["detail"]
 
 
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        ({"prev": "first"}, "entry 1 ({t}.1) is not after the one before it"),  # it follows its own entry
+        ({"entries": 4}, "3 entries, the catalog says 4"),
+        ({"rawBytes": 1}, "{raw} bytes of entries, the catalog says 1"),
+        ({"namespaces": {"ward.notes": 2}}, "the namespaces of its entries are not the catalog's"),
+    ],
+)
+def test_a_slice_that_disagrees_with_its_catalog_entry_is_named_exactly(make_settings, edit, said):
+    """The stored bytes are sound (the sha256 agrees): the catalog entry says something else."""
+    settings = make_settings()
+    oplog_dir(settings).mkdir(parents=True)
+    start = int((DAY0 - dt.timedelta(days=1)).timestamp())
+    entry = add_slice(settings, start, Timestamp(start, 1))
+    claimed = {**entry, **{k: entry[v] if v == "first" else v for k, v in edit.items()}}
+    source = slice_source(settings, oplog_dir(settings) / entry["fileName"])
+    assert check_slice(source, entry) is None
+    assert check_slice(source, claimed) == said.format(t=start + 1, raw=entry["rawBytes"])
+
+
 def test_the_running_archiver_uploads_each_slice_soon_after_it_is_cut(own_server, tmp_path, s3_env):
     """The real archiver on a private server: every slice reaches the bucket, checked and recorded,
     while the archiver runs; the bucket's bytes are the slice's."""

@@ -24,12 +24,16 @@ from sidecar.cli import main as cli_main
 from sidecar.config import Settings
 from sidecar.embedded import EmbeddedServer
 from sidecar.integrity.drill import DRILL_PREFIX
+from sidecar.integrity.failure import VerifyFailed
+from sidecar.integrity.pitr import PitrCheck
+from sidecar.integrity.proof_server import given_server
+from sidecar.integrity.scratch import compare_facts
 from sidecar.pitr.planning.pair import BasePair, BrokenChain, joined_pair
 from sidecar.pitr.record.catalog import SLICES_NAME, SliceCatalog
 from sidecar.pitr.record.slices import oplog_dir, read_entries
 from sidecar.pitr.status import pitr_status
 from sidecar.service import BackupService, JobFailed
-from sidecar.store.catalog import is_usable
+from sidecar.store.catalog import Catalog, is_usable
 from sidecar.store.objects import Digest
 from tests.helpers import discard, settings_for
 from tests.pitr_support import archiving, wait_until_stored
@@ -345,6 +349,53 @@ def test_a_base_backup_that_cannot_be_read_fails_as_that_base_not_as_the_slices(
     entry = next(e for e in BackupService(settings).list_backups() if e["fileName"] == pair.newer)
     assert entry["verification"]["pitr"]["failedCheck"] == "pitr-base"
     assert "suspectSlices" not in entry["verification"]["pitr"]
+
+
+def test_the_replayed_set_and_the_next_base_are_compared_fact_by_fact():
+    """What the pitr level reports for each kind of difference (views have no documents to count)."""
+    coll = {"type": "collection", "options": {}, "documents": 2, "hash": 7, "indexes": {"_id_": {"k": 1}}}
+    view = {"type": "view", "options": {"viewOn": "c"}}
+    replayed = {
+        "d.same": coll,
+        "d.count": {**coll, "documents": 3, "hash": 8},
+        "d.hash": {**coll, "hash": 8},
+        "d.index": {**coll, "indexes": {}},
+        "d.options": {**coll, "options": {"capped": True}},
+        "d.view": view,
+        "d.became": view,
+        "d.was": coll,
+        "d.replayed": coll,
+    }
+    restored = {ns: coll for ns in ("d.same", "d.count", "d.hash", "d.index", "d.options", "d.became")}
+    assert compare_facts(replayed, {**restored, "d.view": view, "d.was": view, "d.base": coll}) == {
+        "d.base": ["d.base: exists in the base only"],
+        "d.became": ["d.became: view {'viewOn': 'c'} after the replay, collection {} in the base"],
+        "d.count": ["d.count: 3 documents after the replay, 2 in the base"],
+        "d.hash": ["d.hash: the content hash of its documents differs"],
+        "d.index": ["d.index: index _id_ is missing after the replay"],
+        "d.options": ["d.options: collection {'capped': True} after the replay, collection {} in the base"],
+        "d.replayed": ["d.replayed: exists after the replay only"],
+        "d.was": ["d.was: collection {} after the replay, view {'viewOn': 'c'} in the base"],
+    }
+
+
+def test_a_base_backup_gone_from_the_catalog_since_the_pairing_fails_as_that_base(chain, tmp_path):
+    """Removed between the pairing and its restore (a prune in another process): pitr-base, named."""
+    settings = _copy(chain, tmp_path)
+    pair = joined_pair(settings)
+    assert not isinstance(pair, str)
+
+    def forget(entries: list[dict]) -> None:
+        entries[:] = [e for e in entries if e["fileName"] != pair.older]
+
+    Catalog(settings.backup_dir).update(forget)
+    with given_server(settings.mongodb_uri) as server, pytest.raises(VerifyFailed) as info:
+        PitrCheck(settings, server.client, pair, "gone").run()
+    assert (info.value.reason, info.value.check) == (
+        f"base backup {pair.older} is no longer in the catalog",
+        "pitr-base",
+    )
+    assert _scratch_left(settings) == []
 
 
 @pytest.mark.parametrize(

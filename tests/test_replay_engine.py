@@ -8,17 +8,22 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 
+import bson
 import pymongo
 import pytest
 from bson.int64 import Int64
+from bson.raw_bson import RawBSONDocument
+from bson.son import SON
 from bson.timestamp import Timestamp
 
 from sidecar.engine.replay.archive_oplog import ArchiveOplog
 from sidecar.engine.replay.bson_raw import string
+from sidecar.engine.replay.commands import Command, CommandTranslator
 from sidecar.engine.replay.engine import ReplayError, ReplayOptions, plan_replay, replay, through_second
 from sidecar.engine.replay.field_order import update_order
 from sidecar.engine.replay.scope import ReplayScope
-from sidecar.engine.restore_errors import RestoreCancelled
+from sidecar.engine.replay.units import OplogOp
+from sidecar.engine.restore_errors import RestoreCancelled, server_message
 from sidecar.engine.restore_plan import RestoreOptions
 from sidecar.progress import Progress
 from tests.replay_support import decoded, entries_since, entry, newest_ts, renamed, snapshot
@@ -203,6 +208,7 @@ def test_a_replay_into_a_renamed_database_equals_the_source(history, mongo_clien
     result = replay(mongo_client, entries, renamed(source, target), progress=progress)
     assert result.method == "native"  # the embedded server has no applyOps
     assert progress.documents == result.operations and progress.bytes == result.bytes == plan.bytes
+    assert (progress.done, progress.position) == (len(entries), result.last_ts)  # every entry written
     assert result.as_json()["namespaces"] == plan.as_json()["namespaces"]
     assert snapshot(mongo_client, target) == steps[-1][2]
 
@@ -257,8 +263,10 @@ def test_replaying_twice_gives_the_same_result(history, mongo_client, scratch_db
     source, entries, steps = history
     target = scratch_db()
     replay(mongo_client, entries, renamed(source, target))
-    replay(mongo_client, entries, renamed(source, target))
+    progress = Progress()
+    result = replay(mongo_client, entries, renamed(source, target, writers=0), progress=progress)  # in order
     assert snapshot(mongo_client, target) == steps[-1][2]
+    assert (progress.done, progress.position) == (len(entries), result.last_ts)
 
 
 def test_a_replay_over_a_later_state_converges(history, mongo_client, scratch_db):
@@ -343,6 +351,44 @@ def test_a_plan_reports_its_counts_and_its_refusal_as_a_point_restores_dry_run_s
     assert str(info.value) == f"oplog entry {t}:2 on p.$cmd: unknown oplog command 'frobnicate'"
 
 
+_T = Timestamp(1_800_000_700, 1)
+# (the entries, the refusal an operator reads: where, on what and why), replayed as p.* -> q.*
+REFUSED_ENTRIES = [
+    (
+        [entry(_T, "c", "admin.$cmd", {"applyOps": 5})],
+        "an applyOps entry whose applyOps is not a list of operations",
+    ),
+    (
+        [entry(_T, "c", "admin.$cmd", {"applyOps": [5]})],
+        "an applyOps entry whose applyOps is not a list of operations",
+    ),
+    ([entry(_T, "c", "p.$cmd", {"create": 5})], "command 'create' does not name a collection"),
+    (
+        [entry(_T, "c", "p.$cmd", {"create": "m", "timeseries": {"timeField": "t"}})],
+        "creates a time-series collection, which this engine does not restore",
+    ),
+    (
+        [entry(_T, "c", "admin.$cmd", {"renameCollection": "other.a", "to": "p.a"})],
+        "renames other.a, which is not replayed, into p.a, which is: its documents are not in the restore",
+    ),
+    ([entry(_T, "x", "p.c", {"_id": 1})], "unknown oplog op 'x'"),
+    ([entry(_T, "d", "p.c", {"k": 1})], "the entry does not name the document's _id"),
+    ([bson.encode(SON([("op", "i"), ("ns", "p.c"), ("ts", _T)]))], "the entry has no 'o' document"),
+    (
+        [entry(Timestamp(_T.time, 2), "i", "p.c", {"_id": 1}), entry(_T, "i", "p.c", {"_id": 2})],
+        f"out of order (after {_T.time}:2)",
+    ),
+    ([bson.encode(SON([("op", "i"), ("ns", "p.c"), ("o", {"_id": 1})]))], "entry 1 has no timestamp"),
+]
+
+
+@pytest.mark.parametrize(("entries", "reason"), REFUSED_ENTRIES, ids=[r for _, r in REFUSED_ENTRIES])
+def test_an_entry_the_engine_cannot_replay_is_refused_where_it_is_with_the_reason(entries, reason):
+    refused = plan_replay(entries, renamed("p", "q")).refused
+    last = bson.decode(entries[-1])
+    assert [(e.ts, e.ns, e.reason) for e in refused] == [(last.get("ts"), last["ns"], reason)]
+
+
 def test_renames_into_and_out_of_the_replayed_namespaces(mongo_client, scratch_db):
     source, outside, target = scratch_db(), scratch_db(), scratch_db()
     t = 1_800_000_100
@@ -369,6 +415,15 @@ def test_renames_into_and_out_of_the_replayed_namespaces(mongo_client, scratch_d
 def test_a_rename_without_both_namespaces_is_refused(body):
     plan = plan_replay([entry(Timestamp(1_800_000_150, 1), "c", "admin.$cmd", body)])
     assert [e.reason for e in plan.refused] == ["renameCollection without its from and to namespaces"]
+
+
+def test_convert_to_capped_runs_on_the_renamed_target():
+    """The embedded server has no convertToCapped command: the command as the replay sends it."""
+    raw = entry(Timestamp(1_800_000_160, 1), "c", "src.$cmd", {"convertToCapped": "c", "size": 65536})
+    translator = CommandTranslator(renamed("src", "dst").scope)
+    assert translator.commands(OplogOp(Timestamp(1_800_000_160, 1), RawBSONDocument(raw))) == [
+        Command("convertToCapped", "dst.c", "dst", SON([("convertToCapped", "c"), ("size", 65536)]))
+    ]
 
 
 def test_drop_database_under_renaming_drops_what_came_from_it(mongo_client, scratch_db):
@@ -408,12 +463,89 @@ def test_drop_database_under_a_rename_only_scope_drops_only_the_renamed_targets(
     assert mongo_client[target].list_collection_names() == ["keep"]
 
 
+@pytest.mark.parametrize("writers", [0, 4], ids=["in order", "parallel"])
+def test_a_write_the_server_refuses_stops_the_replay_at_its_entry_with_the_servers_message(
+    mongo_client, scratch_db, writers
+):
+    db = scratch_db()
+    t = 1_800_000_280
+    entries = [
+        entry(Timestamp(t, 1), "i", f"{db}.c", {"_id": 1, "s": "text"}),
+        entry(Timestamp(t, 2), "i", f"{db}.c", {"_id": 2}),
+        entry(Timestamp(t, 3), "u", f"{db}.c", {"$inc": {"s": 1}}, o2={"_id": 1}),
+    ]
+    with pytest.raises(ReplayError) as info:
+        replay(mongo_client, entries, ReplayOptions(method="native", writers=writers))
+    with pytest.raises(pymongo.errors.WriteError) as direct:
+        mongo_client[db].c.update_one({"_id": 1}, {"$inc": {"s": 1}})
+    refused = info.value
+    assert (refused.ts, refused.ns) == (Timestamp(t, 3), f"{db}.c")
+    assert refused.reason == f"write to {db}.c failed: {direct.value.details['errmsg']}"
+
+
+def test_a_command_the_server_refuses_stops_the_replay_at_its_entry_with_the_servers_message(
+    mongo_client, scratch_db
+):
+    db = scratch_db()
+    t = 1_800_000_290
+    entries = [
+        entry(Timestamp(t, 1), "i", f"{db}.c", {"_id": 1}),
+        entry(Timestamp(t, 2), "c", f"{db}.$cmd", {"collMod": "c", "frobnicate": 1}),
+    ]
+    with pytest.raises(ReplayError) as info:
+        replay(mongo_client, entries, ReplayOptions(method="native"))
+    with pytest.raises(pymongo.errors.OperationFailure) as direct:
+        mongo_client[db].command("collMod", "c", frobnicate=1)
+    refused = info.value
+    assert (refused.ts, refused.ns) == (Timestamp(t, 2), f"{db}.$cmd")
+    assert refused.reason == f"collMod failed: {server_message(direct.value)}"
+
+
 def test_a_cancelled_replay_stops(history, mongo_client, scratch_db):
     source, entries, _ = history
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(RestoreCancelled):
         replay(mongo_client, entries, renamed(source, scratch_db()), cancel=cancel)
+
+
+def test_a_cancelled_parallel_replay_returns_once_its_writers_have_stopped(mongo_client, scratch_db):
+    """Cancelled while its writers hold a window, the replay raises only once every writer thread has
+    ended: nothing writes to the target after the caller heard that the replay stopped. (How much of
+    that window is in depends on how far the writers got: the work they had not begun is dropped.)"""
+    db, window = scratch_db(), 500
+    t = 1_800_000_250
+    cancel = threading.Event()
+
+    def entries() -> Iterator[bytes]:
+        for i in range(window + 1):  # the last one begins a second window, never sent
+            yield entry(Timestamp(t, i + 1), "i", f"{db}.c", {"_id": i, "pad": "x" * 200})
+        cancel.set()  # the reader reads at most one entry ahead of the unit it hands on
+        yield entry(Timestamp(t, window + 2), "i", f"{db}.c", {"_id": window + 1})
+
+    before = set(threading.enumerate())
+    with pytest.raises(RestoreCancelled):
+        replay(mongo_client, entries(), ReplayOptions(writers=4, window_ops=window), cancel=cancel)
+    assert [w.name for w in set(threading.enumerate()) - before if w.name.startswith("replay-writer")] == []
+    assert mongo_client[db].c.count_documents({"_id": {"$gte": window}}) == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"method": "fast"}, "method is one of auto, applyOps, native, not 'fast'"),
+        ({"writers": 17}, "writers is between 0 and 16, not 17"),
+        ({"writers": -1}, "writers is between 0 and 16, not -1"),
+        ({"window_ops": 0}, "window_ops is at least 1, not 0"),
+        ({"until": Timestamp(1, 1), "before": Timestamp(2, 1)}, "give until or before, not both"),
+    ],
+)
+def test_replay_options_out_of_range_are_refused_with_the_rule(options, message):
+    with pytest.raises(ValueError) as info:
+        ReplayOptions(**options)
+    assert str(info.value) == message
+    ReplayOptions(method="native", writers=16, window_ops=1)  # the edges are accepted
+    ReplayOptions(writers=0, before=Timestamp(2, 1))
 
 
 def test_the_apply_ops_method_sends_the_operations_and_fails_loudly_without_it(mongo_client, scratch_db):
@@ -485,6 +617,20 @@ REFUSED_UPDATES = [
 def test_an_update_of_a_shape_the_engine_does_not_know_is_refused_with_the_reason(o, reason):
     plan = plan_replay([entry(Timestamp(1_800_000_550, 1), "u", "x.c", o, o2={"_id": 1})])
     assert [e.reason for e in plan.refused] == [reason]
+
+
+def test_an_index_built_over_an_array_field_replays(mongo_client, scratch_db):
+    """The embedded server logs that build with ``multikey: true`` in the spec, which createIndexes
+    refuses as an unknown field: the replay leaves it out (the server sets it as the index needs)."""
+    source, target = scratch_db(), scratch_db()
+    start = newest_ts(mongo_client)
+    mongo_client[source].c.insert_one({"_id": 1, "tags": [1, 2]})
+    mongo_client[source].c.create_index("tags")
+    entries = entries_since(mongo_client, start)
+    built = [spec for e in decoded(entries) if e["op"] == "c" for spec in e["o"].get("indexes", [])]
+    assert [spec.get("multikey") for spec in built] == [True]
+    replay(mongo_client, entries, renamed(source, target))
+    assert snapshot(mongo_client, target) == snapshot(mongo_client, source)
 
 
 def test_until_a_second_includes_the_whole_second(mongo_client, scratch_db):

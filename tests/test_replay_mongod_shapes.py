@@ -5,8 +5,12 @@ the embedded server: ``$v: 2`` diffs (document_diff_serialization.h / document_d
 
 from __future__ import annotations
 
+import datetime
+import struct
+
 import bson
 import pytest
+from bson import Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex
 from bson.binary import Binary
 from bson.codec_options import CodecOptions
 from bson.son import SON
@@ -167,6 +171,46 @@ def test_a_documented_diff_gives_mongods_document(label, diff, expected):
     got = apply_diff(bson.encode(PRE), _encode(diff))
     assert bson.decode(got, SON_CODEC) == SON(expected)
     assert got == _encode(expected)
+
+
+def _raw(*elements: bytes) -> bytes:
+    body = b"".join(elements) + b"\0"
+    return struct.pack("<i", len(body) + 4) + body
+
+
+def _el(name: str, value: object) -> bytes:
+    """One element as the driver encodes it."""
+    return bson.encode({name: value})[4:-1]
+
+
+def test_a_diff_keeps_the_fields_it_does_not_name_byte_for_byte_whatever_their_type():
+    oid = ObjectId("0123456789abcdef01234567")
+    others = [
+        _el("_id", 1),
+        _el("d", 1.5),
+        _el("s", "text"),
+        _el("o", {"x": 1}),
+        _el("arr", [1, "x"]),
+        _el("bin", Binary(b"\x00\x01", 4)),
+        b"\x06undef\0",  # undefined
+        _el("oid", oid),
+        _el("t", True),
+        _el("dt", datetime.datetime(2026, 12, 8, tzinfo=datetime.UTC)),
+        _el("null", None),
+        _el("re", Regex("a.b", "imx")),
+        b"\x0cptr\0" + struct.pack("<i", 4) + b"a.b\0" + oid.binary,  # DBPointer
+        _el("code", Code("f()")),
+        b"\x0esym\0" + struct.pack("<i", 4) + b"sym\0",  # symbol
+        _el("scoped", Code("g()", {"v": 1})),
+        _el("i", 7),
+        _el("ts", Timestamp(5, 6)),
+        _el("l", Int64(8)),
+        _el("dec", Decimal128("1.5")),
+        _el("min", MinKey()),
+        _el("max", MaxKey()),
+    ]
+    pre = _raw(*others, _el("a", 1))
+    assert apply_diff(pre, _encode({"u": {"a": 2}})) == _raw(*others, _el("a", 2))
 
 
 def test_the_diffs_replay_on_the_server_as_documented(mongo_client, scratch_db):

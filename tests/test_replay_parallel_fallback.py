@@ -17,7 +17,7 @@ from bson.son import SON
 from bson.timestamp import Timestamp
 
 from sidecar.engine.replay.apply import Translator
-from sidecar.engine.replay.parallel import ParallelApplier
+from sidecar.engine.replay.parallel import OrderRules, ParallelApplier
 from sidecar.engine.replay.units import Reader, ReplayError
 from tests.replay_support import entry, renamed, snapshot
 
@@ -72,6 +72,28 @@ def test_a_write_the_ordered_path_refuses_too_fails_at_its_entry(mongo_client, t
     assert refused.value.ts == Timestamp(T, 2)
     assert "duplicate key" in refused.value.reason.lower()
     assert _documents(mongo_client, target) == [{"_id": 1, "k": 1}, {"_id": 2, "k": 2, "n": 1}]
+
+
+def test_the_order_rules_tie_a_namespace_by_a_unique_index_a_cap_or_a_collation(mongo_client, target):
+    db = mongo_client[target]
+    db.create_collection("capped", capped=True, size=65536)
+    db.create_collection("ci", collation={"locale": "en", "strength": 2})
+    db.plain.create_index("k")  # not unique: documents stay apart
+    db.create_collection("clustered", clusteredIndex={"key": {"_id": 1}, "unique": True})
+    rules = OrderRules(mongo_client)
+    names = ("u", "capped", "ci", "plain", "clustered", "missing")
+    assert {name: rules.ordered(f"{target}.{name}") for name in names} == {
+        "u": True,
+        "capped": True,
+        "ci": True,
+        "plain": False,
+        "clustered": False,  # its _id_ index is listed as unique: that ties no two documents
+        "missing": False,  # created by the window's first insert: no index but _id's
+    }
+    db.u.drop_index("k_1")
+    assert rules.ordered(f"{target}.u") is True  # asked once per namespace ...
+    rules.forget()
+    assert rules.ordered(f"{target}.u") is False  # ... until a command
 
 
 def _documents(client: pymongo.MongoClient, target: str) -> list[SON]:

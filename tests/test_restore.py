@@ -138,6 +138,7 @@ def test_dry_run_reports_namespaces_documents_and_indexes_and_writes_nothing(
     assert planned["maekcord.sessions"]["indexes"] == ["_id_", "session_ttl"]
     assert planned["maekcord.active_patients"]["type"] == "view"
     assert result["documents"] == sum(manifest[ns]["documents"] for ns in expected)
+    assert result["bytes"] == sum(manifest[ns]["bytes"] for ns in expected)
     assert not database_exists(mongo_client, target)
     assert service.catalog.load() == catalog_before
 
@@ -293,8 +294,9 @@ def test_renamer_maps_wildcards_like_mongorestore():
     assert rename("other.c") == "other.c"
 
 
-def _oplog_archive(path, db: str) -> None:
-    """A full-dump-like archive of one collection plus an oplog: the start entry, an insert, a delete."""
+def _oplog_archive(path, db: str, oplog_collection: str = "c") -> None:
+    """A full-dump-like archive of collection c plus an oplog: the start entry, an insert and a delete
+    in ``oplog_collection``."""
     ns = Namespace(db, "c")
     meta = build_metadata_json(
         "c",
@@ -315,8 +317,8 @@ def _oplog_archive(path, db: str) -> None:
     t = 1_700_000_000
     entries = [
         {"ts": Timestamp(t, 1), "op": "n", "ns": "", "o": {"msg": "dump started"}},
-        {"ts": Timestamp(t, 2), "op": "i", "ns": f"{db}.c", "o": {"_id": 3}},
-        {"ts": Timestamp(t, 3), "op": "d", "ns": f"{db}.c", "o": {"_id": 1}},
+        {"ts": Timestamp(t, 2), "op": "i", "ns": f"{db}.{oplog_collection}", "o": {"_id": 3}},
+        {"ts": Timestamp(t, 3), "op": "d", "ns": f"{db}.{oplog_collection}", "o": {"_id": 1}},
     ]
     writer.write_documents(oplog, b"".join(bson.encode(e) for e in entries))
     writer.end_namespace(oplog)
@@ -343,7 +345,7 @@ def test_a_full_restore_replays_the_oplog_with_or_without_apply_ops(
         "unsupported": [],
         "pendingTransactions": 0,
     }
-    available, _ = server_has_apply_ops(mongo_client)
+    available = server_has_apply_ops(mongo_client)
     result = service.run_restore(file_name=str(archive))  # applyOps, or the native translation
     assert result["oplog"]["replay"]["applied"] == 2
     assert result["oplog"]["replay"]["method"] == ("applyOps" if available else "native")
@@ -357,6 +359,22 @@ def test_a_full_restore_replays_the_oplog_with_or_without_apply_ops(
     other = scratch_db()
     result = service.run_restore(file_name=str(archive), ns_from=f"{db}.*", ns_to=f"{other}.*")
     assert sorted(d["_id"] for d in mongo_client[other].c.find()) == [1, 2]
+
+
+def test_a_full_restore_backs_up_first_what_its_data_and_its_oplog_overwrite(
+    scratch_db, mongo_client, tmp_path, mongo_uri
+):
+    from sidecar.service import BackupService
+
+    db = scratch_db()
+    archive = tmp_path / "with-oplog.gz"
+    _oplog_archive(archive, db, oplog_collection="d")  # the data: c; the oplog writes d
+    mongo_client[db].c.insert_one({"_id": "live"})
+    mongo_client[db].d.insert_one({"_id": "live"})
+    service = BackupService(settings_for(mongo_uri, tmp_path))
+    dry = service.run_restore(file_name=str(archive), drop=True, dry_run=True)
+    assert dry["overwrites"] == [f"{db}.c", f"{db}.d"]
+    assert dry["safetyBackup"] == {"wouldBackUp": [f"{db}.c", f"{db}.d"]}
 
 
 def test_cli_restore(sample_archive, scratch_db, mongo_client, tmp_path, mongo_uri, monkeypatch, capsys):

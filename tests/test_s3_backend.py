@@ -190,3 +190,38 @@ def test_an_unreachable_endpoint_is_named(s3_env):
 def test_reading_a_missing_object(s3_env):
     with pytest.raises(StoreError, match=r"object prod/db1/gone.gz is not in bucket"):
         backend(s3_env).open("gone.gz")
+
+
+def test_an_object_reads_as_a_binary_file_and_a_cut_read_names_the_object(s3_env):
+    s3 = backend(s3_env)
+    data = random.Random(5).randbytes(100_000)
+    upload = s3.writer("r-2025-01-01T02-00-00.gz")
+    upload.write(data)
+    upload.commit(expected_size=len(data))
+    for size in (None, -1):  # the whole rest, as a file's read gives it
+        with s3.open("r-2025-01-01T02-00-00.gz") as body:
+            assert body.read(10) == data[:10] and body.read(size) == data[10:]
+    body = s3.open("r-2025-01-01T02-00-00.gz")
+    body.read(10)
+    body.close()  # the connection goes: the rest of the object never arrives
+    with pytest.raises(StoreError) as caught:
+        body.read()
+    assert caught.value.kind == "unreachable"
+    assert str(caught.value) == (
+        f"cannot reach S3 at {s3_env.endpoint} (bucket {s3_env.bucket}) to read "
+        "prod/db1/r-2025-01-01T02-00-00.gz: IncompleteReadError"
+    )
+
+
+def test_an_aborted_upload_leaves_nothing_and_says_it_was_aborted(s3_env):
+    s3 = backend(s3_env)
+    upload = s3.writer("a-2025-01-01T02-00-00.gz")
+    upload.write(random.Random(6).randbytes(6 * MIB))  # one part goes up
+    upload.abort()
+    assert (upload.error.kind, str(upload.error)) == (
+        "aborted",
+        "upload of prod/db1/a-2025-01-01T02-00-00.gz aborted",
+    )
+    assert s3_env.keys() == [] and s3_env.open_uploads() == []
+    with pytest.raises(ValueError, match="write to a finished upload"):
+        upload.write(b"more")

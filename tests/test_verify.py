@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -276,16 +277,21 @@ def test_a_drill_whose_embedded_server_is_killed_fails_as_the_servers_and_leaves
         assert client.local["oplog.rs"].count_documents({}) == oplog_before
 
 
-def test_the_next_drill_removes_the_scratch_server_a_killed_sidecar_left(sample_archive, tmp_path, mongo_uri):
+def test_the_next_drill_removes_the_scratch_server_a_killed_sidecar_left(
+    sample_archive, tmp_path, mongo_uri, caplog
+):
     """A sidecar killed during a drill leaves its embedded server running and its directory: the next
-    drill ends that process and removes the directory before it starts its own."""
+    drill ends that process and removes the directory before it starts its own, and says so."""
     service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
     home = service.settings.drill_directory / "server-deadbeef0000"
     home.mkdir(parents=True)
     left = EmbeddedServer(home / "data", extra_args=("--standalone",), pid_file=home / "pid").start()
     try:
-        record = service.run_verify(level="drill")["verification"]["drill"]
+        with caplog.at_level(logging.WARNING, logger="sidecar.integrity"):
+            record = service.run_verify(level="drill")["verification"]["drill"]
         assert record["ok"] and record["scratchServersRemoved"] == ["server-deadbeef0000"]
+        removed = [r.getMessage() for r in caplog.records if r.name == "sidecar.integrity"]
+        assert removed == [f"removed the scratch server directory {home} left by a killed proof"]
         assert left.process.wait(10) is not None  # ended
         assert list(service.settings.drill_directory.iterdir()) == []
     finally:

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
 import uuid
+from pathlib import Path
 
 import bson
 import pytest
 from bson import Binary, Code, DBRef, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from bson.binary import UuidRepresentation
 
-from sidecar.archive import DocumentChunk, Namespace
+from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata, DocumentChunk, Namespace
 from sidecar.archive.bsoncheck import suspect_documents
+from sidecar.codec.gzip_stream import gzip_writer
+from sidecar.integrity.digest import content_hash
 from sidecar.integrity.failure import VerifyFailed
-from sidecar.integrity.scan import DECODE_OPTIONS, check_decodes
+from sidecar.integrity.scan import DECODE_OPTIONS, check_decodes, scan_archive
 from sidecar.sampledata import _edge_cases, _patient
 
 NS = Namespace("db", "c")
@@ -104,17 +108,39 @@ def test_every_damaged_document_gets_pymongos_verdict():
     assert mismatches == []
 
 
-def test_a_scan_without_a_progress_or_a_cancel_of_its_callers_own(tmp_path):
-    """``scan_archive(path)`` alone, as the benchmarks call it: a progress and a cancel of its own."""
-    from sidecar.archive import ArchiveHeader, ArchiveWriter, CollectionMetadata
-    from sidecar.codec.gzip_stream import gzip_writer
-    from sidecar.integrity.scan import scan_archive
-
-    path = tmp_path / "a.gz"
+def _archive(path: Path, docs: list[bytes]) -> Path:
+    """An archive of collection db.c holding ``docs`` (in two chunks) and of view db.v."""
+    metadata = [CollectionMetadata("db", "c", "{}"), CollectionMetadata("db", "v", "{}", type="view")]
     with open(path, "wb") as raw, gzip_writer(raw) as gz:
         writer = ArchiveWriter(gz)
-        writer.write_prelude(ArchiveHeader("8.0.4", "100.13.0"), [CollectionMetadata("db", "c", "{}")])
-        writer.write_documents(NS, b"".join(bson.encode({"i": i}) for i in range(5)))
+        writer.write_prelude(ArchiveHeader("8.0.4", "100.13.0"), metadata)
+        writer.write_documents(NS, b"".join(docs[:2]))
+        writer.write_documents(NS, b"".join(docs[2:]))
         writer.end_namespace(NS)
-    scan = scan_archive(path)
+        writer.end_namespace(Namespace("db", "v"))
+    return path
+
+
+def test_a_scan_without_a_progress_or_a_cancel_of_its_callers_own(tmp_path):
+    """``scan_archive(path)`` alone, as the benchmarks call it: a progress and a cancel of its own."""
+    scan = scan_archive(_archive(tmp_path / "a.gz", [bson.encode({"i": i}) for i in range(5)]))
     assert scan.failure is None and scan.documents == 5 and scan.namespaces["db.c"].documents == 5
+
+
+def test_a_scan_names_each_namespaces_type_and_hashes_its_content_across_chunks(tmp_path):
+    docs = [bson.encode({"i": i}) for i in range(5)]
+    scan = scan_archive(_archive(tmp_path / "a.gz", docs), hash_contents=True)
+    assert {ns: f.type for ns, f in scan.namespaces.items()} == {"db.c": "collection", "db.v": "view"}
+    assert scan.namespaces["db.c"].content_hash == content_hash(docs) == content_hash(docs[::-1])
+    assert scan.namespaces["db.v"].content_hash == 0
+
+
+def test_a_cancelled_scan_says_so(tmp_path):
+    path = _archive(tmp_path / "a.gz", [bson.encode({"i": i}) for i in range(5)])
+    cancel = threading.Event()
+    cancel.set()
+    failure = scan_archive(path, cancel=cancel).failure  # the full level keeps it, reads on
+    assert (failure.reason, failure.check) == ("verification was cancelled", "file")
+    with pytest.raises(VerifyFailed) as info:  # the quick level
+        scan_archive(path, parse=False, cancel=cancel)
+    assert (info.value.reason, info.value.check) == ("verification was cancelled", "file")

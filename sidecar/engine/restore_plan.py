@@ -24,7 +24,9 @@ from sidecar.engine.restore_errors import RestoreError
 from sidecar.engine.scratch_names import is_scratch_database
 from sidecar.text import counted
 
-_INDEX_FIELDS_DROPPED = frozenset({"ns", "entryFormat"})
+# fields of an index spec as a server lists or logs it that createIndexes refuses: ns (mongod before 4.4),
+# entryFormat and multikey (the embedded server; multikey: the index has met an array, set again as it builds)
+_INDEX_FIELDS_DROPPED = frozenset({"ns", "entryFormat", "multikey"})
 MAX_COMPARED_IDS = 200_000  # _ids of the archive kept (in all) to compare with the target collections
 ID_QUERY_BATCH = 1000
 

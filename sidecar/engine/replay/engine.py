@@ -43,7 +43,7 @@ from sidecar.engine.replay.parallel import (
 )
 from sidecar.engine.replay.scope import ReplayScope
 from sidecar.engine.replay.units import Cut, Reader, ReplayError, Unit, ts_text
-from sidecar.engine.restore_errors import MAX_ERROR_SAMPLES, RestoreCancelled, server_message
+from sidecar.engine.restore_errors import MAX_ERROR_SAMPLES, RestoreCancelled
 from sidecar.progress import Progress
 
 METHODS = ("auto", "applyOps", "native")
@@ -198,21 +198,19 @@ def plan_replay(entries: Iterable[bytes], options: ReplayOptions | None = None) 
     return plan
 
 
-def server_has_apply_ops(client: pymongo.MongoClient) -> tuple[bool, str]:
-    """Probe ``applyOps`` with nothing to apply: (available, why not)."""
+def server_has_apply_ops(client: pymongo.MongoClient) -> bool:
+    """Probe ``applyOps`` with nothing to apply: refused (no such command, not allowed) is False."""
     try:
         client.admin.command("applyOps", [])
-        return True, ""
-    except OperationFailure as exc:
-        if exc.code == 59:
-            return False, "the server has no applyOps command"
-        return False, f"applyOps refused: {server_message(exc)}"
+    except OperationFailure:
+        return False
+    return True
 
 
 def _method(client: pymongo.MongoClient, method: str) -> str:
     if method != "auto":
         return method
-    return "applyOps" if server_has_apply_ops(client)[0] else "native"
+    return "applyOps" if server_has_apply_ops(client) else "native"
 
 
 class AppliedProgress:

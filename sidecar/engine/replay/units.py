@@ -107,7 +107,10 @@ def flatten(ts: Timestamp, doc: RawBSONDocument) -> Iterator[OplogOp]:
     """The operations of an entry: those nested in ``applyOps`` (at any depth), or the entry."""
     op = OplogOp(ts, doc)
     if op.command == "applyOps":
-        for inner in op.o["applyOps"]:
+        nested = op.o["applyOps"]
+        if not isinstance(nested, list) or not all(isinstance(inner, RawBSONDocument) for inner in nested):
+            raise ReplayError(ts, op.ns, "an applyOps entry whose applyOps is not a list of operations")
+        for inner in nested:
             yield from flatten(ts, inner)
     else:
         yield op
