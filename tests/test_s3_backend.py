@@ -211,3 +211,17 @@ def test_an_object_reads_as_a_binary_file_and_a_cut_read_names_the_object(s3_env
         f"cannot reach S3 at {s3_env.endpoint} (bucket {s3_env.bucket}) to read "
         "prod/db1/r-2025-01-01T02-00-00.gz: IncompleteReadError"
     )
+
+
+def test_an_aborted_upload_leaves_nothing_and_says_it_was_aborted(s3_env):
+    s3 = backend(s3_env)
+    upload = s3.writer("a-2025-01-01T02-00-00.gz")
+    upload.write(random.Random(6).randbytes(6 * MIB))  # one part goes up
+    upload.abort()
+    assert (upload.error.kind, str(upload.error)) == (
+        "aborted",
+        "upload of prod/db1/a-2025-01-01T02-00-00.gz aborted",
+    )
+    assert s3_env.keys() == [] and s3_env.open_uploads() == []
+    with pytest.raises(ValueError, match="write to a finished upload"):
+        upload.write(b"more")
