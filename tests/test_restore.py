@@ -12,6 +12,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import bson
 import pymongo
@@ -158,7 +159,17 @@ def test_a_restore_that_overwrites_takes_a_safety_backup_of_exactly_what_it_touc
     assert dry["safetyBackup"] == {"wouldBackUp": [f"{target}.patients"]}
     assert mongo_client[target].patients.count_documents({}) == 501  # the dry run wrote nothing
 
-    result = service.run_restore(file_name=name, drop=True, **only_patients)
+    job = service.new_job("restore")
+    phases: list[str] = []  # what the job's progress shows, in turn
+    begin = job.progress.begin
+
+    def record(phase: str, *args: Any, **kwargs: Any) -> None:
+        phases.append(phase)
+        begin(phase, *args, **kwargs)
+
+    job.progress.begin = record  # type: ignore[method-assign]
+    result = service.run_restore(job, file_name=name, drop=True, **only_patients)
+    assert phases == ["verify", "safety-backup", "prepare"]
     safety = service.catalog.get(result["safetyBackup"])
     assert safety["trigger"] == "pre-restore" and safety["status"] == "completed"
     assert list(safety["namespaces"]) == [f"{target}.patients"]  # not rt.untouched, not the samples
