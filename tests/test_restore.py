@@ -6,12 +6,10 @@ the sample databases are only read.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import io
 import json
-import logging
-from collections.abc import Iterator
+from typing import Any
 
 import bson
 import pymongo
@@ -26,10 +24,9 @@ from sidecar.engine.namespaces import Renamer
 from sidecar.engine.replay.archive_oplog import server_has_apply_ops
 from sidecar.integrity.compare import index_signature
 from sidecar.jobs import Job, JobBusy, JobLock
-from sidecar.logs import LogTail, Redactor
 from sidecar.service import JobFailed
 from sidecar.store.catalog import archive_name
-from tests.helpers import settings_for
+from tests.helpers import job_log, settings_for
 from tests.test_restore_support import (  # noqa: F401 - fixtures
     SAMPLE_DBS,
     database_exists,
@@ -138,6 +135,7 @@ def test_dry_run_reports_namespaces_documents_and_indexes_and_writes_nothing(
     assert planned["maekcord.sessions"]["indexes"] == ["_id_", "session_ttl"]
     assert planned["maekcord.active_patients"]["type"] == "view"
     assert result["documents"] == sum(manifest[ns]["documents"] for ns in expected)
+    assert result["bytes"] == sum(manifest[ns]["bytes"] for ns in expected)
     assert not database_exists(mongo_client, target)
     assert service.catalog.load() == catalog_before
 
@@ -157,7 +155,17 @@ def test_a_restore_that_overwrites_takes_a_safety_backup_of_exactly_what_it_touc
     assert dry["safetyBackup"] == {"wouldBackUp": [f"{target}.patients"]}
     assert mongo_client[target].patients.count_documents({}) == 501  # the dry run wrote nothing
 
-    result = service.run_restore(file_name=name, drop=True, **only_patients)
+    job = service.new_job("restore")
+    phases: list[str] = []  # what the job's progress shows, in turn
+    begin = job.progress.begin
+
+    def record(phase: str, *args: Any, **kwargs: Any) -> None:
+        phases.append(phase)
+        begin(phase, *args, **kwargs)
+
+    job.progress.begin = record  # type: ignore[method-assign]
+    result = service.run_restore(job, file_name=name, drop=True, **only_patients)
+    assert phases == ["verify", "safety-backup", "prepare"]
     safety = service.catalog.get(result["safetyBackup"])
     assert safety["trigger"] == "pre-restore" and safety["status"] == "completed"
     assert list(safety["namespaces"]) == [f"{target}.patients"]  # not rt.untouched, not the samples
@@ -178,20 +186,6 @@ def test_a_restore_that_overwrites_takes_a_safety_backup_of_exactly_what_it_touc
     assert back["safetyBackup"] is None and back["safetyBackupSkipped"]
     assert mongo_client[target].patients.find_one({"_id": "changed after the backup"}) is not None
     assert len(service.catalog.load()) == 2  # the opted-out restore took no backup
-
-
-@contextlib.contextmanager
-def job_log() -> Iterator[LogTail]:
-    """The sidecar's records while the block runs, as ``GET /api/v1/monitoring/logs`` shows them."""
-    tail, logger = LogTail(Redactor()), logging.getLogger("sidecar")
-    level = logger.level
-    logger.addHandler(tail)
-    logger.setLevel(logging.INFO)
-    try:
-        yield tail
-    finally:
-        logger.removeHandler(tail)
-        logger.setLevel(level)
 
 
 def test_a_safety_backup_that_fails_stops_the_restore_before_its_first_write(
@@ -293,8 +287,9 @@ def test_renamer_maps_wildcards_like_mongorestore():
     assert rename("other.c") == "other.c"
 
 
-def _oplog_archive(path, db: str) -> None:
-    """A full-dump-like archive of one collection plus an oplog: the start entry, an insert, a delete."""
+def _oplog_archive(path, db: str, oplog_collection: str = "c") -> None:
+    """A full-dump-like archive of collection c plus an oplog: the start entry, an insert and a delete
+    in ``oplog_collection``."""
     ns = Namespace(db, "c")
     meta = build_metadata_json(
         "c",
@@ -315,8 +310,8 @@ def _oplog_archive(path, db: str) -> None:
     t = 1_700_000_000
     entries = [
         {"ts": Timestamp(t, 1), "op": "n", "ns": "", "o": {"msg": "dump started"}},
-        {"ts": Timestamp(t, 2), "op": "i", "ns": f"{db}.c", "o": {"_id": 3}},
-        {"ts": Timestamp(t, 3), "op": "d", "ns": f"{db}.c", "o": {"_id": 1}},
+        {"ts": Timestamp(t, 2), "op": "i", "ns": f"{db}.{oplog_collection}", "o": {"_id": 3}},
+        {"ts": Timestamp(t, 3), "op": "d", "ns": f"{db}.{oplog_collection}", "o": {"_id": 1}},
     ]
     writer.write_documents(oplog, b"".join(bson.encode(e) for e in entries))
     writer.end_namespace(oplog)
@@ -357,6 +352,22 @@ def test_a_full_restore_replays_the_oplog_with_or_without_apply_ops(
     other = scratch_db()
     result = service.run_restore(file_name=str(archive), ns_from=f"{db}.*", ns_to=f"{other}.*")
     assert sorted(d["_id"] for d in mongo_client[other].c.find()) == [1, 2]
+
+
+def test_a_full_restore_backs_up_first_what_its_data_and_its_oplog_overwrite(
+    scratch_db, mongo_client, tmp_path, mongo_uri
+):
+    from sidecar.service import BackupService
+
+    db = scratch_db()
+    archive = tmp_path / "with-oplog.gz"
+    _oplog_archive(archive, db, oplog_collection="d")  # the data: c; the oplog writes d
+    mongo_client[db].c.insert_one({"_id": "live"})
+    mongo_client[db].d.insert_one({"_id": "live"})
+    service = BackupService(settings_for(mongo_uri, tmp_path))
+    dry = service.run_restore(file_name=str(archive), drop=True, dry_run=True)
+    assert dry["overwrites"] == [f"{db}.c", f"{db}.d"]
+    assert dry["safetyBackup"] == {"wouldBackUp": [f"{db}.c", f"{db}.d"]}
 
 
 def test_cli_restore(sample_archive, scratch_db, mongo_client, tmp_path, mongo_uri, monkeypatch, capsys):

@@ -211,3 +211,49 @@ def test_an_object_reads_as_a_binary_file_and_a_cut_read_names_the_object(s3_env
         f"cannot reach S3 at {s3_env.endpoint} (bucket {s3_env.bucket}) to read "
         "prod/db1/r-2025-01-01T02-00-00.gz: IncompleteReadError"
     )
+
+
+def test_an_aborted_upload_leaves_nothing_and_says_it_was_aborted(s3_env):
+    s3 = backend(s3_env)
+    upload = s3.writer("a-2025-01-01T02-00-00.gz")
+    upload.write(random.Random(6).randbytes(6 * MIB))  # one part goes up
+    upload.abort()
+    assert (upload.error.kind, str(upload.error)) == (
+        "aborted",
+        "upload of prod/db1/a-2025-01-01T02-00-00.gz aborted",
+    )
+    assert s3_env.keys() == [] and s3_env.open_uploads() == []
+    with pytest.raises(ValueError, match="write to a finished upload"):
+        upload.write(b"more")
+
+
+def test_an_upload_asks_for_plain_bytes_and_no_server_side_encryption_unless_configured(s3_env):
+    """What every PutObject/CreateMultipartUpload sends (SeaweedFS then types the object by its name)."""
+    assert backend(s3_env).put_args() == {"Bucket": s3_env.bucket, "ContentType": "application/octet-stream"}
+
+
+def test_a_failure_to_start_or_finish_an_upload_names_the_step_and_the_object(s3_env):
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    away = backend(s3_env, endpoint=endpoint)
+    away.client.meta.config.retries = {"max_attempts": 1}
+    with pytest.raises(StoreError) as unstarted:
+        away.writer("s-2025-01-01T02-00-00.gz")
+    assert str(unstarted.value) == (
+        f"cannot reach S3 at {endpoint} (bucket {s3_env.bucket}) to start the upload "
+        "prod/db1/s-2025-01-01T02-00-00.gz: EndpointConnectionError"
+    )
+    upload = backend(s3_env).writer("f-2025-01-01T02-00-00.gz")
+    upload.write(random.Random(7).randbytes(5 * MIB))  # one whole part: nothing is left to send at commit
+    deadline = time.monotonic() + 30
+    while parts_done(upload) < 1:
+        assert time.monotonic() < deadline, "the part never reached the store"
+        time.sleep(0.05)
+    # the multipart upload is gone when the last step comes (another process cleaned up)
+    s3_env.client().abort_multipart_upload(Bucket=s3_env.bucket, Key=upload.key, UploadId=upload.upload_id)
+    with pytest.raises(StoreError) as unfinished:
+        upload.commit()
+    assert unfinished.value.kind == "error"
+    assert str(unfinished.value).startswith(
+        f"S3 finish the upload of prod/db1/f-2025-01-01T02-00-00.gz in bucket {s3_env.bucket} at "
+        f"{s3_env.endpoint} failed: NoSuchUpload"
+    )

@@ -311,11 +311,28 @@ def test_reconciliation_reports_strays_and_uploads_missing_objects_again(s3_sett
     client.delete_object(Bucket=s3_env.bucket, Key=PREFIX + first["fileName"])
     assert reconcile_now(service.offsite) == {"missing": [first["fileName"]], "stray": [stray]}
     job = service.new_job("backup")
-    service.run_backup(job)
+    second = service.run_backup(job)
     upload = job.result["uploads"]["s3"]
     assert upload["reconcile"] == {"missing": [first["fileName"]], "stray": [stray]}
-    assert first["fileName"] in upload["retried"]
+    # the new archive goes up first, then the ones the bucket lost
+    assert upload["files"] == [second["fileName"], first["fileName"]]
+    assert upload["retried"] == [first["fileName"]]
     assert reconcile_now(service.offsite) == {"missing": [], "stray": [stray]}
+
+
+def test_an_archive_the_bucket_wants_but_whose_local_file_is_gone_is_named(s3_settings, s3_env):
+    settings = s3_settings()
+    service = BackupService(settings)
+    first = service.run_backup()
+    client = s3_env.client()
+    client.delete_object(Bucket=s3_env.bucket, Key=PREFIX + first["fileName"])
+    service.catalog.patch(first["fileName"], locations=["local"])  # as if its upload had failed
+    (settings.backup_dir / first["fileName"]).unlink()  # and then its file was removed by hand
+    with pytest.raises(JobFailed) as caught:
+        service.run_backup(service.new_job("backup"))
+    assert caught.value.stage == "upload"
+    gone = settings.backup_dir / first["fileName"]
+    assert f"{first['fileName']}: the local file {gone} is gone, nothing to upload" in str(caught.value)
 
 
 def test_wrong_credentials_fail_the_upload_stage_clearly_and_keep_the_local_archive(

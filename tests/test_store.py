@@ -13,7 +13,7 @@ import pytest
 from sidecar import clock
 from sidecar.service import BackupService, JobFailed
 from sidecar.store.sink import ArchiveSink
-from sidecar.store.source import ArchiveSource
+from sidecar.store.source import ArchiveReadError, ArchiveSource, sniff
 from sidecar.text import iso_utc
 
 
@@ -184,3 +184,13 @@ def test_an_abort_never_raises_when_the_partial_or_its_descriptor_is_gone(tmp_pa
         (fd,) = [fd.name for fd in pathlib.Path("/proc/self/fd").iterdir() if fd.resolve() == sink.partial]
         os.close(int(fd))  # beneath the file object: closing it now fails (EBADF)
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_is_no_archive_is_shown_by_its_first_bytes_control_characters_as_dots():
+    with pytest.raises(ArchiveReadError) as refused:
+        sniff(b"\x00 PK\x03\x04\r\nzz")
+    assert refused.value.check == "gzip" and refused.value.offset == 0
+    assert str(refused.value) == (
+        "not a gzip-compressed mongodump archive: the file starts with 0020504b03040d0a ('. PK....'); "
+        "a gzip file starts with 1f8b, an archive with 6de29981"
+    )

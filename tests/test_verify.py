@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import shutil
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pymongo
 import pyrage
@@ -40,8 +42,18 @@ def test_each_level_passes_and_is_recorded_in_the_catalog(
 ):
     service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
     name = sample_archive.entry["fileName"]
-    result = service.run_verify(file_name=name, level=level)
+    job = service.new_job("verify", level=level)
+    phases: list[str] = []  # what the job's progress shows, in turn
+    begin = job.progress.begin
+
+    def shown(phase: str, *args: Any, **kwargs: Any) -> None:
+        phases.append(phase)
+        begin(phase, *args, **kwargs)
+
+    job.progress.begin = shown  # type: ignore[method-assign]
+    result = service.run_verify(job, file_name=name, level=level)
     assert result["ok"] is True and result["inCatalog"] is True
+    assert phases == (["verify", "prepare"] if level == "drill" else ["verify"])
     entry = service.catalog.get(name)
     record = entry["verification"][level]
     assert record["ok"] is True and record["reason"] is None
@@ -52,8 +64,11 @@ def test_each_level_passes_and_is_recorded_in_the_catalog(
     quick = entry["verification"]["quick"]
     assert quick["sha256"] == sample_archive.entry["sha256"]
     assert quick["sizeBytes"] == sample_archive.entry["sizeBytes"]
+    raw_size = len(gzip.decompress(sample_archive.path.read_bytes()))
+    assert quick["uncompressedBytes"] == raw_size
     if level != "quick":
         full = entry["verification"]["full"]
+        assert full["uncompressedBytes"] == raw_size
         assert full["documents"] == sum(ns["documents"] for ns in sample_archive.entry["namespaces"].values())
         assert full["namespaces"] == len(sample_archive.entry["namespaces"])
     if level == "drill":
