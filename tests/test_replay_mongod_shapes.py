@@ -290,6 +290,20 @@ def test_a_malformed_or_unsupported_diff_is_refused_up_front(diff, reason):
     assert [(e.ts, e.ns, e.reason) for e in plan.refused] == [(Timestamp(T, 1), "x.c", reason)]
 
 
+@pytest.mark.parametrize("writers", [4, 0], ids=["parallel", "in order"])
+def test_a_diff_then_a_modifier_update_of_one_document_in_one_window(mongo_client, scratch_db, writers):
+    """The parallel path folds the diff into a replacement and sends the $set after it."""
+    db = scratch_db()
+    mongo_client[db].c.insert_one(SON([("_id", 1), ("a", 1), ("b", {"c": 1})]))
+    entries = [
+        entry(Timestamp(T, 200), "u", f"{db}.c", {"$v": 2, "diff": {"u": {"a": 2}}}, o2={"_id": 1}),
+        entry(Timestamp(T, 201), "u", f"{db}.c", {"$v": 1, "$set": {"x": 1}}, o2={"_id": 1}),
+    ]
+    replay(mongo_client, entries, ReplayOptions(writers=writers))
+    coll = mongo_client[db].get_collection("c", codec_options=SON_CODEC)
+    assert list(coll.find()) == [SON([("_id", 1), ("a", 2), ("b", SON([("c", 1)])), ("x", 1)])]
+
+
 def test_v1_and_unversioned_modifier_updates(mongo_client, scratch_db):
     db = scratch_db()
     ns = f"{db}.c"
