@@ -19,7 +19,7 @@ import pytest
 
 from sidecar.cli import main as cli_main
 from sidecar.embedded import EmbeddedServer
-from sidecar.integrity.drill import DRILL_PREFIX, drill_database_name
+from sidecar.integrity.drill import DRILL_PREFIX, drill_database_name, drop_drill_databases
 from sidecar.integrity.levels import verify_archive
 from sidecar.integrity.proof_server import given_server
 from sidecar.jobs import Job, JobLock
@@ -183,6 +183,20 @@ def test_drill_drops_leftovers_of_crashed_drills_first(sample_archive, tmp_path,
         record = result["verification"]["drill"]
         assert leftover in record["leftoversDropped"] and record["server"] == "scratch"
         assert drill_databases(scratch) == []
+
+
+def test_scratch_databases_that_cannot_be_listed_or_dropped_are_named_with_the_servers_error():
+    refused = "127.0.0.1:1: [Errno 111] Connection refused"  # nothing listens on port 1
+    with pymongo.MongoClient("mongodb://127.0.0.1:1", serverSelectionTimeoutMS=200) as gone:
+        assert drop_drill_databases(gone) == (
+            [],
+            [{"name": f"{DRILL_PREFIX}*", "error": f"cannot list databases: {refused}"}],
+        )
+        named = f"{DRILL_PREFIX}j1_maekcord"
+        assert drop_drill_databases(gone, f"{DRILL_PREFIX}j1_", [named]) == (
+            [],
+            [{"name": named, "error": refused}],
+        )
 
 
 def test_drill_database_names_stay_within_mongodb_limits():
