@@ -388,15 +388,20 @@ def test_full_fails_on_a_crc_the_catalog_did_not_record_though_the_counts_match(
 def test_a_drill_fails_when_the_restored_data_differs_from_the_archive(
     sample_archive, tmp_path, mongo_uri, mongo_client
 ):
-    """The restore of the drill succeeds, then a restored document changes before the comparison."""
+    """The restore of the drill succeeds, then a restored document and a collection's options change
+    before the comparison."""
     entry = sample_archive.entry
     scratch = drill_database_name("tamper", "maekcord")
+    changed: list[dict] = []
 
     class Tamper(Progress):
         def __setattr__(self, name, value):
             super().__setattr__(name, value)
             if name == "phase" and self.shown_phase == "drill-done":  # restored, not yet compared
-                mongo_client[scratch].patients.update_one({}, {"$set": {"ward": "changed after the restore"}})
+                db = mongo_client[scratch]
+                db.patients.update_one({}, {"$set": {"ward": "changed after the restore"}})
+                db.command("collMod", "appointments", validator={"patientId": {"$exists": True}})
+                changed.extend(db.list_collections(filter={"name": "appointments"}))
 
     report = verify_archive(
         sample_archive.path,
@@ -409,5 +414,8 @@ def test_a_drill_fails_when_the_restored_data_differs_from_the_archive(
     assert report.records["full"]["ok"] is True
     drill = report.records["drill"]
     assert drill["ok"] is False and drill["failedCheck"] == "drill"
-    assert "maekcord.patients: the content hash of the restored documents differs" in drill["reason"]
+    options = f"maekcord.appointments: options are {dict(changed[0]['options'])}, the archive has {{}}"
+    hashed = "maekcord.patients: the content hash of the restored documents differs"
+    assert drill["mismatches"] == [options, hashed]
+    assert drill["reason"] == f"the restored data differs from the archive: {options} (and 1 more)"
     assert drill_databases(mongo_client) == []
