@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from sidecar.config import Settings, load_settings
 from sidecar.embedded import EmbeddedServer
+from sidecar.logs import LogTail, Redactor
 
 
 def settings_for(mongo_uri: str, directory: Path, **values: object) -> Settings:
@@ -49,3 +53,17 @@ def run_cli(settings: Settings, *args: str, timeout: float = 300) -> subprocess.
     return subprocess.run(
         [sys.executable, "-m", "sidecar", *args], env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+@contextlib.contextmanager
+def job_log() -> Iterator[LogTail]:
+    """The sidecar's records while the block runs, as ``GET /api/v1/monitoring/logs`` shows them."""
+    tail, logger = LogTail(Redactor()), logging.getLogger("sidecar")
+    level = logger.level
+    logger.addHandler(tail)
+    logger.setLevel(logging.INFO)
+    try:
+        yield tail
+    finally:
+        logger.removeHandler(tail)
+        logger.setLevel(level)

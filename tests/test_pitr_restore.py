@@ -34,7 +34,7 @@ from sidecar.pitr.record.slices import oplog_dir
 from sidecar.pitr.status import caught_up_position, pitr_status
 from sidecar.service import BackupService, JobFailed
 from sidecar.time_input import parse_iso, parse_position
-from tests.helpers import discard, run_cli, settings_for
+from tests.helpers import discard, job_log, run_cli, settings_for
 from tests.pitr_support import archiving, wait_until_stored
 from tests.replay_support import newest_ts, oplog, snapshot
 
@@ -490,15 +490,18 @@ def test_a_drop_restore_counts_the_later_writes_it_discards(history: History, mo
         f"namespaces); they stay in the oplog archive"
     ]
 
-    only = _restore(
-        history, fresh=False, drop=True, safety_backup=True, point=target, ns_include=[f"{DB}.patients"]
-    )
+    with job_log() as tail:
+        only = _restore(
+            history, fresh=False, drop=True, safety_backup=True, point=target, ns_include=[f"{DB}.patients"]
+        )
     patients = expected[f"{DB}.patients"]
     assert only["pointInTime"]["discarded"]["namespaces"] == {f"{DB}.patients": patients}
     assert only["warnings"] == [
         f"{patients} writes on {DB}.patients after {text} will be discarded (--drop replaces those "
         f"namespaces); they stay in the safety backup {only['safetyBackup']} and in the oplog archive"
     ]
+    (said,) = tail.query(level="WARNING", text="will be discarded")  # before the first write
+    assert said["message"] == f"restore job {said['jobId']}: {only['warnings'][0]}"
     kept = _restore(history, fresh=True, point=target, dry_run=True)  # no --drop: nothing discarded
     assert "discarded" not in kept["pointInTime"] and "warnings" not in kept
 

@@ -597,6 +597,7 @@ def test_numeric_field_names_and_dotted_names_in_the_embedded_servers_paths(mong
 REFUSED_UPDATES = [
     ({"$v": 2, "diff": {"updatedFields": 5}}, "updatedFields is not a document"),
     ({"$v": 2, "diff": {"removedFields": "a"}}, "removedFields is not a list of field paths"),
+    ({"diff": {"updatedFields": 5}, "$v": 2.0}, "updatedFields is not a document"),  # read field by field
     (
         {"$v": 2, "diff": {"truncatedArrays": [{"field": "a"}]}},
         "truncatedArrays is not a list of {field, newSize}",

@@ -213,27 +213,41 @@ def test_a_diff_keeps_the_fields_it_does_not_name_byte_for_byte_whatever_their_t
     assert apply_diff(pre, _encode({"u": {"a": 2}})) == _raw(*others, _el("a", 2))
 
 
-def test_the_diffs_replay_on_the_server_as_documented(mongo_client, scratch_db):
+@pytest.mark.parametrize(
+    ("writers", "there_before"),
+    [(4, False), (4, True), (0, False)],
+    ids=["parallel, inserted in the window", "parallel, there before (read first)", "in order"],
+)
+def test_the_diffs_replay_on_the_server_as_documented(mongo_client, scratch_db, writers, there_before):
     db = scratch_db()
-    entries = []
+    inserts, diffs = [], []
     for n, (_, diff, _) in enumerate(CASES):
         pre = SON(PRE)
         pre["_id"] = n
-        entries.append(entry(Timestamp(T, 2 * n + 1), "i", f"{db}.c", pre))
-        entries.append(entry(Timestamp(T, 2 * n + 2), "u", f"{db}.c", {"$v": 2, "diff": diff}, o2={"_id": n}))
-    result = replay(mongo_client, entries, ReplayOptions(method="native"))
-    assert result.namespaces[f"{db}.c"] == {"insert": len(CASES), "update": len(CASES)}
+        inserts.append(entry(Timestamp(T, 2 * n + 1), "i", f"{db}.c", pre))
+        diffs.append(entry(Timestamp(T, 2 * n + 2), "u", f"{db}.c", {"$v": 2, "diff": diff}, o2={"_id": n}))
+    options = ReplayOptions(method="native", writers=writers)
+    if there_before:
+        replay(mongo_client, inserts, options)
+        entries = diffs
+    else:
+        entries = [e for pair in zip(inserts, diffs, strict=True) for e in pair]
+    result = replay(mongo_client, entries, options)
+    assert result.namespaces[f"{db}.c"] == {"update": len(CASES)} | (
+        {} if there_before else {"insert": len(CASES)}
+    )
     coll = mongo_client[db].get_collection("c", codec_options=RAW)
     for n, (label, _, expected) in enumerate(CASES):
         want = SON(expected)
         want["_id"] = n
         assert bytes(coll.find_one({"_id": n}).raw) == bson.encode(want), label
     # again: a diff applied twice gives the same document (the entries are idempotent)
-    replay(mongo_client, entries, ReplayOptions(method="native"))
+    replay(mongo_client, entries, options)
     assert coll.count_documents({}) == len(CASES)
 
 
-def test_a_diff_on_a_missing_document_is_applied_to_its_id(mongo_client, scratch_db):
+@pytest.mark.parametrize("writers", [4, 0], ids=["parallel", "in order"])
+def test_a_diff_on_a_missing_document_is_applied_to_its_id(mongo_client, scratch_db, writers):
     db = scratch_db()
     u = entry(
         Timestamp(T, 100),
@@ -242,7 +256,7 @@ def test_a_diff_on_a_missing_document_is_applied_to_its_id(mongo_client, scratch
         {"$v": 2, "diff": {"i": {"x": 1}, "sy": {"u": {"z": 1}}}},
         o2={"_id": 7},
     )
-    replay(mongo_client, [u])
+    replay(mongo_client, [u], ReplayOptions(writers=writers))
     assert mongo_client[db].c.find_one() == {"_id": 7, "x": 1}
 
 
@@ -274,6 +288,20 @@ def test_a_malformed_or_unsupported_diff_is_refused_up_front(diff, reason):
     assert str(info.value) == reason
     plan = plan_replay([entry(Timestamp(T, 1), "u", "x.c", {"$v": 2, "diff": diff}, o2={"_id": 1})])
     assert [(e.ts, e.ns, e.reason) for e in plan.refused] == [(Timestamp(T, 1), "x.c", reason)]
+
+
+@pytest.mark.parametrize("writers", [4, 0], ids=["parallel", "in order"])
+def test_a_diff_then_a_modifier_update_of_one_document_in_one_window(mongo_client, scratch_db, writers):
+    """The parallel path folds the diff into a replacement and sends the $set after it."""
+    db = scratch_db()
+    mongo_client[db].c.insert_one(SON([("_id", 1), ("a", 1), ("b", {"c": 1})]))
+    entries = [
+        entry(Timestamp(T, 200), "u", f"{db}.c", {"$v": 2, "diff": {"u": {"a": 2}}}, o2={"_id": 1}),
+        entry(Timestamp(T, 201), "u", f"{db}.c", {"$v": 1, "$set": {"x": 1}}, o2={"_id": 1}),
+    ]
+    replay(mongo_client, entries, ReplayOptions(writers=writers))
+    coll = mongo_client[db].get_collection("c", codec_options=SON_CODEC)
+    assert list(coll.find()) == [SON([("_id", 1), ("a", 2), ("b", SON([("c", 1)])), ("x", 1)])]
 
 
 def test_v1_and_unversioned_modifier_updates(mongo_client, scratch_db):

@@ -6,12 +6,9 @@ the sample databases are only read.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import io
 import json
-import logging
-from collections.abc import Iterator
 from typing import Any
 
 import bson
@@ -27,10 +24,9 @@ from sidecar.engine.namespaces import Renamer
 from sidecar.engine.replay.archive_oplog import server_has_apply_ops
 from sidecar.integrity.compare import index_signature
 from sidecar.jobs import Job, JobBusy, JobLock
-from sidecar.logs import LogTail, Redactor
 from sidecar.service import JobFailed
 from sidecar.store.catalog import archive_name
-from tests.helpers import settings_for
+from tests.helpers import job_log, settings_for
 from tests.test_restore_support import (  # noqa: F401 - fixtures
     SAMPLE_DBS,
     database_exists,
@@ -190,20 +186,6 @@ def test_a_restore_that_overwrites_takes_a_safety_backup_of_exactly_what_it_touc
     assert back["safetyBackup"] is None and back["safetyBackupSkipped"]
     assert mongo_client[target].patients.find_one({"_id": "changed after the backup"}) is not None
     assert len(service.catalog.load()) == 2  # the opted-out restore took no backup
-
-
-@contextlib.contextmanager
-def job_log() -> Iterator[LogTail]:
-    """The sidecar's records while the block runs, as ``GET /api/v1/monitoring/logs`` shows them."""
-    tail, logger = LogTail(Redactor()), logging.getLogger("sidecar")
-    level = logger.level
-    logger.addHandler(tail)
-    logger.setLevel(logging.INFO)
-    try:
-        yield tail
-    finally:
-        logger.removeHandler(tail)
-        logger.setLevel(level)
 
 
 def test_a_safety_backup_that_fails_stops_the_restore_before_its_first_write(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import shutil
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pymongo
 import pyrage
@@ -17,7 +19,7 @@ import pytest
 
 from sidecar.cli import main as cli_main
 from sidecar.embedded import EmbeddedServer
-from sidecar.integrity.drill import DRILL_PREFIX, drill_database_name
+from sidecar.integrity.drill import DRILL_PREFIX, drill_database_name, drop_drill_databases
 from sidecar.integrity.levels import verify_archive
 from sidecar.integrity.proof_server import given_server
 from sidecar.jobs import Job, JobLock
@@ -40,8 +42,18 @@ def test_each_level_passes_and_is_recorded_in_the_catalog(
 ):
     service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
     name = sample_archive.entry["fileName"]
-    result = service.run_verify(file_name=name, level=level)
+    job = service.new_job("verify", level=level)
+    phases: list[str] = []  # what the job's progress shows, in turn
+    begin = job.progress.begin
+
+    def shown(phase: str, *args: Any, **kwargs: Any) -> None:
+        phases.append(phase)
+        begin(phase, *args, **kwargs)
+
+    job.progress.begin = shown  # type: ignore[method-assign]
+    result = service.run_verify(job, file_name=name, level=level)
     assert result["ok"] is True and result["inCatalog"] is True
+    assert phases == (["verify", "prepare"] if level == "drill" else ["verify"])
     entry = service.catalog.get(name)
     record = entry["verification"][level]
     assert record["ok"] is True and record["reason"] is None
@@ -52,8 +64,11 @@ def test_each_level_passes_and_is_recorded_in_the_catalog(
     quick = entry["verification"]["quick"]
     assert quick["sha256"] == sample_archive.entry["sha256"]
     assert quick["sizeBytes"] == sample_archive.entry["sizeBytes"]
+    raw_size = len(gzip.decompress(sample_archive.path.read_bytes()))
+    assert quick["uncompressedBytes"] == raw_size
     if level != "quick":
         full = entry["verification"]["full"]
+        assert full["uncompressedBytes"] == raw_size
         assert full["documents"] == sum(ns["documents"] for ns in sample_archive.entry["namespaces"].values())
         assert full["namespaces"] == len(sample_archive.entry["namespaces"])
     if level == "drill":
@@ -168,6 +183,20 @@ def test_drill_drops_leftovers_of_crashed_drills_first(sample_archive, tmp_path,
         record = result["verification"]["drill"]
         assert leftover in record["leftoversDropped"] and record["server"] == "scratch"
         assert drill_databases(scratch) == []
+
+
+def test_scratch_databases_that_cannot_be_listed_or_dropped_are_named_with_the_servers_error():
+    refused = "127.0.0.1:1: [Errno 111] Connection refused"  # nothing listens on port 1
+    with pymongo.MongoClient("mongodb://127.0.0.1:1", serverSelectionTimeoutMS=200) as gone:
+        assert drop_drill_databases(gone) == (
+            [],
+            [{"name": f"{DRILL_PREFIX}*", "error": f"cannot list databases: {refused}"}],
+        )
+        named = f"{DRILL_PREFIX}j1_maekcord"
+        assert drop_drill_databases(gone, f"{DRILL_PREFIX}j1_", [named]) == (
+            [],
+            [{"name": named, "error": refused}],
+        )
 
 
 def test_drill_database_names_stay_within_mongodb_limits():
@@ -373,15 +402,20 @@ def test_full_fails_on_a_crc_the_catalog_did_not_record_though_the_counts_match(
 def test_a_drill_fails_when_the_restored_data_differs_from_the_archive(
     sample_archive, tmp_path, mongo_uri, mongo_client
 ):
-    """The restore of the drill succeeds, then a restored document changes before the comparison."""
+    """The restore of the drill succeeds, then a restored document and a collection's options change
+    before the comparison."""
     entry = sample_archive.entry
     scratch = drill_database_name("tamper", "maekcord")
+    changed: list[dict] = []
 
     class Tamper(Progress):
         def __setattr__(self, name, value):
             super().__setattr__(name, value)
             if name == "phase" and self.shown_phase == "drill-done":  # restored, not yet compared
-                mongo_client[scratch].patients.update_one({}, {"$set": {"ward": "changed after the restore"}})
+                db = mongo_client[scratch]
+                db.patients.update_one({}, {"$set": {"ward": "changed after the restore"}})
+                db.command("collMod", "appointments", validator={"patientId": {"$exists": True}})
+                changed.extend(db.list_collections(filter={"name": "appointments"}))
 
     report = verify_archive(
         sample_archive.path,
@@ -394,5 +428,8 @@ def test_a_drill_fails_when_the_restored_data_differs_from_the_archive(
     assert report.records["full"]["ok"] is True
     drill = report.records["drill"]
     assert drill["ok"] is False and drill["failedCheck"] == "drill"
-    assert "maekcord.patients: the content hash of the restored documents differs" in drill["reason"]
+    options = f"maekcord.appointments: options are {dict(changed[0]['options'])}, the archive has {{}}"
+    hashed = "maekcord.patients: the content hash of the restored documents differs"
+    assert drill["mismatches"] == [options, hashed]
+    assert drill["reason"] == f"the restored data differs from the archive: {options} (and 1 more)"
     assert drill_databases(mongo_client) == []

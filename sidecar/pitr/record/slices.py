@@ -61,7 +61,9 @@ class SliceBuffer:
     """The entries of the slice being cut. ``prev`` is the entry before the first (None: not joined)."""
 
     prev: Timestamp | None
-    entries: list[RawBSONDocument] = field(default_factory=list)
+    # raw bytes, not the documents: reading "wall" and "ns" decodes a document's fields into Python
+    # objects, which a whole slice of small entries holds at several times its 16 MiB
+    entries: list[bytes] = field(default_factory=list)
     stamps: list[Timestamp] = field(default_factory=list)
     first_wall: dt.datetime | None = None
     last_wall: dt.datetime | None = None
@@ -87,7 +89,7 @@ class SliceBuffer:
     def add(self, entry: RawBSONDocument, ts: Timestamp) -> None:
         if not self.entries:
             self.first_wall, self.started = entry.get("wall"), time.monotonic()
-        self.entries.append(entry)
+        self.entries.append(entry.raw)
         self.stamps.append(ts)
         self.last_wall = entry.get("wall") or self.last_wall
         self.namespaces[entry.get("ns") or ""] += 1
@@ -108,9 +110,9 @@ class SliceBuffer:
     def without_last_group(self) -> SliceBuffer:
         """The same entries but those sharing the newest timestamp (a group that may be incomplete)."""
         kept = SliceBuffer(self.prev, left_out_after=self.left_out)  # those of the group too, at most
-        for entry, ts in zip(self.entries, self.stamps, strict=True):
+        for raw, ts in zip(self.entries, self.stamps, strict=True):
             if ts != self.last:
-                kept.add(entry, ts)
+                kept.add(RawBSONDocument(raw), ts)
         return kept
 
     def age(self) -> float:
@@ -151,7 +153,7 @@ def write_slice(settings: Settings, buffer: SliceBuffer) -> SliceEntry:
     with ArchiveSink(
         final, recipients=recipients, compression=settings.compression, level=settings.compression_level
     ) as sink:
-        sink.archive.write(b"".join(entry.raw for entry in buffer.entries))
+        sink.archive.write(b"".join(buffer.entries))
         digest = sink.commit()
     return buffer.entry(name, digest.size, digest.hexdigest())
 
