@@ -157,3 +157,17 @@ def test_metrics_and_latest_ignore_safety_copies():
     summary = summarize_catalog([regular, safety])
     assert summary.last_size == 1000
     assert summary.archives["local"]["count"] == 2  # it still takes space on the disk
+
+
+def test_a_copy_left_marked_by_an_interrupted_deletion_is_planned_again_saying_so(make_settings):
+    from sidecar.service import BackupService
+
+    settings = make_settings(retention_days=30, retention_min_count=1)
+    settings.backup_dir.mkdir(parents=True)
+    service = BackupService(settings)
+    (kept,) = entries((1, C))  # retention keeps the archive; only its bucket copy was being removed
+    service.catalog.add({**kept, "locations": ["local"], "deleting": ["s3"]})
+    with clock.set_to(NOW):
+        assert [(r.file_name, r.status, r.reason, r.destination) for r in service.plan_prune()] == [
+            (kept["fileName"], C, "finishing a deletion that was interrupted", "s3")
+        ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 
 import pyrage
 import pytest
@@ -311,8 +312,11 @@ def test_reconciliation_reports_strays_and_uploads_missing_objects_again(s3_sett
     client.delete_object(Bucket=s3_env.bucket, Key=PREFIX + first["fileName"])
     assert reconcile_now(service.offsite) == {"missing": [first["fileName"]], "stray": [stray]}
     job = service.new_job("backup")
+    started = time.time()
     second = service.run_backup(job)
     upload = job.result["uploads"]["s3"]
+    assert set(upload) == {"ok", "bytes", "at", "files", "retried", "reconcile"}
+    assert started <= upload["at"] <= time.time()  # when the upload stage ended
     assert upload["reconcile"] == {"missing": [first["fileName"]], "stray": [stray]}
     # the new archive goes up first, then the ones the bucket lost
     assert upload["files"] == [second["fileName"], first["fileName"]]
