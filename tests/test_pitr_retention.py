@@ -24,6 +24,7 @@ from bson.timestamp import Timestamp
 from sidecar import clock
 from sidecar.config import Settings
 from sidecar.pitr import optime
+from sidecar.pitr.capture.state import PitrState
 from sidecar.pitr.record.catalog import SliceCatalog
 from sidecar.pitr.record.offsite import SliceCopies
 from sidecar.pitr.record.retention import Base, oldest_left, plan_slices
@@ -507,4 +508,49 @@ def test_slice_copies_go_from_each_place_and_one_that_cannot_go_stays_marked(mak
         f"retention could not remove slice {second['fileName']} from local: "
         f"[Errno 21] Is a directory: '{stuck}'",
         "retention removed 2 oplog slice copies",
+    ]
+
+
+def test_pitr_status_names_the_directory_the_slices_and_the_window_a_base_opens(make_settings):
+    """The JSON of ``sidecar pitr status --json`` and GET /api/v1/pitr, over two slices and one base."""
+    settings = make_settings()
+    oplog_dir(settings).mkdir(parents=True)
+    start = int((DAY0 - dt.timedelta(days=1)).timestamp())
+    first = add_slice(settings, start, None)
+    second = add_slice(settings, start + SIX_HOURS, optime.from_json(first["last"]))
+    name = archive_name(settings.file_prefix, dt.datetime.fromtimestamp(start + 100, dt.UTC))
+    (settings.backup_dir / name).write_bytes(b"base")
+    cut = {"start": {"t": start + 50, "i": 1}, "end": {"t": start + 100, "i": 1}, "entries": 2}
+    BackupService(settings).catalog.add(
+        {"fileName": name, "createdAt": iso_utc(DAY0), "status": "completed", "sizeBytes": 4, "oplog": cut}
+    )
+    status = pitr_status(settings, state=PitrState(left_out=3), server="not asked")
+    assert status["directory"] == str(oplog_dir(settings))
+    assert status["slices"] == {
+        "count": 2,
+        "entries": 6,
+        "sizeBytes": first["sizeBytes"] + second["sizeBytes"],
+        "rawBytes": first["rawBytes"] + second["rawBytes"],
+        "leftOutEntries": 0,
+        "first": first["first"],
+        "last": second["last"],
+        "firstTime": first["firstWall"],
+        "lastTime": second["lastWall"],
+        "checked": "size",
+    }
+    assert status["archiver"]["leftOut"] == 3
+    end = second["last"]
+    assert status["windows"] == [
+        {
+            "start": cut["end"],
+            "end": end,
+            "startTime": optime.iso(optime.from_json(cut["end"])),
+            "endTime": optime.iso(optime.from_json(end)),
+            "seconds": end["t"] - cut["end"]["t"],
+            "lastEntry": end,
+            "lastEntryTime": optime.iso(optime.from_json(end)),
+            "caughtUp": False,  # no archiver has said it read past its last entry
+            "baseBackup": name,
+            "backups": [name],
+        }
     ]
