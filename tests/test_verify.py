@@ -43,17 +43,21 @@ def test_each_level_passes_and_is_recorded_in_the_catalog(
     service, _ = sample_archive.copy_into(tmp_path, mongo_uri)
     name = sample_archive.entry["fileName"]
     job = service.new_job("verify", level=level)
-    phases: list[str] = []  # what the job's progress shows, in turn
-    begin = job.progress.begin
+    phases: list[tuple[str, int]] = []  # what the job's progress shows, in turn: each phase, and the
+    begin = job.progress.begin  # bytes the one before it counted
 
     def shown(phase: str, *args: Any, **kwargs: Any) -> None:
-        phases.append(phase)
+        phases.append((phase, job.progress.bytes))
         begin(phase, *args, **kwargs)
 
     job.progress.begin = shown  # type: ignore[method-assign]
     result = service.run_verify(job, file_name=name, level=level)
     assert result["ok"] is True and result["inCatalog"] is True
-    assert phases == (["verify", "prepare"] if level == "drill" else ["verify"])
+    raw_size = len(gzip.decompress(sample_archive.path.read_bytes()))
+    if level == "drill":  # the scan's bytes, then the drill's restore
+        assert phases == [("verify", 0), ("prepare", raw_size)]
+    else:
+        assert phases == [("verify", 0)] and job.progress.bytes == raw_size
     entry = service.catalog.get(name)
     record = entry["verification"][level]
     assert record["ok"] is True and record["reason"] is None
@@ -64,7 +68,6 @@ def test_each_level_passes_and_is_recorded_in_the_catalog(
     quick = entry["verification"]["quick"]
     assert quick["sha256"] == sample_archive.entry["sha256"]
     assert quick["sizeBytes"] == sample_archive.entry["sizeBytes"]
-    raw_size = len(gzip.decompress(sample_archive.path.read_bytes()))
     assert quick["uncompressedBytes"] == raw_size
     if level != "quick":
         full = entry["verification"]["full"]
