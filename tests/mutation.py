@@ -52,8 +52,8 @@ def draw(names: list[str], size: int, seed: int) -> list[str]:
 
 
 def run_sample(options: argparse.Namespace, env: dict[str, str]) -> int:
-    if not statuses(env):
-        mutmut("run", "--max-children", str(options.max_children), NO_MUTANT, env=env)
+    # draw from the mutants of the code as it is: mutants/ may hold an earlier generation's names
+    mutmut("run", "--max-children", str(options.max_children), NO_MUTANT, env=env)
     chosen = draw(list(statuses(env)), options.sample, options.seed)
     code = mutmut("run", "--max-children", str(options.max_children), *chosen, env=env).returncode
     found = statuses(env)
